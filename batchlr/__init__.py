@@ -1,0 +1,27 @@
+"""batchlr: search batch size, learning rate and optimizer for CNNs with Optuna.
+
+Use a study's exported best configuration in another project::
+
+    cfg = batchlr.load_config("best.json")
+    optimizer = cfg.make_optimizer(model.parameters())
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from batchlr.studies.export import BestConfig, load_config
+
+__all__ = ["BestConfig", "__version__", "load_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # Importing torch takes seconds; `batchlr --help` and `import batchlr` should not pay it.
+    if name in ("load_config", "BestConfig"):
+        from batchlr.studies import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'batchlr' has no attribute {name!r}")

@@ -1,0 +1,289 @@
+"""The ``batchlr`` command line.
+
+Heavy imports (torch, scikit-learn) happen inside the commands that need them, so that
+``batchlr --help`` and ``batchlr studies`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from batchlr import __version__
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
+from batchlr.search.space import OPTIMIZER_NAMES, SearchSpace, parse_optimizers, parse_range
+
+DEFAULT_N_TRIALS = 20
+STORAGE_OPTION = click.option(
+    "--storage",
+    envvar="BATCHLR_STORAGE",
+    default="sqlite:///batchlr.db",
+    show_default=True,
+    show_envvar=True,
+    help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.",
+)
+
+
+class BatchlrGroup(click.Group):
+    """Turns :class:`BatchlrError` into one line and an exit code; ``--debug`` shows tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.meta.get("batchlr.debug"):
+                raise
+            if isinstance(error, BatchlrUsageError):
+                raise click.UsageError(str(error)) from None
+            if isinstance(error, BatchlrError):
+                raise click.ClickException(str(error)) from None
+            raise click.ClickException(
+                f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"
+            ) from None
+
+
+@click.group(cls=BatchlrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchlr")
+@click.option("--debug", is_flag=True, help="Show the traceback of any error.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Search batch size, learning rate and optimizer for a CNN with k-fold cross-validation."""
+    import optuna
+
+    ctx.meta["batchlr.debug"] = debug
+    # batchlr prints one line per trial itself.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class RangeParam(click.ParamType):
+    """``MIN:MAX`` of ints or floats."""
+
+    name = "min:max"
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_range(str(value), self.kind)
+        except BatchlrError as error:
+            self.fail(str(error), param, ctx)
+
+
+class OptimizersParam(click.ParamType):
+    """Comma-separated optimizer names."""
+
+    name = "names"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_optimizers(str(value))
+        except BatchlrError as error:
+            self.fail(str(error), param, ctx)
+
+
+@main.command()
+@click.option("--study", "study_name", help="Study name.  [default: DATASET-MODEL]")
+@STORAGE_OPTION
+@click.option("--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    envvar="BATCHLR_DATA_DIR",
+    show_envvar=True,
+    help="Where torchvision data sets are read from, or downloaded to.",
+)
+@click.option("--model", default="convnet", show_default=True, help="convnet, convnet-bn, or package.module:function.")
+@click.option("--folds", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per fold.")
+@click.option("--batch-size", default="16:512", show_default=True, type=RangeParam(int), help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
+@click.option("--lr", default="1e-4:1", show_default=True, type=RangeParam(float), help="MIN:MAX learning rate, sampled on a log scale.")
+@click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OptimizersParam(), help="Comma-separated subset of sgd,adam,rmsprop.")
+@click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sampler and model initialisation; a new study's folds too.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    study_name: str | None,
+    storage: str,
+    dataset: str,
+    data_dir: Path,
+    model: str,
+    folds: int,
+    epochs: int,
+    batch_size: tuple[int, int],
+    lr: tuple[float, float],
+    optimizers: tuple[str, ...],
+    n_trials: int | None,
+    timeout: float | None,
+    sampler: str,
+    pruner: str,
+    seed: int,
+    device: str,
+) -> None:
+    """Create a study, or resume the one named --study, and run trials in this process.
+
+    A resumed study keeps the data set, model, folds, epochs and search space it was created
+    with; giving a different value for any of them is an error.
+    """
+    from batchlr.objectives.data import check_dataset_name
+    from batchlr.objectives.models import resolve_model
+    from batchlr.studies.lifecycle import RunOptions, run_study
+    from batchlr.studies.spec import OPTION_OF, StudySpec
+    from batchlr.studies.storage import mask_url
+
+    check_dataset_name(dataset)
+    resolve_model(model)
+    requested = StudySpec(
+        dataset=dataset,
+        model=model,
+        folds=folds,
+        epochs=epochs,
+        space=SearchSpace(batch_size=batch_size, lr=lr, optimizers=optimizers),
+        seed=seed,
+    )
+    given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT}
+    options = RunOptions(
+        n_trials=n_trials if n_trials or timeout else DEFAULT_N_TRIALS,
+        timeout=timeout,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+    )
+    click.echo(f"storage {mask_url(storage)}")
+    study = run_study(storage, study_name, requested, given, options, callbacks=[_print_trial])
+    _print_best(study, storage)
+
+
+def _print_trial(study: Any, trial: Any) -> None:
+    value = "" if trial.value is None else f"{trial.value:.4f}"
+    params = " ".join(f"{key}={_format(value)}" for key, value in sorted(trial.params.items()))
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    reason = trial.user_attrs.get("reason", "")
+    click.echo(f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s  {params}  {reason}".rstrip())
+
+
+def _print_best(study: Any, storage: str) -> None:
+    from batchlr.studies.storage import mask_url
+    from batchlr.studies.summary import best_complete_trial
+
+    best = best_complete_trial(study)
+    params = " ".join(f"{key}={_format(value)}" for key, value in sorted(best.params.items()))
+    click.echo(f"best: trial {best.number}, accuracy {best.value:.4f}, {params}")
+    where = f" --storage {mask_url(storage)}" if storage != "sqlite:///batchlr.db" else ""
+    click.echo(f"see it:    batchlr show {study.study_name}{where}")
+    click.echo(f"export it: batchlr export {study.study_name}{where} --output best.json")
+    click.echo(f"browse it: batchlr dashboard{where}")
+
+
+def _format(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@main.command()
+@STORAGE_OPTION
+def studies(storage: str) -> None:
+    """List the studies in a storage: trials by state and best value."""
+    from batchlr.studies.storage import open_storage
+    from batchlr.studies.summary import list_studies
+
+    rows = list_studies(open_storage(storage, create=False))
+    if not rows:
+        click.echo("no studies")
+        return
+    width = max(len("study"), *(len(row.name) for row in rows))
+    click.echo(f"{'study':<{width}}  complete  pruned  fail  running  best")
+    for row in rows:
+        counts = row.trials_by_state
+        best = "-" if row.best_value is None else f"{row.best_value:.4f}"
+        click.echo(
+            f"{row.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {best}"
+        )
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@STORAGE_OPTION
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows in the table of best trials.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def show(study_name: str, storage: str, top: int, as_json: bool) -> None:
+    """Print a study's best trial and its top trials."""
+    from batchlr.studies.storage import open_storage
+    from batchlr.studies.summary import describe, load_existing_study
+
+    report = describe(load_existing_study(open_storage(storage, create=False), study_name), top)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    settings = report["settings"]
+    click.echo(
+        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
+        f"{settings.get('folds')} folds x {settings.get('epochs')} epochs; trials "
+        + ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items()))
+    )
+    best = report["best"]
+    click.echo(f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {_fold_text(best)}")
+    for key, value in sorted(best["params"].items()):
+        click.echo(f"  {key:<12} {_format(value)}")
+    click.echo(f"\n{'trial':>5}  {'accuracy':>8}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}")
+    for row in report["top"]:
+        params, attrs = row["params"], row["user_attrs"]
+        momentum = params.get("momentum")
+        click.echo(
+            f"{row['number']:>5}  {row['value']:>8.4f}  {params.get('batch_size', '-'):>5}  {params.get('lr', math.nan):>9.3g}  "
+            f"{params.get('optimizer', '-'):<9}  {'-' if momentum is None else f'{momentum:.3f}':>8}  "
+            f"{attrs.get('images_per_second', math.nan):>7.0f}"
+        )
+
+
+def _fold_text(trial: dict[str, Any]) -> str:
+    return " ".join(f"{score:.4f}" for score in trial["user_attrs"].get("fold_scores", [])) or "-"
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@STORAGE_OPTION
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write: .json, or .yaml/.yml.")
+def export(study_name: str, storage: str, output: Path) -> None:
+    """Write a study's best configuration for use with batchlr.load_config."""
+    from batchlr.studies.export import best_config, write_config
+    from batchlr.studies.storage import open_storage
+    from batchlr.studies.summary import load_existing_study
+
+    config = best_config(load_existing_study(open_storage(storage, create=False), study_name))
+    write_config(config, output)
+    click.echo(f"wrote {output}: trial {config.trial}, accuracy {config.value:.4f}, batch_size={config.batch_size} lr={config.lr:.3g} optimizer={config.optimizer}")
+
+
+@main.command()
+@STORAGE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to serve on; 0.0.0.0 exposes it to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(storage: str, host: str, port: int) -> None:
+    """Serve the storage's studies in optuna-dashboard."""
+    from batchlr.studies.dashboard import serve_dashboard
+    from batchlr.studies.storage import mask_url
+
+    click.echo(f"optuna-dashboard for {mask_url(storage)} at http://{host}:{port}/ (Ctrl-C stops it)")
+    serve_dashboard(storage, host, port)
+

@@ -1,0 +1,31 @@
+"""Choosing the torch device from ``--device``."""
+
+from __future__ import annotations
+
+import torch
+
+from batchlr.errors import BatchlrUsageError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; other names must be usable here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BatchlrUsageError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BatchlrUsageError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BatchlrUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise BatchlrUsageError(f"--device {name}: MPS is not available; use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise BatchlrUsageError(f"--device {name}: batchlr runs on cpu, cuda or mps")
+    return device

@@ -1,0 +1,25 @@
+"""Pruners by name, set up for one report per epoch (the mean validation accuracy over folds)."""
+
+from __future__ import annotations
+
+import optuna
+
+PRUNER_NAMES: tuple[str, ...] = ("median", "hyperband", "wilcoxon", "none")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Build the pruner called ``name`` for trials of ``epochs`` reports.
+
+    ``median`` may stop a trial after its first epoch once five trials have finished.
+    ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
+    epochs and stops it when it is worse with p < 0.1.
+    """
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose from {', '.join(PRUNER_NAMES)}")

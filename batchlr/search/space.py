@@ -1,0 +1,152 @@
+"""The search space over batch size, learning rate and optimizer, and the values a trial draws."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import optuna
+
+from batchlr.errors import BatchlrError, BatchlrUsageError
+
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop")
+"""Optimizers a study can search, by the names stored in the ``optimizer`` param."""
+
+MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
+"""Optimizers whose momentum is searched too; Adam's betas play that role and stay at defaults."""
+
+MOMENTUM_RANGE: tuple[float, float] = (0.0, 0.99)
+
+# GridSampler needs finite values; one momentum keeps Adam's grid points from repeating.
+GRID_MOMENTUM = 0.9
+
+Number = TypeVar("Number", int, float)
+
+
+def parse_range(text: str, kind: type[Number]) -> tuple[Number, Number]:
+    """Parse ``"MIN:MAX"`` into two positive numbers with MIN <= MAX.
+
+    Raises:
+        BatchlrUsageError: when the text is malformed or the range is empty.
+    """
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        low, high = kind(parts[0]), kind(parts[1])
+    except ValueError:
+        example = "16:512" if kind is int else "1e-4:1"
+        raise BatchlrUsageError(f"{text!r} is not MIN:MAX of {kind.__name__}s; write it like {example}") from None
+    if not (low > 0 and high > 0) or math.isinf(high):
+        raise BatchlrUsageError(f"{text!r}: both ends must be positive and finite")
+    if low > high:
+        raise BatchlrUsageError(f"{text!r}: MIN is greater than MAX; write {parts[1]}:{parts[0]}")
+    return low, high
+
+
+def parse_optimizers(text: str) -> tuple[str, ...]:
+    """Parse comma-separated optimizer names, keeping their order and dropping repeats."""
+    names = tuple(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in OPTIMIZER_NAMES]
+    if unknown or not names:
+        raise BatchlrUsageError(
+            f"unknown optimizer {', '.join(unknown) or '(none given)'}; choose from {','.join(OPTIMIZER_NAMES)}"
+        )
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """The values one training run uses; built from a trial's params or an exported file."""
+
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Hyperparameters:
+        """Read the Optuna params of a batchlr trial (``batch_size``, ``lr``, ``optimizer``, ``momentum``)."""
+        missing = [key for key in ("batch_size", "lr", "optimizer") if key not in params]
+        if missing:
+            raise BatchlrError(f"params lack {', '.join(missing)}; was this made by batchlr?")
+        optimizer = str(params["optimizer"])
+        if optimizer not in OPTIMIZER_NAMES:
+            raise BatchlrError(f"unknown optimizer {optimizer!r}; batchlr knows {', '.join(OPTIMIZER_NAMES)}")
+        momentum = params.get("momentum")
+        return cls(
+            batch_size=int(params["batch_size"]),
+            lr=float(params["lr"]),
+            optimizer=optimizer,
+            momentum=None if momentum is None else float(momentum),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Ranges a study searches. Batch size and learning rate are sampled on a log scale."""
+
+    batch_size: tuple[int, int] = (16, 512)
+    lr: tuple[float, float] = (1e-4, 1.0)
+    optimizers: tuple[str, ...] = OPTIMIZER_NAMES
+
+    def clip_batch_size(self, largest: int) -> SearchSpace:
+        """Cap the batch range at ``largest``, the most samples a training fold holds."""
+        low, high = self.batch_size
+        if low > largest:
+            raise BatchlrUsageError(
+                f"--batch-size {low}:{high}: the smallest training fold holds only {largest} "
+                f"samples; use a MIN of at most {largest}"
+            )
+        return dataclasses.replace(self, batch_size=(low, min(high, largest)))
+
+    def suggest(self, trial: optuna.Trial) -> Hyperparameters:
+        """Draw one configuration; momentum only for the optimizers that use it."""
+        optimizer = trial.suggest_categorical("optimizer", list(self.optimizers))
+        momentum = None
+        if optimizer in MOMENTUM_OPTIMIZERS:
+            momentum = trial.suggest_float("momentum", *MOMENTUM_RANGE)
+        return Hyperparameters(
+            batch_size=trial.suggest_int("batch_size", *self.batch_size, log=True),
+            lr=trial.suggest_float("lr", *self.lr, log=True),
+            optimizer=optimizer,
+            momentum=momentum,
+        )
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Finite values for GridSampler: powers of two and decades inside the ranges, plus the ends."""
+        return {
+            "optimizer": list(self.optimizers),
+            "momentum": [GRID_MOMENTUM],
+            "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
+            "lr": _log_ladder(*self.lr, base=10, kind=float),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored on a study and compared when it is resumed."""
+        return {
+            "batch_size": list(self.batch_size),
+            "lr": list(self.lr),
+            "optimizers": list(self.optimizers),
+            "momentum": list(MOMENTUM_RANGE),
+        }
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> SearchSpace:
+        low_b, high_b = stored["batch_size"]
+        low_lr, high_lr = stored["lr"]
+        return cls(
+            batch_size=(int(low_b), int(high_b)),
+            lr=(float(low_lr), float(high_lr)),
+            optimizers=tuple(stored["optimizers"]),
+        )
+
+
+def _log_ladder(low: Number, high: Number, *, base: int, kind: type[Number]) -> list[Number]:
+    """``low``, every power of ``base`` strictly between, and ``high``."""
+    first = math.floor(math.log(low, base)) + 1
+    last = math.ceil(math.log(high, base)) - 1
+    inner = [kind(base**exponent) for exponent in range(first, last + 1)]
+    return sorted({low, *[value for value in inner if low < value < high], high})

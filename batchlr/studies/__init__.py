@@ -1,0 +1,1 @@
+"""Studies in Optuna storage: create and resume, list, export, and serve in optuna-dashboard."""

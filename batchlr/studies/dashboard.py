@@ -1,0 +1,25 @@
+"""Serving a storage in optuna-dashboard."""
+
+from __future__ import annotations
+
+import errno
+
+import optuna_dashboard
+
+from batchlr.errors import BatchlrError
+from batchlr.studies.storage import open_storage
+
+
+def serve_dashboard(storage_url: str, host: str, port: int) -> None:
+    """Serve optuna-dashboard for ``storage_url`` until interrupted.
+
+    Raises:
+        BatchlrError: when the storage cannot be opened or the port is taken.
+    """
+    storage = open_storage(storage_url, create=False)
+    try:
+        optuna_dashboard.run_server(storage, host=host, port=port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise BatchlrError(f"port {port} on {host} is in use; choose another with --port") from None
+        raise BatchlrError(f"cannot serve on {host}:{port}: {error.strerror}") from None

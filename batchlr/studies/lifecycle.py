@@ -1,0 +1,96 @@
+"""Creating, resuming and running studies."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+import optuna
+
+from batchlr.errors import BatchlrError
+from batchlr.objectives.data import ImageData, load_dataset
+from batchlr.objectives.device import resolve_device
+from batchlr.objectives.folds import FoldAssignment, assign_folds
+from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.search.pruners import make_pruner
+from batchlr.search.samplers import make_sampler
+from batchlr.studies.spec import DIRECTION, METRIC, StudySpec, load_spec, reconcile, save_spec
+from batchlr.studies.storage import open_storage
+
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How this process runs trials; none of it is part of the study's definition."""
+
+    n_trials: int | None = None
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    device: str = "auto"
+    data_dir: Path = Path("data")
+
+
+def run_study(
+    storage_url: str,
+    study_name: str | None,
+    requested: StudySpec,
+    given: Collection[str],
+    options: RunOptions,
+    callbacks: Sequence[TrialCallback] = (),
+) -> optuna.Study:
+    """Create the study, or resume the one of that name, and run trials in this process.
+
+    ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
+    keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
+    The study is created only once the data, folds, model and device are known to work.
+    """
+    storage = open_storage(storage_url, create=True)
+    name = study_name or requested.default_study_name()
+    stored = load_spec(storage, name)
+    spec = reconcile(stored[0] if stored else None, requested, given, name)
+    data = load_dataset(spec.dataset, options.data_dir.expanduser())
+    if stored:
+        folds = _checked_folds(stored[1], stored[2], data, name)
+    else:
+        folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None)
+    objective = CrossValidationObjective(
+        data=data,
+        folds=folds,
+        space=spec.space.clip_batch_size(folds.smallest_train_size()),
+        model=spec.model,
+        epochs=spec.epochs,
+        device=resolve_device(options.device),
+        seed=options.seed,
+    )
+    previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=DIRECTION,
+        # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
+        sampler=make_sampler(options.sampler, objective.space, options.seed + previous_trials),
+        pruner=make_pruner(options.pruner, spec.epochs),
+        load_if_exists=True,
+    )
+    if not stored:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
+        save_spec(storage, name, spec, folds, data.labels_fingerprint())
+    study.optimize(objective, n_trials=options.n_trials, timeout=options.timeout, callbacks=list(callbacks))
+    return study
+
+
+def _checked_folds(folds: FoldAssignment, fingerprint: str, data: ImageData, study: str) -> FoldAssignment:
+    """The stored folds, once the data set is known to be the one they were drawn on."""
+    if len(folds.fold_of) != len(data.labels) or fingerprint != data.labels_fingerprint():
+        raise BatchlrError(
+            f"study {study!r} was created on different {data.name} data ({len(folds.fold_of)} samples, "
+            f"now {len(data.labels)}); point --data-dir at the original data or choose a new --study name"
+        )
+    return folds
