@@ -81,10 +81,12 @@ def load_dataset(spec: str, data_dir: Path) -> ImageData:
         return _normalised(spec, (images, digits.target.astype(np.int64)), None, MNIST_CLASSES)
     if spec in ("mnist", "fashion-mnist"):
         folder = "MNIST" if spec == "mnist" else "FashionMNIST"
-        train, test = readers.read_mnist_like(data_dir / folder / "raw", _downloader(spec, data_dir))
+        raw = data_dir / folder / "raw"
+        train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
         return _normalised(spec, train, test, MNIST_CLASSES if spec == "mnist" else FASHION_MNIST_CLASSES)
     if spec in ("cifar10", "cifar2"):
-        train, test = readers.read_cifar10(data_dir, _downloader("cifar10", data_dir))
+        folder = data_dir / readers.CIFAR_FOLDER
+        train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
         if spec == "cifar10":
             return _normalised(spec, train, test, readers.CIFAR10_CLASSES)
         keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
@@ -93,7 +95,9 @@ def load_dataset(spec: str, data_dir: Path) -> ImageData:
     return _normalised(spec, train, None, classes)
 
 
-def _downloader(spec: str, data_dir: Path) -> Callable[[], None]:
+def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[], None]:
+    """Fetch ``spec`` into ``data_dir`` with torchvision, or fail saying where its files belong."""
+
     def download() -> None:
         import torchvision.datasets as tvd
 
@@ -102,8 +106,8 @@ def _downloader(spec: str, data_dir: Path) -> Callable[[], None]:
             source(root=str(data_dir), train=True, download=True)
         except Exception as error:  # torchvision raises URLError, RuntimeError, OSError and more
             raise BatchlrError(
-                f"{spec} is not in {data_dir} and could not be downloaded ({type(error).__name__}); "
-                f"put it there by hand or point --data-dir at a copy"
+                f"{spec} is not in {expected} and could not be downloaded ({type(error).__name__}: no network?); "
+                "put its files there or point --data-dir at a copy"
             ) from None
 
     return download

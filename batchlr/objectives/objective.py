@@ -34,6 +34,7 @@ class CrossValidationObjective:
         seed: int,
     ) -> None:
         self.data = data
+        self.folds = folds
         self.space = space
         self.model_name = model
         self.model_factory = resolve_model(model)

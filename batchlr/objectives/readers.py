@@ -59,9 +59,8 @@ def read_cifar_batch(path: Path) -> Arrays:
     return images, labels
 
 
-def read_cifar10(root: Path, download: Callable[[], None]) -> tuple[Arrays, Arrays]:
-    """Read CIFAR-10's five training batches and its test batch from ``root/cifar-10-batches-py``."""
-    folder = root / CIFAR_FOLDER
+def read_cifar10(folder: Path, download: Callable[[], None]) -> tuple[Arrays, Arrays]:
+    """Read CIFAR-10's five training batches and its test batch from ``folder``, downloading them first if absent."""
     names = (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE)
     if not all((folder / name).is_file() for name in names):
         download()
@@ -105,9 +104,8 @@ def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...]]:
     Every image must have the same size. Files without an image extension are skipped,
     as torchvision does; a file with one that does not decode is an error.
     """
-    import torch
+    from PIL import Image
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    from torchvision.io import ImageReadMode, decode_image
 
     if not root.is_dir():
         raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
@@ -119,14 +117,15 @@ def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...]]:
     images = []
     for path, _ in samples:
         try:
-            images.append(decode_image(path, mode=ImageReadMode.RGB))
-        except (RuntimeError, OSError) as error:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("RGB")))
+        except OSError as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
             raise BatchlrError(f"imagefolder: cannot decode {path} ({error}); remove or replace it") from None
         if images[-1].shape != images[0].shape:
-            size, first = tuple(images[-1].shape[1:]), tuple(images[0].shape[1:])
+            size, first = images[-1].shape[:2], images[0].shape[:2]
             raise BatchlrError(
                 f"imagefolder: {path} is {size[0]}x{size[1]} but {samples[0][0]} is {first[0]}x{first[1]}; "
                 "resize the images to one size"
             )
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    return (torch.stack(images).numpy(), labels), tuple(classes)
+    return (np.stack(images).transpose(0, 3, 1, 2), labels), tuple(classes)

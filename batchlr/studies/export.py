@@ -87,7 +87,7 @@ def best_config(study: optuna.Study) -> BestConfig:
         model=settings.get("model", "unknown"),
         epochs=int(settings.get("epochs", 0)),
         folds=int(settings.get("folds", 0)),
-        versions={"batchlr": batchlr.__version__, "torch": torch.__version__, "optuna": optuna.__version__},
+        versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
     )
 
 

@@ -1,0 +1,121 @@
+"""The CLI end to end on digits with tiny settings, in process."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+import batchlr
+from batchlr.cli import main
+
+TINY = ["--dataset", "digits", "--folds", "2", "--epochs", "2", "--batch-size", "32:128", "--device", "cpu"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def study_db(sqlite_url):
+    result = invoke("run", "--storage", sqlite_url, "--study", "tiny", *TINY, "--n-trials", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    return sqlite_url
+
+
+def test_run_creates_a_study_that_optuna_reads(study_db):
+    study = optuna.load_study(study_name="tiny", storage=study_db)
+    assert len(study.trials) == 3
+    assert study.user_attrs["folds"] == 2 and study.user_attrs["batch_size"] == [32, 128]
+    for trial in study.trials:
+        assert trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        assert 32 <= trial.params["batch_size"] <= 128
+
+
+def test_run_again_resumes_with_stored_settings(study_db):
+    result = invoke("run", "--storage", study_db, "--study", "tiny", "--n-trials", "1", "--seed", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=study_db)
+    assert len(study.trials) == 4
+    # Settings not given again came from the study, not the CLI defaults (3 folds, 10 epochs).
+    assert len(study.trials[-1].intermediate_values) <= 2
+    assert len(study.trials[-1].user_attrs["fold_scores"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--lr", "1e-3:1e-1"), ("--epochs", "3"), ("--optimizers", "adam"), ("--dataset", "cifar2")]
+)
+def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option, value):
+    result = invoke("run", "--storage", study_db, "--study", "tiny", option, value, "--n-trials", "1")
+    assert result.exit_code == 2
+    assert f"created with {option}" in result.output and "Traceback" not in result.output
+    assert len(optuna.load_study(study_name="tiny", storage=study_db).trials) == 3
+
+
+def test_studies_lists_the_study_with_counts(study_db):
+    result = invoke("studies", "--storage", study_db)
+    assert result.exit_code == 0
+    header, row = result.output.splitlines()
+    assert header.split()[:3] == ["study", "complete", "pruned"]
+    name, complete, pruned, *_ = row.split()
+    assert name == "tiny" and int(complete) + int(pruned) == 3
+
+
+def test_show_json_names_the_best_trial(study_db):
+    result = invoke("show", "tiny", "--storage", study_db, "--json", "--top", "2")
+    report = json.loads(result.output)
+    best = optuna.load_study(study_name="tiny", storage=study_db).best_trial
+    assert report["best"]["number"] == best.number and report["best"]["params"] == best.params
+    assert len(report["top"]) <= 2 and report["top"][0]["value"] == best.value
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_export_round_trips_through_load_config(study_db, tmp_path, suffix):
+    import torch
+
+    output = tmp_path / f"best{suffix}"
+    assert invoke("export", "tiny", "--storage", study_db, "--output", str(output)).exit_code == 0
+    best = optuna.load_study(study_name="tiny", storage=study_db).best_trial
+    cfg = batchlr.load_config(output)
+    assert cfg.params == best.params and cfg.value == best.value and cfg.trial == best.number
+    assert cfg.fold_scores == best.user_attrs["fold_scores"]
+    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.folds) == ("digits", "convnet", 2, 2)
+    optimizer = cfg.make_optimizer(torch.nn.Linear(2, 2).parameters())
+    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[cfg.optimizer]
+    assert type(optimizer) is expected and optimizer.param_groups[0]["lr"] == cfg.lr > 0
+
+
+def test_default_study_name_comes_from_data_set_and_model(sqlite_url):
+    assert invoke("run", "--storage", sqlite_url, *TINY, "--n-trials", "1").exit_code == 0
+    assert optuna.get_all_study_names(sqlite_url) == ["digits-convnet"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--batch-size", "512:16"],
+        ["run", "--batch-size", "0:16"],
+        ["run", "--lr", "1:0.001"],
+        ["run", "--folds", "1"],
+        ["run", "--dataset", "nosuchset"],
+        ["run", "--optimizers", "sgd,lion"],
+        ["run", "--model", "nosuchmodel"],
+        ["run", "--storage", "notadb://x"],
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_no_traceback(args, tmp_path):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "Error" in result.output
+
+
+def test_commands_on_a_missing_study_fail_cleanly(study_db):
+    result = CliRunner().invoke(main, ["export", "nosuchstudy", "--storage", study_db, "--output", "x.json"])
+    assert result.exit_code == 1 and "tiny" in result.output and "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["--debug", "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 1 and result.exception is not None
+    assert not (tmp_path / "none.db").exists()

@@ -1,0 +1,48 @@
+"""load_config: the API other projects use."""
+
+import json
+
+import pytest
+import torch
+
+import batchlr
+from batchlr.errors import BatchlrError
+
+RECORD = {
+    "study": "s", "trial": 3, "value": 0.9, "metric": "accuracy", "direction": "maximize",
+    "params": {"batch_size": 64, "lr": 0.05, "optimizer": "sgd", "momentum": 0.8},
+    "fold_scores": [0.9, 0.9, 0.9], "dataset": "digits", "model": "convnet", "epochs": 4, "folds": 3,
+    "versions": {"batchlr": "0.1.0", "torch": "2", "optuna": "5"},
+}  # fmt: skip
+
+
+def test_make_optimizer_applies_lr_and_momentum(tmp_path):
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(RECORD))
+    cfg = batchlr.load_config(path)
+    optimizer = cfg.make_optimizer(torch.nn.Linear(3, 1).parameters())
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] == 0.05 and optimizer.param_groups[0]["momentum"] == 0.8
+    assert (cfg.batch_size, cfg.optimizer) == (64, "sgd")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "configuration object"),
+        (json.dumps({**RECORD, "params": {"batch_size": 1}}), "lack lr, optimizer"),
+        (json.dumps({key: value for key, value in RECORD.items() if key != "study"}), "lacks study"),
+        (json.dumps({**RECORD, "params": {**RECORD["params"], "optimizer": "lion"}}), "unknown optimizer"),
+    ],
+)
+def test_bad_files_give_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BatchlrError, match=message):
+        batchlr.load_config(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(BatchlrError, match="cannot read"):
+        batchlr.load_config(tmp_path / "nope.yaml")

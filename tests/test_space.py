@@ -1,0 +1,48 @@
+import optuna
+import pytest
+
+from batchlr.errors import BatchlrUsageError
+from batchlr.search.space import Hyperparameters, SearchSpace, parse_optimizers, parse_range
+
+
+def test_parse_range_reads_min_max():
+    assert parse_range("16:512", int) == (16, 512)
+    assert parse_range("1e-4:1", float) == (1e-4, 1.0)
+
+
+@pytest.mark.parametrize("text", ["512:16", "0:16", "-1:4", "16", "a:b", "1:2:3", "1:inf"])
+def test_parse_range_rejects_bad_ranges(text):
+    with pytest.raises(BatchlrUsageError):
+        parse_range(text, float if "inf" in text else int)
+
+
+def test_parse_optimizers_validates_and_dedupes():
+    assert parse_optimizers("Adam, sgd,adam") == ("adam", "sgd")
+    with pytest.raises(BatchlrUsageError, match="lion"):
+        parse_optimizers("sgd,lion")
+
+
+def test_momentum_is_searched_only_for_sgd_and_rmsprop():
+    space = SearchSpace()
+    adam = space.suggest(optuna.trial.FixedTrial({"optimizer": "adam", "batch_size": 32, "lr": 0.01}))
+    sgd = space.suggest(optuna.trial.FixedTrial({"optimizer": "sgd", "batch_size": 32, "lr": 0.01, "momentum": 0.9}))
+    assert adam.momentum is None
+    assert sgd == Hyperparameters(batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9)
+
+
+def test_clip_batch_size_caps_max_and_rejects_min_above_data():
+    space = SearchSpace(batch_size=(16, 512))
+    assert space.clip_batch_size(300).batch_size == (16, 300)
+    with pytest.raises(BatchlrUsageError, match="at most 10"):
+        space.clip_batch_size(10)
+
+
+def test_grid_uses_powers_of_two_and_decades_inside_the_ranges():
+    grid = SearchSpace(batch_size=(24, 300), lr=(3e-4, 0.5), optimizers=("sgd",)).grid()
+    assert grid["batch_size"] == [24, 32, 64, 128, 256, 300]
+    assert grid["lr"] == pytest.approx([3e-4, 1e-3, 1e-2, 1e-1, 0.5])
+
+
+def test_space_round_trips_through_its_stored_form():
+    space = SearchSpace(batch_size=(8, 64), lr=(1e-3, 0.1), optimizers=("adam", "rmsprop"))
+    assert SearchSpace.from_dict(space.to_dict()) == space
