@@ -13,17 +13,19 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from optuna.trial import TrialState
 
 from batchlr import __version__
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
 from batchlr.search.space import OPTIMIZER_NAMES, SearchSpace, parse_optimizers, parse_range
+from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
 
 DEFAULT_N_TRIALS = 20
 STORAGE_OPTION = click.option(
     "--storage",
-    envvar="BATCHLR_STORAGE",
-    default="sqlite:///batchlr.db",
+    envvar=STORAGE_ENV,
+    default=DEFAULT_STORAGE,
     show_default=True,
     show_envvar=True,
     help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.",
@@ -146,9 +148,8 @@ def run(
     """
     from batchlr.objectives.data import check_dataset_name
     from batchlr.objectives.models import resolve_model
-    from batchlr.studies.lifecycle import RunOptions, run_study
+    from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec
-    from batchlr.studies.storage import mask_url
 
     check_dataset_name(dataset)
     resolve_model(model)
@@ -162,17 +163,23 @@ def run(
     )
     given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT}
     options = RunOptions(
-        n_trials=n_trials if n_trials or timeout else DEFAULT_N_TRIALS,
-        timeout=timeout,
         sampler=sampler,
         pruner=pruner,
         seed=seed,
         device=device,
         data_dir=data_dir,
     )
-    click.echo(f"storage {mask_url(storage)}")
-    study = run_study(storage, study_name, requested, given, options, callbacks=[_print_trial])
-    _print_best(study, storage)
+    opened = open_study(storage, study_name, requested, given, options)
+    spec, objective = opened.spec, opened.objective
+    state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
+    click.echo(f"study {opened.study.study_name} ({state}) in {mask_url(storage)}")
+    click.echo(
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {spec.epochs} epochs on {objective.device}; "
+        f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
+        f"lr {_format(spec.space.lr[0])}:{_format(spec.space.lr[1])}, {','.join(spec.space.optimizers)}"
+    )
+    opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, callbacks=[_print_trial])
+    _print_best(opened.study, storage)
 
 
 def _print_trial(study: Any, trial: Any) -> None:
@@ -184,13 +191,14 @@ def _print_trial(study: Any, trial: Any) -> None:
 
 
 def _print_best(study: Any, storage: str) -> None:
-    from batchlr.studies.storage import mask_url
-    from batchlr.studies.summary import best_complete_trial
-
-    best = best_complete_trial(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        click.echo("no trial has completed yet: every one was pruned or failed; run more, or widen the ranges")
+        return
+    best = study.best_trial
     params = " ".join(f"{key}={_format(value)}" for key, value in sorted(best.params.items()))
     click.echo(f"best: trial {best.number}, accuracy {best.value:.4f}, {params}")
-    where = f" --storage {mask_url(storage)}" if storage != "sqlite:///batchlr.db" else ""
+    where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
     click.echo(f"see it:    batchlr show {study.study_name}{where}")
     click.echo(f"export it: batchlr export {study.study_name}{where} --output best.json")
     click.echo(f"browse it: batchlr dashboard{where}")
@@ -282,7 +290,6 @@ def export(study_name: str, storage: str, output: Path) -> None:
 def dashboard(storage: str, host: str, port: int) -> None:
     """Serve the storage's studies in optuna-dashboard."""
     from batchlr.studies.dashboard import serve_dashboard
-    from batchlr.studies.storage import mask_url
 
     click.echo(f"optuna-dashboard for {mask_url(storage)} at http://{host}:{port}/ (Ctrl-C stops it)")
     serve_dashboard(storage, host, port)

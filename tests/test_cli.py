@@ -119,3 +119,25 @@ def test_debug_shows_the_traceback(tmp_path):
     result = CliRunner().invoke(main, ["--debug", "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"])
     assert result.exit_code == 1 and result.exception is not None
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner"), [("tpe", "hyperband"), ("gp", "wilcoxon"), ("random", "none"), ("grid", "median")]
+)
+def test_every_sampler_and_pruner_runs(sqlite_url, sampler, pruner):
+    args = ["run", "--storage", sqlite_url, "--study", "s", "--folds", "2", "--epochs", "2", "--device", "cpu"]
+    args += ["--batch-size", "64:128", "--lr", "1e-3:1e-2", "--sampler", sampler, "--pruner", pruner, "--n-trials", "3"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="s", storage=sqlite_url).trials
+    assert len(trials) == 3 and all(trial.state.is_finished() for trial in trials)
+    if sampler == "grid":
+        assert {trial.params["batch_size"] for trial in trials} <= {64, 128}
+
+
+def test_grid_sampler_stops_when_the_grid_is_done(sqlite_url):
+    args = ["run", "--storage", sqlite_url, "--study", "g", "--folds", "2", "--epochs", "1", "--device", "cpu"]
+    args += ["--batch-size", "64:128", "--lr", "1e-3:1e-2", "--optimizers", "adam", "--sampler", "grid", "--n-trials", "50"]
+    assert invoke(*args).exit_code == 0
+    trials = optuna.load_study(study_name="g", storage=sqlite_url).trials
+    assert sorted((t.params["batch_size"], t.params["lr"]) for t in trials) == [(64, 1e-3), (64, 1e-2), (128, 1e-3), (128, 1e-2)]

@@ -26,8 +26,6 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 class RunOptions:
     """How this process runs trials; none of it is part of the study's definition."""
 
-    n_trials: int | None = None
-    timeout: float | None = None
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0
@@ -35,19 +33,28 @@ class RunOptions:
     data_dir: Path = Path("data")
 
 
-def run_study(
-    storage_url: str,
-    study_name: str | None,
-    requested: StudySpec,
-    given: Collection[str],
-    options: RunOptions,
-    callbacks: Sequence[TrialCallback] = (),
-) -> optuna.Study:
-    """Create the study, or resume the one of that name, and run trials in this process.
+@dataclasses.dataclass(frozen=True)
+class OpenStudy:
+    """A study ready to run trials in this process, with the objective built for it."""
+
+    study: optuna.Study
+    spec: StudySpec
+    objective: CrossValidationObjective
+    previous_trials: int
+
+    def optimize(self, n_trials: int | None, timeout: float | None, callbacks: Sequence[TrialCallback] = ()) -> None:
+        """Run trials until ``n_trials`` have run here or ``timeout`` seconds have passed."""
+        self.study.optimize(self.objective, n_trials=n_trials, timeout=timeout, callbacks=list(callbacks))
+
+
+def open_study(
+    storage_url: str, study_name: str | None, requested: StudySpec, given: Collection[str], options: RunOptions
+) -> OpenStudy:
+    """Create the study, or resume the one of that name, and build its objective.
 
     ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
     keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
-    The study is created only once the data, folds, model and device are known to work.
+    A new study is written only once the data, folds, model and device are known to work.
     """
     storage = open_storage(storage_url, create=True)
     name = study_name or requested.default_study_name()
@@ -82,8 +89,7 @@ def run_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC])
         save_spec(storage, name, spec, folds, data.labels_fingerprint())
-    study.optimize(objective, n_trials=options.n_trials, timeout=options.timeout, callbacks=list(callbacks))
-    return study
+    return OpenStudy(study, spec, objective, previous_trials)
 
 
 def _checked_folds(folds: FoldAssignment, fingerprint: str, data: ImageData, study: str) -> FoldAssignment:
