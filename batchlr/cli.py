@@ -19,8 +19,17 @@ from optuna.trial import TrialState
 
 from batchlr import __version__
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import OPTIMIZER_NAMES, SearchSpace, parse_optimizers, parse_range
+from batchlr.search.space import (
+    DEFAULT_REFERENCE_BATCH_SIZE,
+    LR_SCALING_RULES,
+    OPTIMIZER_NAMES,
+    LrScaling,
+    SearchSpace,
+    parse_optimizers,
+    parse_range,
+)
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
 
 DEFAULT_N_TRIALS = 20
@@ -88,6 +97,22 @@ class RangeParam(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+class MicroBatchParam(click.ParamType):
+    """A positive int, or ``auto``."""
+
+    name = "n|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto" or isinstance(value, int) and value > 0:
+            return value
+        try:
+            if int(value) > 0:
+                return int(value)
+        except ValueError:
+            pass
+        self.fail(f"{value!r} is neither a positive number nor auto", param, ctx)
+
+
 class OptimizersParam(click.ParamType):
     """Comma-separated optimizer names."""
 
@@ -121,6 +146,14 @@ class OptimizersParam(click.ParamType):
 @click.option("--batch-size", default="16:512", show_default=True, type=RangeParam(int), help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
 @click.option("--lr", default="1e-4:1", show_default=True, type=RangeParam(float), help="MIN:MAX learning rate, sampled on a log scale.")
 @click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OptimizersParam(), help="Comma-separated subset of sgd,adam,rmsprop.")
+@click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", show_default=True, help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
+@click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, show_default=True, help="B0 of --lr-scaling.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Epochs of linear learning-rate warmup.")
+@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", show_default=True, help="Learning-rate schedule over each fold's steps.")
+@click.option("--budget", type=click.Choice(["epochs", "steps"]), default="epochs", show_default=True, help="Train each fold for --epochs epochs, or for --steps optimizer steps.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per fold under --budget steps.")
+@click.option("--max-micro-batch", type=MicroBatchParam(), help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
+@click.option("--objectives", type=click.Choice(["accuracy", "accuracy,time"]), default="accuracy", show_default=True, help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
@@ -140,6 +173,14 @@ def run(
     batch_size: tuple[int, int],
     lr: tuple[float, float],
     optimizers: tuple[str, ...],
+    lr_scaling: str,
+    reference_batch_size: int,
+    warmup: float,
+    schedule: str,
+    budget: str,
+    steps: int | None,
+    max_micro_batch: int | str | None,
+    objectives: str,
     n_trials: int | None,
     timeout: float | None,
     sampler: str,
@@ -164,8 +205,15 @@ def run(
         model=model,
         folds=folds,
         epochs=epochs,
-        space=SearchSpace(batch_size=batch_size, lr=lr, optimizers=optimizers),
+        space=SearchSpace(
+            batch_size=batch_size, lr=lr, optimizers=optimizers, lr_scaling=LrScaling(lr_scaling, reference_batch_size)
+        ),
         seed=seed,
+        budget=budget,
+        steps=steps,
+        schedule=schedule,
+        warmup=warmup,
+        objectives=tuple(objectives.split(",")),
     )
     given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT}
     options = RunOptions(
@@ -174,22 +222,31 @@ def run(
         seed=seed,
         device=device,
         data_dir=data_dir,
+        max_micro_batch=max_micro_batch,
     )
     opened = open_study(storage, study_name, requested, given, options)
     spec, objective = opened.spec, opened.objective
     state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
     click.echo(f"study {opened.study.study_name} ({state}) in {mask_url(storage)}")
     click.echo(
-        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {spec.epochs} epochs on {objective.device}; "
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {_budget_text(spec)} on {objective.device}; "
         f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
-        f"lr {_format(spec.space.lr[0])}:{_format(spec.space.lr[1])}, {','.join(spec.space.optimizers)}"
+        f"{objective.space.lr_param} {_format(spec.space.lr[0])}:{_format(spec.space.lr[1])}, {','.join(spec.space.optimizers)}"
     )
     opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, callbacks=[_print_trial])
     _print_best(opened.study, storage)
 
 
+def _budget_text(spec: Any) -> str:
+    budget = f"{spec.steps} steps" if spec.budget == "steps" else f"{spec.epochs} epochs"
+    extras = [f"lr x B/{spec.space.lr_scaling.reference_batch_size} ({spec.space.lr_scaling.rule})"] if spec.space.lr_scaling.rule != "none" else []
+    extras += [f"{spec.schedule} schedule"] if spec.schedule != "constant" else []
+    extras += [f"{spec.warmup:g} warmup epochs"] if spec.warmup else []
+    return ", ".join([budget, *extras])
+
+
 def _print_trial(study: Any, trial: Any) -> None:
-    value = "" if trial.value is None else f"{trial.value:.4f}"
+    value = f"{trial.values[0]:.4f}" if trial.values else ""
     params = " ".join(f"{key}={_format(value)}" for key, value in sorted(trial.params.items()))
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     reason = trial.user_attrs.get("reason", "")
@@ -197,13 +254,17 @@ def _print_trial(study: Any, trial: Any) -> None:
 
 
 def _print_best(study: Any, storage: str) -> None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    from batchlr.studies.summary import best_complete_trial, pareto_trials
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         click.echo("no trial has completed yet: every one was pruned or failed; run more, or widen the ranges")
         return
-    best = study.best_trial
+    best = best_complete_trial(study)
     params = " ".join(f"{key}={_format(value)}" for key, value in sorted(best.params.items()))
-    click.echo(f"best: trial {best.number}, accuracy {best.value:.4f}, {params}")
+    click.echo(f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {params}")
+    if len(study.directions) > 1:
+        front = ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study))
+        click.echo(f"accuracy/time Pareto front: {front}")
     where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
     click.echo(f"see it:    batchlr show {study.study_name}{where}")
     click.echo(f"export it: batchlr export {study.study_name}{where} --output best.json")
@@ -250,21 +311,31 @@ def show(study_name: str, storage: str, top: int, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     settings = report["settings"]
+    budget = f"{settings.get('steps')} steps" if settings.get("budget") == "steps" else f"{settings.get('epochs')} epochs"
     click.echo(
         f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
-        f"{settings.get('folds')} folds x {settings.get('epochs')} epochs; trials "
+        f"{settings.get('folds')} folds x {budget}; trials "
         + ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items()))
     )
     best = report["best"]
     click.echo(f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {_fold_text(best)}")
     for key, value in sorted(best["params"].items()):
         click.echo(f"  {key:<12} {_format(value)}")
-    click.echo(f"\n{'trial':>5}  {'accuracy':>8}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}")
-    for row in report["top"]:
+    click.echo(f"\ntop {len(report['top'])} by accuracy:")
+    _print_trial_table(report["top"])
+    if report["pareto"]:
+        click.echo(f"\naccuracy/time Pareto front ({len(report['pareto'])} trials):")
+        _print_trial_table(report["pareto"])
+
+
+def _print_trial_table(rows: list[dict[str, Any]]) -> None:
+    click.echo(f"{'trial':>5}  {'accuracy':>8}  {'seconds':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}")
+    for row in rows:
         params, attrs = row["params"], row["user_attrs"]
         momentum = params.get("momentum")
         click.echo(
-            f"{row['number']:>5}  {row['value']:>8.4f}  {params.get('batch_size', '-'):>5}  {params.get('lr', math.nan):>9.3g}  "
+            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
+            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', math.nan):>9.3g}  "
             f"{params.get('optimizer', '-'):<9}  {'-' if momentum is None else f'{momentum:.3f}':>8}  "
             f"{attrs.get('images_per_second', math.nan):>7.0f}"
         )
@@ -276,17 +347,38 @@ def _fold_text(trial: dict[str, Any]) -> str:
 
 @main.command()
 @click.argument("study_name", metavar="STUDY")
+@click.argument("delta", metavar="[DELTA]", type=click.FloatRange(min=0), required=False)
 @STORAGE_OPTION
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write: .json, or .yaml/.yml.")
-def export(study_name: str, storage: str, output: Path) -> None:
-    """Write a study's best configuration for use with batchlr.load_config."""
-    from batchlr.studies.export import best_config, write_config
-    from batchlr.studies.storage import open_storage
-    from batchlr.studies.summary import load_existing_study
+@click.option(
+    "--pick",
+    type=click.Choice(["best", "fastest-within"]),
+    default="best",
+    show_default=True,
+    help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.",
+)
+def export(study_name: str, delta: float | None, storage: str, output: Path, pick: str) -> None:
+    """Write a study's best configuration for use with batchlr.load_config.
 
-    config = best_config(load_existing_study(open_storage(storage, create=False), study_name))
+    \b
+    batchlr export STUDY --output best.json
+    batchlr export STUDY --pick fastest-within 0.01 --output fast.yaml
+    """
+    from batchlr.studies.export import trial_config, write_config
+    from batchlr.studies.storage import open_storage
+    from batchlr.studies.summary import best_complete_trial, fastest_within, load_existing_study
+
+    if (pick == "fastest-within") != (delta is not None):
+        raise click.UsageError("give DELTA exactly with --pick fastest-within, e.g. --pick fastest-within 0.01")
+    study = load_existing_study(open_storage(storage, create=False), study_name)
+    trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
+    config = trial_config(study, trial)
     write_config(config, output)
-    click.echo(f"wrote {output}: trial {config.trial}, accuracy {config.value:.4f}, batch_size={config.batch_size} lr={config.lr:.3g} optimizer={config.optimizer}")
+    seconds = "" if config.train_seconds is None else f", {config.train_seconds:.1f} s training"
+    click.echo(
+        f"wrote {output}: trial {config.trial}, accuracy {config.value:.4f}{seconds}, "
+        f"batch_size={config.batch_size} lr={config.lr:.3g} optimizer={config.optimizer}"
+    )
 
 
 @main.command()

@@ -1,16 +1,18 @@
-"""The objective on real data (scikit-learn's digits): reports, pruning, divergence, user attrs."""
+"""The objective on real data (scikit-learn's digits): reports, pruning, divergence, memory, budgets."""
 
-from pathlib import Path
 import statistics
+from pathlib import Path
 
 import optuna
 import pytest
 import torch
+from torch import nn
 
 from batchlr.objectives.data import load_dataset
 from batchlr.objectives.folds import assign_folds
-from batchlr.objectives.objective import CrossValidationObjective
-from batchlr.search.space import SearchSpace
+from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
+from batchlr.objectives.training import Budget
+from batchlr.search.space import LrScaling, SearchSpace
 
 EPOCHS = 3
 
@@ -20,23 +22,41 @@ class PruneAtFirstReport(optuna.pruners.BasePruner):
         return True
 
 
+def oom_above_64(input_shape, num_classes):
+    """A model whose training pass runs out of memory for more than 64 samples, like a full GPU."""
+
+    class Model(nn.Sequential):
+        def forward(self, inputs):
+            if len(inputs) > 64 and torch.is_grad_enabled():
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(inputs)
+
+    return Model(nn.Flatten(), nn.Linear(64, num_classes))
+
+
 @pytest.fixture(scope="module")
-def objective() -> CrossValidationObjective:
+def digits():
     data = load_dataset("digits", Path("unused"))
-    folds = assign_folds(data.labels.numpy(), 2, seed=0, holdout=True)
-    space = SearchSpace().clip_batch_size(folds.smallest_train_size())
-    return CrossValidationObjective(data, folds, space, "convnet", EPOCHS, torch.device("cpu"), seed=0)
+    return data, assign_folds(data.labels.numpy(), 2, seed=0, holdout=True)
 
 
-def _run(objective, params, pruner=None) -> optuna.trial.FrozenTrial:
-    study = optuna.create_study(direction="maximize", pruner=pruner)
-    study.enqueue_trial(params)
-    study.optimize(objective, n_trials=1)
-    return study.trials[0]
+def make_objective(digits, space=SearchSpace(), model="convnet", **settings) -> CrossValidationObjective:
+    data, folds = digits
+    training = TrainingSettings(**{"budget": Budget("epochs", EPOCHS), **settings})
+    return CrossValidationObjective(data, folds, space, model, training, torch.device("cpu"), seed=0)
 
 
-def test_complete_trial_reports_each_epoch_and_returns_the_fold_mean(objective):
-    trial = _run(objective, {"batch_size": 32, "lr": 3e-3, "optimizer": "adam"})
+def run_trials(objective, *params, pruner=None, directions=("maximize",)) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.create_study(directions=list(directions), pruner=pruner)
+    for one in params:
+        study.enqueue_trial(one)
+    study.optimize(objective, n_trials=len(params))
+    return study.trials
+
+
+def test_complete_trial_reports_each_epoch_and_returns_the_fold_mean(digits):
+    objective = make_objective(digits)
+    (trial,) = run_trials(objective, {"batch_size": 32, "lr": 3e-3, "optimizer": "adam"})
     assert trial.state == optuna.trial.TrialState.COMPLETE
     attrs = trial.user_attrs
     assert len(attrs["fold_scores"]) == 2
@@ -44,29 +64,73 @@ def test_complete_trial_reports_each_epoch_and_returns_the_fold_mean(objective):
     assert sorted(trial.intermediate_values) == list(range(EPOCHS))
     assert trial.intermediate_values[EPOCHS - 1] == trial.value
     assert trial.value > 0.8  # digits is easy: a working loop learns it in three epochs
-    assert attrs["steps_per_epoch"] == len(objective.fold_indices[0][0]) // 32
+    steps_per_epoch = len(objective.fold_indices[0][0]) // 32
+    assert attrs["steps_per_epoch"] == steps_per_epoch and attrs["optimizer_steps"] == EPOCHS * steps_per_epoch
+    assert attrs["samples_seen"] == EPOCHS * steps_per_epoch * 32
     assert attrs["param_count"] > 0 and attrs["images_per_second"] > 0 and attrs["seconds_per_epoch"] > 0
     assert attrs["generalization_gap"] == pytest.approx(attrs["train_accuracy"] - trial.value)
+    assert attrs["lr"] == 3e-3 and attrs["accumulation_steps"] == 1
     assert "reason" not in attrs
 
 
-def test_pruner_stops_a_trial_after_its_first_epoch(objective):
-    trial = _run(objective, {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"}, pruner=PruneAtFirstReport())
+def test_pruner_stops_a_trial_after_its_first_epoch(digits):
+    (trial,) = run_trials(make_objective(digits), {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"}, pruner=PruneAtFirstReport())
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [0]
-    assert trial.user_attrs["reason"] == "pruned" and trial.user_attrs["epochs_run"] == 1
+    assert trial.user_attrs["reason"] == "pruned" and trial.user_attrs["rounds_run"] == 1
 
 
-def test_a_diverging_trial_is_pruned_and_the_study_goes_on(objective):
-    wide = CrossValidationObjective(
-        objective.data, objective.folds, SearchSpace(lr=(1e-4, 100.0)), "convnet", EPOCHS, torch.device("cpu"), seed=0
+def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits):
+    objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 100.0)))
+    diverged, healthy = run_trials(
+        objective,
+        {"batch_size": 32, "lr": 10.0, "optimizer": "sgd", "momentum": 0.9},
+        {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+        pruner=optuna.pruners.NopPruner(),
     )
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
-    study.enqueue_trial({"batch_size": 32, "lr": 10.0, "optimizer": "sgd", "momentum": 0.9})
-    study.enqueue_trial({"batch_size": 64, "lr": 1e-3, "optimizer": "adam"})
-    study.optimize(wide, n_trials=2)
-    diverged, healthy = study.trials
     assert diverged.state == optuna.trial.TrialState.PRUNED
     assert diverged.user_attrs["reason"] == "diverged"
-    assert diverged.user_attrs["epochs_run"] == 1 and not diverged.intermediate_values
+    assert diverged.user_attrs["rounds_run"] == 1 and not diverged.intermediate_values
     assert healthy.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_out_of_memory_ends_the_trial_and_the_study_goes_on(digits):
+    objective = make_objective(digits, model=f"{__name__}:oom_above_64")
+    too_big, fits = run_trials(
+        objective, {"batch_size": 128, "lr": 1e-2, "optimizer": "adam"}, {"batch_size": 32, "lr": 1e-2, "optimizer": "adam"}
+    )
+    assert too_big.state == optuna.trial.TrialState.PRUNED and too_big.user_attrs["reason"] == "oom"
+    assert fits.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_micro_batch_cap_accumulates_instead_of_running_out_of_memory(digits):
+    objective = make_objective(digits, model=f"{__name__}:oom_above_64", max_micro_batch=50)
+    (trial,) = run_trials(objective, {"batch_size": 128, "lr": 1e-2, "optimizer": "adam"})
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.user_attrs["micro_batch"] == 50 and trial.user_attrs["accumulation_steps"] == 3
+
+
+def test_linear_lr_scaling_trains_with_the_scaled_lr(digits):
+    space = SearchSpace(lr_scaling=LrScaling("linear", reference_batch_size=32))
+    (trial,) = run_trials(make_objective(digits, space=space), {"batch_size": 128, "base_lr": 1e-3, "optimizer": "adam"})
+    assert "lr" not in trial.params and trial.params["base_lr"] == 1e-3
+    assert trial.user_attrs["lr"] == pytest.approx(4e-3)
+
+
+def test_step_budget_trains_the_same_steps_at_every_batch_size(digits):
+    objective = make_objective(digits, budget=Budget("steps", 40))
+    small, large = run_trials(
+        objective, {"batch_size": 16, "lr": 1e-3, "optimizer": "adam"}, {"batch_size": 256, "lr": 1e-3, "optimizer": "adam"}
+    )
+    for trial, batch_size in ((small, 16), (large, 256)):
+        assert trial.user_attrs["optimizer_steps"] == 40 and trial.user_attrs["samples_seen"] == 40 * batch_size
+        assert len(trial.intermediate_values) == 10
+
+
+def test_two_objectives_return_accuracy_and_seconds_without_reports(digits):
+    objective = make_objective(digits, objectives=("accuracy", "time"))
+    (trial,) = run_trials(objective, {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"}, directions=("maximize", "minimize"))
+    accuracy, seconds = trial.values
+    assert accuracy == pytest.approx(statistics.fmean(trial.user_attrs["fold_scores"]))
+    assert seconds == trial.user_attrs["train_seconds"] > 0
+    assert not trial.intermediate_values

@@ -1,11 +1,21 @@
-"""The training loop: lockstep folds, dropped partial batches, divergence, evaluation."""
+"""The training loop: lockstep folds, batches, budgets, gradient accumulation, divergence, evaluation."""
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from batchlr.objectives.training import EpochResult, FoldRun, evaluate, train_epoch, train_in_lockstep
+from batchlr.objectives.schedules import make_scheduler
+from batchlr.objectives.training import (
+    BatchStream,
+    Budget,
+    FoldRun,
+    RoundResult,
+    evaluate,
+    train_in_lockstep,
+    train_steps,
+)
 
 
 def _problem(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
@@ -14,60 +24,76 @@ def _problem(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
     return images, (images.mean(dim=(1, 2, 3)) > 0).long()
 
 
-def _run(train: torch.Tensor, val: torch.Tensor, lr: float = 0.01) -> FoldRun:
+def _run(train: torch.Tensor, val: torch.Tensor, rounds: list[int], lr: float = 0.01, batch_size: int = 16) -> FoldRun:
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    return FoldRun(model, torch.optim.Adam(model.parameters(), lr=lr), train, val)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    stream = BatchStream(train, batch_size, torch.Generator().manual_seed(0))
+    return FoldRun(model, optimizer, make_scheduler(optimizer, sum(rounds), "constant"), stream, val, rounds)
 
 
 def _adam_steps(run: FoldRun) -> int:
     return int(next(iter(run.optimizer.state.values()))["step"])
 
 
-def test_every_fold_finishes_an_epoch_before_any_fold_starts_the_next():
+def test_every_fold_finishes_a_round_before_any_fold_starts_the_next():
     images, labels = _problem()
     indices = torch.arange(90)
-    runs = [_run(indices[indices % 3 != fold], indices[indices % 3 == fold]) for fold in range(3)]
-    epochs = train_in_lockstep(runs, images, labels, batch_size=16, epochs=3, generator=torch.Generator().manual_seed(0))
-    for epoch in range(3):
-        result = next(epochs)
-        assert result.epoch == epoch and len(result.val_accuracy) == 3
-        # 60 training samples per fold in batches of 16: 3 full steps, the partial batch dropped.
-        assert [_adam_steps(run) for run in runs] == [3 * (epoch + 1)] * 3
-        assert result.train_images == 3 * 48
-    assert next(epochs, None) is None
+    # 60 training samples per fold in batches of 16: 3 full steps per epoch.
+    rounds = Budget("epochs", 3).rounds(60, 16)
+    runs = [_run(indices[indices % 3 != fold], indices[indices % 3 == fold], rounds) for fold in range(3)]
+    results = train_in_lockstep(runs, images, labels, micro_batch=16)
+    for round_index in range(3):
+        result = next(results)
+        assert result.round == round_index and len(result.val_accuracy) == 3
+        assert [_adam_steps(run) for run in runs] == [3 * (round_index + 1)] * 3
+        assert result.train_images == 3 * 3 * 16
+    assert next(results, None) is None
 
 
-def test_each_epoch_reshuffles():
-    images, labels = _problem()
-    seen = []
+def test_batches_are_full_and_reshuffled_every_epoch():
+    stream = BatchStream(torch.arange(10), 4, torch.Generator().manual_seed(0))
+    batches = [stream.next() for _ in range(4)]
+    assert all(len(batch) == 4 for batch in batches)
+    first_epoch, second_epoch = torch.cat(batches[:2]), torch.cat(batches[2:])
+    assert len(set(first_epoch.tolist())) == 8 and len(set(second_epoch.tolist())) == 8
+    assert not torch.equal(first_epoch, second_epoch)
 
-    class Recorder(nn.Module):
-        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-            seen.append(inputs[:, 0, 0, 0].clone())
-            return self.linear(inputs.flatten(1))
 
-    recorder = Recorder()
-    recorder.linear = nn.Linear(16, 2)
-    run = FoldRun(recorder, torch.optim.SGD(recorder.parameters(), lr=0.1), torch.arange(90), torch.arange(0))
-    generator = torch.Generator().manual_seed(0)
-    train_epoch(run, images, labels, 90, generator)
-    train_epoch(run, images, labels, 90, generator)
-    assert not torch.equal(seen[0], seen[1])
-    assert torch.equal(seen[0].sort().values, seen[1].sort().values)
+def test_step_budget_splits_into_ten_rounds_of_equal_steps():
+    assert Budget("steps", 95).rounds(train_size=1000, batch_size=64) == [10] * 9 + [5]
+    assert Budget("steps", 95).round_count == 10
+    assert Budget("steps", 3).rounds(1000, 64) == [1, 1, 1]
+    assert Budget("epochs", 4).rounds(1000, 64) == [15] * 4 and Budget("epochs", 4).round_count == 4
+
+
+def test_accumulated_micro_batches_give_the_single_batch_gradient():
+    images, labels = _problem(64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    grads = []
+    for micro_batch in (64, 10):  # 10 does not divide 64: the last micro-batch is short
+        torch.manual_seed(1)
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        stream = BatchStream(torch.arange(64), 64, torch.Generator().manual_seed(0))
+        run = FoldRun(model, optimizer, make_scheduler(optimizer, 1, "constant"), stream, torch.arange(0), [1])
+        train_steps(run, images, labels, steps=1, micro_batch=micro_batch)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
 
 def test_a_huge_learning_rate_is_reported_as_divergence():
     images, labels = _problem()
-    images = images * 1e20
-    run = _run(torch.arange(80), torch.arange(80, 90), lr=1e30)
-    result = next(train_in_lockstep([run], images, labels, 8, 1, torch.Generator().manual_seed(0)))
+    run = _run(torch.arange(80), torch.arange(80, 90), [5], lr=1e30, batch_size=8)
+    result = next(train_in_lockstep([run], images * 1e20, labels, micro_batch=8))
     assert result.diverged
 
 
-def test_diverged_is_false_for_finite_losses():
-    result = EpochResult(0, [0.5], [0.5], [0.7], 1.0, 10)
-    assert not result.diverged
-    assert EpochResult(0, [0.5], [0.5], [math.nan], 1.0, 10).diverged
+def test_diverged_only_for_non_finite_losses():
+    assert not RoundResult(0, [0.5], [0.5], [0.7], 1.0, 10).diverged
+    assert RoundResult(0, [0.5], [0.5], [math.nan], 1.0, 10).diverged
+    assert RoundResult(0, [0.5], [0.5], [math.inf], 1.0, 10).diverged
 
 
 def test_evaluate_counts_correct_predictions_across_chunks(monkeypatch):
@@ -76,4 +102,4 @@ def test_evaluate_counts_correct_predictions_across_chunks(monkeypatch):
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     indices = torch.arange(10, 60)
     expected = (model(images[indices]).argmax(1) == labels[indices]).float().mean()
-    assert evaluate(model, images, labels, indices).item() == expected.item()
+    assert evaluate(model, images, labels, indices).item() == pytest.approx(expected.item())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import math
 import statistics
 
 import optuna
@@ -11,16 +14,37 @@ from batchlr.objectives.data import ImageData
 from batchlr.objectives.folds import FoldAssignment
 from batchlr.objectives.models import build_model, parameter_count, resolve_model
 from batchlr.objectives.optimizers import make_optimizer
-from batchlr.objectives.training import EpochResult, FoldRun, train_in_lockstep
+from batchlr.objectives.schedules import make_scheduler
+from batchlr.objectives.training import EVAL_CHUNK, BatchStream, Budget, FoldRun, RoundResult, train_in_lockstep
 from batchlr.search.space import Hyperparameters, SearchSpace
+
+OBJECTIVE_NAMES: tuple[str, ...] = ("accuracy", "time")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How every trial of a study trains, besides the hyperparameters it searches.
+
+    ``max_micro_batch`` caps the samples in one forward/backward pass (``None``: no cap).
+    ``objectives`` is ``("accuracy",)``, or ``("accuracy", "time")`` to also minimise the
+    training seconds; a two-objective trial reports nothing per round, since Optuna cannot
+    prune multi-objective trials.
+    """
+
+    budget: Budget = Budget()
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    max_micro_batch: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
 
 
 class CrossValidationObjective:
     """Trains one model per fold in lockstep and returns the mean validation accuracy.
 
-    After every epoch the trial reports the fold mean, so a pruner can stop it early. A
+    After every round the trial reports the fold mean, so a pruner can stop it early. A
     trial whose loss turns NaN or infinite is pruned at once with user attr ``reason`` =
-    ``"diverged"``. The data and the fold indices move to ``device`` once, here.
+    ``"diverged"``, one that runs out of device memory with ``"oom"``. The data and the fold
+    indices move to ``device`` once, here.
     """
 
     def __init__(
@@ -29,7 +53,7 @@ class CrossValidationObjective:
         folds: FoldAssignment,
         space: SearchSpace,
         model: str,
-        epochs: int,
+        settings: TrainingSettings,
         device: torch.device,
         seed: int,
     ) -> None:
@@ -38,7 +62,7 @@ class CrossValidationObjective:
         self.space = space
         self.model_name = model
         self.model_factory = resolve_model(model)
-        self.epochs = epochs
+        self.settings = settings
         self.device = device
         self.seed = seed
         self.images = data.images.to(device)
@@ -47,47 +71,82 @@ class CrossValidationObjective:
             tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold)) for fold in range(folds.k)
         ]
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         hyperparameters = self.space.suggest(trial)
+        batch_size = hyperparameters.batch_size
+        micro_batch = min(batch_size, self.settings.max_micro_batch or batch_size)
         torch.manual_seed(self.seed + trial.number)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
-        runs = [self._fold_run(hyperparameters, train, val) for train, val in self.fold_indices]
-        trial.set_user_attr("param_count", parameter_count(runs[0].model))
-        trial.set_user_attr("device", str(self.device))
-        trial.set_user_attr("steps_per_epoch", len(runs[0].train_indices) // hyperparameters.batch_size)
-        results: list[EpochResult] = []
-        for result in train_in_lockstep(
-            runs, self.images, self.labels, hyperparameters.batch_size, self.epochs, generator
-        ):
-            results.append(result)
-            if result.diverged:
-                _record(trial, results, reason="diverged")
-                raise optuna.TrialPruned(f"loss became non-finite in epoch {result.epoch + 1}")
-            trial.report(statistics.fmean(result.val_accuracy), result.epoch)
-            if trial.should_prune():
-                _record(trial, results, reason="pruned")
-                raise optuna.TrialPruned(f"pruned after epoch {result.epoch + 1}")
-        _record(trial, results, reason=None)
-        return statistics.fmean(results[-1].val_accuracy)
+        results: list[RoundResult] = []
+        try:
+            runs = [self.fold_run(hyperparameters, train, val, generator) for train, val in self.fold_indices]
+            steps_per_epoch = len(runs[0].batches.indices) // batch_size
+            for key, value in {
+                "lr": hyperparameters.lr,
+                "param_count": parameter_count(runs[0].model),
+                "device": str(self.device),
+                "steps_per_epoch": steps_per_epoch,
+                "optimizer_steps": sum(runs[0].rounds),
+                "samples_seen": sum(runs[0].rounds) * batch_size,
+                "micro_batch": micro_batch,
+                "accumulation_steps": math.ceil(batch_size / micro_batch),
+            }.items():
+                trial.set_user_attr(key, value)
+            epoch_images = steps_per_epoch * batch_size * len(runs)
+            # A capped micro-batch means memory is tight: validate in passes no larger than it.
+            eval_chunk = self.settings.max_micro_batch or EVAL_CHUNK
+            for result in train_in_lockstep(runs, self.images, self.labels, micro_batch, eval_chunk):
+                results.append(result)
+                if result.diverged:
+                    _record(trial, results, epoch_images, reason="diverged")
+                    raise optuna.TrialPruned(f"loss became non-finite in round {result.round + 1}")
+                if len(self.settings.objectives) == 1:
+                    trial.report(statistics.fmean(result.val_accuracy), result.round)
+                    if trial.should_prune():
+                        _record(trial, results, epoch_images, reason="pruned")
+                        raise optuna.TrialPruned(f"pruned after round {result.round + 1}")
+        except torch.OutOfMemoryError:
+            runs = None  # drop the models and optimizer state before freeing the cache
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            trial.set_user_attr("reason", "oom")
+            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batch}") from None
+        _record(trial, results, epoch_images, reason=None)
+        accuracy = statistics.fmean(results[-1].val_accuracy)
+        if len(self.settings.objectives) == 2:
+            return accuracy, trial.user_attrs["train_seconds"]
+        return accuracy
 
-    def _fold_run(self, hyperparameters: Hyperparameters, train: torch.Tensor, val: torch.Tensor) -> FoldRun:
+    def fold_run(
+        self, hyperparameters: Hyperparameters, train: torch.Tensor, val: torch.Tensor, generator: torch.Generator
+    ) -> FoldRun:
+        """A fresh model, optimizer and schedule for one fold."""
         model = build_model(self.model_factory, self.model_name, self.data.input_shape, self.data.num_classes)
         model = model.to(self.device)
-        return FoldRun(model, make_optimizer(hyperparameters, model.parameters()), train, val)
+        optimizer = make_optimizer(hyperparameters, model.parameters())
+        rounds = self.settings.budget.rounds(len(train), hyperparameters.batch_size)
+        warmup_steps = round(self.settings.warmup_epochs * (len(train) // hyperparameters.batch_size))
+        scheduler = make_scheduler(optimizer, sum(rounds), self.settings.schedule, warmup_steps)
+        return FoldRun(model, optimizer, scheduler, BatchStream(train, hyperparameters.batch_size, generator), val, rounds)
 
 
-def _record(trial: optuna.Trial, results: list[EpochResult], reason: str | None) -> None:
-    """Store the last epoch's per-fold scores and the trial's speed as user attrs."""
+def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None) -> None:
+    """Store the last round's per-fold scores and the trial's speed as user attrs.
+
+    ``epoch_images`` is what one epoch of every fold trains on; ``seconds_per_epoch`` is per fold.
+    """
     last = results[-1]
     train_seconds = sum(result.train_seconds for result in results)
+    images_per_second = sum(result.train_images for result in results) / train_seconds
     attrs = {
         "fold_scores": last.val_accuracy,
         "train_accuracy": statistics.fmean(last.train_accuracy),
         "generalization_gap": statistics.fmean(last.train_accuracy) - statistics.fmean(last.val_accuracy),
-        "epochs_run": len(results),
+        "rounds_run": len(results),
         "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / len(results) / len(last.val_accuracy),
-        "images_per_second": sum(result.train_images for result in results) / train_seconds,
+        "images_per_second": images_per_second,
+        "seconds_per_epoch": epoch_images / len(last.val_accuracy) / images_per_second,
     }
     if reason is not None:
         attrs["reason"] = reason

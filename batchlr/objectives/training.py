@@ -1,7 +1,8 @@
-"""The training loop: k folds advanced in lockstep, one epoch at a time, on in-memory tensors.
+"""The training loop: k folds advanced in lockstep, one round of optimizer steps at a time.
 
 Batches are index slices of tensors already on the device, and the loop reads nothing
-back from the device until an epoch ends.
+back from the device until a round ends. A round is an epoch under an epoch budget, and a
+tenth of the steps under a step budget.
 """
 
 from __future__ import annotations
@@ -16,23 +17,66 @@ import torch.nn.functional as F
 from torch import nn
 
 EVAL_CHUNK = 1024
+ROUNDS_PER_STEP_BUDGET = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long each fold trains: ``amount`` epochs, or ``amount`` optimizer steps."""
+
+    kind: str = "epochs"
+    amount: int = 10
+
+    @property
+    def round_count(self) -> int:
+        """Reports per trial: one per epoch, or ten (fewer for under ten steps) under a step budget."""
+        if self.kind == "epochs":
+            return self.amount
+        return math.ceil(self.amount / math.ceil(self.amount / ROUNDS_PER_STEP_BUDGET))
+
+    def rounds(self, train_size: int, batch_size: int) -> list[int]:
+        """Optimizer steps in each round between two reports."""
+        if self.kind == "epochs":
+            return [train_size // batch_size] * self.amount
+        per_round = math.ceil(self.amount / ROUNDS_PER_STEP_BUDGET)
+        return [min(per_round, self.amount - done) for done in range(0, self.amount, per_round)]
+
+
+class BatchStream:
+    """Batches of indices from a fresh shuffle every epoch; an epoch's incomplete last batch is
+    dropped, so every optimizer step sees exactly ``batch_size`` samples and BatchNorm never a
+    batch of one."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.indices, self.batch_size, self.generator = indices, batch_size, generator
+        self.order = indices[:0]
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > len(self.order):
+            self.order = self.indices[torch.randperm(len(self.indices), generator=self.generator, device=self.indices.device)]
+            self.position = 0
+        self.position += self.batch_size
+        return self.order[self.position - self.batch_size : self.position]
 
 
 @dataclasses.dataclass
 class FoldRun:
-    """One fold's model and optimizer, with its training and validation indices on the device."""
+    """One fold's model, optimizer and schedule, with its batches and validation indices on the device."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    train_indices: torch.Tensor
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: BatchStream
     val_indices: torch.Tensor
+    rounds: list[int]
 
 
 @dataclasses.dataclass(frozen=True)
-class EpochResult:
-    """What every fold did in one epoch; lists hold one value per fold."""
+class RoundResult:
+    """What every fold did in one round; lists hold one value per fold."""
 
-    epoch: int
+    round: int
     val_accuracy: list[float]
     train_accuracy: list[float]
     train_loss: list[float]
@@ -45,67 +89,69 @@ class EpochResult:
         return not all(math.isfinite(loss) for loss in self.train_loss)
 
 
-def train_epoch(
-    run: FoldRun, images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+def train_steps(
+    run: FoldRun, images: torch.Tensor, labels: torch.Tensor, steps: int, micro_batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass over a fold's training indices in a fresh order; returns (mean loss, accuracy) on the device.
+    """``steps`` optimizer steps; returns (mean loss, accuracy) over them, on the device.
 
-    The last incomplete batch is dropped so that every optimizer step sees exactly ``batch_size``
-    samples (and BatchNorm never sees a batch of one); the next shuffle covers what it skipped.
+    A batch larger than ``micro_batch`` is split and its gradients accumulated: each
+    micro-batch's summed loss is divided by the whole batch, so the step uses the mean
+    gradient of exactly the batch (BatchNorm still normalises per micro-batch).
     """
     run.model.train()
-    order = run.train_indices[torch.randperm(len(run.train_indices), generator=generator, device=images.device)]
-    steps = len(order) // batch_size
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
-    for step in range(steps):
-        batch = order[step * batch_size : (step + 1) * batch_size]
-        inputs, targets = images[batch], labels[batch]
-        logits = run.model(inputs)
-        loss = F.cross_entropy(logits, targets)
+    for _ in range(steps):
+        batch = run.batches.next()
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in batch.split(micro_batch):
+            logits = run.model(images[micro])
+            loss = F.cross_entropy(logits, labels[micro], reduction="sum")
+            (loss / len(batch)).backward()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(dim=1) == labels[micro]).sum()
         run.optimizer.step()
-        loss_sum += loss.detach()
-        correct += (logits.detach().argmax(dim=1) == targets).sum()
-    return loss_sum / steps, correct / (steps * batch_size)
+        run.scheduler.step()
+    samples = max(1, steps * run.batches.batch_size)
+    return loss_sum / samples, correct / samples
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Accuracy on ``indices``, as a tensor on the device."""
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, chunk_size: int = EVAL_CHUNK
+) -> torch.Tensor:
+    """Accuracy on ``indices``, as a tensor on the device, in forward passes of at most ``chunk_size``."""
     model.eval()
     correct = torch.zeros((), device=images.device, dtype=torch.long)
-    for start in range(0, len(indices), EVAL_CHUNK):
-        chunk = indices[start : start + EVAL_CHUNK]
+    for start in range(0, len(indices), chunk_size):
+        chunk = indices[start : start + chunk_size]
         correct += (model(images[chunk]).argmax(dim=1) == labels[chunk]).sum()
     return correct / len(indices)
 
 
 def train_in_lockstep(
-    runs: list[FoldRun],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    epochs: int,
-    generator: torch.Generator,
-) -> Iterator[EpochResult]:
-    """Train every fold for ``epochs`` epochs, yielding after each epoch of all folds.
+    runs: list[FoldRun], images: torch.Tensor, labels: torch.Tensor, micro_batch: int, eval_chunk: int = EVAL_CHUNK
+) -> Iterator[RoundResult]:
+    """Train every fold round by round, yielding after each round of all folds.
 
-    Epoch e of every fold finishes before epoch e+1 of any fold starts, so the caller can
-    report a fold mean after each epoch and stop the whole trial early.
+    ``micro_batch`` caps the samples per training pass, ``eval_chunk`` per validation pass.
+
+    Round r of every fold finishes before round r+1 of any fold starts, so the caller can
+    report a fold mean after each round and stop the whole trial early.
     """
-    for epoch in range(epochs):
+    for round_index in range(len(runs[0].rounds)):
         started = time.perf_counter()
-        train_stats = [train_epoch(run, images, labels, batch_size, generator) for run in runs]
-        train_loss, train_accuracy = torch.stack([torch.stack(pair) for pair in train_stats]).T.tolist()
+        stats = [train_steps(run, images, labels, run.rounds[round_index], micro_batch) for run in runs]
+        train_loss, train_accuracy = torch.stack([torch.stack(pair) for pair in stats]).T.tolist()
         train_seconds = time.perf_counter() - started  # tolist() waited for the device
-        val_accuracy = torch.stack([evaluate(run.model, images, labels, run.val_indices) for run in runs]).tolist()
-        yield EpochResult(
-            epoch=epoch,
+        val_accuracy = torch.stack(
+            [evaluate(run.model, images, labels, run.val_indices, eval_chunk) for run in runs]
+        ).tolist()
+        yield RoundResult(
+            round=round_index,
             val_accuracy=val_accuracy,
             train_accuracy=train_accuracy,
             train_loss=train_loss,
             train_seconds=train_seconds,
-            train_images=sum(len(run.train_indices) // batch_size * batch_size for run in runs),
+            train_images=sum(run.rounds[round_index] * run.batches.batch_size for run in runs),
         )

@@ -57,6 +57,42 @@ def parse_optimizers(text: str) -> tuple[str, ...]:
     return names
 
 
+LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")
+DEFAULT_REFERENCE_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class LrScaling:
+    """How the learning rate grows with the batch size from ``base_lr`` at ``reference_batch_size``.
+
+    ``linear``: lr = base_lr * B / B0 (Goyal et al. 2017); ``sqrt``: lr = base_lr * sqrt(B / B0)
+    (Hoffer et al. 2017); ``none``: the study searches lr itself.
+    """
+
+    rule: str = "none"
+    reference_batch_size: int = DEFAULT_REFERENCE_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.rule not in LR_SCALING_RULES:
+            raise BatchlrUsageError(f"--lr-scaling {self.rule!r}: choose from {', '.join(LR_SCALING_RULES)}")
+        if self.reference_batch_size < 1:
+            raise BatchlrUsageError(f"--reference-batch-size {self.reference_batch_size}: must be at least 1")
+
+    def lr(self, base_lr: float, batch_size: int) -> float:
+        """The learning rate for ``batch_size``."""
+        ratio = batch_size / self.reference_batch_size
+        return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.rule]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reference_batch_size": None if self.rule == "none" else self.reference_batch_size}
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any] | None) -> LrScaling:
+        if not stored or stored.get("rule", "none") == "none":
+            return cls()
+        return cls(rule=stored["rule"], reference_batch_size=int(stored["reference_batch_size"]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
     """The values one training run uses; built from a trial's params or an exported file."""
@@ -67,9 +103,14 @@ class Hyperparameters:
     momentum: float | None = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Hyperparameters:
-        """Read the Optuna params of a batchlr trial (``batch_size``, ``lr``, ``optimizer``, ``momentum``)."""
-        missing = [key for key in ("batch_size", "lr", "optimizer") if key not in params]
+    def from_params(cls, params: Mapping[str, Any], scaling: LrScaling = LrScaling()) -> Hyperparameters:
+        """Read the Optuna params of a batchlr trial.
+
+        They hold ``batch_size``, ``optimizer``, ``momentum`` for SGD and RMSProp, and ``lr``, or
+        ``base_lr`` when the study scaled the learning rate with the batch size by ``scaling``.
+        """
+        lr_key = "lr" if scaling.rule == "none" else "base_lr"
+        missing = [key for key in ("batch_size", lr_key, "optimizer") if key not in params]
         if missing:
             raise BatchlrError(f"params lack {', '.join(missing)}; was this made by batchlr?")
         optimizer = str(params["optimizer"])
@@ -78,7 +119,7 @@ class Hyperparameters:
         momentum = params.get("momentum")
         return cls(
             batch_size=int(params["batch_size"]),
-            lr=float(params["lr"]),
+            lr=scaling.lr(float(params[lr_key]), int(params["batch_size"])),
             optimizer=optimizer,
             momentum=None if momentum is None else float(momentum),
         )
@@ -91,6 +132,12 @@ class SearchSpace:
     batch_size: tuple[int, int] = (16, 512)
     lr: tuple[float, float] = (1e-4, 1.0)
     optimizers: tuple[str, ...] = OPTIMIZER_NAMES
+    lr_scaling: LrScaling = LrScaling()
+
+    @property
+    def lr_param(self) -> str:
+        """``lr``, or ``base_lr`` when a scaling rule turns it into the lr for each batch size."""
+        return "lr" if self.lr_scaling.rule == "none" else "base_lr"
 
     def clip_batch_size(self, largest: int) -> SearchSpace:
         """Cap the batch range at ``largest``, the most samples a training fold holds."""
@@ -108,9 +155,10 @@ class SearchSpace:
         momentum = None
         if optimizer in MOMENTUM_OPTIMIZERS:
             momentum = trial.suggest_float("momentum", *MOMENTUM_RANGE)
+        batch_size = trial.suggest_int("batch_size", *self.batch_size, log=True)
         return Hyperparameters(
-            batch_size=trial.suggest_int("batch_size", *self.batch_size, log=True),
-            lr=trial.suggest_float("lr", *self.lr, log=True),
+            batch_size=batch_size,
+            lr=self.lr_scaling.lr(trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size),
             optimizer=optimizer,
             momentum=momentum,
         )
@@ -121,7 +169,7 @@ class SearchSpace:
             "optimizer": list(self.optimizers),
             "momentum": [GRID_MOMENTUM],
             "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
-            "lr": _log_ladder(*self.lr, base=10, kind=float),
+            self.lr_param: _log_ladder(*self.lr, base=10, kind=float),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +179,8 @@ class SearchSpace:
             "lr": list(self.lr),
             "optimizers": list(self.optimizers),
             "momentum": list(MOMENTUM_RANGE),
+            "lr_scaling": self.lr_scaling.rule,
+            "reference_batch_size": self.lr_scaling.to_dict()["reference_batch_size"],
         }
 
     @classmethod
@@ -141,6 +191,9 @@ class SearchSpace:
             batch_size=(int(low_b), int(high_b)),
             lr=(float(low_lr), float(high_lr)),
             optimizers=tuple(stored["optimizers"]),
+            lr_scaling=LrScaling.from_dict(
+                {"rule": stored.get("lr_scaling", "none"), "reference_batch_size": stored.get("reference_batch_size")}
+            ),
         )
 
 

@@ -15,9 +15,8 @@ import yaml
 import batchlr
 from batchlr.errors import BatchlrError
 from batchlr.objectives.optimizers import make_optimizer
-from batchlr.search.space import Hyperparameters
+from batchlr.search.space import Hyperparameters, LrScaling
 from batchlr.studies.spec import METRIC
-from batchlr.studies.summary import best_complete_trial
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -39,13 +38,33 @@ class BestConfig:
     fold_scores: list[float]
     dataset: str
     model: str
-    epochs: int
+    epochs: int | None
     folds: int
     versions: dict[str, str]
+    lr_scaling: dict[str, Any] = dataclasses.field(default_factory=lambda: LrScaling().to_dict())
+    schedule: str = "constant"
+    warmup: float = 0.0
+    budget: dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "epochs", "amount": None})
+    train_seconds: float | None = None
+
+    @property
+    def scaling(self) -> LrScaling:
+        return LrScaling.from_dict(self.lr_scaling)
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters.from_params(self.params)
+        return Hyperparameters.from_params(self.params, self.scaling)
+
+    def lr_for(self, batch_size: int, rule: str | None = None) -> float:
+        """The learning rate for ``batch_size``, rescaled from this configuration's lr.
+
+        ``rule`` defaults to the study's ``--lr-scaling`` rule; for a study that searched lr
+        directly, name one (``"linear"`` or ``"sqrt"``) to rescale with.
+        """
+        rule = rule or self.scaling.rule
+        if rule == "none":
+            raise BatchlrError("this study searched lr without a scaling rule; call lr_for(batch_size, rule='linear' or 'sqrt')")
+        return LrScaling(rule, self.batch_size).lr(self.lr, batch_size)
 
     @property
     def batch_size(self) -> int:
@@ -71,23 +90,29 @@ class BestConfig:
         return dataclasses.asdict(self)
 
 
-def best_config(study: optuna.Study) -> BestConfig:
-    """The best complete trial of a batchlr study as a :class:`BestConfig`."""
-    best = best_complete_trial(study)
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestConfig:
+    """A complete trial of a batchlr study as a :class:`BestConfig`."""
     settings = study.user_attrs
     return BestConfig(
         study=study.study_name,
-        trial=best.number,
-        value=float(best.value),
+        trial=trial.number,
+        value=float(trial.values[0]),
         metric=settings.get("metric", METRIC),
-        direction=study.direction.name.lower(),
-        params=dict(best.params),
-        fold_scores=list(best.user_attrs.get("fold_scores", [])),
+        direction=study.directions[0].name.lower(),
+        params=dict(trial.params),
+        fold_scores=list(trial.user_attrs.get("fold_scores", [])),
         dataset=settings.get("dataset", "unknown"),
         model=settings.get("model", "unknown"),
-        epochs=int(settings.get("epochs", 0)),
+        epochs=settings.get("epochs"),
         folds=int(settings.get("folds", 0)),
         versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
+        lr_scaling=LrScaling.from_dict(
+            {"rule": settings.get("lr_scaling", "none"), "reference_batch_size": settings.get("reference_batch_size")}
+        ).to_dict(),
+        schedule=settings.get("schedule", "constant"),
+        warmup=float(settings.get("warmup", 0.0)),
+        budget={"kind": settings.get("budget", "epochs"), "amount": settings.get("steps") or settings.get("epochs")},
+        train_seconds=trial.user_attrs.get("train_seconds"),
     )
 
 
@@ -121,9 +146,12 @@ def load_config(path: str | Path) -> BestConfig:
 def _from_record(record: Any, path: Path) -> BestConfig:
     if not isinstance(record, Mapping):
         raise BatchlrError(f"{path} does not hold a batchlr configuration object")
-    names = [field.name for field in dataclasses.fields(BestConfig)]
-    missing = [name for name in names if name not in record]
+    fields = dataclasses.fields(BestConfig)
+    missing = [field.name for field in fields if field.name not in record and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
     if missing:
         raise BatchlrError(f"{path} lacks {', '.join(missing)}; export it again with batchlr export")
-    Hyperparameters.from_params(record["params"])  # a bad file fails here, not at first use
-    return BestConfig(**{name: record[name] for name in names})
+    config = BestConfig(**{field.name: record[field.name] for field in fields if field.name in record})
+    if not isinstance(config.params, Mapping):
+        raise BatchlrError(f"{path}: params is not an object; export it again with batchlr export")
+    Hyperparameters.from_params(config.params, config.scaling)  # a bad file fails here, not at first use
+    return config

@@ -6,18 +6,25 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
+import torch
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.data import ImageData, load_dataset
 from batchlr.objectives.device import resolve_device
 from batchlr.objectives.folds import FoldAssignment, assign_folds
-from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.objectives.memory import largest_micro_batch
+from batchlr.objectives.models import resolve_model
+from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.studies.spec import DIRECTION, METRIC, StudySpec, load_spec, reconcile, save_spec
+from batchlr.search.space import SearchSpace
+from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
 from batchlr.studies.storage import open_storage
+
+MICRO_BATCH_ATTR = "max_micro_batch"
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -31,6 +38,8 @@ class RunOptions:
     seed: int = 0
     device: str = "auto"
     data_dir: Path = Path("data")
+    max_micro_batch: int | str | None = None
+    """A cap on the samples per forward/backward pass, ``"auto"`` to probe the device, or ``None``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,37 +68,58 @@ def open_study(
     storage = open_storage(storage_url, create=True)
     name = study_name or requested.default_study_name()
     stored = load_spec(storage, name)
+    stored_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name)) if stored else {}
     spec = reconcile(stored[0] if stored else None, requested, given, name)
     data = load_dataset(spec.dataset, options.data_dir.expanduser())
     if stored:
         folds = _checked_folds(stored[1], stored[2], data, name)
     else:
         folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None)
-    objective = CrossValidationObjective(
-        data=data,
-        folds=folds,
-        space=spec.space.clip_batch_size(folds.smallest_train_size()),
-        model=spec.model,
-        epochs=spec.epochs,
-        device=resolve_device(options.device),
-        seed=options.seed,
+    device = resolve_device(options.device)
+    space = spec.space.clip_batch_size(folds.smallest_train_size())
+    settings = TrainingSettings(
+        budget=spec.training_budget(),
+        schedule=spec.schedule,
+        warmup_epochs=spec.warmup,
+        max_micro_batch=_micro_batch_cap(options.max_micro_batch, stored_attrs, spec, data, device, space),
+        objectives=spec.objectives,
     )
+    objective = CrossValidationObjective(data, folds, space, spec.model, settings, device, options.seed)
     previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction=DIRECTION,
+        directions=spec.directions(),
         # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(options.sampler, objective.space, options.seed + previous_trials),
-        pruner=make_pruner(options.pruner, spec.epochs),
+        sampler=make_sampler(options.sampler, space, options.seed + previous_trials),
+        pruner=make_pruner(options.pruner, settings.budget.round_count),
         load_if_exists=True,
     )
     if not stored:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC])
+            study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
         save_spec(storage, name, spec, folds, data.labels_fingerprint())
+    if options.max_micro_batch == "auto":
+        study.set_user_attr(MICRO_BATCH_ATTR, settings.max_micro_batch)
     return OpenStudy(study, spec, objective, previous_trials)
+
+
+def _micro_batch_cap(
+    requested: int | str | None,
+    stored_attrs: dict[str, Any],
+    spec: StudySpec,
+    data: ImageData,
+    device: torch.device,
+    space: SearchSpace,
+) -> int | None:
+    """The micro-batch cap: as given, or for ``auto`` the one stored on the study, else probed once."""
+    if requested != "auto":
+        return requested
+    if MICRO_BATCH_ATTR in stored_attrs:
+        return int(stored_attrs[MICRO_BATCH_ATTR])
+    factory = resolve_model(spec.model)
+    return largest_micro_batch(factory, data.input_shape, data.num_classes, device, space.batch_size[1])
 
 
 def _checked_folds(folds: FoldAssignment, fingerprint: str, data: ImageData, study: str) -> FoldAssignment:

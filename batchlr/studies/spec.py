@@ -12,10 +12,13 @@ import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import dataset_slug
 from batchlr.objectives.folds import FoldAssignment
+from batchlr.objectives.training import Budget
 from batchlr.search.space import SearchSpace
 
 METRIC = "accuracy"
-DIRECTION = "maximize"
+# Optuna directions and metric names for each entry of --objectives.
+DIRECTIONS = {"accuracy": "maximize", "time": "minimize"}
+METRIC_NAMES = {"accuracy": "accuracy", "time": "train_seconds"}
 
 FOLDS_ATTR = "batchlr:folds"
 LABELS_ATTR = "batchlr:labels"
@@ -29,14 +32,22 @@ OPTION_OF = {
     "batch_size": "--batch-size",
     "lr": "--lr",
     "optimizers": "--optimizers",
+    "lr_scaling": "--lr-scaling",
+    "reference_batch_size": "--reference-batch-size",
+    "budget": "--budget",
+    "steps": "--steps",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "objectives": "--objectives",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
-    """The data, model, budget and search space every trial of a study shares.
+    """The data, model, training and search space every trial of a study shares.
 
     ``seed`` is the seed the folds and the hold-out were drawn with when the study was created.
+    Under ``budget="steps"`` each fold trains ``steps`` optimizer steps and ``epochs`` is unused.
     """
 
     dataset: str = "digits"
@@ -45,10 +56,40 @@ class StudySpec:
     epochs: int = 10
     space: SearchSpace = SearchSpace()
     seed: int = 0
+    budget: str = "epochs"
+    steps: int | None = None
+    schedule: str = "constant"
+    warmup: float = 0.0
+    objectives: tuple[str, ...] = ("accuracy",)
+
+    def __post_init__(self) -> None:
+        if self.budget == "steps" and not self.steps:
+            raise BatchlrUsageError("--budget steps needs --steps N, the optimizer steps each fold trains")
+        if self.budget == "epochs" and self.steps:
+            raise BatchlrUsageError("--steps goes with --budget steps; drop it or add --budget steps")
+        if self.objectives not in (("accuracy",), ("accuracy", "time")):
+            raise BatchlrUsageError(f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time")
 
     def settings(self) -> dict[str, Any]:
         """The settings as JSON values, keyed as in :data:`OPTION_OF` (plus the fixed momentum range)."""
-        return {"dataset": self.dataset, "model": self.model, "folds": self.folds, "epochs": self.epochs, **self.space.to_dict()}
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "folds": self.folds,
+            "epochs": self.epochs if self.budget == "epochs" else None,
+            **self.space.to_dict(),
+            "budget": self.budget,
+            "steps": self.steps,
+            "schedule": self.schedule,
+            "warmup": self.warmup,
+            "objectives": list(self.objectives),
+        }
+
+    def training_budget(self) -> Budget:
+        return Budget("steps", self.steps) if self.budget == "steps" and self.steps else Budget("epochs", self.epochs)
+
+    def directions(self) -> list[str]:
+        return [DIRECTIONS[name] for name in self.objectives]
 
     def default_study_name(self) -> str:
         return f"{dataset_slug(self.dataset)}-{self.model.replace(':', '.')}"
@@ -107,9 +148,14 @@ def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySp
         dataset=attrs["dataset"],
         model=attrs["model"],
         folds=int(attrs["folds"]),
-        epochs=int(attrs["epochs"]),
+        epochs=int(attrs["epochs"] or 0),
         space=SearchSpace.from_dict(attrs),
         seed=int(attrs["seed"]),
+        budget=attrs.get("budget", "epochs"),
+        steps=attrs.get("steps"),
+        schedule=attrs.get("schedule", "constant"),
+        warmup=float(attrs.get("warmup", 0.0)),
+        objectives=tuple(attrs.get("objectives", ["accuracy"])),
     )
     return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
 
@@ -117,4 +163,4 @@ def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySp
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ":".join(map(str, value)) if len(value) == 2 and not isinstance(value[0], str) else ",".join(value)
-    return str(value)
+    return "(not set)" if value is None else str(value)

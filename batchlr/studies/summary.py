@@ -1,4 +1,7 @@
-"""Listing the studies in a storage and describing one study's best trials."""
+"""Listing the studies in a storage, describing one study, and picking a trial from it.
+
+A study's first objective is always accuracy; a two-objective study adds training seconds.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from batchlr.errors import BatchlrError
+from batchlr.errors import BatchlrError, BatchlrUsageError
+
+_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,17 +30,18 @@ class StudySummary:
 
 
 def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
-    """Every study in ``storage``, by name."""
+    """Every study in ``storage``, by name, with its best first-objective value."""
     summaries = []
     for frozen in sorted(storage.get_all_studies(), key=lambda study: study.study_name):
         trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
         states = Counter(trial.state.name for trial in trials)
-        complete = [trial.value for trial in trials if trial.state == TrialState.COMPLETE and trial.values]
+        complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+        best = _best(complete, frozen.directions[0])
         summaries.append(
             StudySummary(
                 name=frozen.study_name,
                 trials_by_state={state.name: states.get(state.name, 0) for state in _SHOWN_STATES},
-                best_value=(min if frozen.direction == StudyDirection.MINIMIZE else max)(complete, default=None),
+                best_value=best.values[0] if best else None,
                 dataset=frozen.user_attrs.get("dataset"),
                 model=frozen.user_attrs.get("model"),
             )
@@ -43,7 +49,9 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     return summaries
 
 
-_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+def _best(trials: list[FrozenTrial], direction: StudyDirection) -> FrozenTrial | None:
+    pick = min if direction == StudyDirection.MINIMIZE else max
+    return pick(trials, key=lambda trial: trial.values[0], default=None)
 
 
 def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -56,32 +64,52 @@ def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optu
         raise BatchlrError(f"no study {name!r} in this storage (studies there: {listing})") from None
 
 
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
 def best_complete_trial(study: optuna.Study) -> FrozenTrial:
-    """The best complete trial.
+    """The complete trial with the best accuracy (the first objective).
 
     Raises:
         BatchlrError: when no trial has completed yet.
     """
-    try:
-        return study.best_trial
-    except ValueError:
+    best = _best(_complete(study), study.directions[0])
+    if best is None:
         raise BatchlrError(
             f"study {study.study_name!r} has no complete trial yet; run more trials with batchlr run --study {study.study_name}"
-        ) from None
+        )
+    return best
+
+
+def fastest_within(study: optuna.Study, delta: float) -> FrozenTrial:
+    """The complete trial that trained fastest among those within ``delta`` accuracy of the best."""
+    if delta < 0:
+        raise BatchlrUsageError(f"fastest-within {delta}: DELTA is an accuracy difference and cannot be negative")
+    threshold = best_complete_trial(study).values[0] - delta
+    close = [trial for trial in _complete(study) if trial.values[0] >= threshold]
+    return min(close, key=lambda trial: trial.user_attrs.get("train_seconds", float("inf")))
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` best complete trials, best first."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda trial: trial.value, reverse=True)[:k]
+    """The ``k`` complete trials with the best accuracy, best first."""
+    return sorted(_complete(study), key=lambda trial: trial.values[0], reverse=True)[:k]
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The accuracy/time Pareto front of a two-objective study, most accurate first; empty otherwise."""
+    if len(study.directions) < 2:
+        return []
+    return sorted(study.best_trials, key=lambda trial: trial.values[0], reverse=True)
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial as JSON values: number, value, params and what batchlr recorded on it."""
+    """A trial as JSON values: number, values, params and what batchlr recorded on it."""
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": trial.values[0] if trial.values else None,
+        "values": trial.values,
         "params": trial.params,
         "user_attrs": trial.user_attrs,
     }
@@ -96,4 +124,5 @@ def describe(study: optuna.Study, k: int) -> dict[str, Any]:
         "trials_by_state": dict(states),
         "best": trial_record(best_complete_trial(study)),
         "top": [trial_record(trial) for trial in top_trials(study, k)],
+        "pareto": [trial_record(trial) for trial in pareto_trials(study)],
     }

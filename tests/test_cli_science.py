@@ -1,0 +1,80 @@
+"""The batch-size science options of `batchlr run`, end to end on digits with tiny settings."""
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+import batchlr
+from batchlr.cli import main
+
+TINY = ["--dataset", "digits", "--folds", "2", "--device", "cpu", "--batch-size", "32:128"]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_lr_scaling_searches_base_lr_and_exports_the_rule(sqlite_url, tmp_path):
+    invoke("run", "--storage", sqlite_url, "--study", "lin", *TINY, "--epochs", "1", "--n-trials", "3",
+           "--lr-scaling", "linear", "--reference-batch-size", "64", "--warmup", "0.5", "--schedule", "cosine")  # fmt: skip
+    study = optuna.load_study(study_name="lin", storage=sqlite_url)
+    for trial in study.trials:
+        assert set(trial.params) >= {"base_lr", "batch_size"} and "lr" not in trial.params
+        assert trial.user_attrs["lr"] == pytest.approx(trial.params["base_lr"] * trial.params["batch_size"] / 64)
+    invoke("export", "lin", "--storage", sqlite_url, "--output", str(tmp_path / "lin.yaml"))
+    cfg = batchlr.load_config(tmp_path / "lin.yaml")
+    assert cfg.lr_scaling == {"rule": "linear", "reference_batch_size": 64}
+    assert (cfg.schedule, cfg.warmup) == ("cosine", 0.5)
+    assert cfg.lr == pytest.approx(cfg.params["base_lr"] * cfg.batch_size / 64)
+    assert cfg.lr_for(2 * cfg.batch_size) == pytest.approx(2 * cfg.lr)
+
+
+def test_step_budget_is_stored_and_recorded(sqlite_url):
+    invoke("run", "--storage", sqlite_url, "--study", "steps", *TINY, "--budget", "steps", "--steps", "20", "--n-trials", "2")
+    study = optuna.load_study(study_name="steps", storage=sqlite_url)
+    assert study.user_attrs["budget"] == "steps" and study.user_attrs["steps"] == 20
+    for trial in study.trials:
+        assert trial.user_attrs["optimizer_steps"] == 20
+        assert trial.user_attrs["samples_seen"] == 20 * trial.params["batch_size"]
+
+
+def test_accuracy_time_study_shows_a_pareto_front_and_exports_the_fastest_close_trial(sqlite_url, tmp_path):
+    invoke("run", "--storage", sqlite_url, "--study", "pareto", *TINY, "--epochs", "2", "--n-trials", "4",
+           "--objectives", "accuracy,time", "--max-micro-batch", "40")  # fmt: skip
+    study = optuna.load_study(study_name="pareto", storage=sqlite_url)
+    assert [direction.name for direction in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["accuracy", "train_seconds"]
+    report = json.loads(invoke("show", "pareto", "--storage", sqlite_url, "--json").output)
+    assert {row["number"] for row in report["pareto"]} == {trial.number for trial in study.best_trials}
+    assert "Pareto front" in invoke("show", "pareto", "--storage", sqlite_url).output
+
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda trial: trial.values[0])
+    delta = 0.2
+    close = [trial for trial in complete if trial.values[0] >= best.values[0] - delta]
+    fastest = min(close, key=lambda trial: trial.user_attrs["train_seconds"])
+    output = tmp_path / "fast.json"
+    invoke("export", "pareto", "--pick", "fastest-within", str(delta), "--storage", sqlite_url, "--output", str(output))
+    assert batchlr.load_config(output).trial == fastest.number
+    assert all(trial.user_attrs["micro_batch"] == min(40, trial.params["batch_size"]) for trial in complete)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--budget", "steps"],
+        ["run", "--steps", "10"],
+        ["run", "--max-micro-batch", "0"],
+        ["run", "--lr-scaling", "cubic"],
+        ["export", "s", "--pick", "fastest-within", "--output", "x.json"],
+        ["export", "s", "0.1", "--output", "x.json"],
+    ],
+)
+def test_bad_science_options_are_usage_errors(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output

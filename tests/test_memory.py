@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from batchlr.objectives.memory import largest_micro_batch, largest_passing
+from batchlr.objectives.models import convnet
+
+
+@pytest.mark.parametrize(("limit", "upper"), [(1, 512), (37, 512), (64, 512), (511, 512), (512, 512), (1000, 300)])
+def test_largest_passing_finds_the_limit_in_few_tries(limit, upper):
+    tried = []
+
+    def fits(size: int) -> bool:
+        tried.append(size)
+        return size <= limit
+
+    assert largest_passing(fits, upper) == min(limit, upper)
+    assert len(tried) <= 2 * upper.bit_length()
+
+
+def test_nothing_fits_is_an_out_of_memory_error():
+    with pytest.raises(torch.OutOfMemoryError):
+        largest_passing(lambda size: False, 64)
+
+
+def test_cpu_is_not_probed():
+    assert largest_micro_batch(convnet, (1, 8, 8), 10, torch.device("cpu"), upper=300) == 300
