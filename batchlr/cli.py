@@ -6,10 +6,11 @@ Heavy imports (torch, scikit-learn) happen inside the commands that need them, s
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +82,15 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 class RangeParam(click.ParamType):
-    """``MIN:MAX`` of ints or floats."""
+    """``MIN:MAX`` of ints or floats, or ``auto`` where allowed."""
 
     name = "min:max"
 
-    def __init__(self, kind: type) -> None:
-        self.kind = kind
+    def __init__(self, kind: type, allow_auto: bool = False) -> None:
+        self.kind, self.allow_auto = kind, allow_auto
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
-        if isinstance(value, tuple):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple | str:
+        if isinstance(value, tuple) or (self.allow_auto and value == "auto"):
             return value
         try:
             return parse_range(str(value), self.kind)
@@ -127,24 +128,36 @@ class OptimizersParam(click.ParamType):
             self.fail(str(error), param, ctx)
 
 
+def _data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose data, model, device and seed, shared by run, lr-find and noise-scale."""
+    options = [
+        click.option("--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to."),
+        click.option("--model", default="convnet", show_default=True, help="convnet, convnet-bn, or package.module:function."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _checked_data_options(dataset: str, model: str) -> None:
+    from batchlr.objectives.data import check_dataset_name
+    from batchlr.objectives.models import resolve_model
+
+    check_dataset_name(dataset)
+    resolve_model(model)
+
+
 @main.command()
 @click.option("--study", "study_name", help="Study name.  [default: DATASET-MODEL]")
 @STORAGE_OPTION
-@click.option("--dataset", default="digits", show_default=True, help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    show_default=True,
-    envvar="BATCHLR_DATA_DIR",
-    show_envvar=True,
-    help="Where torchvision data sets are read from, or downloaded to.",
-)
-@click.option("--model", default="convnet", show_default=True, help="convnet, convnet-bn, or package.module:function.")
+@_data_options
 @click.option("--folds", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per fold.")
 @click.option("--batch-size", default="16:512", show_default=True, type=RangeParam(int), help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
-@click.option("--lr", default="1e-4:1", show_default=True, type=RangeParam(float), help="MIN:MAX learning rate, sampled on a log scale.")
+@click.option("--lr", default="1e-4:1", show_default=True, type=RangeParam(float, allow_auto=True), help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
 @click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OptimizersParam(), help="Comma-separated subset of sgd,adam,rmsprop.")
 @click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", show_default=True, help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
 @click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, show_default=True, help="B0 of --lr-scaling.")
@@ -158,91 +171,41 @@ class OptimizersParam(click.ParamType):
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sampler and model initialisation; a new study's folds too.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.pass_context
-def run(
-    ctx: click.Context,
-    study_name: str | None,
-    storage: str,
-    dataset: str,
-    data_dir: Path,
-    model: str,
-    folds: int,
-    epochs: int,
-    batch_size: tuple[int, int],
-    lr: tuple[float, float],
-    optimizers: tuple[str, ...],
-    lr_scaling: str,
-    reference_batch_size: int,
-    warmup: float,
-    schedule: str,
-    budget: str,
-    steps: int | None,
-    max_micro_batch: int | str | None,
-    objectives: str,
-    n_trials: int | None,
-    timeout: float | None,
-    sampler: str,
-    pruner: str,
-    seed: int,
-    device: str,
-) -> None:
+def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any) -> None:
     """Create a study, or resume the one named --study, and run trials in this process.
 
-    A resumed study keeps the data set, model, folds, epochs and search space it was created
-    with; giving a different value for any of them is an error.
+    A resumed study keeps the data set, model, folds, budget, schedule and search space it
+    was created with; giving a different value for any of them is an error.
     """
-    from batchlr.objectives.data import check_dataset_name
-    from batchlr.objectives.models import resolve_model
     from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec
+    from batchlr.studies.summary import describe_training
 
-    check_dataset_name(dataset)
-    resolve_model(model)
-    requested = StudySpec(
-        dataset=dataset,
-        model=model,
-        folds=folds,
-        epochs=epochs,
-        space=SearchSpace(
-            batch_size=batch_size, lr=lr, optimizers=optimizers, lr_scaling=LrScaling(lr_scaling, reference_batch_size)
-        ),
-        seed=seed,
-        budget=budget,
-        steps=steps,
-        schedule=schedule,
-        warmup=warmup,
-        objectives=tuple(objectives.split(",")),
+    _checked_data_options(option["dataset"], option["model"])
+    lr_auto = option["lr"] == "auto"
+    space = SearchSpace(
+        batch_size=option["batch_size"],
+        lr=SearchSpace.lr if lr_auto else option["lr"],
+        optimizers=option["optimizers"],
+        lr_scaling=LrScaling(option["lr_scaling"], option["reference_batch_size"]),
     )
-    given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT}
-    options = RunOptions(
-        sampler=sampler,
-        pruner=pruner,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-        max_micro_batch=max_micro_batch,
-    )
-    opened = open_study(storage, study_name, requested, given, options)
+    spec_options = ("dataset", "model", "folds", "epochs", "seed", "budget", "steps", "schedule", "warmup")
+    requested = StudySpec(space=space, objectives=tuple(option["objectives"].split(",")), **{key: option[key] for key in spec_options})
+    given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT} - ({"lr"} if lr_auto else set())
+    run_options = RunOptions(lr_auto=lr_auto, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch")})
+    opened = open_study(storage, study_name, requested, given, run_options)
     spec, objective = opened.spec, opened.objective
     state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
     click.echo(f"study {opened.study.study_name} ({state}) in {mask_url(storage)}")
     click.echo(
-        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {_budget_text(spec)} on {objective.device}; "
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {describe_training(spec.settings())} on {objective.device}; "
         f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
         f"{objective.space.lr_param} {_format(spec.space.lr[0])}:{_format(spec.space.lr[1])}, {','.join(spec.space.optimizers)}"
     )
+    n_trials, timeout = option["n_trials"], option["timeout"]
     opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, callbacks=[_print_trial])
     _print_best(opened.study, storage)
-
-
-def _budget_text(spec: Any) -> str:
-    budget = f"{spec.steps} steps" if spec.budget == "steps" else f"{spec.epochs} epochs"
-    extras = [f"lr x B/{spec.space.lr_scaling.reference_batch_size} ({spec.space.lr_scaling.rule})"] if spec.space.lr_scaling.rule != "none" else []
-    extras += [f"{spec.schedule} schedule"] if spec.schedule != "constant" else []
-    extras += [f"{spec.warmup:g} warmup epochs"] if spec.warmup else []
-    return ", ".join([budget, *extras])
 
 
 def _print_trial(study: Any, trial: Any) -> None:
@@ -304,45 +267,13 @@ def studies(storage: str) -> None:
 def show(study_name: str, storage: str, top: int, as_json: bool) -> None:
     """Print a study's best trial and its top trials."""
     from batchlr.studies.storage import open_storage
-    from batchlr.studies.summary import describe, load_existing_study
+    from batchlr.studies.summary import describe, load_existing_study, render_report
 
     report = describe(load_existing_study(open_storage(storage, create=False), study_name), top)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    settings = report["settings"]
-    budget = f"{settings.get('steps')} steps" if settings.get("budget") == "steps" else f"{settings.get('epochs')} epochs"
-    click.echo(
-        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
-        f"{settings.get('folds')} folds x {budget}; trials "
-        + ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items()))
-    )
-    best = report["best"]
-    click.echo(f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {_fold_text(best)}")
-    for key, value in sorted(best["params"].items()):
-        click.echo(f"  {key:<12} {_format(value)}")
-    click.echo(f"\ntop {len(report['top'])} by accuracy:")
-    _print_trial_table(report["top"])
-    if report["pareto"]:
-        click.echo(f"\naccuracy/time Pareto front ({len(report['pareto'])} trials):")
-        _print_trial_table(report["pareto"])
-
-
-def _print_trial_table(rows: list[dict[str, Any]]) -> None:
-    click.echo(f"{'trial':>5}  {'accuracy':>8}  {'seconds':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}")
-    for row in rows:
-        params, attrs = row["params"], row["user_attrs"]
-        momentum = params.get("momentum")
-        click.echo(
-            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
-            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', math.nan):>9.3g}  "
-            f"{params.get('optimizer', '-'):<9}  {'-' if momentum is None else f'{momentum:.3f}':>8}  "
-            f"{attrs.get('images_per_second', math.nan):>7.0f}"
-        )
-
-
-def _fold_text(trial: dict[str, Any]) -> str:
-    return " ".join(f"{score:.4f}" for score in trial["user_attrs"].get("fold_scores", [])) or "-"
+    click.echo(render_report(report))
 
 
 @main.command()
@@ -379,6 +310,81 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, pic
         f"wrote {output}: trial {config.trial}, accuracy {config.value:.4f}{seconds}, "
         f"batch_size={config.batch_size} lr={config.lr:.3g} optimizer={config.optimizer}"
     )
+
+
+def _probe_setup(option: dict[str, Any]) -> tuple[Any, Any]:
+    """The probe data and the optimizer settings of lr-find and noise-scale."""
+    from batchlr.objectives.device import resolve_device
+    from batchlr.search.space import DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS, Hyperparameters
+    from batchlr.studies.probes import ProbeData
+
+    _checked_data_options(option["dataset"], option["model"])
+    probe = ProbeData.load(option["dataset"], option["data_dir"], resolve_device(option["device"]), option["seed"])
+    optimizer = option["optimizer"]
+    momentum = option["momentum"] if optimizer in MOMENTUM_OPTIMIZERS else None
+    return probe, Hyperparameters(option["batch_size"], option.get("lr", 0.0), optimizer, momentum)
+
+
+_OPTIMIZER_OPTIONS = (
+    click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", show_default=True),
+    click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True, help="For sgd and rmsprop."),
+)
+
+
+@main.command("lr-find")
+@_data_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@_OPTIMIZER_OPTIONS[0]
+@_OPTIMIZER_OPTIONS[1]
+@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-7, show_default=True)
+@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--steps", type=click.IntRange(min=20), default=100, show_default=True, help="Learning rates tried.")
+@click.option("--json", "as_json", is_flag=True, help="Print suggested_lr, lrs and losses as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the loss curve as a PNG.")
+def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
+    """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
+    from batchlr.studies.probes import find_lr, plot_lr_range
+
+    probe, hyperparameters = _probe_setup(option)
+    result = find_lr(probe, option["model"], hyperparameters, option["seed"], option["start_lr"], option["end_lr"], option["steps"])
+    if plot:
+        plot_lr_range(result, plot, f"{option['dataset']}, {option['model']}, {option['optimizer']}, batch {option['batch_size']}")
+    if as_json:
+        click.echo(json.dumps({"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early}))
+        return
+    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
+    click.echo(f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})")
+    click.echo(f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}")
+
+
+@main.command("noise-scale")
+@_data_options
+@click.option("--small-batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--big-batch", type=click.IntRange(min=2), default=1024, show_default=True, help="At most the training samples.")
+@click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Train this long first; 0 measures at initialisation.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size of that training.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate of that training.")
+@_OPTIMIZER_OPTIONS[0]
+@_OPTIMIZER_OPTIONS[1]
+@click.option("--json", "as_json", is_flag=True, help="Print noise_scale, critical_batch_size and the parts as JSON.")
+def noise_scale(as_json: bool, **option: Any) -> None:
+    """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
+    from batchlr.studies.probes import measure_noise_scale
+
+    probe, hyperparameters = _probe_setup(option)
+    small, big = option["small_batch"], min(option["big_batch"], len(probe.indices))
+    result = measure_noise_scale(probe, option["model"], option["seed"], small, big, option["repeats"], option["epochs"], hyperparameters)
+    critical = max(1, round(result.noise_scale))
+    suggested = [max(1, critical // 2), 2 * critical]
+    if as_json:
+        record = {"noise_scale": result.noise_scale, "critical_batch_size": critical, "suggested_batch_range": suggested}
+        click.echo(json.dumps({**record, **dataclasses.asdict(result)}))
+        return
+    when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
+    click.echo(f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches {small} and {big}, {result.repeats} repeats)")
+    click.echo(f"critical batch size ~ {critical}: batches up to it cut the steps almost proportionally, larger ones mostly add compute")
+    click.echo(f"suggested batch range: {suggested[0]}:{suggested[1]}")
 
 
 @main.command()

@@ -78,3 +78,15 @@ def test_bad_science_options_are_usage_errors(args):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_auto_micro_batch_is_found_once_and_stored_on_the_study(sqlite_url):
+    args = ["run", "--storage", sqlite_url, "--study", "auto-mb", *TINY, "--epochs", "1", "--max-micro-batch", "auto"]
+    invoke(*args, "--n-trials", "1")
+    study = optuna.load_study(study_name="auto-mb", storage=sqlite_url)
+    # The CPU is not probed (running out of memory there ends the process): the cap is the largest batch.
+    assert study.user_attrs["max_micro_batch"] == 128
+    study.set_user_attr("max_micro_batch", 40)  # as if a GPU probe had found 40
+    invoke(*args, "--n-trials", "1")
+    last = optuna.load_study(study_name="auto-mb", storage=sqlite_url).trials[-1]
+    assert last.user_attrs["micro_batch"] == min(40, last.params["batch_size"])

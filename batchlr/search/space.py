@@ -19,8 +19,8 @@ MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
 
 MOMENTUM_RANGE: tuple[float, float] = (0.0, 0.99)
 
-# GridSampler needs finite values; one momentum keeps Adam's grid points from repeating.
-GRID_MOMENTUM = 0.9
+# Where one momentum must be chosen: the grid (one value keeps Adam's points from repeating) and the LR range test.
+DEFAULT_MOMENTUM = 0.9
 
 Number = TypeVar("Number", int, float)
 
@@ -167,7 +167,7 @@ class SearchSpace:
         """Finite values for GridSampler: powers of two and decades inside the ranges, plus the ends."""
         return {
             "optimizer": list(self.optimizers),
-            "momentum": [GRID_MOMENTUM],
+            "momentum": [DEFAULT_MOMENTUM],
             "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
             self.lr_param: _log_ladder(*self.lr, base=10, kind=float),
         }

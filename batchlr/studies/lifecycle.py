@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.data import ImageData, load_dataset
 from batchlr.objectives.device import resolve_device
-from batchlr.objectives.folds import FoldAssignment, assign_folds
+from batchlr.objectives.folds import HOLDOUT, FoldAssignment, assign_folds
 from batchlr.objectives.memory import largest_micro_batch
 from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.search.space import SearchSpace
+from batchlr.search.space import DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS, Hyperparameters, SearchSpace
+from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
 from batchlr.studies.storage import open_storage
 
 MICRO_BATCH_ATTR = "max_micro_batch"
+LR_FIND_ATTR = "lr_find"
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -40,6 +44,8 @@ class RunOptions:
     data_dir: Path = Path("data")
     max_micro_batch: int | str | None = None
     """A cap on the samples per forward/backward pass, ``"auto"`` to probe the device, or ``None``."""
+    lr_auto: bool = False
+    """For a new study, run the LR range test and search one decade either side of its suggestion."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,9 @@ def open_study(
     else:
         folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None)
     device = resolve_device(options.device)
+    lr_found = None
+    if options.lr_auto and not stored:
+        spec, lr_found = _with_found_lr(spec, data, folds, device, options.seed)
     space = spec.space.clip_batch_size(folds.smallest_train_size())
     settings = TrainingSettings(
         budget=spec.training_budget(),
@@ -100,9 +109,34 @@ def open_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
         save_spec(storage, name, spec, folds, data.labels_fingerprint())
+        if lr_found:
+            study.set_user_attr(LR_FIND_ATTR, lr_found)
     if options.max_micro_batch == "auto":
         study.set_user_attr(MICRO_BATCH_ATTR, settings.max_micro_batch)
     return OpenStudy(study, spec, objective, previous_trials)
+
+
+def _with_found_lr(
+    spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int
+) -> tuple[StudySpec, dict[str, Any]]:
+    """``spec`` searching lr (or base_lr) one decade either side of the LR range test's suggestion.
+
+    The test runs at the reference batch size under an LR scaling rule, so that the
+    suggestion is a base_lr, and else at the geometric middle of the batch range, with the
+    first optimizer of the search space.
+    """
+    space = spec.space.clip_batch_size(folds.smallest_train_size())
+    if space.lr_scaling.rule != "none":
+        batch_size = min(space.lr_scaling.reference_batch_size, space.batch_size[1])
+    else:
+        batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
+    optimizer = space.optimizers[0]
+    momentum = DEFAULT_MOMENTUM if optimizer in MOMENTUM_OPTIMIZERS else None
+    hyperparameters = Hyperparameters(batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum)
+    probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
+    suggested = find_lr(probe, spec.model, hyperparameters, seed).suggested_lr
+    record = {"suggested_lr": suggested, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
+    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(suggested / 10, suggested * 10))), record
 
 
 def _micro_batch_cap(

@@ -6,6 +6,7 @@ A study's first objective is always accuracy; a two-objective study adds trainin
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from typing import Any
 
@@ -126,3 +127,47 @@ def describe(study: optuna.Study, k: int) -> dict[str, Any]:
         "top": [trial_record(trial) for trial in top_trials(study, k)],
         "pareto": [trial_record(trial) for trial in pareto_trials(study)],
     }
+
+
+def describe_training(settings: dict[str, Any]) -> str:
+    """One phrase for a study's budget, LR scaling, schedule and warmup, from its stored settings."""
+    parts = [f"{settings.get('steps')} steps" if settings.get("budget") == "steps" else f"{settings.get('epochs')} epochs"]
+    if settings.get("lr_scaling", "none") != "none":
+        parts.append(f"lr {settings['lr_scaling']}-scaled from batch {settings['reference_batch_size']}")
+    if settings.get("schedule", "constant") != "constant":
+        parts.append(f"{settings['schedule']} schedule")
+    if settings.get("warmup"):
+        parts.append(f"{settings['warmup']:g} warmup epochs")
+    return ", ".join(parts)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    """The text ``batchlr show`` prints for a :func:`describe` report."""
+    settings, best = report["settings"], report["best"]
+    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items()))
+    folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
+    lines = [
+        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
+        f"{settings.get('folds')} folds x {describe_training(settings)}; trials {states}",
+        f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
+        *(f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(best["params"].items())),
+        "",
+        f"top {len(report['top'])} by accuracy:",
+        *_trial_table(report["top"]),
+    ]
+    if report["pareto"]:
+        lines += ["", f"accuracy/time Pareto front ({len(report['pareto'])} trials):", *_trial_table(report["pareto"])]
+    return "\n".join(lines)
+
+
+def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'trial':>5}  {'accuracy':>8}  {'seconds':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
+    for row in rows:
+        params, attrs = row["params"], row["user_attrs"]
+        momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
+        lines.append(
+            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
+            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', params.get('lr', math.nan)):>9.3g}  "
+            f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {attrs.get('images_per_second', math.nan):>7.0f}"
+        )
+    return lines

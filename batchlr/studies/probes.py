@@ -1,0 +1,123 @@
+"""Diagnostics run outside a study's trials: the LR range test and the gradient noise scale.
+
+Both train on the data a new study with the same seed would search: the training split
+less the hold-out, so neither looks at data kept for a final test score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.data import ImageData, load_dataset
+from batchlr.objectives.folds import HOLDOUT, assign_folds
+from batchlr.objectives.lr_finder import LrRangeTest, lr_range_test
+from batchlr.objectives.models import build_model, resolve_model
+from batchlr.objectives.noise_scale import NoiseScale, estimate_noise_scale
+from batchlr.objectives.optimizers import make_optimizer
+from batchlr.objectives.schedules import make_scheduler
+from batchlr.objectives.training import BatchStream, FoldRun, train_steps
+from batchlr.search.space import Hyperparameters
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeData:
+    """A data set on the device and the indices a probe may train on."""
+
+    data: ImageData
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+
+    @classmethod
+    def load(cls, dataset: str, data_dir: Path, device: torch.device, seed: int) -> ProbeData:
+        data = load_dataset(dataset, data_dir.expanduser())
+        fold_of = assign_folds(data.labels.numpy(), 2, seed, holdout=data.test_images is None).fold_of
+        return cls.on(data, np.flatnonzero(fold_of != HOLDOUT), device)
+
+    @classmethod
+    def on(cls, data: ImageData, indices: np.ndarray, device: torch.device) -> ProbeData:
+        return cls(data, data.images.to(device), data.labels.to(device), torch.as_tensor(indices, device=device))
+
+    def check_batch(self, batch_size: int, option: str) -> None:
+        if not 0 < batch_size <= len(self.indices):
+            raise BatchlrUsageError(f"{option} {batch_size}: must be between 1 and the {len(self.indices)} training samples")
+
+
+def find_lr(
+    probe: ProbeData,
+    model: str,
+    hyperparameters: Hyperparameters,
+    seed: int,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+) -> LrRangeTest:
+    """The LR range test for one batch size and optimizer (``hyperparameters.lr`` is ignored)."""
+    probe.check_batch(hyperparameters.batch_size, "--batch-size")
+    if not 0 < start_lr < end_lr:
+        raise BatchlrUsageError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")
+    torch.manual_seed(seed)
+    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
+    batches = BatchStream(probe.indices, hyperparameters.batch_size, _generator(probe, seed))
+    optimizer = make_optimizer(hyperparameters, network.parameters())
+    return lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, steps)
+
+
+def measure_noise_scale(
+    probe: ProbeData,
+    model: str,
+    seed: int,
+    small_batch: int,
+    big_batch: int,
+    repeats: int,
+    epochs: int = 0,
+    hyperparameters: Hyperparameters | None = None,
+) -> NoiseScale:
+    """B_simple of ``model`` at initialisation, or after ``epochs`` epochs trained with ``hyperparameters``."""
+    probe.check_batch(big_batch, "--big-batch")
+    if not 0 < small_batch < big_batch:
+        raise BatchlrUsageError(f"--small-batch {small_batch} must be positive and below --big-batch {big_batch}")
+    torch.manual_seed(seed)
+    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
+    generator = _generator(probe, seed)
+    if epochs and hyperparameters is not None:
+        probe.check_batch(hyperparameters.batch_size, "--batch-size")
+        optimizer = make_optimizer(hyperparameters, network.parameters())
+        steps = epochs * (len(probe.indices) // hyperparameters.batch_size)
+        batches = BatchStream(probe.indices, hyperparameters.batch_size, generator)
+        run = FoldRun(network, optimizer, make_scheduler(optimizer, steps, "constant"), batches, probe.indices[:0], [steps])
+        train_steps(run, probe.images, probe.labels, steps, hyperparameters.batch_size)
+    network.train()
+    inputs, targets = probe.images[probe.indices], probe.labels[probe.indices]
+    return estimate_noise_scale(network, F.cross_entropy, inputs, targets, small_batch, big_batch, repeats, generator)
+
+
+def _generator(probe: ProbeData, seed: int) -> torch.Generator:
+    return torch.Generator(device=probe.images.device).manual_seed(seed)
+
+
+def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:
+    """Save the smoothed loss against the learning rate, with the suggestion marked, as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or assumed
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=120)
+    axes.plot(result.lrs, result.losses)
+    axes.axvline(result.suggested_lr, color="tab:red", linestyle="--", label=f"suggested lr {result.suggested_lr:.2g}")
+    axes.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title=title)
+    axes.legend()
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except (OSError, ValueError) as error:
+        raise BatchlrError(f"cannot save the plot to {path}: {error}") from None
+    finally:
+        pyplot.close(figure)

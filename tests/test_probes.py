@@ -1,0 +1,94 @@
+"""The LR range test and the gradient noise scale: closed-form checks and the CLI."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from batchlr.cli import main
+from batchlr.objectives.lr_finder import steepest_descent
+from batchlr.objectives.noise_scale import estimate_noise_scale
+
+
+def test_noise_scale_matches_least_squares_in_closed_form():
+    # y = x.w* + noise, x ~ N(0, I_D), loss (x.w - y)^2 / 2 at w = w* + d. Per-example gradients
+    # (x.d - noise) x have mean G = d and covariance (|d|^2 + s^2) I + d d^T, so
+    # B_simple = tr(cov) / |G|^2 = (D (|d|^2 + s^2) + |d|^2) / |d|^2.
+    dims, noise, samples = 10, 1.0, 200_000
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(samples, dims, generator=generator)
+    true_weights = torch.randn(dims, generator=generator)
+    targets = inputs @ true_weights + noise * torch.randn(samples, generator=generator)
+    offset = 0.7 * torch.nn.functional.normalize(torch.randn(dims, generator=generator), dim=0)
+    model = torch.nn.Linear(dims, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(true_weights + offset)
+    squared = offset.pow(2).sum().item()
+    expected = (dims * (squared + noise**2) + squared) / squared
+
+    def loss(outputs, wanted):
+        return 0.5 * (outputs.squeeze(1) - wanted).pow(2).mean()
+
+    weights_before = model.weight.detach().clone()
+    result = estimate_noise_scale(model, loss, inputs, targets, 8, 256, 60, torch.Generator().manual_seed(1))
+    assert result.noise_scale == pytest.approx(expected, rel=0.2)
+    assert result.gradient_norm_squared == pytest.approx(squared, rel=0.2)
+    assert torch.equal(model.weight, weights_before)
+
+
+def test_steepest_descent_picks_the_fastest_fall_before_the_minimum():
+    lrs = [10.0**exponent for exponent in range(-6, 1)]
+    losses = [2.3, 2.3, 2.2, 1.5, 1.2, 1.1, 3.0]
+    assert steepest_descent(lrs, losses) == pytest.approx(1e-3)
+    assert steepest_descent(lrs[:3], [2.0, 1.0, 5.0]) == pytest.approx(lrs[1] / 10)
+
+
+def test_lr_find_json_and_plot_on_digits(tmp_path):
+    plot = tmp_path / "lr.png"
+    args = ["lr-find", "--device", "cpu", "--batch-size", "32", "--steps", "40", "--json", "--plot", str(plot)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert 20 <= len(record["lrs"]) == len(record["losses"]) <= 40
+    assert record["lrs"] == sorted(record["lrs"]) and record["suggested_lr"] in record["lrs"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_noise_scale_json_on_digits():
+    args = ["noise-scale", "--device", "cpu", "--small-batch", "16", "--big-batch", "256", "--repeats", "5", "--json"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["noise_scale"] > 0 and record["critical_batch_size"] == max(1, round(record["noise_scale"]))
+
+
+def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
+    import optuna
+
+    args = ["run", "--storage", sqlite_url, "--study", "auto", "--folds", "2", "--epochs", "1", "--device", "cpu",
+            "--batch-size", "32:128", "--lr", "auto", "--n-trials", "2"]  # fmt: skip
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="auto", storage=sqlite_url)
+    suggested = study.user_attrs["lr_find"]["suggested_lr"]
+    assert study.user_attrs["lr"] == pytest.approx([suggested / 10, suggested * 10])
+    assert all(suggested / 10 <= trial.params["lr"] <= suggested * 10 for trial in study.trials)
+    # Resuming with --lr auto keeps the stored range instead of testing again.
+    assert CliRunner().invoke(main, [*args[:-1], "1"], catch_exceptions=False).exit_code == 0
+    assert optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"]["suggested_lr"] == suggested
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["lr-find", "--batch-size", "100000"],
+        ["lr-find", "--start-lr", "1", "--end-lr", "0.1"],
+        ["noise-scale", "--small-batch", "64", "--big-batch", "32"],
+        ["lr-find", "--optimizer", "lion"],
+    ],
+)
+def test_bad_probe_options_are_usage_errors(args):
+    result = CliRunner().invoke(main, [*args, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
