@@ -343,12 +343,13 @@ _OPTIMIZER_OPTIONS = (
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the loss curve as a PNG.")
 def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
+    from batchlr.objectives.data import dataset_slug
     from batchlr.studies.probes import find_lr, plot_lr_range
 
     probe, hyperparameters = _probe_setup(option)
     result = find_lr(probe, option["model"], hyperparameters, option["seed"], option["start_lr"], option["end_lr"], option["steps"])
     if plot:
-        plot_lr_range(result, plot, f"{option['dataset']}, {option['model']}, {option['optimizer']}, batch {option['batch_size']}")
+        plot_lr_range(result, plot, f"{dataset_slug(option['dataset'])}, {option['model']}, {option['optimizer']}, batch {option['batch_size']}")
     if as_json:
         click.echo(json.dumps({"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early}))
         return

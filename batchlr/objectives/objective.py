@@ -78,8 +78,9 @@ class CrossValidationObjective:
         torch.manual_seed(self.seed + trial.number)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
         results: list[RoundResult] = []
+        runs: list[FoldRun] = []
         try:
-            runs = [self.fold_run(hyperparameters, train, val, generator) for train, val in self.fold_indices]
+            runs.extend(self.fold_run(hyperparameters, train, val, generator) for train, val in self.fold_indices)
             steps_per_epoch = len(runs[0].batches.indices) // batch_size
             for key, value in {
                 "lr": hyperparameters.lr,
@@ -106,7 +107,7 @@ class CrossValidationObjective:
                         _record(trial, results, epoch_images, reason="pruned")
                         raise optuna.TrialPruned(f"pruned after round {result.round + 1}")
         except torch.OutOfMemoryError:
-            runs = None  # drop the models and optimizer state before freeing the cache
+            runs.clear()  # drop the models and optimizer state before freeing the cache
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
