@@ -16,7 +16,6 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from optuna.trial import TrialState
 
 from batchlr import __version__
 from batchlr.errors import BatchlrError, BatchlrUsageError
@@ -31,7 +30,7 @@ from batchlr.search.space import (
     parse_optimizers,
     parse_range,
 )
-from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_ENV, mask_url
 
 DEFAULT_N_TRIALS = 20
 STORAGE_OPTION = click.option(
@@ -46,6 +45,20 @@ STORAGE_OPTION = click.option(
 
 class BatchlrGroup(click.Group):
     """Turns :class:`BatchlrError` into one line and an exit code; ``--debug`` shows tracebacks."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Print every error as the single line ``Error: ...``, without click's usage block."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            click.echo(f"Error: {error.format_message()}", err=True)
+            code = error.exit_code
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -169,6 +182,9 @@ def _checked_data_options(dataset: str, model: str) -> None:
 @click.option("--objectives", type=click.Choice(["accuracy", "accuracy,time"]), default="accuracy", show_default=True, help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
+@click.option("--max-trials", type=click.IntRange(min=1), help="Stop every worker once the study holds N finished (complete or pruned) trials.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", show_default=True)
 @click.pass_context
@@ -180,7 +196,8 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     """
     from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec
-    from batchlr.studies.summary import describe_training
+    from batchlr.studies.summary import describe_training, render_outcome
+    from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
     _checked_data_options(option["dataset"], option["model"])
     lr_auto = option["lr"] == "auto"
@@ -193,7 +210,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     spec_options = ("dataset", "model", "folds", "epochs", "seed", "budget", "steps", "schedule", "warmup")
     requested = StudySpec(space=space, objectives=tuple(option["objectives"].split(",")), **{key: option[key] for key in spec_options})
     given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT} - ({"lr"} if lr_auto else set())
-    run_options = RunOptions(lr_auto=lr_auto, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch")})
+    run_options = RunOptions(lr_auto=lr_auto, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch", "heartbeat")})
     opened = open_study(storage, study_name, requested, given, run_options)
     spec, objective = opened.spec, opened.objective
     state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
@@ -201,41 +218,32 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     click.echo(
         f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {describe_training(spec.settings())} on {objective.device}; "
         f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
-        f"{objective.space.lr_param} {_format(spec.space.lr[0])}:{_format(spec.space.lr[1])}, {','.join(spec.space.optimizers)}"
+        f"{objective.space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, {','.join(spec.space.optimizers)}"
     )
     n_trials, timeout = option["n_trials"], option["timeout"]
-    opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, callbacks=[_print_trial])
-    _print_best(opened.study, storage)
+    if option["workers"] > 1:
+        code = run_workers(worker_arguments(sys.argv), option["workers"], option["device"], option["seed"])
+        if code:
+            raise SystemExit(code)
+    else:
+        stop_gracefully_on_signals()
+        try:
+            opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, [_print_trial], option["max_trials"])
+        except KeyboardInterrupt:
+            click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume", err=True)
+            raise SystemExit(INTERRUPTED_EXIT) from None
+    where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
+    click.echo(render_outcome(opened.study, where))
 
 
 def _print_trial(study: Any, trial: Any) -> None:
+    from batchlr.studies.summary import format_params
+
     value = f"{trial.values[0]:.4f}" if trial.values else ""
-    params = " ".join(f"{key}={_format(value)}" for key, value in sorted(trial.params.items()))
+    params = format_params(trial.params)
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     reason = trial.user_attrs.get("reason", "")
     click.echo(f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s  {params}  {reason}".rstrip())
-
-
-def _print_best(study: Any, storage: str) -> None:
-    from batchlr.studies.summary import best_complete_trial, pareto_trials
-
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        click.echo("no trial has completed yet: every one was pruned or failed; run more, or widen the ranges")
-        return
-    best = best_complete_trial(study)
-    params = " ".join(f"{key}={_format(value)}" for key, value in sorted(best.params.items()))
-    click.echo(f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {params}")
-    if len(study.directions) > 1:
-        front = ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study))
-        click.echo(f"accuracy/time Pareto front: {front}")
-    where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
-    click.echo(f"see it:    batchlr show {study.study_name}{where}")
-    click.echo(f"export it: batchlr export {study.study_name}{where} --output best.json")
-    click.echo(f"browse it: batchlr dashboard{where}")
-
-
-def _format(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 @main.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import os
+import socket
 import statistics
 
 import optuna
@@ -86,6 +88,7 @@ class CrossValidationObjective:
                 "lr": hyperparameters.lr,
                 "param_count": parameter_count(runs[0].model),
                 "device": str(self.device),
+                "worker": {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)},
                 "steps_per_epoch": steps_per_epoch,
                 "optimizer_steps": sum(runs[0].rounds),
                 "samples_seen": sum(runs[0].rounds) * batch_size,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
+import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -12,6 +15,9 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.storages import fail_stale_trials
+from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.trial import TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.data import ImageData, load_dataset
@@ -25,10 +31,12 @@ from batchlr.search.samplers import make_sampler
 from batchlr.search.space import DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS, Hyperparameters, SearchSpace
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
-from batchlr.studies.storage import open_storage
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
 
 MICRO_BATCH_ATTR = "max_micro_batch"
 LR_FIND_ATTR = "lr_find"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -46,6 +54,8 @@ class RunOptions:
     """A cap on the samples per forward/backward pass, ``"auto"`` to probe the device, or ``None``."""
     lr_auto: bool = False
     """For a new study, run the LR range test and search one decade either side of its suggestion."""
+    heartbeat: int | None = DEFAULT_HEARTBEAT
+    """Seconds between a running trial's heartbeats; ``None`` turns heartbeats off."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +63,73 @@ class OpenStudy:
     """A study ready to run trials in this process, with the objective built for it."""
 
     study: optuna.Study
+    storage: optuna.storages.RDBStorage
     spec: StudySpec
     objective: CrossValidationObjective
     previous_trials: int
 
-    def optimize(self, n_trials: int | None, timeout: float | None, callbacks: Sequence[TrialCallback] = ()) -> None:
-        """Run trials until ``n_trials`` have run here or ``timeout`` seconds have passed."""
-        self.study.optimize(self.objective, n_trials=n_trials, timeout=timeout, callbacks=list(callbacks))
+    def optimize(
+        self,
+        n_trials: int | None,
+        timeout: float | None,
+        callbacks: Sequence[TrialCallback] = (),
+        max_trials: int | None = None,
+    ) -> None:
+        """Run trials until ``n_trials`` have run here, ``timeout`` seconds have passed, or the
+        study holds ``max_trials`` finished (complete or pruned) trials, counting every worker's.
+
+        On KeyboardInterrupt the running trial ends FAIL with user attr ``reason`` =
+        ``"interrupted"`` and the interrupt propagates. Before returning, trials left RUNNING
+        by local workers that died are failed (and so retried) once their heartbeat is stale.
+        """
+        callbacks = list(callbacks)
+        if max_trials is not None:
+            if len(self.study.get_trials(deepcopy=False, states=FINISHED)) >= max_trials:
+                return
+            callbacks.append(MaxTrialsCallback(max_trials, states=FINISHED))
+        try:
+            self.study.optimize(self._interruptible, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
+        finally:
+            fail_orphaned_trials(self.study, self.storage)
+
+    def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        try:
+            return self.objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("reason", "interrupted")
+            raise
+
+
+def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+    """Fail the RUNNING trials of dead workers on this host, waiting for their heartbeats to go stale.
+
+    Trials of live workers, and of other hosts (whose own workers watch them), are left alone.
+    """
+    interval = storage.get_heartbeat_interval()
+    if not interval:
+        return
+    deadline = time.monotonic() + 2 * interval + 1  # Optuna's default grace period is twice the interval
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not any(_orphaned(trial) for trial in running) or time.monotonic() > deadline:
+            return
+        time.sleep(min(interval, 1))
+
+
+def _orphaned(trial: optuna.trial.FrozenTrial) -> bool:
+    worker = trial.user_attrs.get("worker") or {}
+    if worker.get("host") != socket.gethostname() or worker.get("pid") == os.getpid():
+        return False
+    try:
+        os.kill(int(worker["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
 
 
 def open_study(
@@ -70,10 +140,53 @@ def open_study(
     ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
     keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
     A new study is written only once the data, folds, model and device are known to work.
+    When several workers start a new study at once, the database lets one create it; the
+    others wait for its settings and folds and resume it.
     """
-    storage = open_storage(storage_url, create=True)
+    storage = open_storage(storage_url, create=True, heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
-    stored = load_spec(storage, name)
+    while True:
+        stored = load_spec(storage, name)
+        prepared = _prepare(storage, name, stored, requested, given, options)
+        if stored or _create_study(storage, name, prepared.spec.directions()):
+            break
+    spec, objective = prepared.spec, prepared.objective
+    previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
+    study = optuna.load_study(
+        storage=storage,
+        study_name=name,
+        # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
+        sampler=make_sampler(options.sampler, objective.space, options.seed + previous_trials),
+        pruner=make_pruner(options.pruner, objective.settings.budget.round_count),
+    )
+    if not stored:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
+        if prepared.lr_found:
+            study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
+        save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
+    if options.max_micro_batch == "auto":
+        study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
+    return OpenStudy(study, storage, spec, objective, previous_trials)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    spec: StudySpec
+    objective: CrossValidationObjective
+    lr_found: dict[str, Any] | None
+
+
+def _prepare(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    stored: tuple[StudySpec, FoldAssignment, str] | None,
+    requested: StudySpec,
+    given: Collection[str],
+    options: RunOptions,
+) -> _Prepared:
+    """The spec and objective for the stored study, or for a new one from ``requested``."""
     stored_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name)) if stored else {}
     spec = reconcile(stored[0] if stored else None, requested, given, name)
     data = load_dataset(spec.dataset, options.data_dir.expanduser())
@@ -94,26 +207,16 @@ def open_study(
         objectives=spec.objectives,
     )
     objective = CrossValidationObjective(data, folds, space, spec.model, settings, device, options.seed)
-    previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        directions=spec.directions(),
-        # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(options.sampler, space, options.seed + previous_trials),
-        pruner=make_pruner(options.pruner, settings.budget.round_count),
-        load_if_exists=True,
-    )
-    if not stored:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
-        save_spec(storage, name, spec, folds, data.labels_fingerprint())
-        if lr_found:
-            study.set_user_attr(LR_FIND_ATTR, lr_found)
-    if options.max_micro_batch == "auto":
-        study.set_user_attr(MICRO_BATCH_ATTR, settings.max_micro_batch)
-    return OpenStudy(study, spec, objective, previous_trials)
+    return _Prepared(spec, objective, lr_found)
+
+
+def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str]) -> bool:
+    """Create the study; False when another process created one of that name first."""
+    try:
+        storage.create_new_study([StudyDirection[direction.upper()] for direction in directions], name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
 
 
 def _with_found_lr(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -21,6 +22,7 @@ DIRECTIONS = {"accuracy": "maximize", "time": "minimize"}
 METRIC_NAMES = {"accuracy": "accuracy", "time": "train_seconds"}
 
 FOLDS_ATTR = "batchlr:folds"
+SPEC_WAIT_SECONDS = 30
 LABELS_ATTR = "batchlr:labels"
 
 # Settings a resumed run must not change, with the option that sets each, for messages.
@@ -130,8 +132,13 @@ def save_spec(
     storage.set_study_system_attr(study_id, LABELS_ATTR, labels_fingerprint)
 
 
-def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySpec, FoldAssignment, str] | None:
+def load_spec(
+    storage: optuna.storages.BaseStorage, study: str, wait: float = SPEC_WAIT_SECONDS
+) -> tuple[StudySpec, FoldAssignment, str] | None:
     """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
+
+    A study that exists without them may be one another worker is creating right now: wait
+    up to ``wait`` seconds for its spec to appear.
 
     Raises:
         BatchlrError: when the study exists but batchlr did not create it.
@@ -140,10 +147,13 @@ def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySp
         study_id = storage.get_study_id_from_name(study)
     except KeyError:
         return None
+    deadline = time.monotonic() + wait
+    while LABELS_ATTR not in (system := storage.get_study_system_attrs(study_id)):
+        # A study being created has no trials yet: batchlr saves the spec before the first.
+        if time.monotonic() > deadline or storage.get_n_trials(study_id) > 0:
+            raise BatchlrError(f"study {study!r} exists but was not made by batchlr run; choose another --study name")
+        time.sleep(0.5)
     attrs = storage.get_study_user_attrs(study_id)
-    system = storage.get_study_system_attrs(study_id)
-    if LABELS_ATTR not in system:
-        raise BatchlrError(f"study {study!r} exists but was not made by batchlr run; choose another --study name")
     spec = StudySpec(
         dataset=attrs["dataset"],
         model=attrs["model"],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -15,6 +17,7 @@ DEFAULT_STORAGE = "sqlite:///batchlr.db"
 STORAGE_ENV = "BATCHLR_STORAGE"
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60
+DEFAULT_HEARTBEAT = 30
 
 
 def mask_url(url: str) -> str:
@@ -25,11 +28,18 @@ def mask_url(url: str) -> str:
         return url
 
 
-def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
+def open_storage(url: str, *, create: bool, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """Open the relational storage at ``url``.
 
     With ``create=False`` a SQLite file must already exist, so that read-only commands
-    never leave an empty database behind a typo.
+    never leave an empty database behind a typo. A SQLite file is switched to write-ahead
+    logging, so that readers never block the one writer, and writers wait for each other's
+    locks for up to a minute instead of failing with "database is locked".
+
+    With ``heartbeat`` seconds, a running trial records a heartbeat that often; one silent
+    for twice that long (a worker that died) is marked FAIL by the next worker to look, and
+    retried once with the same params (Optuna's RetryHeartbeatStaleTrialCallback, so the retry's
+    system attr ``failed_trial`` names it).
 
     Raises:
         BatchlrError: for a malformed URL, a missing driver, a path that cannot be written,
@@ -42,7 +52,20 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
         _check_sqlite_path(parsed, masked, create=create)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat_options: dict[str, Any] = {}
+            if heartbeat:
+                heartbeat_options = {
+                    "heartbeat_interval": heartbeat,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                }
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_options)
+        if parsed.get_backend_name() == "sqlite":
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return storage
     except ModuleNotFoundError as error:
         raise BatchlrError(
             f"--storage {masked}: the database driver {error.name!r} is not installed; "

@@ -69,13 +69,18 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def best_complete_trial_or_none(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the best accuracy (the first objective), if any."""
+    return _best(_complete(study), study.directions[0])
+
+
 def best_complete_trial(study: optuna.Study) -> FrozenTrial:
     """The complete trial with the best accuracy (the first objective).
 
     Raises:
         BatchlrError: when no trial has completed yet.
     """
-    best = _best(_complete(study), study.directions[0])
+    best = best_complete_trial_or_none(study)
     if best is None:
         raise BatchlrError(
             f"study {study.study_name!r} has no complete trial yet; run more trials with batchlr run --study {study.study_name}"
@@ -171,3 +176,24 @@ def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {attrs.get('images_per_second', math.nan):>7.0f}"
         )
     return lines
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """``key=value`` pairs, floats to three significant digits."""
+    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(params.items()))
+
+
+def render_outcome(study: optuna.Study, storage_option: str) -> str:
+    """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do next."""
+    if best_complete_trial_or_none(study) is None:
+        return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
+    best = best_complete_trial(study)
+    lines = [f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"]
+    if len(study.directions) > 1:
+        lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))
+    lines += [
+        f"see it:    batchlr show {study.study_name}{storage_option}",
+        f"export it: batchlr export {study.study_name}{storage_option} --output best.json",
+        f"browse it: batchlr dashboard{storage_option}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Starting several local worker processes on one study, and stopping them gracefully."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+INTERRUPTED_EXIT = 130
+
+
+def worker_arguments(argv: Sequence[str]) -> list[str]:
+    """The options of one worker: those after ``run`` on this command line, less ``--workers``."""
+    kept, skip = [], False
+    for argument in argv[list(argv).index("run") + 1 :]:
+        if not skip and argument != "--workers" and not argument.startswith("--workers="):
+            kept.append(argument)
+        skip = argument == "--workers"
+    return kept
+
+
+def worker_environments(count: int, device: str) -> list[dict[str, str]]:
+    """Environments for ``count`` workers: one GPU each when several are visible, else a share of the cores.
+
+    Splitting the cores keeps workers from running more compute threads than there are cores.
+    """
+    import torch
+
+    base = dict(os.environ)
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    if gpus > 1:
+        return [{**base, "CUDA_VISIBLE_DEVICES": str(index % gpus)} for index in range(count)]
+    threads = str(max(1, (os.cpu_count() or 1) // count))
+    return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(count)]
+
+
+def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) -> int:
+    """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all; returns the worst exit code.
+
+    Worker i gets ``--seed SEED+i`` so the workers' samplers do not propose the same trials.
+    The workers run in their own process groups: a Ctrl-C or SIGTERM here is passed on to
+    each of them once (they end their running trials as FAIL, reason ``interrupted``), and a
+    second one passes on again, which makes them exit at once.
+    """
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(seed + index)],
+            env=environment,
+            start_new_session=True,
+        )
+        for index, environment in enumerate(worker_environments(count, device))
+    ]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return max(worker.wait() for worker in workers)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_gracefully_on_signals() -> None:
+    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt, and make a second one exit at once."""
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        os._exit(INTERRUPTED_EXIT)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, exit_now)
+        signal.signal(signal.SIGTERM, exit_now)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
