@@ -90,8 +90,9 @@ def main(ctx: click.Context, debug: bool) -> None:
     import optuna
 
     ctx.meta["batchlr.debug"] = debug
-    # batchlr prints one line per trial itself.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # batchlr prints one line per trial and one per error itself; Optuna's own log (a traceback
+    # for every failed or interrupted trial) is for --debug.
+    optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
 
 
 class RangeParam(click.ParamType):

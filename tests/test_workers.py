@@ -1,0 +1,126 @@
+"""Real concurrency: worker processes on one SQLite file and on PostgreSQL, SIGKILL and SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def worker_args(storage: str, study: str, max_trials: int) -> list[str]:
+    return ["--storage", storage, "--study", study, "--dataset", "digits", "--folds", "2", "--epochs", "3",
+            "--device", "cpu", "--n-trials", "100", "--max-trials", str(max_trials), "--heartbeat", "2"]  # fmt: skip
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    # One thread each: three workers share this machine's two cores.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("ab") as output:
+        return subprocess.Popen([sys.executable, "-m", "batchlr", "run", *args], stdout=output, stderr=subprocess.STDOUT, env=environment)
+
+
+def wait_all(workers: list[subprocess.Popen], timeout: float = 240) -> list[int]:
+    deadline = time.monotonic() + timeout
+    return [worker.wait(timeout=max(1, deadline - time.monotonic())) for worker in workers]
+
+
+def running_trial_of(storage: str, study: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Wait until worker ``pid`` runs a trial (one whose user attr ``worker`` names it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            trials = []
+        for trial in trials:
+            if trial.user_attrs.get("worker", {}).get("pid") == pid:
+                return trial
+        time.sleep(0.2)
+    raise AssertionError(f"worker {pid} ran no trial in {timeout} s")
+
+
+def test_three_workers_share_one_sqlite_file(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    workers = [start(worker_args(storage, "s", 12), tmp_path / "log") for _ in range(3)]
+    assert wait_all(workers) == [0, 0, 0], (tmp_path / "log").read_text()
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    finished = [trial for trial in trials if trial.state in FINISHED]
+    assert 12 <= len(finished) <= 14 and len(finished) == len(trials), [t.state for t in trials]
+    assert len({trial.user_attrs["worker"]["pid"] for trial in finished}) >= 2
+    assert "database is locked" not in (tmp_path / "log").read_text()
+
+
+def test_a_killed_worker_on_postgresql_loses_no_trial(tmp_path):
+    study = f"batchlr-kill-{uuid.uuid4().hex[:8]}"
+    args = worker_args(POSTGRES_URL, study, 12)
+    log = tmp_path / "log"
+    try:
+        workers = [start(args, log) for _ in range(3)]
+        victim = running_trial_of(POSTGRES_URL, study, workers[0].pid)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        workers.append(start(args, log))
+        assert wait_all(workers[1:]) == [0, 0, 0], log.read_text()
+        trials = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
+        states = [trial.state for trial in trials]
+        assert 12 <= sum(state in FINISHED for state in states) <= 14
+        assert TrialState.RUNNING not in states
+        failed = {trial.number for trial in trials if trial.state == TrialState.FAIL}
+        assert victim.number in failed
+        retried = {trial.system_attrs.get("failed_trial") for trial in trials}
+        assert failed <= retried, "every failed trial is retried"
+        assert len({trial.user_attrs.get("worker", {}).get("pid") for trial in trials} - {None}) >= 2
+    finally:
+        optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+
+
+def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    args = worker_args(storage, "s", 50)
+    worker = start(args, tmp_path / "log")
+    trial = running_trial_of(storage, "s", worker.pid)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130
+    log = (tmp_path / "log").read_text()
+    assert "interrupted" in log and "Traceback" not in log
+    stopped = optuna.load_study(study_name="s", storage=storage).trials[trial.number]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["reason"] == "interrupted"
+    again = start([*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log")
+    assert again.wait(timeout=120) == 0
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert trials[-1].number > trial.number and trials[-1].state in FINISHED
+    assert TrialState.RUNNING not in {t.state for t in trials}
+
+
+def test_workers_option_starts_local_workers(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'local.db'}"
+    command = [sys.executable, "-m", "batchlr", "run", *worker_args(storage, "w", 4), "--workers", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    finished = optuna.load_study(study_name="w", storage=storage).get_trials(states=FINISHED)
+    assert 4 <= len(finished) <= 5
+    assert len({trial.user_attrs["worker"]["pid"] for trial in finished}) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["batchlr", "run", "--workers", "3", "--study", "s"], ["--study", "s"]),
+        (["batchlr", "--debug", "run", "--workers=2", "--n-trials", "4"], ["--n-trials", "4"]),
+    ],
+)
+def test_worker_arguments_drop_only_the_workers_option(argv, expected):
+    from batchlr.studies.workers import worker_arguments
+
+    assert worker_arguments(argv) == expected
