@@ -30,7 +30,7 @@ from batchlr.search.space import (
     parse_optimizers,
     parse_range,
 )
-from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_ENV, mask_command_line, mask_url
 
 DEFAULT_N_TRIALS = 20
 STORAGE_OPTION = click.option(
@@ -45,6 +45,13 @@ STORAGE_OPTION = click.option(
 
 class BatchlrGroup(click.Group):
     """Turns :class:`BatchlrError` into one line and an exit code; ``--debug`` shows tracebacks."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        """Keep the arguments as given: the study note records them, and --workers passes them on."""
+        arguments = list(args)
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta["batchlr.arguments"] = ["batchlr", *arguments]
+        return ctx
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Print every error as the single line ``Error: ...``, without click's usage block."""
@@ -164,7 +171,19 @@ def _checked_data_options(dataset: str, model: str) -> None:
     resolve_model(model)
 
 
+def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
+    """Make a study file's values the defaults of run's other options, so flags still override them."""
+    if path is None:
+        return
+    from batchlr.studies.config import read_run_config
+
+    names = {option.name: option.name for option in ctx.command.params if option.name != "config"} | {"study": "study_name"}
+    values = read_run_config(path, names)
+    ctx.default_map = {**(ctx.default_map or {}), **{names[key]: value for key, value in values.items()}}
+
+
 @main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=_read_config_file, help="TOML file of run options (keys with underscores); flags override it.")
 @click.option("--study", "study_name", help="Study name.  [default: DATASET-MODEL]")
 @STORAGE_OPTION
 @_data_options
@@ -211,7 +230,8 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     spec_options = ("dataset", "model", "folds", "epochs", "seed", "budget", "steps", "schedule", "warmup")
     requested = StudySpec(space=space, objectives=tuple(option["objectives"].split(",")), **{key: option[key] for key in spec_options})
     given = {key for key in OPTION_OF if ctx.get_parameter_source(key) != ParameterSource.DEFAULT} - ({"lr"} if lr_auto else set())
-    run_options = RunOptions(lr_auto=lr_auto, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch", "heartbeat")})
+    command_line = mask_command_line(ctx.meta["batchlr.arguments"])
+    run_options = RunOptions(lr_auto=lr_auto, command_line=command_line, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch", "heartbeat")})
     opened = open_study(storage, study_name, requested, given, run_options)
     spec, objective = opened.spec, opened.objective
     state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
@@ -223,7 +243,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     )
     n_trials, timeout = option["n_trials"], option["timeout"]
     if option["workers"] > 1:
-        code = run_workers(worker_arguments(sys.argv), option["workers"], option["device"], option["seed"])
+        code = run_workers(worker_arguments(ctx.meta["batchlr.arguments"]), option["workers"], option["device"], option["seed"])
         if code:
             raise SystemExit(code)
     else:
@@ -273,12 +293,18 @@ def studies(storage: str) -> None:
 @STORAGE_OPTION
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Rows in the table of best trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def show(study_name: str, storage: str, top: int, as_json: bool) -> None:
+@click.option("--as-config", is_flag=True, help="Print the TOML study file that reproduces the study (for run --config).")
+def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool) -> None:
     """Print a study's best trial and its top trials."""
+    from batchlr.studies.config import render_run_config
     from batchlr.studies.storage import open_storage
     from batchlr.studies.summary import describe, load_existing_study, render_report
 
-    report = describe(load_existing_study(open_storage(storage, create=False), study_name), top)
+    study = load_existing_study(open_storage(storage, create=False), study_name)
+    if as_config:
+        click.echo(render_run_config(study.study_name, mask_url(storage), study.user_attrs), nl=False)
+        return
+    report = describe(study, top)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -395,6 +421,39 @@ def noise_scale(as_json: bool, **option: Any) -> None:
     click.echo(f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches {small} and {big}, {result.repeats} repeats)")
     click.echo(f"critical batch size ~ {critical}: batches up to it cut the steps almost proportionally, larger ones mostly add compute")
     click.echo(f"suggested batch range: {suggested[0]}:{suggested[1]}")
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@STORAGE_OPTION
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the weights (a state dict).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, envvar="BATCHLR_DATA_DIR")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def refit(study_name: str, storage: str, output: Path, data_dir: Path, device: str, seed: int) -> None:
+    """Retrain the best configuration on all training data and score it on data the search never saw."""
+    from batchlr.studies.lifecycle import RunOptions
+    from batchlr.studies.refit import refit_best
+
+    result = refit_best(storage, study_name, output, RunOptions(device=device, data_dir=data_dir, seed=seed))
+    click.echo(
+        f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
+        f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; weights in {output}"
+    )
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@STORAGE_OPTION
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory for index.html and the PNGs.")
+def report(study_name: str, storage: str, output: Path) -> None:
+    """Write a static HTML report of a study, with PNG copies of its plots."""
+    from batchlr.studies.report import write_report
+    from batchlr.studies.storage import open_storage
+    from batchlr.studies.summary import load_existing_study
+
+    files = write_report(load_existing_study(open_storage(storage, create=False), study_name), output)
+    click.echo(f"wrote {files[0]} and {len(files) - 1} PNGs in {output}")
 
 
 @main.command()

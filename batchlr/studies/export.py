@@ -15,6 +15,7 @@ import yaml
 import batchlr
 from batchlr.errors import BatchlrError
 from batchlr.objectives.optimizers import make_optimizer
+from batchlr.objectives.schedules import make_scheduler
 from batchlr.search.space import Hyperparameters, LrScaling
 from batchlr.studies.spec import METRIC
 
@@ -85,6 +86,16 @@ class BestConfig:
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The configured optimizer (SGD, Adam or RMSprop with the found lr and momentum) over ``parameters``."""
         return make_optimizer(self.hyperparameters, parameters)
+
+    def make_scheduler(
+        self, optimizer: torch.optim.Optimizer, steps: int, steps_per_epoch: int | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The study's learning-rate schedule (and warmup) over ``steps`` optimizer steps; call
+        its ``step()`` after each ``optimizer.step()``. Warmup is in epochs, so a study with
+        warmup needs ``steps_per_epoch``."""
+        if self.warmup and not steps_per_epoch:
+            raise BatchlrError(f"the study warms up for {self.warmup:g} epochs: pass steps_per_epoch to make_scheduler")
+        return make_scheduler(optimizer, steps, self.schedule, round(self.warmup * (steps_per_epoch or 0)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import optuna_dashboard
 import torch
 from optuna.storages import fail_stale_trials
 from optuna.study import MaxTrialsCallback, StudyDirection
@@ -56,6 +57,8 @@ class RunOptions:
     """For a new study, run the LR range test and search one decade either side of its suggestion."""
     heartbeat: int | None = DEFAULT_HEARTBEAT
     """Seconds between a running trial's heartbeats; ``None`` turns heartbeats off."""
+    command_line: str = ""
+    """The command that started the run (passwords masked), for the study's dashboard note."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,7 @@ def open_study(
     name = study_name or requested.default_study_name()
     while True:
         stored = load_spec(storage, name)
-        prepared = _prepare(storage, name, stored, requested, given, options)
+        prepared = prepare(storage, name, stored, requested, given, options)
         if stored or _create_study(storage, name, prepared.spec.directions()):
             break
     spec, objective = prepared.spec, prepared.objective
@@ -166,26 +169,29 @@ def open_study(
         if prepared.lr_found:
             study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
         save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
+        optuna_dashboard.save_note(study, _note(spec, objective, options.command_line))
     if options.max_micro_batch == "auto":
         study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
     return OpenStudy(study, storage, spec, objective, previous_trials)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Prepared:
+class Prepared:
+    """A study's spec and the objective built for it in this process."""
+
     spec: StudySpec
     objective: CrossValidationObjective
     lr_found: dict[str, Any] | None
 
 
-def _prepare(
+def prepare(
     storage: optuna.storages.RDBStorage,
     name: str,
     stored: tuple[StudySpec, FoldAssignment, str] | None,
     requested: StudySpec,
     given: Collection[str],
     options: RunOptions,
-) -> _Prepared:
+) -> Prepared:
     """The spec and objective for the stored study, or for a new one from ``requested``."""
     stored_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name)) if stored else {}
     spec = reconcile(stored[0] if stored else None, requested, given, name)
@@ -207,7 +213,7 @@ def _prepare(
         objectives=spec.objectives,
     )
     objective = CrossValidationObjective(data, folds, space, spec.model, settings, device, options.seed)
-    return _Prepared(spec, objective, lr_found)
+    return Prepared(spec, objective, lr_found)
 
 
 def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str]) -> bool:
@@ -217,6 +223,21 @@ def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: li
     except optuna.exceptions.DuplicatedStudyError:
         return False
     return True
+
+
+def _note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
+    """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
+    data, space = objective.data, objective.space
+    settings = {key: value for key, value in spec.settings().items() if value is not None}
+    rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
+    return (
+        f"# batchlr study\n\n{data.name}: {len(data.labels)} training images of shape {data.input_shape}, "
+        f"{data.num_classes} classes; {spec.folds}-fold cross-validation, "
+        f"{'official test split' if data.test_images is not None else '20 % hold-out'} kept out.\n\n"
+        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
+        f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
+        f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
+    )
 
 
 def _with_found_lr(

@@ -28,6 +28,15 @@ def mask_url(url: str) -> str:
         return url
 
 
+def mask_command_line(arguments: list[str]) -> str:
+    """The command line with the password of every URL in it (``--storage URL`` or ``--storage=URL``) masked."""
+    masked = []
+    for argument in arguments:
+        option, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+        masked.append(f"{option}{equals}{mask_url(value)}" if "://" in value else argument)
+    return " ".join(masked)
+
+
 def open_storage(url: str, *, create: bool, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """Open the relational storage at ``url``.
 

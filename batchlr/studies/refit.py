@@ -1,0 +1,78 @@
+"""Retraining a study's best configuration on all its training data and scoring it on unseen data."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from batchlr.errors import BatchlrError
+from batchlr.objectives.folds import HOLDOUT
+from batchlr.objectives.training import evaluate, train_steps
+from batchlr.search.space import Hyperparameters
+from batchlr.studies.lifecycle import MICRO_BATCH_ATTR, RunOptions, prepare
+from batchlr.studies.spec import load_spec
+from batchlr.studies.storage import open_storage
+from batchlr.studies.summary import best_complete_trial, load_existing_study
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitResult:
+    """The refit's test score and what it was measured on."""
+
+    trial: int
+    test_accuracy: float
+    test_split: str
+    train_samples: int
+    test_samples: int
+    seconds: float
+
+
+def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions) -> RefitResult:
+    """Retrain the best trial's configuration on every training sample the folds used, for the
+    study's budget, then score it on the data set's official test split, or on the hold-out
+    the study set aside when it was created (the search never saw either).
+
+    Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``
+    and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
+    """
+    storage = open_storage(storage_url, create=False)
+    study = load_existing_study(storage, study_name)
+    best = best_complete_trial(study)
+    stored = load_spec(storage, study_name, wait=0)
+    if stored is None:
+        raise BatchlrError(f"no study {study_name!r} in this storage")
+    micro_batch = "auto" if MICRO_BATCH_ATTR in study.user_attrs else None
+    options = dataclasses.replace(options, max_micro_batch=micro_batch, heartbeat=None)
+    objective = prepare(storage, study_name, stored, stored[0], (), options).objective
+    hyperparameters = Hyperparameters.from_params(best.params, objective.space.lr_scaling)
+
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    train = torch.as_tensor(np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device)
+    generator = torch.Generator(device=objective.device).manual_seed(options.seed)
+    run = objective.fold_run(hyperparameters, train, train[:0], generator)
+    micro = min(hyperparameters.batch_size, objective.settings.max_micro_batch or hyperparameters.batch_size)
+    losses = [train_steps(run, objective.images, objective.labels, steps, micro)[0] for steps in run.rounds]
+    if not torch.isfinite(torch.stack(losses)).all():
+        raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")
+
+    data = objective.data
+    if data.test_images is not None:
+        images, labels = data.test_images.to(objective.device), data.test_labels.to(objective.device)
+        test, split = torch.arange(len(labels), device=objective.device), "official test split"
+    else:
+        images, labels = objective.images, objective.labels
+        test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
+        split = "hold-out set aside when the study was created"
+    accuracy = evaluate(run.model, images, labels, test).item()
+    try:
+        torch.save(run.model.state_dict(), output)
+    except OSError as error:
+        raise BatchlrError(f"cannot write {output}: {error.strerror}") from None
+    for key, value in {"test_accuracy": accuracy, "test_split": split, "refit_trial": best.number}.items():
+        study.set_user_attr(key, value)
+    return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)

@@ -1,0 +1,110 @@
+"""Using the results: study files, reports, refit, the dashboard note and make_scheduler."""
+
+import json
+
+import optuna
+import optuna_dashboard
+import pytest
+import torch
+from click.testing import CliRunner
+
+import batchlr
+from batchlr.cli import main
+from batchlr.errors import BatchlrError
+from batchlr.studies.storage import mask_command_line
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def cfg_study(tmp_path_factory):
+    """The study of the issue's TOML file: digits, 2 folds, 3 epochs, 5 trials, seed 4."""
+    root = tmp_path_factory.mktemp("cfg")
+    storage = f"sqlite:///{root / 'cfg.db'}"
+    config = root / "study.toml"
+    config.write_text(
+        f'study = "cfg"\nstorage = "{storage}"\ndataset = "digits"\nfolds = 2\nepochs = 3\n'
+        'n_trials = 5\ndevice = "cpu"\nseed = 4\nbatch_size = [32, 256]\n'
+    )
+    invoke("run", "--config", str(config))
+    return root, storage, config
+
+
+def test_a_study_file_sets_every_option(cfg_study):
+    _, storage, _ = cfg_study
+    study = optuna.load_study(study_name="cfg", storage=storage)
+    assert len(study.trials) == 5 and study.user_attrs["seed"] == 4 and study.user_attrs["batch_size"] == [32, 256]
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert len(trial.user_attrs["fold_scores"]) == 2
+
+
+def test_flags_override_the_study_file_and_as_config_reproduces_it(cfg_study, tmp_path):
+    _, storage, config = cfg_study
+    shown = invoke("show", "cfg", "--storage", storage, "--as-config").output
+    assert 'study = "cfg"' in shown and "folds = 2" in shown and 'batch_size = "32:256"' in shown
+    again = tmp_path / "again.toml"
+    again.write_text(shown)
+    invoke("run", "--config", str(again), "--n-trials", "1", "--device", "cpu")
+    assert len(optuna.load_study(study_name="cfg", storage=storage).trials) == 6
+
+
+def test_unknown_keys_in_a_study_file_are_usage_errors(tmp_path):
+    config = tmp_path / "typo.toml"
+    config.write_text("n_trial = 5\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and "n_trial" in result.output and "Traceback" not in result.output
+
+
+def test_report_writes_html_with_plotly_and_pngs(cfg_study, tmp_path):
+    _, storage, _ = cfg_study
+    invoke("report", "cfg", "--storage", storage, "--output", str(tmp_path / "report"))
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "plotly" in page and "best CV accuracy" in page
+    pngs = list((tmp_path / "report").glob("*.png"))
+    assert len(pngs) >= 3 and all(png.read_bytes()[:4] == b"\x89PNG" for png in pngs)
+
+
+def test_refit_scores_the_hold_out_and_saves_loadable_weights(cfg_study, tmp_path):
+    _, storage, _ = cfg_study
+    weights = tmp_path / "model.pt"
+    output = invoke("refit", "cfg", "--storage", storage, "--output", str(weights), "--device", "cpu").output
+    study = optuna.load_study(study_name="cfg", storage=storage)
+    accuracy = study.user_attrs["test_accuracy"]
+    assert isinstance(accuracy, float) and accuracy > 0.5 and f"{accuracy:.4f}" in output
+    assert study.user_attrs["refit_trial"] == study.best_trial.number
+    state = torch.load(weights, weights_only=True)
+    assert state and all(isinstance(tensor, torch.Tensor) for tensor in state.values())
+
+
+def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
+    _, storage, _ = cfg_study
+    note = optuna_dashboard.get_note(optuna.load_study(study_name="cfg", storage=storage))
+    assert "digits" in note and "2-fold" in note and "batchlr run --config" in note
+    masked = mask_command_line(["batchlr", "run", "--storage=postgresql://u:secret@h/db?x=1", "--storage", "postgresql://u:pw@h/d"])
+    assert "secret" not in masked and "pw@" not in masked and "x=1" in masked
+
+
+def test_make_scheduler_follows_the_exported_schedule(tmp_path):
+    record = {
+        "study": "s", "trial": 0, "value": 0.9, "metric": "accuracy", "direction": "maximize",
+        "params": {"batch_size": 32, "lr": 0.1, "optimizer": "sgd", "momentum": 0.9}, "fold_scores": [0.9],
+        "dataset": "digits", "model": "convnet", "epochs": 2, "folds": 2, "versions": {},
+        "schedule": "cosine", "warmup": 1.0,
+    }  # fmt: skip
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(record))
+    cfg = batchlr.load_config(path)
+    optimizer = cfg.make_optimizer(torch.nn.Linear(2, 1).parameters())
+    with pytest.raises(BatchlrError, match="steps_per_epoch"):
+        cfg.make_scheduler(optimizer, steps=20)
+    scheduler = cfg.make_scheduler(optimizer, steps=20, steps_per_epoch=10)
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[-1] < 0.01
