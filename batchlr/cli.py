@@ -205,6 +205,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
 @click.option("--max-trials", type=click.IntRange(min=1), help="Stop every worker once the study holds N finished (complete or pruned) trials.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
 @click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, show_default=True, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", show_default=True)
 @click.pass_context
@@ -217,6 +218,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec
     from batchlr.studies.summary import describe_training, render_outcome
+    from batchlr.studies.progress import StudyProgress
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
     _checked_data_options(option["dataset"], option["model"])
@@ -248,23 +250,18 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
             raise SystemExit(code)
     else:
         stop_gracefully_on_signals()
+        n_trials = n_trials if n_trials or timeout else DEFAULT_N_TRIALS
+        mode = "quiet" if option["quiet"] else "live" if sys.stdout.isatty() else "lines"
+        rounds = objective.settings.budget.round_count
         try:
-            opened.optimize(n_trials if n_trials or timeout else DEFAULT_N_TRIALS, timeout, [_print_trial], option["max_trials"])
+            with StudyProgress(mode, n_trials, rounds, objective.folds.k) as progress:
+                objective.on_round = progress.on_round
+                opened.optimize(n_trials, timeout, [progress.on_trial], option["max_trials"])
         except KeyboardInterrupt:
             click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume", err=True)
             raise SystemExit(INTERRUPTED_EXIT) from None
     where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
     click.echo(render_outcome(opened.study, where))
-
-
-def _print_trial(study: Any, trial: Any) -> None:
-    from batchlr.studies.summary import format_params
-
-    value = f"{trial.values[0]:.4f}" if trial.values else ""
-    params = format_params(trial.params)
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-    reason = trial.user_attrs.get("reason", "")
-    click.echo(f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s  {params}  {reason}".rstrip())
 
 
 @main.command()

@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import statistics
+from collections.abc import Callable
 
 import optuna
 import torch
@@ -69,6 +70,8 @@ class CrossValidationObjective:
         self.seed = seed
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
+        self.on_round: Callable[[int], None] | None = None
+        """Called with the rounds done after each round of a trial, e.g. to show progress."""
         self.fold_indices = [
             tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold)) for fold in range(folds.k)
         ]
@@ -101,6 +104,8 @@ class CrossValidationObjective:
             eval_chunk = self.settings.max_micro_batch or EVAL_CHUNK
             for result in train_in_lockstep(runs, self.images, self.labels, micro_batch, eval_chunk):
                 results.append(result)
+                if self.on_round:
+                    self.on_round(len(results))
                 if result.diverged:
                     _record(trial, results, epoch_images, reason="diverged")
                     raise optuna.TrialPruned(f"loss became non-finite in round {result.round + 1}")
