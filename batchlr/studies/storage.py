@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ STORAGE_ENV = "BATCHLR_STORAGE"
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60
 DEFAULT_HEARTBEAT = 30
+# Workers that open one new database at once race to create its tables; the losers retry.
+SCHEMA_RACE_RETRIES = 4
 
 
 def mask_url(url: str) -> str:
@@ -61,16 +64,7 @@ def open_storage(url: str, *, create: bool, heartbeat: int | None = None) -> opt
         _check_sqlite_path(parsed, masked, create=create)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     try:
-        with warnings.catch_warnings():
-            # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            heartbeat_options: dict[str, Any] = {}
-            if heartbeat:
-                heartbeat_options = {
-                    "heartbeat_interval": heartbeat,
-                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-                }
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_options)
+        storage = _create_storage(url, engine_kwargs, heartbeat)
         if parsed.get_backend_name() == "sqlite":
             with storage.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -85,6 +79,29 @@ def open_storage(url: str, *, create: bool, heartbeat: int | None = None) -> opt
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as error:
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise BatchlrError(f"cannot open storage {masked}: {detail}") from None
+
+
+def _create_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: int | None) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage, retried when another worker is creating the same new database's tables."""
+    options: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat:
+            options = {
+                "heartbeat_interval": heartbeat,
+                "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            }
+        attempt = 1
+        while True:
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+                racing = "alembic_version" in str(error) or "already exists" in str(error)
+                if not racing or attempt == SCHEMA_RACE_RETRIES:
+                    raise
+                time.sleep(attempt)
+                attempt += 1
 
 
 def _parse(url: str) -> URL:
