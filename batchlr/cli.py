@@ -102,51 +102,33 @@ def main(ctx: click.Context, debug: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
 
 
-class RangeParam(click.ParamType):
-    """``MIN:MAX`` of ints or floats, or ``auto`` where allowed."""
+class ParsedParam(click.ParamType):
+    """An option value read by one of batchlr's parse functions, whose errors become click's."""
 
-    name = "min:max"
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name, self.parse = name, parse
 
-    def __init__(self, kind: type, allow_auto: bool = False) -> None:
-        self.kind, self.allow_auto = kind, allow_auto
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple | str:
-        if isinstance(value, tuple) or (self.allow_auto and value == "auto"):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):  # already parsed
             return value
         try:
-            return parse_range(str(value), self.kind)
+            return self.parse(str(value))
         except BatchlrError as error:
             self.fail(str(error), param, ctx)
 
 
-class MicroBatchParam(click.ParamType):
-    """A positive int, or ``auto``."""
-
-    name = "n|auto"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
-        if value == "auto" or isinstance(value, int) and value > 0:
-            return value
-        try:
-            if int(value) > 0:
-                return int(value)
-        except ValueError:
-            pass
-        self.fail(f"{value!r} is neither a positive number nor auto", param, ctx)
+def _micro_batch(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise BatchlrUsageError(f"{text!r} is neither a positive number nor auto")
 
 
-class OptimizersParam(click.ParamType):
-    """Comma-separated optimizer names."""
-
-    name = "names"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_optimizers(str(value))
-        except BatchlrError as error:
-            self.fail(str(error), param, ctx)
+BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int))
+LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_range(text, float))
+OPTIMIZERS = ParsedParam("names", parse_optimizers)
+MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
 
 
 def _data_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,14 +143,6 @@ def _data_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def _checked_data_options(dataset: str, model: str) -> None:
-    from batchlr.objectives.data import check_dataset_name
-    from batchlr.objectives.models import resolve_model
-
-    check_dataset_name(dataset)
-    resolve_model(model)
 
 
 def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
@@ -187,18 +161,18 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
 @click.option("--study", "study_name", help="Study name.  [default: DATASET-MODEL]")
 @STORAGE_OPTION
 @_data_options
-@click.option("--folds", type=click.IntRange(min=2), default=3, show_default=True, help="Cross-validation folds.")
+@click.option("--folds", type=click.IntRange(2, 100), default=3, show_default=True, help="Cross-validation folds.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per fold.")
-@click.option("--batch-size", default="16:512", show_default=True, type=RangeParam(int), help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
-@click.option("--lr", default="1e-4:1", show_default=True, type=RangeParam(float, allow_auto=True), help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
-@click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OptimizersParam(), help="Comma-separated subset of sgd,adam,rmsprop.")
+@click.option("--batch-size", default="16:512", show_default=True, type=BATCH_RANGE, help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
+@click.option("--lr", default="1e-4:1", show_default=True, type=LR_RANGE, help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
+@click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OPTIMIZERS, help="Comma-separated subset of sgd,adam,rmsprop.")
 @click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", show_default=True, help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
 @click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, show_default=True, help="B0 of --lr-scaling.")
 @click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Epochs of linear learning-rate warmup.")
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", show_default=True, help="Learning-rate schedule over each fold's steps.")
 @click.option("--budget", type=click.Choice(["epochs", "steps"]), default="epochs", show_default=True, help="Train each fold for --epochs epochs, or for --steps optimizer steps.")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per fold under --budget steps.")
-@click.option("--max-micro-batch", type=MicroBatchParam(), help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
+@click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
 @click.option("--objectives", type=click.Choice(["accuracy", "accuracy,time"]), default="accuracy", show_default=True, help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
@@ -216,12 +190,12 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     was created with; giving a different value for any of them is an error.
     """
     from batchlr.studies.lifecycle import RunOptions, open_study
-    from batchlr.studies.spec import OPTION_OF, StudySpec
+    from batchlr.studies.spec import OPTION_OF, StudySpec, check_names
     from batchlr.studies.summary import describe_training, render_outcome
     from batchlr.studies.progress import StudyProgress
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
-    _checked_data_options(option["dataset"], option["model"])
+    check_names(option["dataset"], option["model"])
     lr_auto = option["lr"] == "auto"
     space = SearchSpace(
         batch_size=option["batch_size"],
@@ -344,19 +318,6 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, pic
     )
 
 
-def _probe_setup(option: dict[str, Any]) -> tuple[Any, Any]:
-    """The probe data and the optimizer settings of lr-find and noise-scale."""
-    from batchlr.objectives.device import resolve_device
-    from batchlr.search.space import DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS, Hyperparameters
-    from batchlr.studies.probes import ProbeData
-
-    _checked_data_options(option["dataset"], option["model"])
-    probe = ProbeData.load(option["dataset"], option["data_dir"], resolve_device(option["device"]), option["seed"])
-    optimizer = option["optimizer"]
-    momentum = option["momentum"] if optimizer in MOMENTUM_OPTIMIZERS else None
-    return probe, Hyperparameters(option["batch_size"], option.get("lr", 0.0), optimizer, momentum)
-
-
 _OPTIMIZER_OPTIONS = (
     click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", show_default=True),
     click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True, help="For sgd and rmsprop."),
@@ -376,9 +337,10 @@ _OPTIMIZER_OPTIONS = (
 def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.objectives.data import dataset_slug
-    from batchlr.studies.probes import find_lr, plot_lr_range
+    from batchlr.studies.probes import find_lr, open_probe, plot_lr_range, probe_hyperparameters
 
-    probe, hyperparameters = _probe_setup(option)
+    probe = open_probe(option["dataset"], option["data_dir"], option["model"], option["device"], option["seed"])
+    hyperparameters = probe_hyperparameters(option["batch_size"], option["optimizer"], option["momentum"], option.get("lr", 0.0))
     result = find_lr(probe, option["model"], hyperparameters, option["seed"], option["start_lr"], option["end_lr"], option["steps"])
     if plot:
         plot_lr_range(result, plot, f"{dataset_slug(option['dataset'])}, {option['model']}, {option['optimizer']}, batch {option['batch_size']}")
@@ -403,9 +365,10 @@ def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print noise_scale, critical_batch_size and the parts as JSON.")
 def noise_scale(as_json: bool, **option: Any) -> None:
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
-    from batchlr.studies.probes import measure_noise_scale
+    from batchlr.studies.probes import measure_noise_scale, open_probe, probe_hyperparameters
 
-    probe, hyperparameters = _probe_setup(option)
+    probe = open_probe(option["dataset"], option["data_dir"], option["model"], option["device"], option["seed"])
+    hyperparameters = probe_hyperparameters(option["batch_size"], option["optimizer"], option["momentum"], option.get("lr", 0.0))
     small, big = option["small_batch"], min(option["big_batch"], len(probe.indices))
     result = measure_noise_scale(probe, option["model"], option["seed"], small, big, option["repeats"], option["epochs"], hyperparameters)
     critical = max(1, round(result.noise_scale))

@@ -54,7 +54,7 @@ CASES = [
     (["run", "--lr", "1:0.001"], 2, "MIN is greater than MAX"),
     (["run", "--lr", "-1:1"], 2, "positive"),
     (["run", "--folds", "1"], 2, "--folds"),
-    (["run", "--folds", "500"], 2, "smallest class"),
+    (["run", "--folds", "500"], 2, "--folds"),
     (["run", "--epochs", "0"], 2, "--epochs"),
     (["run", "--dataset", "nosuchset"], 2, "unknown data set"),
     (["run", "--model", "nosuchmodel"], 2, "unknown model"),

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from batchlr.errors import BatchlrError
 from batchlr.objectives.memory import largest_micro_batch, largest_passing
 from batchlr.objectives.models import convnet
 
@@ -17,8 +18,8 @@ def test_largest_passing_finds_the_limit_in_few_tries(limit, upper):
     assert len(tried) <= 2 * upper.bit_length()
 
 
-def test_nothing_fits_is_an_out_of_memory_error():
-    with pytest.raises(torch.OutOfMemoryError):
+def test_nothing_fits_is_a_clear_error():
+    with pytest.raises(BatchlrError, match="micro-batch of 1"):
         largest_passing(lambda size: False, 64)
 
 

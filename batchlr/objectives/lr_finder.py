@@ -64,7 +64,8 @@ def lr_range_test(
         lowest = min(lowest, smoothed)
         lrs.append(lr)
         losses.append(smoothed)
-    return LrRangeTest(lrs, losses, steepest_descent(lrs, losses), stopped_early)
+    suggested = steepest_descent(lrs, losses) if lrs else math.nan
+    return LrRangeTest(lrs, losses, suggested, stopped_early)
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> float:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from batchlr.errors import BatchlrError
 from batchlr.objectives.models import ModelFactory
 
 
@@ -17,7 +18,7 @@ def largest_passing(passes: Callable[[int], bool], upper: int) -> int:
     last size that passed and the first that failed: O(log upper) calls.
 
     Raises:
-        torch.OutOfMemoryError: when not even a batch of one passes.
+        BatchlrError: when not even a batch of one passes.
     """
     low, high = 0, None
     size = 1
@@ -30,7 +31,7 @@ def largest_passing(passes: Callable[[int], bool], upper: int) -> int:
             return upper
         size = min(size * 2, upper)
     if low == 0:
-        raise torch.OutOfMemoryError("not even a micro-batch of 1 fits in device memory")
+        raise BatchlrError("not even a micro-batch of 1 fits in device memory; use a smaller --model or another --device")
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if passes(middle) else (low, middle)

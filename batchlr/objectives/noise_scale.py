@@ -15,6 +15,7 @@ almost proportionally; above it, they mostly cost more compute.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Callable
 
@@ -73,4 +74,5 @@ def estimate_noise_scale(
         traces.append((small - big) / (1 / small_batch - 1 / big_batch))
     model.zero_grad(set_to_none=True)
     norm, trace = statistics.fmean(norms), statistics.fmean(traces)
-    return NoiseScale(trace / norm, norm, trace, small_batch, big_batch, repeats)
+    # The estimates are unbiased, not positive: too few repeats can leave |G|^2 at or below zero.
+    return NoiseScale(trace / norm if norm > 0 else math.nan, norm, trace, small_batch, big_batch, repeats)

@@ -21,9 +21,6 @@ from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.training import EVAL_CHUNK, BatchStream, Budget, FoldRun, RoundResult, train_in_lockstep
 from batchlr.search.space import Hyperparameters, SearchSpace
 
-OBJECTIVE_NAMES: tuple[str, ...] = ("accuracy", "time")
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
     """How every trial of a study trains, besides the hyperparameters it searches.
@@ -39,6 +36,10 @@ class TrainingSettings:
     warmup_epochs: float = 0.0
     max_micro_batch: int | None = None
     objectives: tuple[str, ...] = ("accuracy",)
+
+    def micro_batch(self, batch_size: int) -> int:
+        """Samples per forward/backward pass for ``batch_size``."""
+        return min(batch_size, self.max_micro_batch or batch_size)
 
 
 class CrossValidationObjective:
@@ -79,7 +80,7 @@ class CrossValidationObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         hyperparameters = self.space.suggest(trial)
         batch_size = hyperparameters.batch_size
-        micro_batch = min(batch_size, self.settings.max_micro_batch or batch_size)
+        micro_batch = self.settings.micro_batch(batch_size)
         torch.manual_seed(self.seed + trial.number)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
         results: list[RoundResult] = []
@@ -115,12 +116,17 @@ class CrossValidationObjective:
                         _record(trial, results, epoch_images, reason="pruned")
                         raise optuna.TrialPruned(f"pruned after round {result.round + 1}")
         except torch.OutOfMemoryError:
-            runs.clear()  # drop the models and optimizer state before freeing the cache
+            out_of_memory = True
+        else:
+            out_of_memory = False
+        if out_of_memory:
+            # Outside the except block, so that no traceback holds the activations any more.
+            runs.clear()
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             trial.set_user_attr("reason", "oom")
-            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batch}") from None
+            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batch}")
         _record(trial, results, epoch_images, reason=None)
         accuracy = statistics.fmean(results[-1].val_accuracy)
         if len(self.settings.objectives) == 2:

@@ -12,7 +12,7 @@ PRUNER_NAMES: tuple[str, ...] = ("median", "hyperband", "wilcoxon", "none")
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Build the pruner called ``name`` for trials of ``epochs`` reports.
 
-    ``median`` may stop a trial after its first epoch once five trials have finished.
+    ``median`` may stop a trial after its first epoch once five trials have completed.
     ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
     epochs and stops it when it is worse with p < 0.1.
     """

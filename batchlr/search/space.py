@@ -22,6 +22,11 @@ MOMENTUM_RANGE: tuple[float, float] = (0.0, 0.99)
 # Where one momentum must be chosen: the grid (one value keeps Adam's points from repeating) and the LR range test.
 DEFAULT_MOMENTUM = 0.9
 
+
+def default_momentum(optimizer: str) -> float | None:
+    """The momentum to use where it is not searched: :data:`DEFAULT_MOMENTUM` for SGD and RMSProp."""
+    return DEFAULT_MOMENTUM if optimizer in MOMENTUM_OPTIMIZERS else None
+
 Number = TypeVar("Number", int, float)
 
 
@@ -88,9 +93,12 @@ class LrScaling:
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any] | None) -> LrScaling:
-        if not stored or stored.get("rule", "none") == "none":
+        """From :meth:`to_dict`'s form, or from a study's settings (keys ``lr_scaling``, ``reference_batch_size``)."""
+        stored = stored or {}
+        rule = stored.get("rule", stored.get("lr_scaling", "none"))
+        if rule == "none":
             return cls()
-        return cls(rule=stored["rule"], reference_batch_size=int(stored["reference_batch_size"]))
+        return cls(rule=rule, reference_batch_size=int(stored["reference_batch_size"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,9 +199,7 @@ class SearchSpace:
             batch_size=(int(low_b), int(high_b)),
             lr=(float(low_lr), float(high_lr)),
             optimizers=tuple(stored["optimizers"]),
-            lr_scaling=LrScaling.from_dict(
-                {"rule": stored.get("lr_scaling", "none"), "reference_batch_size": stored.get("reference_batch_size")}
-            ),
+            lr_scaling=LrScaling.from_dict(stored),
         )
 
 

@@ -117,9 +117,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         epochs=settings.get("epochs"),
         folds=int(settings.get("folds", 0)),
         versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
-        lr_scaling=LrScaling.from_dict(
-            {"rule": settings.get("lr_scaling", "none"), "reference_batch_size": settings.get("reference_batch_size")}
-        ).to_dict(),
+        lr_scaling=LrScaling.from_dict(settings).to_dict(),
         schedule=settings.get("schedule", "constant"),
         warmup=float(settings.get("warmup", 0.0)),
         budget={"kind": settings.get("budget", "epochs"), "amount": settings.get("steps") or settings.get("epochs")},
@@ -162,7 +160,8 @@ def _from_record(record: Any, path: Path) -> BestConfig:
     if missing:
         raise BatchlrError(f"{path} lacks {', '.join(missing)}; export it again with batchlr export")
     config = BestConfig(**{field.name: record[field.name] for field in fields if field.name in record})
-    if not isinstance(config.params, Mapping):
-        raise BatchlrError(f"{path}: params is not an object; export it again with batchlr export")
-    Hyperparameters.from_params(config.params, config.scaling)  # a bad file fails here, not at first use
+    try:
+        Hyperparameters.from_params(config.params, config.scaling)  # a bad file fails here, not at first use
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise BatchlrError(f"{path}: malformed params or lr_scaling ({error}); export it again with batchlr export") from None
     return config

@@ -29,7 +29,7 @@ from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.search.space import DEFAULT_MOMENTUM, MOMENTUM_OPTIMIZERS, Hyperparameters, SearchSpace
+from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
@@ -104,9 +104,10 @@ class OpenStudy:
 
 
 def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
-    """Fail the RUNNING trials of dead workers on this host, waiting for their heartbeats to go stale.
+    """Fail every stale RUNNING trial, waiting for the heartbeats of dead local workers' trials to go stale.
 
-    Trials of live workers, and of other hosts (whose own workers watch them), are left alone.
+    Optuna fails stale trials of any host; the wait is only for this host's dead workers, whose
+    pids can be checked. Trials of live workers keep their heartbeats and are left alone.
     """
     interval = storage.get_heartbeat_interval()
     if not interval:
@@ -163,14 +164,21 @@ def open_study(
         pruner=make_pruner(options.pruner, objective.settings.budget.round_count),
     )
     if not stored:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
-        if prepared.lr_found:
-            study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
-        save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
-        optuna_dashboard.save_note(study, _note(spec, objective, options.command_line))
-    if options.max_micro_batch == "auto":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
+            if prepared.lr_found:
+                study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
+            if options.max_micro_batch == "auto":
+                study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
+            optuna_dashboard.save_note(study, _note(spec, objective, options.command_line))
+            save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
+        except BaseException:
+            # A study without its spec would make every later run wait and fail: take it away.
+            storage.delete_study(storage.get_study_id_from_name(name))
+            raise
+    elif options.max_micro_batch == "auto" and MICRO_BATCH_ATTR not in study.user_attrs:
         study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
     return OpenStudy(study, storage, spec, objective, previous_trials)
 
@@ -255,12 +263,14 @@ def _with_found_lr(
     else:
         batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
     optimizer = space.optimizers[0]
-    momentum = DEFAULT_MOMENTUM if optimizer in MOMENTUM_OPTIMIZERS else None
+    momentum = default_momentum(optimizer)
     hyperparameters = Hyperparameters(batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum)
     probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
     suggested = find_lr(probe, spec.model, hyperparameters, seed).suggested_lr
     record = {"suggested_lr": suggested, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
-    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(suggested / 10, suggested * 10))), record
+    # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
+    center = suggested / space.lr_scaling.lr(1.0, batch_size)
+    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10))), record
 
 
 def _micro_batch_cap(

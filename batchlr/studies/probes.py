@@ -7,6 +7,7 @@ less the hold-out, so neither looks at data kept for a final test score.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from batchlr.objectives.noise_scale import NoiseScale, estimate_noise_scale
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.training import BatchStream, FoldRun, train_steps
-from batchlr.search.space import Hyperparameters
+from batchlr.objectives.device import resolve_device
+from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
+from batchlr.studies.spec import check_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,17 @@ class ProbeData:
             raise BatchlrUsageError(f"{option} {batch_size}: must be between 1 and the {len(self.indices)} training samples")
 
 
+def open_probe(dataset: str, data_dir: Path, model: str, device: str, seed: int) -> ProbeData:
+    """The probe data for ``--dataset``, ``--model``, ``--device`` and ``--seed``, names checked first."""
+    check_names(dataset, model)
+    return ProbeData.load(dataset, data_dir, resolve_device(device), seed)
+
+
+def probe_hyperparameters(batch_size: int, optimizer: str, momentum: float, lr: float = 0.0) -> Hyperparameters:
+    """The probe's training settings; momentum applies to SGD and RMSProp only."""
+    return Hyperparameters(batch_size, lr, optimizer, momentum if optimizer in MOMENTUM_OPTIMIZERS else None)
+
+
 def find_lr(
     probe: ProbeData,
     model: str,
@@ -66,7 +80,10 @@ def find_lr(
     network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
     batches = BatchStream(probe.indices, hyperparameters.batch_size, _generator(probe, seed))
     optimizer = make_optimizer(hyperparameters, network.parameters())
-    return lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, steps)
+    result = lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, steps)
+    if len(result.lrs) < 3:
+        raise BatchlrError(f"the loss diverged at once, from lr {start_lr:g}; lower --start-lr")
+    return result
 
 
 def measure_noise_scale(
@@ -95,7 +112,13 @@ def measure_noise_scale(
         train_steps(run, probe.images, probe.labels, steps, hyperparameters.batch_size)
     network.train()
     inputs, targets = probe.images[probe.indices], probe.labels[probe.indices]
-    return estimate_noise_scale(network, F.cross_entropy, inputs, targets, small_batch, big_batch, repeats, generator)
+    result = estimate_noise_scale(network, F.cross_entropy, inputs, targets, small_batch, big_batch, repeats, generator)
+    if not (math.isfinite(result.noise_scale) and result.noise_scale > 0 and result.gradient_norm_squared > 0):
+        raise BatchlrError(
+            f"the noise-scale estimate is not usable (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) "
+            f"{result.covariance_trace:.3g}): the gradient is buried in noise; raise --repeats or --big-batch"
+        )
+    return result
 
 
 def _generator(probe: ProbeData, seed: int) -> torch.Generator:

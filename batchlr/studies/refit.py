@@ -43,8 +43,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     study = load_existing_study(storage, study_name)
     best = best_complete_trial(study)
     stored = load_spec(storage, study_name, wait=0)
-    if stored is None:
-        raise BatchlrError(f"no study {study_name!r} in this storage")
+    assert stored is not None  # load_existing_study found the study
     micro_batch = "auto" if MICRO_BATCH_ATTR in study.user_attrs else None
     options = dataclasses.replace(options, max_micro_batch=micro_batch, heartbeat=None)
     objective = prepare(storage, study_name, stored, stored[0], (), options).objective
@@ -55,7 +54,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     train = torch.as_tensor(np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device)
     generator = torch.Generator(device=objective.device).manual_seed(options.seed)
     run = objective.fold_run(hyperparameters, train, train[:0], generator)
-    micro = min(hyperparameters.batch_size, objective.settings.max_micro_batch or hyperparameters.batch_size)
+    micro = objective.settings.micro_batch(hyperparameters.batch_size)
     losses = [train_steps(run, objective.images, objective.labels, steps, micro)[0] for steps in run.rounds]
     if not torch.isfinite(torch.stack(losses)).all():
         raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")

@@ -11,8 +11,9 @@ import optuna
 
 import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.data import dataset_slug
+from batchlr.objectives.data import check_dataset_name, dataset_slug
 from batchlr.objectives.folds import FoldAssignment
+from batchlr.objectives.models import resolve_model
 from batchlr.objectives.training import Budget
 from batchlr.search.space import SearchSpace
 
@@ -95,6 +96,12 @@ class StudySpec:
 
     def default_study_name(self) -> str:
         return f"{dataset_slug(self.dataset)}-{self.model.replace(':', '.')}"
+
+
+def check_names(dataset: str, model: str) -> None:
+    """Fail fast, before any data loads, on a data set or model name batchlr cannot resolve."""
+    check_dataset_name(dataset)
+    resolve_model(model)
 
 
 def reconcile(stored: StudySpec | None, requested: StudySpec, given: Collection[str], study: str) -> StudySpec:

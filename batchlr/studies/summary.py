@@ -26,8 +26,6 @@ class StudySummary:
     name: str
     trials_by_state: dict[str, int]
     best_value: float | None
-    dataset: str | None
-    model: str | None
 
 
 def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
@@ -43,8 +41,6 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
                 name=frozen.study_name,
                 trials_by_state={state.name: states.get(state.name, 0) for state in _SHOWN_STATES},
                 best_value=best.values[0] if best else None,
-                dataset=frozen.user_attrs.get("dataset"),
-                model=frozen.user_attrs.get("model"),
             )
         )
     return summaries
@@ -185,9 +181,9 @@ def format_params(params: dict[str, Any]) -> str:
 
 def render_outcome(study: optuna.Study, storage_option: str) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do next."""
-    if best_complete_trial_or_none(study) is None:
+    best = best_complete_trial_or_none(study)
+    if best is None:
         return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
-    best = best_complete_trial(study)
     lines = [f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"]
     if len(study.directions) > 1:
         lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))

@@ -38,7 +38,8 @@ def worker_environments(count: int, device: str) -> list[dict[str, str]]:
 
 
 def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) -> int:
-    """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all; returns the worst exit code.
+    """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all; returns the first
+    non-zero exit code, or 0.
 
     Worker i gets ``--seed SEED+i`` so the workers' samplers do not propose the same trials.
     The workers run in their own process groups: a Ctrl-C or SIGTERM here is passed on to
@@ -47,7 +48,8 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
     """
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(seed + index)],
+            # "--workers 1" last: a study file given with --config may ask for workers too.
+            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(seed + index), "--workers", "1"],
             env=environment,
             start_new_session=True,
         )
@@ -61,7 +63,9 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return max(worker.wait() for worker in workers)
+        codes = [worker.wait() for worker in workers]
+        # A worker killed by a signal returns -signum; report it as a shell would (128 + signum).
+        return next((128 - code if code < 0 else code for code in codes if code), 0)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
