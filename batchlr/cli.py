@@ -189,6 +189,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     A resumed study keeps the data set, model, folds, budget, schedule and search space it
     was created with; giving a different value for any of them is an error.
     """
+    from batchlr.objectives.device import release_memory
     from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec, check_names
     from batchlr.studies.summary import describe_training, render_outcome
@@ -217,8 +218,12 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
         f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
         f"{objective.space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, {','.join(spec.space.optimizers)}"
     )
-    n_trials, timeout = option["n_trials"], option["timeout"]
+    n_trials, timeout, study = option["n_trials"], option["timeout"], opened.study
     if option["workers"] > 1:
+        # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
+        device = objective.device
+        del opened, objective
+        release_memory(device)
         code = run_workers(worker_arguments(ctx.meta["batchlr.arguments"]), option["workers"], option["device"], option["seed"])
         if code:
             raise SystemExit(code)
@@ -235,7 +240,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
             click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume", err=True)
             raise SystemExit(INTERRUPTED_EXIT) from None
     where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
-    click.echo(render_outcome(opened.study, where))
+    click.echo(render_outcome(study, where))
 
 
 @main.command()
@@ -243,20 +248,9 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
 def studies(storage: str) -> None:
     """List the studies in a storage: trials by state and best value."""
     from batchlr.studies.storage import open_storage
-    from batchlr.studies.summary import list_studies
+    from batchlr.studies.summary import list_studies, render_studies
 
-    rows = list_studies(open_storage(storage, create=False))
-    if not rows:
-        click.echo("no studies")
-        return
-    width = max(len("study"), *(len(row.name) for row in rows))
-    click.echo(f"{'study':<{width}}  complete  pruned  fail  running  best")
-    for row in rows:
-        counts = row.trials_by_state
-        best = "-" if row.best_value is None else f"{row.best_value:.4f}"
-        click.echo(
-            f"{row.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {best}"
-        )
+    click.echo(render_studies(list_studies(open_storage(storage, create=False))))
 
 
 @main.command()
@@ -371,11 +365,10 @@ def noise_scale(as_json: bool, **option: Any) -> None:
     hyperparameters = probe_hyperparameters(option["batch_size"], option["optimizer"], option["momentum"], option.get("lr", 0.0))
     small, big = option["small_batch"], min(option["big_batch"], len(probe.indices))
     result = measure_noise_scale(probe, option["model"], option["seed"], small, big, option["repeats"], option["epochs"], hyperparameters)
-    critical = max(1, round(result.noise_scale))
-    suggested = [max(1, critical // 2), 2 * critical]
+    critical, suggested = result.critical_batch_size, result.suggested_batch_range
     if as_json:
-        record = {"noise_scale": result.noise_scale, "critical_batch_size": critical, "suggested_batch_range": suggested}
-        click.echo(json.dumps({**record, **dataclasses.asdict(result)}))
+        record = {"critical_batch_size": critical, "suggested_batch_range": suggested, **dataclasses.asdict(result)}
+        click.echo(json.dumps(record))
         return
     when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
     click.echo(f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches {small} and {big}, {result.repeats} repeats)")

@@ -60,7 +60,9 @@ def test_noise_scale_json_on_digits():
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
-    assert record["noise_scale"] > 0 and record["critical_batch_size"] == max(1, round(record["noise_scale"]))
+    critical = record["critical_batch_size"]
+    assert record["noise_scale"] > 0 and critical == max(1, round(record["noise_scale"]))
+    assert record["suggested_batch_range"] == [max(1, critical // 2), 2 * critical]
 
 
 def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):

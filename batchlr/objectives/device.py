@@ -1,6 +1,8 @@
-"""Choosing the torch device from ``--device``."""
+"""Choosing the torch device from ``--device``, and giving its memory back."""
 
 from __future__ import annotations
+
+import gc
 
 import torch
 
@@ -29,3 +31,14 @@ def resolve_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise BatchlrUsageError(f"--device {name}: batchlr runs on cpu, cuda or mps")
     return device
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand the memory of tensors no longer referenced back to the GPU driver.
+
+    PyTorch's caching allocator keeps freed CUDA blocks for reuse by this process; emptying
+    it lets another process (or a retry with a smaller batch) have them.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

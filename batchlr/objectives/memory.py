@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from batchlr.errors import BatchlrError
+from batchlr.objectives.device import release_memory
 from batchlr.objectives.models import ModelFactory
 
 
@@ -58,7 +59,7 @@ def fits_in_memory(
             return False
         finally:
             del model, optimizer
-            torch.cuda.empty_cache()
+            release_memory(device)
 
     return passes
 

@@ -36,6 +36,16 @@ class NoiseScale:
     big_batch: int
     repeats: int
 
+    @property
+    def critical_batch_size(self) -> int:
+        """B_simple as a batch size."""
+        return max(1, round(self.noise_scale))
+
+    @property
+    def suggested_batch_range(self) -> tuple[int, int]:
+        """Half to twice the critical batch size: B_simple predicts the critical batch size only roughly."""
+        return max(1, self.critical_batch_size // 2), 2 * self.critical_batch_size
+
 
 def squared_gradient_norm(model: nn.Module, loss_function: LossFunction, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """|∇L|² of the mean loss over one batch."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import os
 import socket
@@ -14,6 +13,7 @@ import optuna
 import torch
 
 from batchlr.objectives.data import ImageData
+from batchlr.objectives.device import release_memory
 from batchlr.objectives.folds import FoldAssignment
 from batchlr.objectives.models import build_model, parameter_count, resolve_model
 from batchlr.objectives.optimizers import make_optimizer
@@ -122,9 +122,7 @@ class CrossValidationObjective:
         if out_of_memory:
             # Outside the except block, so that no traceback holds the activations any more.
             runs.clear()
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_memory(self.device)
             trial.set_user_attr("reason", "oom")
             raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batch}")
         _record(trial, results, epoch_images, reason=None)

@@ -46,6 +46,21 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     return summaries
 
 
+def render_studies(summaries: list[StudySummary]) -> str:
+    """The table ``batchlr studies`` prints: trials by state and best value, a study a line."""
+    if not summaries:
+        return "no studies"
+    width = max(len("study"), *(len(summary.name) for summary in summaries))
+    lines = [f"{'study':<{width}}  complete  pruned  fail  running  best"]
+    for summary in summaries:
+        counts = summary.trials_by_state
+        best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
+        lines.append(
+            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {best}"
+        )
+    return "\n".join(lines)
+
+
 def _best(trials: list[FrozenTrial], direction: StudyDirection) -> FrozenTrial | None:
     pick = min if direction == StudyDirection.MINIMIZE else max
     return pick(trials, key=lambda trial: trial.values[0], default=None)
