@@ -237,7 +237,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
                 objective.on_round = progress.on_round
                 opened.optimize(n_trials, timeout, [progress.on_trial], option["max_trials"])
         except KeyboardInterrupt:
-            click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume", err=True)
+            click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first", err=True)
             raise SystemExit(INTERRUPTED_EXIT) from None
     where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
     click.echo(render_outcome(study, where))

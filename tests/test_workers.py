@@ -99,7 +99,10 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     again = start([*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log")
     assert again.wait(timeout=120) == 0
     trials = optuna.load_study(study_name="s", storage=storage).trials
-    assert trials[-1].number > trial.number and trials[-1].state in FINISHED
+    retry = trials[-1]
+    assert retry.number > trial.number and retry.state in FINISHED
+    assert retry.system_attrs["failed_trial"] == trial.number and retry.params == stopped.params
+    assert retry.user_attrs.get("reason") != "interrupted"
     assert TrialState.RUNNING not in {t.state for t in trials}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import optuna_dashboard
 import torch
-from optuna.storages import fail_stale_trials
+from optuna.storages import RetryFailedTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import TrialState
 
@@ -82,7 +82,8 @@ class OpenStudy:
         study holds ``max_trials`` finished (complete or pruned) trials, counting every worker's.
 
         On KeyboardInterrupt the running trial ends FAIL with user attr ``reason`` =
-        ``"interrupted"`` and the interrupt propagates. Before returning, trials left RUNNING
+        ``"interrupted"``, a copy with its params waits to run first when the study resumes
+        (system attr ``failed_trial`` names it), and the interrupt propagates. Before returning, trials left RUNNING
         by local workers that died are failed (and so retried) once their heartbeat is stale.
         """
         callbacks = list(callbacks)
@@ -99,6 +100,10 @@ class OpenStudy:
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
+            # Queued for the next run of the study, as a dead worker's trial is; retried before
+            # the reason is set, since the retry inherits the trial's user attrs.
+            interrupted = self.study.get_trials(deepcopy=False)[trial.number]
+            RetryFailedTrialCallback(max_retry=1)(self.study, interrupted)
             trial.set_user_attr("reason", "interrupted")
             raise
 
