@@ -12,7 +12,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.trial import TrialState
+
+from batchlr.cli import main
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -96,6 +99,8 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     assert "interrupted" in log and "Traceback" not in log
     stopped = optuna.load_study(study_name="s", storage=storage).trials[trial.number]
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["reason"] == "interrupted"
+    listing = CliRunner().invoke(main, ["studies", "--storage", storage]).output.splitlines()
+    assert dict(zip(listing[0].split(), listing[1].split()))["waiting"] == "1"
     again = start([*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log")
     assert again.wait(timeout=120) == 0
     trials = optuna.load_study(study_name="s", storage=storage).trials

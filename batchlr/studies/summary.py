@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 
-_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +51,12 @@ def render_studies(summaries: list[StudySummary]) -> str:
     if not summaries:
         return "no studies"
     width = max(len("study"), *(len(summary.name) for summary in summaries))
-    lines = [f"{'study':<{width}}  complete  pruned  fail  running  best"]
+    lines = [f"{'study':<{width}}  complete  pruned  fail  running  waiting  best"]
     for summary in summaries:
         counts = summary.trials_by_state
         best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
         lines.append(
-            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {best}"
+            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
         )
     return "\n".join(lines)
 
