@@ -60,7 +60,8 @@ def test_batches_are_full_and_reshuffled_every_epoch():
 
 
 def test_step_budget_splits_into_ten_rounds_of_equal_steps():
-    assert Budget("steps", 95).rounds(train_size=1000, batch_size=64) == [10] * 9 + [5]
+    assert Budget("steps", 95).rounds(train_size=1000, batch_size=64) == [10] * 5 + [9] * 5
+    assert Budget("steps", 25).rounds(1000, 64) == [3] * 5 + [2] * 5
     assert Budget("steps", 95).round_count == 10
     assert Budget("steps", 3).rounds(1000, 64) == [1, 1, 1]
     assert Budget("epochs", 4).rounds(1000, 64) == [15] * 4 and Budget("epochs", 4).round_count == 4
@@ -70,7 +71,7 @@ def test_accumulated_micro_batches_give_the_single_batch_gradient():
     images, labels = _problem(64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
     grads = []
-    for micro_batch in (64, 10):  # 10 does not divide 64: the last micro-batch is short
+    for micro_batch in (64, 10):  # 10 does not divide 64: micro-batches of 9 and 10
         torch.manual_seed(1)
         for layer in model:
             if isinstance(layer, nn.Linear):
@@ -81,6 +82,16 @@ def test_accumulated_micro_batches_give_the_single_batch_gradient():
         train_steps(run, images, labels, steps=1, micro_batch=micro_batch)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+
+
+def test_batchnorm_trains_when_the_batch_is_one_more_than_the_micro_batch():
+    images, labels = _problem(64)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stream = BatchStream(torch.arange(64), 17, torch.Generator().manual_seed(0))
+    run = FoldRun(model, optimizer, make_scheduler(optimizer, 2, "constant"), stream, torch.arange(0), [2])
+    loss, _ = train_steps(run, images, labels, steps=2, micro_batch=16)  # 9 + 8, not 16 + 1
+    assert math.isfinite(loss.item())
 
 
 def test_a_huge_learning_rate_is_reported_as_divergence():

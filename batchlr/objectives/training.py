@@ -1,7 +1,7 @@
 """The training loop: k folds advanced in lockstep, one round of optimizer steps at a time.
 
 Batches are index slices of tensors already on the device, and the loop reads nothing
-back from the device until a round ends. A round is an epoch under an epoch budget, and a
+back from the device until a round ends. A round is an epoch under an epoch budget, and about a
 tenth of the steps under a step budget.
 """
 
@@ -32,14 +32,15 @@ class Budget:
         """Reports per trial: one per epoch, or ten (fewer for under ten steps) under a step budget."""
         if self.kind == "epochs":
             return self.amount
-        return math.ceil(self.amount / math.ceil(self.amount / ROUNDS_PER_STEP_BUDGET))
+        return min(self.amount, ROUNDS_PER_STEP_BUDGET)
 
     def rounds(self, train_size: int, batch_size: int) -> list[int]:
-        """Optimizer steps in each round between two reports."""
+        """Optimizer steps in each round between two reports; under a step budget the rounds
+        differ by at most one step, so that every trial reports at the same step counts."""
         if self.kind == "epochs":
             return [train_size // batch_size] * self.amount
-        per_round = math.ceil(self.amount / ROUNDS_PER_STEP_BUDGET)
-        return [min(per_round, self.amount - done) for done in range(0, self.amount, per_round)]
+        whole, extra = divmod(self.amount, self.round_count)
+        return [whole + (index < extra) for index in range(self.round_count)]
 
 
 class BatchStream:
@@ -94,9 +95,11 @@ def train_steps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` optimizer steps; returns (mean loss, accuracy) over them, on the device.
 
-    A batch larger than ``micro_batch`` is split and its gradients accumulated: each
-    micro-batch's summed loss is divided by the whole batch, so the step uses the mean
-    gradient of exactly the batch (BatchNorm still normalises per micro-batch).
+    A batch larger than ``micro_batch`` is split into ceil(batch / micro_batch) near-equal
+    micro-batches (never a remainder of one, which BatchNorm cannot train on) and their
+    gradients accumulated: each micro-batch's summed loss is divided by the whole batch, so
+    the step uses the mean gradient of exactly the batch (BatchNorm still normalises per
+    micro-batch).
     """
     run.model.train()
     loss_sum = torch.zeros((), device=images.device)
@@ -104,7 +107,7 @@ def train_steps(
     for _ in range(steps):
         batch = run.batches.next()
         run.optimizer.zero_grad(set_to_none=True)
-        for micro in batch.split(micro_batch):
+        for micro in batch.tensor_split(math.ceil(len(batch) / micro_batch)):
             logits = run.model(images[micro])
             loss = F.cross_entropy(logits, labels[micro], reduction="sum")
             (loss / len(batch)).backward()
