@@ -196,7 +196,7 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     from batchlr.studies.progress import StudyProgress
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
-    check_names(option["dataset"], option["model"])
+    option["dataset"] = check_names(option["dataset"], option["model"])
     lr_auto = option["lr"] == "auto"
     space = SearchSpace(
         batch_size=option["batch_size"],

@@ -42,6 +42,18 @@ def test_imagefolder_names_an_undecodable_image(shared_data, tmp_path):
         load_dataset(f"imagefolder:{tmp_path}", Path("unused"))
 
 
+def test_imagefolder_of_one_class_is_a_clear_error(shared_data):
+    # The subset's parent holds only "train": every image would get one label and score 100 %.
+    with pytest.raises(BatchlrError, match="one class folder"):
+        load_dataset(f"imagefolder:{shared_data / 'cifar10-subset'}", Path("unused"))
+
+
+def test_imagefolder_path_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert check_dataset_name("imagefolder:pets") == f"imagefolder:{tmp_path.resolve() / 'pets'}"
+    assert check_dataset_name("digits") == "digits"
+
+
 def test_imagefolder_that_does_not_exist_is_a_clear_error(tmp_path):
     with pytest.raises(BatchlrError, match="not a directory"):
         load_dataset(f"imagefolder:{tmp_path / 'nowhere'}", Path("unused"))

@@ -54,10 +54,13 @@ class ImageData:
 
 
 def check_dataset_name(spec: str) -> str:
-    """Return ``spec`` when it names a data set batchlr knows, else raise a one-line error."""
+    """``spec`` when it names a data set batchlr knows, an image folder's path made absolute (a
+    study stores it, and is resumed from anywhere); else a one-line error."""
     known = spec in DATASET_NAMES[:-1] or (spec.startswith(IMAGEFOLDER_PREFIX) and len(spec) > len(IMAGEFOLDER_PREFIX))
     if not known:
         raise BatchlrUsageError(f"--dataset: unknown data set {spec!r}; choose from {', '.join(DATASET_NAMES)}")
+    if spec.startswith(IMAGEFOLDER_PREFIX):
+        return IMAGEFOLDER_PREFIX + str(Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser().resolve())
     return spec
 
 

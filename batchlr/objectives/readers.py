@@ -114,6 +114,10 @@ def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...]]:
         samples = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, OSError) as error:
         raise BatchlrError(f"imagefolder: {root}: {error}") from None
+    if len(classes) < 2:
+        raise BatchlrError(
+            f"imagefolder: {root} has one class folder ({classes[0]}); give the folder whose subfolders are the classes"
+        )
     images = []
     for path, _ in samples:
         try:

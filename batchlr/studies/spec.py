@@ -98,10 +98,11 @@ class StudySpec:
         return f"{dataset_slug(self.dataset)}-{self.model.replace(':', '.')}"
 
 
-def check_names(dataset: str, model: str) -> None:
-    """Fail fast, before any data loads, on a data set or model name batchlr cannot resolve."""
-    check_dataset_name(dataset)
+def check_names(dataset: str, model: str) -> str:
+    """Fail fast, before any data loads, on a data set or model name batchlr cannot resolve;
+    returns the data set as a study stores it (see :func:`check_dataset_name`)."""
     resolve_model(model)
+    return check_dataset_name(dataset)
 
 
 def reconcile(stored: StudySpec | None, requested: StudySpec, given: Collection[str], study: str) -> StudySpec:
