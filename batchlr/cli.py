@@ -33,6 +33,8 @@ from batchlr.search.space import (
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_ENV, mask_command_line, mask_url
 
 DEFAULT_N_TRIALS = 20
+MAX_EPOCHS = 10_000
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and scikit-learn accept
 STORAGE_OPTION = click.option(
     "--storage",
     envvar=STORAGE_ENV,
@@ -138,7 +140,7 @@ def _data_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to."),
         click.option("--model", default="convnet", show_default=True, help="convnet, convnet-bn, or package.module:function."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out)."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -162,16 +164,16 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
 @STORAGE_OPTION
 @_data_options
 @click.option("--folds", type=click.IntRange(2, 100), default=3, show_default=True, help="Cross-validation folds.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per fold.")
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, show_default=True, help="Epochs per fold.")
 @click.option("--batch-size", default="16:512", show_default=True, type=BATCH_RANGE, help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
 @click.option("--lr", default="1e-4:1", show_default=True, type=LR_RANGE, help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
 @click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), show_default=True, type=OPTIMIZERS, help="Comma-separated subset of sgd,adam,rmsprop.")
 @click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", show_default=True, help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
 @click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, show_default=True, help="B0 of --lr-scaling.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Epochs of linear learning-rate warmup.")
+@click.option("--warmup", type=click.FloatRange(0, MAX_EPOCHS), default=0.0, show_default=True, help="Epochs of linear learning-rate warmup.")
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", show_default=True, help="Learning-rate schedule over each fold's steps.")
 @click.option("--budget", type=click.Choice(["epochs", "steps"]), default="epochs", show_default=True, help="Train each fold for --epochs epochs, or for --steps optimizer steps.")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps per fold under --budget steps.")
+@click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold under --budget steps.")
 @click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
 @click.option("--objectives", type=click.Choice(["accuracy", "accuracy,time"]), default="accuracy", show_default=True, help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
@@ -351,7 +353,7 @@ def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
 @click.option("--small-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--big-batch", type=click.IntRange(min=2), default=1024, show_default=True, help="At most the training samples.")
 @click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True, help="Train this long first; 0 measures at initialisation.")
+@click.option("--epochs", type=click.IntRange(0, MAX_EPOCHS), default=0, show_default=True, help="Train this long first; 0 measures at initialisation.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Batch size of that training.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate of that training.")
 @_OPTIMIZER_OPTIONS[0]
@@ -382,7 +384,7 @@ def noise_scale(as_json: bool, **option: Any) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the weights (a state dict).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True, envvar="BATCHLR_DATA_DIR")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def refit(study_name: str, storage: str, output: Path, data_dir: Path, device: str, seed: int) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies.lifecycle import RunOptions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Collection
 from typing import Any
@@ -70,6 +71,14 @@ class StudySpec:
             raise BatchlrUsageError("--budget steps needs --steps N, the optimizer steps each fold trains")
         if self.budget == "epochs" and self.steps:
             raise BatchlrUsageError("--steps goes with --budget steps; drop it or add --budget steps")
+        if not math.isfinite(self.warmup):
+            raise BatchlrUsageError(f"--warmup {self.warmup}: give a number of epochs")
+        if self.warmup and self.schedule == "onecycle":
+            raise BatchlrUsageError("--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % of steps); drop --warmup")
+        if self.budget == "epochs" and self.warmup >= self.epochs:
+            raise BatchlrUsageError(
+                f"--warmup {self.warmup:g} is not shorter than --epochs {self.epochs}: the lr would never reach its value; warm up for fewer epochs"
+            )
         if self.objectives not in (("accuracy",), ("accuracy", "time")):
             raise BatchlrUsageError(f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time")
 
