@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 import optuna_dashboard
 import torch
-from optuna.storages import RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import TrialState
 
@@ -103,7 +103,9 @@ class OpenStudy:
             # Queued for the next run of the study, as a dead worker's trial is; retried before
             # the reason is set, since the retry inherits the trial's user attrs.
             interrupted = self.study.get_trials(deepcopy=False)[trial.number]
-            RetryFailedTrialCallback(max_retry=1)(self.study, interrupted)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, interrupted)
             trial.set_user_attr("reason", "interrupted")
             raise
 
