@@ -173,7 +173,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
 @click.option("--warmup", type=click.FloatRange(0, MAX_EPOCHS), default=0.0, show_default=True, help="Epochs of linear learning-rate warmup.")
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", show_default=True, help="Learning-rate schedule over each fold's steps.")
 @click.option("--budget", type=click.Choice(["epochs", "steps"]), default="epochs", show_default=True, help="Train each fold for --epochs epochs, or for --steps optimizer steps.")
-@click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold under --budget steps.")
+@click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold; implies --budget steps.")
 @click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
 @click.option("--objectives", type=click.Choice(["accuracy", "accuracy,time"]), default="accuracy", show_default=True, help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help=f"Trials to run in this process.  [default: {DEFAULT_N_TRIALS}, or unlimited with --timeout]")
@@ -199,6 +199,8 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
     option["dataset"] = check_names(option["dataset"], option["model"])
+    if option["steps"] and ctx.get_parameter_source("budget") == ParameterSource.DEFAULT:
+        option["budget"] = "steps"
     lr_auto = option["lr"] == "auto"
     space = SearchSpace(
         batch_size=option["batch_size"],

@@ -34,8 +34,12 @@ def test_lr_scaling_searches_base_lr_and_exports_the_rule(sqlite_url, tmp_path):
 
 
 def test_step_budget_is_stored_and_recorded(sqlite_url):
-    invoke("run", "--storage", sqlite_url, "--study", "steps", *TINY, "--budget", "steps", "--steps", "20", "--n-trials", "2")
+    invoke("run", "--storage", sqlite_url, "--study", "steps", *TINY, "--budget", "steps", "--steps", "20", "--n-trials", "1")
+    # Resuming with the same settings, spelled differently: --steps implies the step budget,
+    # and the optimizers are a set.
+    invoke("run", "--storage", sqlite_url, "--study", "steps", "--steps", "20", "--optimizers", "rmsprop,adam,sgd", "--n-trials", "1")
     study = optuna.load_study(study_name="steps", storage=sqlite_url)
+    assert len(study.trials) == 2
     assert study.user_attrs["budget"] == "steps" and study.user_attrs["steps"] == 20
     for trial in study.trials:
         assert trial.user_attrs["optimizer_steps"] == 20
@@ -67,7 +71,7 @@ def test_accuracy_time_study_shows_a_pareto_front_and_exports_the_fastest_close_
     "args",
     [
         ["run", "--budget", "steps"],
-        ["run", "--steps", "10"],
+        ["run", "--budget", "epochs", "--steps", "10"],
         ["run", "--max-micro-batch", "0"],
         ["run", "--lr-scaling", "cubic"],
         ["export", "s", "--pick", "fastest-within", "--output", "x.json"],

@@ -128,12 +128,17 @@ def reconcile(stored: StudySpec | None, requested: StudySpec, given: Collection[
         return requested
     old, new = stored.settings(), requested.settings()
     for key in OPTION_OF:
-        if key in given and old[key] != new[key]:
+        if key in given and _comparable(key, old[key]) != _comparable(key, new[key]):
             raise BatchlrUsageError(
                 f"study {study!r} was created with {OPTION_OF[key]} {_show(old[key])}, not {_show(new[key])}; "
                 f"drop {OPTION_OF[key]} to resume it, or choose a new --study name"
             )
     return stored
+
+
+def _comparable(key: str, value: Any) -> Any:
+    # The optimizers are a set to the search: "adam,sgd" resumes a study made with "sgd,adam".
+    return sorted(value) if key == "optimizers" else value
 
 
 def save_spec(
