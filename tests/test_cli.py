@@ -1,6 +1,7 @@
 """The CLI end to end on digits with tiny settings, in process."""
 
 import json
+import sys
 from pathlib import Path
 
 import optuna
@@ -51,6 +52,32 @@ def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option
     assert result.exit_code == 2
     assert f"created with {option}" in result.output and "Traceback" not in result.output
     assert len(optuna.load_study(study_name="tiny", storage=study_db).trials) == 3
+
+
+USER_MODELS = """
+from torch import nn
+
+def linear(input_shape, num_classes):
+    channels, height, width = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, num_classes))
+
+def not_a_module(input_shape, num_classes):
+    return "linear"
+"""
+
+
+def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(USER_MODELS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
+    storage = f"sqlite:///{tmp_path / 'user.db'}"
+    args = ["run", "--storage", storage, "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
+    result = invoke(*args, "--study", "mine", "--model", "my_models:linear")
+    assert result.exit_code == 0, result.output
+    assert optuna.load_study(study_name="mine", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
+    result = invoke(*args, "--study", "broken", "--model", "my_models:not_a_module")
+    assert result.exit_code == 1 and "not a torch.nn.Module" in result.output
+    assert "broken" not in optuna.get_all_study_names(storage)
 
 
 def test_studies_lists_the_study_with_counts(study_db):

@@ -66,6 +66,8 @@ class CrossValidationObjective:
         self.space = space
         self.model_name = model
         self.model_factory = resolve_model(model)
+        # Once here, so that a factory returning no module fails before a study records a trial.
+        build_model(self.model_factory, model, data.input_shape, data.num_classes)
         self.settings = settings
         self.device = device
         self.seed = seed
