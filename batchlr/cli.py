@@ -157,8 +157,23 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
     from batchlr.studies.config import read_run_config
 
     names = {option.name: option.name for option in ctx.command.params if option.name != "config"} | {"study": "study_name"}
-    values = read_run_config(path, names)
-    ctx.default_map = {**(ctx.default_map or {}), **{names[key]: value for key, value in values.items()}}
+    values = {names[key]: value for key, value in read_run_config(path, names).items()}
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    ctx.meta["batchlr.config"] = values
+
+
+def _file_over_environment(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with a study file's value wherever only an environment variable set one.
+
+    Click ranks the environment above its default map; batchlr ranks a study file above the
+    environment, so that only flags override the file.
+    """
+    from_file = ctx.meta.get("batchlr.config", {})
+    return values | {
+        param.name: param.type_cast_value(ctx, from_file[param.name])
+        for param in ctx.command.params
+        if param.name in from_file and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT
+    }
 
 
 @main.command()
@@ -188,7 +203,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, path: Path | N
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", show_default=True)
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", show_default=True)
 @click.pass_context
-def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any) -> None:
+def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     """Create a study, or resume the one named --study, and run trials in this process.
 
     A resumed study keeps the data set, model, folds, budget, schedule and search space it
@@ -201,6 +216,8 @@ def run(ctx: click.Context, study_name: str | None, storage: str, **option: Any)
     from batchlr.studies.progress import StudyProgress
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
+    option = _file_over_environment(ctx, option)
+    storage = option.pop("storage")
     option["dataset"] = check_names(option["dataset"], option["model"])
     if option["steps"] and ctx.get_parameter_source("budget") == ParameterSource.DEFAULT:
         option["budget"] = "steps"

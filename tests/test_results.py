@@ -50,6 +50,12 @@ def test_flags_override_the_study_file_and_as_config_reproduces_it(cfg_study, tm
     again.write_text(shown)
     invoke("run", "--config", str(again), "--n-trials", "1", "--device", "cpu")
     assert len(optuna.load_study(study_name="cfg", storage=storage).trials) == 6
+    # The environment ranks below the file: only flags override it.
+    elsewhere = tmp_path / "env.db"
+    args = ["run", "--config", str(again), "--n-trials", "1"]
+    result = CliRunner().invoke(main, args, env={"BATCHLR_STORAGE": f"sqlite:///{elsewhere}"})
+    assert result.exit_code == 0, result.output
+    assert len(optuna.load_study(study_name="cfg", storage=storage).trials) == 7 and not elsewhere.exists()
 
 
 def test_unknown_keys_in_a_study_file_are_usage_errors(tmp_path):
