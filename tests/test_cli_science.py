@@ -92,5 +92,6 @@ def test_auto_micro_batch_is_found_once_and_stored_on_the_study(sqlite_url):
     assert study.user_attrs["max_micro_batch"] == 128
     study.set_user_attr("max_micro_batch", 40)  # as if a GPU probe had found 40
     invoke(*args, "--n-trials", "1")
-    last = optuna.load_study(study_name="auto-mb", storage=sqlite_url).trials[-1]
-    assert last.user_attrs["micro_batch"] == min(40, last.params["batch_size"])
+    invoke(*args[:-2], "--n-trials", "1")  # resumed without --max-micro-batch: the stored cap holds
+    for trial in optuna.load_study(study_name="auto-mb", storage=sqlite_url).trials[-2:]:
+        assert trial.user_attrs["micro_batch"] == min(40, trial.params["batch_size"])

@@ -52,7 +52,8 @@ def render_run_config(study: str, storage: str, settings: dict[str, Any]) -> str
     """
     table: dict[str, Any] = {"study": study, "storage": storage}
     for key in ("dataset", "model", "folds", "epochs", "budget", "steps", "batch_size", "lr", "optimizers",
-                "lr_scaling", "reference_batch_size", "warmup", "schedule", "objectives", "seed"):  # fmt: skip
+                "lr_scaling", "reference_batch_size", "warmup", "schedule", "objectives", "seed",
+                "max_micro_batch", "sampler", "pruner", "data_dir"):  # fmt: skip
         value = settings.get(key)
         if value is None:
             continue

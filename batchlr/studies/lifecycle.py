@@ -177,15 +177,18 @@ def open_study(
                 study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
             if prepared.lr_found:
                 study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
-            if options.max_micro_batch == "auto":
+            if objective.settings.max_micro_batch is not None:
                 study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
+            # How the study was run, for `show --as-config`; a later run may change them.
+            for key, value in (("sampler", options.sampler), ("pruner", options.pruner), ("data_dir", str(options.data_dir.expanduser().resolve()))):
+                study.set_user_attr(key, value)
             optuna_dashboard.save_note(study, _note(spec, objective, options.command_line))
             save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
         except BaseException:
             # A study without its spec would make every later run wait and fail: take it away.
             storage.delete_study(storage.get_study_id_from_name(name))
             raise
-    elif options.max_micro_batch == "auto" and MICRO_BATCH_ATTR not in study.user_attrs:
+    elif objective.settings.max_micro_batch is not None and MICRO_BATCH_ATTR not in study.user_attrs:
         study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
     return OpenStudy(study, storage, spec, objective, previous_trials)
 
@@ -288,11 +291,15 @@ def _micro_batch_cap(
     device: torch.device,
     space: SearchSpace,
 ) -> int | None:
-    """The micro-batch cap: as given, or for ``auto`` the one stored on the study, else probed once."""
-    if requested != "auto":
-        return requested
+    """The micro-batch cap: a number as given; for ``auto`` or nothing, the one stored on the
+    study (so that resumed runs and refits train as the study's trials did); else for ``auto``
+    the one probed once."""
+    if requested not in ("auto", None):
+        return int(requested)
     if MICRO_BATCH_ATTR in stored_attrs:
         return int(stored_attrs[MICRO_BATCH_ATTR])
+    if requested is None:
+        return None
     factory = resolve_model(spec.model)
     return largest_micro_batch(factory, data.input_shape, data.num_classes, device, space.batch_size[1])
 

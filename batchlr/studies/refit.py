@@ -13,7 +13,7 @@ from batchlr.errors import BatchlrError
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
 from batchlr.search.space import Hyperparameters
-from batchlr.studies.lifecycle import MICRO_BATCH_ATTR, RunOptions, prepare
+from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import best_complete_trial, load_existing_study
@@ -44,8 +44,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     best = best_complete_trial(study)
     stored = load_spec(storage, study_name, wait=0)
     assert stored is not None  # load_existing_study found the study
-    micro_batch = "auto" if MICRO_BATCH_ATTR in study.user_attrs else None
-    options = dataclasses.replace(options, max_micro_batch=micro_batch, heartbeat=None)
+    options = dataclasses.replace(options, max_micro_batch=None, heartbeat=None)  # the study's stored cap
     objective = prepare(storage, study_name, stored, stored[0], (), options).objective
     hyperparameters = Hyperparameters.from_params(best.params, objective.space.lr_scaling)
 
