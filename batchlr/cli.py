@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -218,6 +219,8 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
 
     option = _file_over_environment(ctx, option)
     storage = option.pop("storage")
+    if study_name is not None and not study_name.strip():
+        raise BatchlrUsageError("--study is empty; give a name, or leave --study out for DATASET-MODEL")
     option["dataset"] = check_names(option["dataset"], option["model"])
     if option["steps"] and ctx.get_parameter_source("budget") == ParameterSource.DEFAULT:
         option["budget"] = "steps"
@@ -263,7 +266,8 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
         except KeyboardInterrupt:
             click.echo("interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first", err=True)
             raise SystemExit(INTERRUPTED_EXIT) from None
-    where = f" --storage {mask_url(storage)}" if storage != DEFAULT_STORAGE else ""
+    # The next commands find the storage by themselves where it is the default or in the environment.
+    where = "" if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE) else f" --storage {shlex.quote(mask_url(storage))}"
     click.echo(render_outcome(study, where))
 
 

@@ -83,6 +83,7 @@ CASES = [
     (["run", "--warmup", "10"], 2, "not shorter than --epochs"),
     (["run", "--warmup", "0.5", "--schedule", "onecycle"], 2, "onecycle"),
     (["run", "--seed", "-1"], 2, "--seed"),
+    (["run", "--study", ""], 2, "--study is empty"),
     (["run", "--epochs", "100000000000000000000"], 2, "--epochs"),
     (["noise-scale", "--seed", "-1"], 2, "--seed"),
     (["export", "nosuchstudy", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "no study"),

@@ -1,6 +1,7 @@
 """The CLI end to end on digits with tiny settings, in process."""
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,11 +71,15 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(USER_MODELS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
-    storage = f"sqlite:///{tmp_path / 'user.db'}"
+    (tmp_path / "two words").mkdir()
+    storage = f"sqlite:///{tmp_path / 'two words' / 'user.db'}"
     args = ["run", "--storage", storage, "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
-    result = invoke(*args, "--study", "mine", "--model", "my_models:linear")
+    result = invoke(*args, "--study", "my model", "--model", "my_models:linear")
     assert result.exit_code == 0, result.output
-    assert optuna.load_study(study_name="mine", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
+    assert optuna.load_study(study_name="my model", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
+    # The suggested next command pastes into a shell as it is.
+    see_it = next(line for line in result.output.splitlines() if line.startswith("see it:"))
+    assert shlex.split(see_it.removeprefix("see it:")) == ["batchlr", "show", "my model", "--storage", storage]
     result = invoke(*args, "--study", "broken", "--model", "my_models:not_a_module")
     assert result.exit_code == 1 and "not a torch.nn.Module" in result.output
     assert "broken" not in optuna.get_all_study_names(storage)

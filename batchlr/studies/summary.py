@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from collections import Counter
 from typing import Any
 
@@ -203,8 +204,8 @@ def render_outcome(study: optuna.Study, storage_option: str) -> str:
     if len(study.directions) > 1:
         lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))
     lines += [
-        f"see it:    batchlr show {study.study_name}{storage_option}",
-        f"export it: batchlr export {study.study_name}{storage_option} --output best.json",
+        f"see it:    batchlr show {shlex.quote(study.study_name)}{storage_option}",
+        f"export it: batchlr export {shlex.quote(study.study_name)}{storage_option} --output best.json",
         f"browse it: batchlr dashboard{storage_option}",
     ]
     return "\n".join(lines)
