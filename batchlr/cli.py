@@ -35,6 +35,7 @@ from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_
 
 DEFAULT_N_TRIALS = 20
 MAX_EPOCHS = 10_000
+RELIABLE_LOSS_DROP = 0.05  # an LR range test whose loss fell less than this found no descent
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and scikit-learn accept
 STORAGE_OPTION = click.option(
     "--storage",
@@ -211,7 +212,7 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     was created with; giving a different value for any of them is an error.
     """
     from batchlr.objectives.device import release_memory
-    from batchlr.studies.lifecycle import RunOptions, open_study
+    from batchlr.studies.lifecycle import LR_FIND_ATTR, RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec, check_names
     from batchlr.studies.summary import describe_training, render_outcome
     from batchlr.studies.progress import StudyProgress
@@ -245,6 +246,11 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
         f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
         f"{objective.space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, {','.join(spec.space.optimizers)}"
     )
+    found = opened.study.user_attrs.get(LR_FIND_ATTR) if lr_auto and state == "new" else None
+    if found:
+        click.echo(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
+        if found["loss_drop"] < RELIABLE_LOSS_DROP:
+            click.echo(f"warning: its loss fell only {found['loss_drop']:.1%}, so the lr range may be off; consider giving --lr MIN:MAX", err=True)
     n_trials, timeout, study = option["n_trials"], option["timeout"], opened.study
     if option["workers"] > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
@@ -367,10 +373,17 @@ def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
     if plot:
         plot_lr_range(result, plot, f"{dataset_slug(option['dataset'])}, {option['model']}, {option['optimizer']}, batch {option['batch_size']}")
     if as_json:
-        click.echo(json.dumps({"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early}))
+        record = {"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses}
+        click.echo(json.dumps({**record, "stopped_early": result.stopped_early, "loss_drop": result.loss_drop}))
         return
     stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
     click.echo(f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})")
+    if result.loss_drop < RELIABLE_LOSS_DROP:
+        click.echo(
+            f"warning: the loss fell only {result.loss_drop:.1%} over the sweep, so this suggestion is weak; "
+            "try more --steps, another --optimizer or --batch-size",
+            err=True,
+        )
     click.echo(f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}")
 
 

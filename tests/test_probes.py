@@ -52,6 +52,7 @@ def test_lr_find_json_and_plot_on_digits(tmp_path):
     record = json.loads(result.output)
     assert 20 <= len(record["lrs"]) == len(record["losses"]) <= 40
     assert record["lrs"] == sorted(record["lrs"]) and record["suggested_lr"] in record["lrs"]
+    assert record["loss_drop"] == pytest.approx(1 - min(record["losses"]) / record["losses"][0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,6 +75,7 @@ def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="auto", storage=sqlite_url)
     suggested = study.user_attrs["lr_find"]["suggested_lr"]
+    assert f"suggested {suggested:.3g}" in result.output
     assert study.user_attrs["lr"] == pytest.approx([suggested / 10, suggested * 10])
     assert all(suggested / 10 <= trial.params["lr"] <= suggested * 10 for trial in study.trials)
     # Resuming with --lr auto keeps the stored range instead of testing again.

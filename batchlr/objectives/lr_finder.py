@@ -25,6 +25,12 @@ class LrRangeTest:
     suggested_lr: float
     stopped_early: bool
 
+    @property
+    def loss_drop(self) -> float:
+        """How far the smoothed loss fell below its first value, as a fraction of it; near 0 the
+        curve has no real descent and the suggestion is noise."""
+        return 1 - min(self.losses) / self.losses[0] if self.losses and self.losses[0] > 0 else 0.0
+
 
 def lr_range_test(
     model: nn.Module,

@@ -276,8 +276,9 @@ def _with_found_lr(
     momentum = default_momentum(optimizer)
     hyperparameters = Hyperparameters(batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum)
     probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
-    suggested = find_lr(probe, spec.model, hyperparameters, seed).suggested_lr
-    record = {"suggested_lr": suggested, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
+    test = find_lr(probe, spec.model, hyperparameters, seed)
+    suggested = test.suggested_lr
+    record = {"suggested_lr": suggested, "loss_drop": test.loss_drop, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
     # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
     center = suggested / space.lr_scaling.lr(1.0, batch_size)
     return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10))), record
