@@ -458,6 +458,5 @@ def dashboard(storage: str, host: str, port: int) -> None:
     """Serve the storage's studies in optuna-dashboard."""
     from batchlr.studies.dashboard import serve_dashboard
 
-    click.echo(f"optuna-dashboard for {mask_url(storage)} at http://{host}:{port}/ (Ctrl-C stops it)")
-    serve_dashboard(storage, host, port)
+    serve_dashboard(storage, host, port, lambda: click.echo(f"optuna-dashboard for {mask_url(storage)} at http://{host}:{port}/ (Ctrl-C stops it)"))
 

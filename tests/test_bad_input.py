@@ -90,6 +90,7 @@ CASES = [
     (["export", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "no complete trial"),
     (["export", "done", "--storage", "sqlite:///{db}", "--output", "/proc/nope/x.json"], 1, "cannot write"),
     (["export", "done", "--storage", "sqlite:///{db}", "--pick", "fastest-within", "--output", "x.json"], 2, "DELTA"),
+    (["refit", "done", "--storage", "sqlite:///{db}", "--output", "/no such dir/x.pt"], 1, "no directory"),
     (["show", "done", "--storage", "sqlite:///{tmp}/missing.db"], 1, "no such file"),
     (["studies", "--storage", "sqlite:///{notes}"], 1, "cannot open storage"),
     (["dashboard", "--storage", "sqlite:///{db}", "--port", "70000"], 2, "--port"),

@@ -20,3 +20,16 @@ def test_dashboard_lists_the_study_on_loopback_only(sqlite_url, dashboard):
     port = urlparse(base).port
     listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
     assert {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()} == {"127.0.0.1"}
+
+
+def test_a_taken_port_is_one_line_and_no_address_is_announced(sqlite_url):
+    import socket
+
+    import optuna
+
+    optuna.create_study(study_name="x", storage=sqlite_url)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["dashboard", "--storage", sqlite_url, "--port", str(port)])
+    assert result.exit_code == 1 and "in use" in result.stderr
+    assert "http://" not in result.stdout

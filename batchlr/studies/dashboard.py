@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import socket
+from collections.abc import Callable
 
 import optuna_dashboard
 
@@ -10,14 +12,18 @@ from batchlr.errors import BatchlrError
 from batchlr.studies.storage import open_storage
 
 
-def serve_dashboard(storage_url: str, host: str, port: int) -> None:
-    """Serve optuna-dashboard for ``storage_url`` until interrupted.
+def serve_dashboard(storage_url: str, host: str, port: int, ready: Callable[[], None]) -> None:
+    """Serve optuna-dashboard for ``storage_url`` until interrupted, calling ``ready`` once the
+    storage is open and the port free.
 
     Raises:
         BatchlrError: when the storage cannot be opened or the port is taken.
     """
     storage = open_storage(storage_url, create=False)
     try:
+        with socket.create_server((host, port)):  # fail before announcing the address
+            pass
+        ready()
         optuna_dashboard.run_server(storage, host=host, port=port)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:

@@ -39,6 +39,8 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``
     and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
     """
+    if not output.parent.is_dir():
+        raise BatchlrError(f"cannot write {output}: there is no directory {output.parent}; create it first")
     storage = open_storage(storage_url, create=False)
     study = load_existing_study(storage, study_name)
     best = best_complete_trial(study)
