@@ -85,6 +85,15 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     assert "broken" not in optuna.get_all_study_names(storage)
 
 
+def test_show_a_study_with_no_complete_trial_says_why(sqlite_url):
+    study = optuna.create_study(study_name="stuck", storage=sqlite_url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"reason": "diverged"}))
+    result = invoke("show", "stuck", "--storage", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert "no complete trial yet (ended: 1 diverged)" in result.output
+    assert json.loads(invoke("show", "stuck", "--storage", sqlite_url, "--json").output)["best"] is None
+
+
 def test_studies_lists_the_study_with_counts(study_db):
     result = invoke("studies", "--storage", study_db)
     assert result.exit_code == 0

@@ -134,13 +134,15 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def describe(study: optuna.Study, k: int) -> dict[str, Any]:
-    """What ``batchlr show --json`` prints."""
-    states = Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
+    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed."""
+    trials = study.get_trials(deepcopy=False)
+    best = best_complete_trial_or_none(study)
     return {
         "study": study.study_name,
         "settings": study.user_attrs,
-        "trials_by_state": dict(states),
-        "best": trial_record(best_complete_trial(study)),
+        "trials_by_state": dict(Counter(trial.state.name for trial in trials)),
+        "reasons": dict(Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)),
+        "best": None if best is None else trial_record(best),
         "top": [trial_record(trial) for trial in top_trials(study, k)],
         "pareto": [trial_record(trial) for trial in pareto_trials(study)],
     }
@@ -161,11 +163,18 @@ def describe_training(settings: dict[str, Any]) -> str:
 def render_report(report: dict[str, Any]) -> str:
     """The text ``batchlr show`` prints for a :func:`describe` report."""
     settings, best = report["settings"], report["best"]
-    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items()))
+    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
+    heading = (
+        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
+        f"{settings.get('folds')} folds x {describe_training(settings)}; trials {states}"
+    )
+    if best is None:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report["reasons"].items()))
+        why = f" (ended: {reasons})" if reasons else ""
+        return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
     folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
     lines = [
-        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
-        f"{settings.get('folds')} folds x {describe_training(settings)}; trials {states}",
+        heading,
         f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
         *(f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(best["params"].items())),
         "",
