@@ -28,6 +28,10 @@ def test_lr_scaling_searches_base_lr_and_exports_the_rule(sqlite_url, tmp_path):
     invoke("export", "lin", "--storage", sqlite_url, "--output", str(tmp_path / "lin.yaml"))
     cfg = batchlr.load_config(tmp_path / "lin.yaml")
     assert cfg.lr_scaling == {"rule": "linear", "reference_batch_size": 64}
+    # Resuming with the same B0 alone is no change; another B0 is.
+    invoke("run", "--storage", sqlite_url, "--study", "lin", "--reference-batch-size", "64", "--n-trials", "1")
+    other = CliRunner().invoke(main, ["run", "--storage", sqlite_url, "--study", "lin", "--reference-batch-size", "32"])
+    assert other.exit_code == 2 and "created with --reference-batch-size 64, not 32" in other.output
     assert (cfg.schedule, cfg.warmup) == ("cosine", 0.5)
     assert cfg.lr == pytest.approx(cfg.params["base_lr"] * cfg.batch_size / 64)
     assert cfg.lr_for(2 * cfg.batch_size) == pytest.approx(2 * cfg.lr)

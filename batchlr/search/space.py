@@ -188,7 +188,9 @@ class SearchSpace:
             "optimizers": list(self.optimizers),
             "momentum": list(MOMENTUM_RANGE),
             "lr_scaling": self.lr_scaling.rule,
-            "reference_batch_size": self.lr_scaling.to_dict()["reference_batch_size"],
+            # Kept without a rule too, so that a resumed run given only --reference-batch-size
+            # compares it with the study's, not with "not set".
+            "reference_batch_size": self.lr_scaling.reference_batch_size,
         }
 
     @classmethod
