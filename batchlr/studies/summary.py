@@ -187,7 +187,7 @@ def render_report(report: dict[str, Any]) -> str:
 
 
 def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'trial':>5}  {'accuracy':>8}  {'seconds':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
+    lines = [f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
     for row in rows:
         params, attrs = row["params"], row["user_attrs"]
         momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
