@@ -35,7 +35,6 @@ from batchlr.studies.storage import DEFAULT_HEARTBEAT, DEFAULT_STORAGE, STORAGE_
 
 DEFAULT_N_TRIALS = 20
 MAX_EPOCHS = 10_000
-RELIABLE_LOSS_DROP = 0.05  # an LR range test whose loss fell less than this found no descent
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and scikit-learn accept
 STORAGE_OPTION = click.option(
     "--storage",
@@ -212,9 +211,9 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     was created with; giving a different value for any of them is an error.
     """
     from batchlr.objectives.device import release_memory
-    from batchlr.studies.lifecycle import LR_FIND_ATTR, RunOptions, open_study
+    from batchlr.studies.lifecycle import RunOptions, open_study
     from batchlr.studies.spec import OPTION_OF, StudySpec, check_names
-    from batchlr.studies.summary import describe_training, render_outcome
+    from batchlr.studies.summary import render_outcome
     from batchlr.studies.progress import StudyProgress
     from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals, worker_arguments
 
@@ -238,19 +237,11 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     command_line = mask_command_line(ctx.meta["batchlr.arguments"])
     run_options = RunOptions(lr_auto=lr_auto, command_line=command_line, **{key: option[key] for key in ("sampler", "pruner", "seed", "device", "data_dir", "max_micro_batch", "heartbeat")})
     opened = open_study(storage, study_name, requested, given, run_options)
-    spec, objective = opened.spec, opened.objective
-    state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
-    click.echo(f"study {opened.study.study_name} ({state}) in {mask_url(storage)}")
-    click.echo(
-        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {describe_training(spec.settings())} on {objective.device}; "
-        f"batch_size {objective.space.batch_size[0]}:{objective.space.batch_size[1]}, "
-        f"{objective.space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, {','.join(spec.space.optimizers)}"
-    )
-    found = opened.study.user_attrs.get(LR_FIND_ATTR) if lr_auto and state == "new" else None
-    if found:
-        click.echo(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
-        if found["loss_drop"] < RELIABLE_LOSS_DROP:
-            click.echo(f"warning: its loss fell only {found['loss_drop']:.1%}, so the lr range may be off; consider giving --lr MIN:MAX", err=True)
+    objective = opened.objective
+    lines, warning = opened.opening(mask_url(storage))
+    click.echo("\n".join(lines))
+    if warning:
+        click.echo(warning, err=True)
     n_trials, timeout, study = option["n_trials"], option["timeout"], opened.study
     if option["workers"] > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
@@ -365,7 +356,7 @@ _OPTIMIZER_OPTIONS = (
 def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.objectives.data import dataset_slug
-    from batchlr.studies.probes import find_lr, open_probe, plot_lr_range, probe_hyperparameters
+    from batchlr.studies.probes import find_lr, open_probe, plot_lr_range, probe_hyperparameters, render_lr_range, weak_descent_warning
 
     probe = open_probe(option["dataset"], option["data_dir"], option["model"], option["device"], option["seed"])
     hyperparameters = probe_hyperparameters(option["batch_size"], option["optimizer"], option["momentum"], option.get("lr", 0.0))
@@ -376,15 +367,10 @@ def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
         record = {"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses}
         click.echo(json.dumps({**record, "stopped_early": result.stopped_early, "loss_drop": result.loss_drop}))
         return
-    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
-    click.echo(f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})")
-    if result.loss_drop < RELIABLE_LOSS_DROP:
-        click.echo(
-            f"warning: the loss fell only {result.loss_drop:.1%} over the sweep, so this suggestion is weak; "
-            "try more --steps, another --optimizer or --batch-size",
-            err=True,
-        )
-    click.echo(f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}")
+    click.echo("\n".join(render_lr_range(result)))
+    warning = weak_descent_warning(result.loss_drop, "try more --steps, another --optimizer or --batch-size")
+    if warning:
+        click.echo(warning, err=True)
 
 
 @main.command("noise-scale")
@@ -400,21 +386,17 @@ def lr_find(as_json: bool, plot: Path | None, **option: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print noise_scale, critical_batch_size and the parts as JSON.")
 def noise_scale(as_json: bool, **option: Any) -> None:
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
-    from batchlr.studies.probes import measure_noise_scale, open_probe, probe_hyperparameters
+    from batchlr.studies.probes import measure_noise_scale, open_probe, probe_hyperparameters, render_noise_scale
 
     probe = open_probe(option["dataset"], option["data_dir"], option["model"], option["device"], option["seed"])
     hyperparameters = probe_hyperparameters(option["batch_size"], option["optimizer"], option["momentum"], option.get("lr", 0.0))
     small, big = option["small_batch"], min(option["big_batch"], len(probe.indices))
     result = measure_noise_scale(probe, option["model"], option["seed"], small, big, option["repeats"], option["epochs"], hyperparameters)
-    critical, suggested = result.critical_batch_size, result.suggested_batch_range
     if as_json:
-        record = {"critical_batch_size": critical, "suggested_batch_range": suggested, **dataclasses.asdict(result)}
-        click.echo(json.dumps(record))
+        record = {"critical_batch_size": result.critical_batch_size, "suggested_batch_range": result.suggested_batch_range}
+        click.echo(json.dumps({**record, **dataclasses.asdict(result)}))
         return
-    when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
-    click.echo(f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches {small} and {big}, {result.repeats} repeats)")
-    click.echo(f"critical batch size ~ {critical}: batches up to it cut the steps almost proportionally, larger ones mostly add compute")
-    click.echo(f"suggested batch range: {suggested[0]}:{suggested[1]}")
+    click.echo("\n".join(render_noise_scale(result, option["epochs"])))
 
 
 @main.command()

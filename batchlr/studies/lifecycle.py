@@ -30,9 +30,10 @@ from batchlr.objectives.objective import CrossValidationObjective, TrainingSetti
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
-from batchlr.studies.probes import ProbeData, find_lr
+from batchlr.studies.probes import ProbeData, find_lr, weak_descent_warning
 from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
+from batchlr.studies.summary import describe_training
 
 MICRO_BATCH_ATTR = "max_micro_batch"
 LR_FIND_ATTR = "lr_find"
@@ -95,6 +96,23 @@ class OpenStudy:
             self.study.optimize(self._interruptible, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
         finally:
             fail_orphaned_trials(self.study, self.storage)
+
+    def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
+        """What ``batchlr run`` prints before the first trial, and a warning about a weak
+        ``--lr auto`` range test, or None."""
+        spec, space = self.spec, self.objective.space
+        state = f"resuming, {self.previous_trials} trials so far" if self.previous_trials else "new"
+        lines = [
+            f"study {self.study.study_name} ({state}) in {masked_storage}",
+            f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {describe_training(spec.settings())} on {self.objective.device}; "
+            f"batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, "
+            f"{','.join(spec.space.optimizers)}",
+        ]
+        found = self.study.user_attrs.get(LR_FIND_ATTR)
+        if not found:
+            return lines, None
+        lines.append(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
+        return lines, weak_descent_warning(found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX")
 
     def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:

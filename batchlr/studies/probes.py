@@ -27,6 +27,8 @@ from batchlr.objectives.device import resolve_device
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
 from batchlr.studies.spec import check_names
 
+RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
+
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
@@ -144,3 +146,31 @@ def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:
         raise BatchlrError(f"cannot save the plot to {path}: {error}") from None
     finally:
         pyplot.close(figure)
+
+
+def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
+    """A warning when an LR range test's loss fell less than :data:`RELIABLE_LOSS_DROP`, else None."""
+    if loss_drop >= RELIABLE_LOSS_DROP:
+        return None
+    return f"warning: the LR range test's loss fell only {loss_drop:.1%}, so its suggestion is weak; {remedy}"
+
+
+def render_lr_range(result: LrRangeTest) -> list[str]:
+    """What ``batchlr lr-find`` prints: the suggestion, and the search around it."""
+    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
+    return [
+        f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
+        f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
+    ]
+
+
+def render_noise_scale(result: NoiseScale, epochs: int) -> list[str]:
+    """What ``batchlr noise-scale`` prints: the estimate, its parts and the batch range it suggests."""
+    when = f"after {epochs} epochs" if epochs else "at initialisation"
+    low, high = result.suggested_batch_range
+    return [
+        f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, "
+        f"tr(S) {result.covariance_trace:.3g}; batches {result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
+        f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps almost proportionally, larger ones mostly add compute",
+        f"suggested batch range: {low}:{high}",
+    ]
