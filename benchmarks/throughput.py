@@ -19,7 +19,8 @@ import torch
 from batchlr.objectives.data import load_dataset
 from batchlr.objectives.device import resolve_device
 from batchlr.objectives.folds import assign_folds
-from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
+from batchlr.objectives.training import Budget
 from batchlr.search.space import SearchSpace
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     data = load_dataset(args.dataset, args.data_dir)
     folds = assign_folds(data.labels.numpy(), args.folds, seed=0, holdout=data.test_images is None)
     device = resolve_device(args.device)
-    objective = CrossValidationObjective(data, folds, SearchSpace(batch_size=(1, 1 << 20)), args.model, args.epochs, device, seed=0)
+    objective = CrossValidationObjective(data, folds, SearchSpace(batch_size=(1, 1 << 20)), args.model, TrainingSettings(budget=Budget("epochs", args.epochs)), device, seed=0)
     print(f"{args.dataset}: {tuple(data.images.shape)} loaded in {time.perf_counter() - started:.1f} s; {args.model} on {device}")
     print(f"{'batch':>6}  {'images/s':>9}  {'s/epoch/fold':>12}  {'s/trial':>8}  {'accuracy':>8}")
     for batch_size in map(int, args.batch_sizes.split(",")):

@@ -11,6 +11,31 @@ CIFAR_SUBSET = SHARED_DATA / "cifar10-subset" / "train"
 MNIST_RAW = SHARED_DATA / "mnist" / "MNIST" / "raw"
 
 
+# What a user's shell may set; a test that wants one sets it itself.
+BATCHLR_ENVIRONMENT = ("BATCHLR_STORAGE", "BATCHLR_DATA_DIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_project(tmp_path_factory):
+    """Run the session, module fixtures included, in an empty directory of its own.
+
+    The README's demo leaves ./batchlr.db (and users keep ./data) in the project directory: a
+    command under test that falls back on a default storage or data directory must meet
+    neither, nor leave a file there.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        for name in BATCHLR_ENVIRONMENT:
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own empty working directory, so that default storages never meet."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
