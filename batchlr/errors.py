@@ -7,9 +7,21 @@ class BatchlrError(Exception):
     """A problem with the user's input or environment, stated in one line.
 
     The message says what is wrong and how to fix it. The CLI prints it without a
-    traceback and exits 1; anything else that escapes is a bug.
+    traceback and exits with ``exit_code``; anything else that escapes is a bug.
     """
+
+    exit_code = 1
 
 
 class BatchlrUsageError(BatchlrError):
     """A bad option value or combination of options; the CLI exits 2, as click does for usage errors."""
+
+    exit_code = 2
+
+
+class Interrupted(BatchlrError):
+    """The user stopped a run (Ctrl-C, SIGTERM); the message says how to resume it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

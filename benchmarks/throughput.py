@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import optuna
-import torch
 
 from batchlr.objectives.data import load_dataset
 from batchlr.objectives.device import resolve_device
 from batchlr.objectives.folds import assign_folds
-from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
-from batchlr.objectives.training import Budget
+from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.search.space import SearchSpace
 
 

@@ -3,8 +3,8 @@
 import json
 import shlex
 import sys
-from pathlib import Path
 
+import click
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -86,7 +86,11 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
 
 
 def test_show_a_study_with_no_complete_trial_says_why(sqlite_url):
+    from batchlr.studies.spec import StudySpec
+
     study = optuna.create_study(study_name="stuck", storage=sqlite_url, direction="maximize")
+    for key, value in StudySpec().to_attrs().items():
+        study.set_user_attr(key, value)
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"reason": "diverged"}))
     result = invoke("show", "stuck", "--storage", sqlite_url)
     assert result.exit_code == 0, result.output
@@ -121,7 +125,8 @@ def test_export_round_trips_through_load_config(study_db, tmp_path, suffix):
     cfg = batchlr.load_config(output)
     assert cfg.params == best.params and cfg.value == best.value and cfg.trial == best.number
     assert cfg.fold_scores == best.user_attrs["fold_scores"]
-    assert (cfg.dataset, cfg.model, cfg.epochs, cfg.folds) == ("digits", "convnet", 2, 2)
+    settings = cfg.settings
+    assert (settings.dataset, settings.model, settings.training.budget.amount, settings.folds) == ("digits", "convnet", 2, 2)
     optimizer = cfg.make_optimizer(torch.nn.Linear(2, 2).parameters())
     expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[cfg.optimizer]
     assert type(optimizer) is expected and optimizer.param_groups[0]["lr"] == cfg.lr > 0
@@ -182,3 +187,23 @@ def test_grid_sampler_stops_when_the_grid_is_done(sqlite_url):
     assert invoke(*args).exit_code == 0
     trials = optuna.load_study(study_name="g", storage=sqlite_url).trials
     assert sorted((t.params["batch_size"], t.params["lr"]) for t in trials) == [(64, 1e-3), (64, 1e-2), (128, 1e-3), (128, 1e-2)]
+
+
+def test_every_option_of_every_command_has_help_and_help_shows_defaults():
+    for name, command in main.commands.items():
+        undocumented = [param.name for param in command.params if isinstance(param, click.Option) and not param.hidden and not param.help]
+        assert not undocumented, f"{name}: {undocumented}"
+    shown = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    assert "[default: 3; 2<=x<=100]" in shown and "env var: BATCHLR_STORAGE" in shown and "env var: BATCHLR_DATA_DIR" in shown
+    refit_help = " ".join(CliRunner().invoke(main, ["refit", "--help"]).output.split())
+    assert "env var: BATCHLR_DATA_DIR" in refit_help and "Seeds model initialisation" in refit_help
+
+
+def test_lr_find_counts_learning_rates_with_lr_count_and_still_takes_steps():
+    args = ["lr-find", "--device", "cpu", "--batch-size", "32", "--json"]
+    counted = json.loads(invoke(*args, "--lr-count", "20").output)
+    assert len(counted["lrs"]) <= 20
+    result = CliRunner().invoke(main, [*args, "--steps", "20"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["lrs"] == counted["lrs"]
+    assert "--steps is now --lr-count" in result.stderr
+    assert "--steps" not in CliRunner().invoke(main, ["lr-find", "--help"]).output

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 import batchlr
 from batchlr.cli import main
+from batchlr.objectives.micro_batches import MicroBatching
 
 TINY = ["--dataset", "digits", "--folds", "2", "--device", "cpu", "--batch-size", "32:128"]
 
@@ -27,12 +28,13 @@ def test_lr_scaling_searches_base_lr_and_exports_the_rule(sqlite_url, tmp_path):
         assert trial.user_attrs["lr"] == pytest.approx(trial.params["base_lr"] * trial.params["batch_size"] / 64)
     invoke("export", "lin", "--storage", sqlite_url, "--output", str(tmp_path / "lin.yaml"))
     cfg = batchlr.load_config(tmp_path / "lin.yaml")
-    assert cfg.lr_scaling == {"rule": "linear", "reference_batch_size": 64}
+    scaling = cfg.settings.space.lr_scaling
+    assert (scaling.rule, scaling.reference_batch_size) == ("linear", 64)
     # Resuming with the same B0 alone is no change; another B0 is.
     invoke("run", "--storage", sqlite_url, "--study", "lin", "--reference-batch-size", "64", "--n-trials", "1")
     other = CliRunner().invoke(main, ["run", "--storage", sqlite_url, "--study", "lin", "--reference-batch-size", "32"])
     assert other.exit_code == 2 and "created with --reference-batch-size 64, not 32" in other.output
-    assert (cfg.schedule, cfg.warmup) == ("cosine", 0.5)
+    assert (cfg.settings.training.schedule, cfg.settings.training.warmup) == ("cosine", 0.5)
     assert cfg.lr == pytest.approx(cfg.params["base_lr"] * cfg.batch_size / 64)
     assert cfg.lr_for(2 * cfg.batch_size) == pytest.approx(2 * cfg.lr)
 
@@ -68,7 +70,7 @@ def test_accuracy_time_study_shows_a_pareto_front_and_exports_the_fastest_close_
     output = tmp_path / "fast.json"
     invoke("export", "pareto", "--pick", "fastest-within", str(delta), "--storage", sqlite_url, "--output", str(output))
     assert batchlr.load_config(output).trial == fastest.number
-    assert all(trial.user_attrs["micro_batch"] == min(40, trial.params["batch_size"]) for trial in complete)
+    assert all(trial.user_attrs["micro_batch"] == MicroBatching(40).size(trial.params["batch_size"]) for trial in complete)
 
 
 @pytest.mark.parametrize(
@@ -98,4 +100,4 @@ def test_auto_micro_batch_is_found_once_and_stored_on_the_study(sqlite_url):
     invoke(*args, "--n-trials", "1")
     invoke(*args[:-2], "--n-trials", "1")  # resumed without --max-micro-batch: the stored cap holds
     for trial in optuna.load_study(study_name="auto-mb", storage=sqlite_url).trials[-2:]:
-        assert trial.user_attrs["micro_batch"] == min(40, trial.params["batch_size"])
+        assert trial.user_attrs["micro_batch"] == MicroBatching(40).size(trial.params["batch_size"])

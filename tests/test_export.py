@@ -16,6 +16,18 @@ RECORD = {
 }  # fmt: skip
 
 
+def test_an_export_of_release_0_1_0_still_loads(tmp_path):
+    path = tmp_path / "old.json"
+    params = {"batch_size": 128, "base_lr": 0.05, "optimizer": "adam"}
+    scaling = {"rule": "sqrt", "reference_batch_size": 32}
+    path.write_text(json.dumps({**RECORD, "params": params, "budget": {"kind": "steps", "amount": 50}, "lr_scaling": scaling}))
+    cfg = batchlr.load_config(path)
+    settings = cfg.settings
+    assert cfg.lr == pytest.approx(0.1)
+    assert (settings.dataset, settings.folds, settings.training.budget.kind, settings.training.budget.amount) == ("digits", 3, "steps", 50)
+    assert (settings.space.lr_scaling.rule, settings.space.lr_scaling.reference_batch_size) == ("sqrt", 32)
+
+
 def test_make_optimizer_applies_lr_and_momentum(tmp_path):
     path = tmp_path / "best.json"
     path.write_text(json.dumps(RECORD))

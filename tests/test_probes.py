@@ -46,7 +46,7 @@ def test_steepest_descent_picks_the_fastest_fall_before_the_minimum():
 
 def test_lr_find_json_and_plot_on_digits(tmp_path):
     plot = tmp_path / "lr.png"
-    args = ["lr-find", "--device", "cpu", "--batch-size", "32", "--steps", "40", "--json", "--plot", str(plot)]
+    args = ["lr-find", "--device", "cpu", "--batch-size", "32", "--lr-count", "40", "--json", "--plot", str(plot)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)

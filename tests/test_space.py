@@ -41,8 +41,3 @@ def test_grid_uses_powers_of_two_and_decades_inside_the_ranges():
     grid = SearchSpace(batch_size=(24, 300), lr=(3e-4, 0.5), optimizers=("sgd",)).grid()
     assert grid["batch_size"] == [24, 32, 64, 128, 256, 300]
     assert grid["lr"] == pytest.approx([3e-4, 1e-3, 1e-2, 1e-1, 0.5])
-
-
-def test_space_round_trips_through_its_stored_form():
-    space = SearchSpace(batch_size=(8, 64), lr=(1e-3, 0.1), optimizers=("adam", "rmsprop"))
-    assert SearchSpace.from_dict(space.to_dict()) == space

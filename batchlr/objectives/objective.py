@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import socket
 import statistics
@@ -18,29 +16,9 @@ from batchlr.objectives.folds import FoldAssignment
 from batchlr.objectives.models import build_model, parameter_count, resolve_model
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.objectives.training import EVAL_CHUNK, BatchStream, Budget, FoldRun, RoundResult, train_in_lockstep
+from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
+from batchlr.objectives.training import BatchStream, FoldRun, RoundResult, train_in_lockstep
 from batchlr.search.space import Hyperparameters, SearchSpace
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSettings:
-    """How every trial of a study trains, besides the hyperparameters it searches.
-
-    ``max_micro_batch`` caps the samples in one forward/backward pass (``None``: no cap).
-    ``objectives`` is ``("accuracy",)``, or ``("accuracy", "time")`` to also minimise the
-    training seconds; a two-objective trial reports nothing per round, since Optuna cannot
-    prune multi-objective trials.
-    """
-
-    budget: Budget = Budget()
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    max_micro_batch: int | None = None
-    objectives: tuple[str, ...] = ("accuracy",)
-
-    def micro_batch(self, batch_size: int) -> int:
-        """Samples per forward/backward pass for ``batch_size``."""
-        return min(batch_size, self.max_micro_batch or batch_size)
-
 
 class CrossValidationObjective:
     """Trains one model per fold in lockstep and returns the mean validation accuracy.
@@ -82,30 +60,28 @@ class CrossValidationObjective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         hyperparameters = self.space.suggest(trial)
         batch_size = hyperparameters.batch_size
-        micro_batch = self.settings.micro_batch(batch_size)
+        micro_batching = self.settings.micro_batching
         torch.manual_seed(self.seed + trial.number)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
         results: list[RoundResult] = []
         runs: list[FoldRun] = []
         try:
             runs.extend(self.fold_run(hyperparameters, train, val, generator) for train, val in self.fold_indices)
-            steps_per_epoch = len(runs[0].batches.indices) // batch_size
+            epoch_steps = steps_per_epoch(len(runs[0].batches.indices), batch_size)
             for key, value in {
                 "lr": hyperparameters.lr,
                 "param_count": parameter_count(runs[0].model),
                 "device": str(self.device),
                 "worker": {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)},
-                "steps_per_epoch": steps_per_epoch,
+                "steps_per_epoch": epoch_steps,
                 "optimizer_steps": sum(runs[0].rounds),
                 "samples_seen": sum(runs[0].rounds) * batch_size,
-                "micro_batch": micro_batch,
-                "accumulation_steps": math.ceil(batch_size / micro_batch),
+                "micro_batch": micro_batching.size(batch_size),
+                "accumulation_steps": micro_batching.accumulation_steps(batch_size),
             }.items():
                 trial.set_user_attr(key, value)
-            epoch_images = steps_per_epoch * batch_size * len(runs)
-            # A capped micro-batch means memory is tight: validate in passes no larger than it.
-            eval_chunk = self.settings.max_micro_batch or EVAL_CHUNK
-            for result in train_in_lockstep(runs, self.images, self.labels, micro_batch, eval_chunk):
+            epoch_images = epoch_steps * batch_size * len(runs)
+            for result in train_in_lockstep(runs, self.images, self.labels, micro_batching):
                 results.append(result)
                 if self.on_round:
                     self.on_round(len(results))
@@ -126,12 +102,18 @@ class CrossValidationObjective:
             runs.clear()
             release_memory(self.device)
             trial.set_user_attr("reason", "oom")
-            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batch}")
+            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}")
         _record(trial, results, epoch_images, reason=None)
         accuracy = statistics.fmean(results[-1].val_accuracy)
         if len(self.settings.objectives) == 2:
             return accuracy, trial.user_attrs["train_seconds"]
         return accuracy
+
+    def release(self) -> None:
+        """Give the device memory of the data back, for a process whose workers train instead."""
+        self.images = self.labels = torch.empty(0)
+        self.fold_indices = []
+        release_memory(self.device)
 
     def fold_run(
         self, hyperparameters: Hyperparameters, train: torch.Tensor, val: torch.Tensor, generator: torch.Generator
@@ -141,7 +123,7 @@ class CrossValidationObjective:
         model = model.to(self.device)
         optimizer = make_optimizer(hyperparameters, model.parameters())
         rounds = self.settings.budget.rounds(len(train), hyperparameters.batch_size)
-        warmup_steps = round(self.settings.warmup_epochs * (len(train) // hyperparameters.batch_size))
+        warmup_steps = self.settings.warmup_steps(len(train), hyperparameters.batch_size)
         scheduler = make_scheduler(optimizer, sum(rounds), self.settings.schedule, warmup_steps)
         return FoldRun(model, optimizer, scheduler, BatchStream(train, hyperparameters.batch_size, generator), val, rounds)
 

@@ -16,32 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-EVAL_CHUNK = 1024
-ROUNDS_PER_STEP_BUDGET = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """How long each fold trains: ``amount`` epochs, or ``amount`` optimizer steps."""
-
-    kind: str = "epochs"
-    amount: int = 10
-
-    @property
-    def round_count(self) -> int:
-        """Reports per trial: one per epoch, or ten (fewer for under ten steps) under a step budget."""
-        if self.kind == "epochs":
-            return self.amount
-        return min(self.amount, ROUNDS_PER_STEP_BUDGET)
-
-    def rounds(self, train_size: int, batch_size: int) -> list[int]:
-        """Optimizer steps in each round between two reports; under a step budget the rounds
-        differ by at most one step, so that every trial reports at the same step counts."""
-        if self.kind == "epochs":
-            return [train_size // batch_size] * self.amount
-        whole, extra = divmod(self.amount, self.round_count)
-        return [whole + (index < extra) for index in range(self.round_count)]
-
+from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 
 class BatchStream:
     """Batches of indices from a fresh shuffle every epoch; an epoch's incomplete last batch is
@@ -91,15 +66,13 @@ class RoundResult:
 
 
 def train_steps(
-    run: FoldRun, images: torch.Tensor, labels: torch.Tensor, steps: int, micro_batch: int
+    run: FoldRun, images: torch.Tensor, labels: torch.Tensor, steps: int, micro_batching: MicroBatching
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` optimizer steps; returns (mean loss, accuracy) over them, on the device.
 
-    A batch larger than ``micro_batch`` is split into ceil(batch / micro_batch) near-equal
-    micro-batches (never a remainder of one, which BatchNorm cannot train on) and their
-    gradients accumulated: each micro-batch's summed loss is divided by the whole batch, so
-    the step uses the mean gradient of exactly the batch (BatchNorm still normalises per
-    micro-batch).
+    Each batch is split by ``micro_batching`` and the gradients accumulated: each
+    micro-batch's summed loss is divided by the whole batch, so the step uses the mean
+    gradient of exactly the batch (BatchNorm still normalises per micro-batch).
     """
     run.model.train()
     loss_sum = torch.zeros((), device=images.device)
@@ -107,7 +80,7 @@ def train_steps(
     for _ in range(steps):
         batch = run.batches.next()
         run.optimizer.zero_grad(set_to_none=True)
-        for micro in batch.tensor_split(math.ceil(len(batch) / micro_batch)):
+        for micro in micro_batching.split(batch):
             logits = run.model(images[micro])
             loss = F.cross_entropy(logits, labels[micro], reduction="sum")
             (loss / len(batch)).backward()
@@ -133,22 +106,22 @@ def evaluate(
 
 
 def train_in_lockstep(
-    runs: list[FoldRun], images: torch.Tensor, labels: torch.Tensor, micro_batch: int, eval_chunk: int = EVAL_CHUNK
+    runs: list[FoldRun], images: torch.Tensor, labels: torch.Tensor, micro_batching: MicroBatching = MicroBatching()
 ) -> Iterator[RoundResult]:
     """Train every fold round by round, yielding after each round of all folds.
 
-    ``micro_batch`` caps the samples per training pass, ``eval_chunk`` per validation pass.
+    ``micro_batching`` caps the samples per training and validation pass.
 
     Round r of every fold finishes before round r+1 of any fold starts, so the caller can
     report a fold mean after each round and stop the whole trial early.
     """
     for round_index in range(len(runs[0].rounds)):
         started = time.perf_counter()
-        stats = [train_steps(run, images, labels, run.rounds[round_index], micro_batch) for run in runs]
+        stats = [train_steps(run, images, labels, run.rounds[round_index], micro_batching) for run in runs]
         train_loss, train_accuracy = torch.stack([torch.stack(pair) for pair in stats]).T.tolist()
         train_seconds = time.perf_counter() - started  # tolist() waited for the device
         val_accuracy = torch.stack(
-            [evaluate(run.model, images, labels, run.val_indices, eval_chunk) for run in runs]
+            [evaluate(run.model, images, labels, run.val_indices, micro_batching.eval_chunk) for run in runs]
         ).tolist()
         yield RoundResult(
             round=round_index,

@@ -88,17 +88,14 @@ class LrScaling:
         ratio = batch_size / self.reference_batch_size
         return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.rule]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "reference_batch_size": None if self.rule == "none" else self.reference_batch_size}
+    def to_attrs(self) -> dict[str, Any]:
+        """The rule as the options that set it. The reference batch size is kept without a rule
+        too, so that a resumed run given only --reference-batch-size compares it with the study's."""
+        return {"lr_scaling": self.rule, "reference_batch_size": self.reference_batch_size}
 
     @classmethod
-    def from_dict(cls, stored: Mapping[str, Any] | None) -> LrScaling:
-        """From :meth:`to_dict`'s form, or from a study's settings (keys ``lr_scaling``, ``reference_batch_size``)."""
-        stored = stored or {}
-        rule = stored.get("rule", stored.get("lr_scaling", "none"))
-        if rule == "none":
-            return cls()
-        return cls(rule=rule, reference_batch_size=int(stored["reference_batch_size"]))
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> LrScaling:
+        return cls(attrs.get("lr_scaling") or "none", int(attrs.get("reference_batch_size") or DEFAULT_REFERENCE_BATCH_SIZE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,30 +176,6 @@ class SearchSpace:
             "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
             self.lr_param: _log_ladder(*self.lr, base=10, kind=float),
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form stored on a study and compared when it is resumed."""
-        return {
-            "batch_size": list(self.batch_size),
-            "lr": list(self.lr),
-            "optimizers": list(self.optimizers),
-            "momentum": list(MOMENTUM_RANGE),
-            "lr_scaling": self.lr_scaling.rule,
-            # Kept without a rule too, so that a resumed run given only --reference-batch-size
-            # compares it with the study's, not with "not set".
-            "reference_batch_size": self.lr_scaling.reference_batch_size,
-        }
-
-    @classmethod
-    def from_dict(cls, stored: Mapping[str, Any]) -> SearchSpace:
-        low_b, high_b = stored["batch_size"]
-        low_lr, high_lr = stored["lr"]
-        return cls(
-            batch_size=(int(low_b), int(high_b)),
-            lr=(float(low_lr), float(high_lr)),
-            optimizers=tuple(stored["optimizers"]),
-            lr_scaling=LrScaling.from_dict(stored),
-        )
 
 
 def _log_ladder(low: Number, high: Number, *, base: int, kind: type[Number]) -> list[Number]:

@@ -17,7 +17,9 @@ from batchlr.errors import BatchlrError
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.search.space import Hyperparameters, LrScaling
-from batchlr.studies.spec import METRIC
+from batchlr.studies.spec import METRIC, StudySpec, study_spec
+from batchlr.studies.storage import open_storage
+from batchlr.studies.summary import best_complete_trial, fastest_within, load_existing_study
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -28,6 +30,8 @@ class BestConfig:
 
     ``params`` holds exactly the best trial's Optuna params; ``batch_size``, ``lr`` and
     ``optimizer`` read them, and :meth:`make_optimizer` builds the torch optimizer.
+    ``settings`` is everything the study was created with (data set, model, folds, budget,
+    schedule, warmup, LR scaling, ...), as ``batchlr show --json`` prints it.
     """
 
     study: str
@@ -37,24 +41,13 @@ class BestConfig:
     direction: str
     params: dict[str, Any]
     fold_scores: list[float]
-    dataset: str
-    model: str
-    epochs: int | None
-    folds: int
+    train_seconds: float | None
+    settings: StudySpec
     versions: dict[str, str]
-    lr_scaling: dict[str, Any] = dataclasses.field(default_factory=lambda: LrScaling().to_dict())
-    schedule: str = "constant"
-    warmup: float = 0.0
-    budget: dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "epochs", "amount": None})
-    train_seconds: float | None = None
-
-    @property
-    def scaling(self) -> LrScaling:
-        return LrScaling.from_dict(self.lr_scaling)
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters.from_params(self.params, self.scaling)
+        return Hyperparameters.from_params(self.params, self.settings.space.lr_scaling)
 
     def lr_for(self, batch_size: int, rule: str | None = None) -> float:
         """The learning rate for ``batch_size``, rescaled from this configuration's lr.
@@ -62,7 +55,7 @@ class BestConfig:
         ``rule`` defaults to the study's ``--lr-scaling`` rule; for a study that searched lr
         directly, name one (``"linear"`` or ``"sqrt"``) to rescale with.
         """
-        rule = rule or self.scaling.rule
+        rule = rule or self.settings.space.lr_scaling.rule
         if rule == "none":
             raise BatchlrError("this study searched lr without a scaling rule; call lr_for(batch_size, rule='linear' or 'sqrt')")
         return LrScaling(rule, self.batch_size).lr(self.lr, batch_size)
@@ -93,36 +86,41 @@ class BestConfig:
         """The study's learning-rate schedule (and warmup) over ``steps`` optimizer steps; call
         its ``step()`` after each ``optimizer.step()``. Warmup is in epochs, so a study with
         warmup needs ``steps_per_epoch``."""
-        if self.warmup and not steps_per_epoch:
-            raise BatchlrError(f"the study warms up for {self.warmup:g} epochs: pass steps_per_epoch to make_scheduler")
-        return make_scheduler(optimizer, steps, self.schedule, round(self.warmup * (steps_per_epoch or 0)))
+        training = self.settings.training
+        if training.warmup and not steps_per_epoch:
+            raise BatchlrError(f"the study warms up for {training.warmup:g} epochs: pass steps_per_epoch to make_scheduler")
+        return make_scheduler(optimizer, steps, training.schedule, round(training.warmup * (steps_per_epoch or 0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form :func:`load_config` reads."""
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {**record, "settings": self.settings.to_attrs()}
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestConfig:
     """A complete trial of a batchlr study as a :class:`BestConfig`."""
-    settings = study.user_attrs
     return BestConfig(
         study=study.study_name,
         trial=trial.number,
         value=float(trial.values[0]),
-        metric=settings.get("metric", METRIC),
+        metric=METRIC,
         direction=study.directions[0].name.lower(),
         params=dict(trial.params),
         fold_scores=list(trial.user_attrs.get("fold_scores", [])),
-        dataset=settings.get("dataset", "unknown"),
-        model=settings.get("model", "unknown"),
-        epochs=settings.get("epochs"),
-        folds=int(settings.get("folds", 0)),
-        versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
-        lr_scaling=LrScaling.from_dict(settings).to_dict(),
-        schedule=settings.get("schedule", "constant"),
-        warmup=float(settings.get("warmup", 0.0)),
-        budget={"kind": settings.get("budget", "epochs"), "amount": settings.get("steps") or settings.get("epochs")},
         train_seconds=trial.user_attrs.get("train_seconds"),
+        settings=study_spec(study),
+        versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
     )
+
+
+def export_trial(storage_url: str, study_name: str, output: Path, delta: float | None = None) -> BestConfig:
+    """``batchlr export``: write the best complete trial of a study to ``output``, or with
+    ``delta`` the fastest within ``delta`` accuracy of it; returns what was written."""
+    study = load_existing_study(open_storage(storage_url, create=False), study_name)
+    trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
+    config = trial_config(study, trial)
+    write_config(config, output)
+    return config
 
 
 def write_config(config: BestConfig, path: Path) -> None:
@@ -155,13 +153,24 @@ def load_config(path: str | Path) -> BestConfig:
 def _from_record(record: Any, path: Path) -> BestConfig:
     if not isinstance(record, Mapping):
         raise BatchlrError(f"{path} does not hold a batchlr configuration object")
-    fields = dataclasses.fields(BestConfig)
-    missing = [field.name for field in fields if field.name not in record and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    if "settings" not in record:
+        record = _from_first_format(record)
+    fields = [field.name for field in dataclasses.fields(BestConfig)]
+    missing = [name for name in fields if name not in record]
     if missing:
         raise BatchlrError(f"{path} lacks {', '.join(missing)}; export it again with batchlr export")
-    config = BestConfig(**{field.name: record[field.name] for field in fields if field.name in record})
     try:
-        Hyperparameters.from_params(config.params, config.scaling)  # a bad file fails here, not at first use
+        config = BestConfig(**{**{name: record[name] for name in fields}, "settings": StudySpec.from_attrs(record["settings"])})
+        config.hyperparameters  # a bad file fails here, not at first use
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise BatchlrError(f"{path}: malformed params or lr_scaling ({error}); export it again with batchlr export") from None
+        raise BatchlrError(f"{path}: malformed params or settings ({error}); export it again with batchlr export") from None
     return config
+
+
+def _from_first_format(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An export of batchlr 0.1.0, which kept the settings at the top level, in today's form."""
+    budget, scaling = record.get("budget") or {}, record.get("lr_scaling") or {}
+    settings = {key: record[key] for key in ("dataset", "model", "folds", "schedule", "warmup") if key in record}
+    settings |= {"budget": budget.get("kind"), budget.get("kind") or "epochs": budget.get("amount") or record.get("epochs")}
+    settings |= {"lr_scaling": scaling.get("rule"), "reference_batch_size": scaling.get("reference_batch_size")}
+    return {**record, "train_seconds": record.get("train_seconds"), "settings": settings}

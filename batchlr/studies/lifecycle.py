@@ -9,8 +9,6 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -20,23 +18,24 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import TrialState
 
-from batchlr.errors import BatchlrError
+from batchlr.errors import BatchlrError, Interrupted
 from batchlr.objectives.data import ImageData, load_dataset
 from batchlr.objectives.device import resolve_device
 from batchlr.objectives.folds import HOLDOUT, FoldAssignment, assign_folds
-from batchlr.objectives.memory import largest_micro_batch
+from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.models import resolve_model
-from batchlr.objectives.objective import CrossValidationObjective, TrainingSettings
+from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
-from batchlr.studies.probes import ProbeData, find_lr, weak_descent_warning
-from batchlr.studies.spec import METRIC_NAMES, StudySpec, load_spec, reconcile, save_spec
+from batchlr.search.space import Hyperparameters, default_momentum
+from batchlr.studies.probes import ProbeData, find_lr
+from batchlr.studies.progress import Mode, StudyProgress
+from batchlr.studies.render import dashboard_note
+from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
-from batchlr.studies.summary import describe_training
+from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals
 
-MICRO_BATCH_ATTR = "max_micro_batch"
-LR_FIND_ATTR = "lr_find"
+DEFAULT_N_TRIALS = 20
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -47,13 +46,9 @@ TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 class RunOptions:
     """How this process runs trials; none of it is part of the study's definition."""
 
-    sampler: str = "tpe"
-    pruner: str = "median"
     seed: int = 0
+    """Seeds this run's sampler and model initialisation (and a new study's folds, as ``StudySpec.seed``)."""
     device: str = "auto"
-    data_dir: Path = Path("data")
-    max_micro_batch: int | str | None = None
-    """A cap on the samples per forward/backward pass, ``"auto"`` to probe the device, or ``None``."""
     lr_auto: bool = False
     """For a new study, run the LR range test and search one decade either side of its suggestion."""
     heartbeat: int | None = DEFAULT_HEARTBEAT
@@ -97,23 +92,6 @@ class OpenStudy:
         finally:
             fail_orphaned_trials(self.study, self.storage)
 
-    def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
-        """What ``batchlr run`` prints before the first trial, and a warning about a weak
-        ``--lr auto`` range test, or None."""
-        spec, space = self.spec, self.objective.space
-        state = f"resuming, {self.previous_trials} trials so far" if self.previous_trials else "new"
-        lines = [
-            f"study {self.study.study_name} ({state}) in {masked_storage}",
-            f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {describe_training(spec.settings())} on {self.objective.device}; "
-            f"batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} {spec.space.lr[0]:.3g}:{spec.space.lr[1]:.3g}, "
-            f"{','.join(spec.space.optimizers)}",
-        ]
-        found = self.study.user_attrs.get(LR_FIND_ATTR)
-        if not found:
-            return lines, None
-        lines.append(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
-        return lines, weak_descent_warning(found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX")
-
     def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
             return self.objective(trial)
@@ -126,6 +104,48 @@ class OpenStudy:
                 RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, interrupted)
             trial.set_user_attr("reason", "interrupted")
             raise
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialPlan:
+    """How many trials a run starts, in how many local processes, and how it shows them."""
+
+    n_trials: int | None = None
+    """Trials this process runs; :data:`DEFAULT_N_TRIALS` when neither it nor ``timeout`` is set."""
+    timeout: float | None = None
+    max_trials: int | None = None
+    workers: int = 1
+    worker_arguments: tuple[str, ...] = ()
+    """The ``batchlr run`` options each worker gets (see :func:`batchlr.studies.workers.worker_arguments`)."""
+    progress: Mode = "lines"
+
+
+def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
+    """Run the plan's trials on the opened study, here or in ``plan.workers`` local processes.
+
+    Raises:
+        Interrupted: on Ctrl-C or SIGTERM, once the running trial is marked for a retry.
+        SystemExit: with the first failing worker's exit code.
+    """
+    if plan.workers > 1:
+        # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
+        opened.objective.release()
+        code = run_workers(plan.worker_arguments, plan.workers, options.device, options.seed)
+        if code:
+            raise SystemExit(code)
+        return
+    stop_gracefully_on_signals()
+    n_trials = plan.n_trials if plan.n_trials or plan.timeout else DEFAULT_N_TRIALS
+    objective = opened.objective
+    try:
+        with StudyProgress(plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k) as progress:
+            objective.on_round = progress.on_round
+            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first",
+            INTERRUPTED_EXIT,
+        ) from None
 
 
 def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
@@ -172,84 +192,62 @@ def open_study(
     When several workers start a new study at once, the database lets one create it; the
     others wait for its settings and folds and resume it.
     """
+    requested = dataclasses.replace(requested, dataset=check_names(requested.dataset, requested.model))
     storage = open_storage(storage_url, create=True, heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
     while True:
         stored = load_spec(storage, name)
-        prepared = prepare(storage, name, stored, requested, given, options)
-        if stored or _create_study(storage, name, prepared.spec.directions()):
+        spec, objective = prepare(name, stored, requested, given, options)
+        if stored or _create_study(storage, name, spec.directions):
             break
-    spec, objective = prepared.spec, prepared.objective
     previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
     study = optuna.load_study(
         storage=storage,
         study_name=name,
         # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(options.sampler, objective.space, options.seed + previous_trials),
-        pruner=make_pruner(options.pruner, objective.settings.budget.round_count),
+        sampler=make_sampler(spec.sampler, objective.space, options.seed + previous_trials),
+        pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
     )
+    cap = spec.training.max_micro_batch
     if not stored:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([METRIC_NAMES[objective_name] for objective_name in spec.objectives])
-            if prepared.lr_found:
-                study.set_user_attr(LR_FIND_ATTR, prepared.lr_found)
-            if objective.settings.max_micro_batch is not None:
-                study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
-            # How the study was run, for `show --as-config`; a later run may change them.
-            for key, value in (("sampler", options.sampler), ("pruner", options.pruner), ("data_dir", str(options.data_dir.expanduser().resolve()))):
-                study.set_user_attr(key, value)
-            optuna_dashboard.save_note(study, _note(spec, objective, options.command_line))
+                study.set_metric_names(spec.metric_names)
+            optuna_dashboard.save_note(study, dashboard_note(spec, objective, options.command_line))
             save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
         except BaseException:
             # A study without its spec would make every later run wait and fail: take it away.
             storage.delete_study(storage.get_study_id_from_name(name))
             raise
-    elif objective.settings.max_micro_batch is not None and MICRO_BATCH_ATTR not in study.user_attrs:
-        study.set_user_attr(MICRO_BATCH_ATTR, objective.settings.max_micro_batch)
+    elif isinstance(cap, int) and stored[0].training.max_micro_batch is None:
+        save_micro_batch_cap(study, cap)
     return OpenStudy(study, storage, spec, objective, previous_trials)
 
 
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """A study's spec and the objective built for it in this process."""
-
-    spec: StudySpec
-    objective: CrossValidationObjective
-    lr_found: dict[str, Any] | None
-
-
 def prepare(
-    storage: optuna.storages.RDBStorage,
-    name: str,
-    stored: tuple[StudySpec, FoldAssignment, str] | None,
-    requested: StudySpec,
-    given: Collection[str],
-    options: RunOptions,
-) -> Prepared:
-    """The spec and objective for the stored study, or for a new one from ``requested``."""
-    stored_attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name)) if stored else {}
+    name: str, stored: tuple[StudySpec, FoldAssignment, str] | None, requested: StudySpec, given: Collection[str], options: RunOptions
+) -> tuple[StudySpec, CrossValidationObjective]:
+    """The spec and objective for the stored study, or for a new one from ``requested``.
+
+    The spec comes back as the run uses it: the data directory absolute, the micro-batch cap
+    resolved, and for a new study under ``--lr auto`` the lr range found.
+    """
     spec = reconcile(stored[0] if stored else None, requested, given, name)
-    data = load_dataset(spec.dataset, options.data_dir.expanduser())
+    spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
+    data = load_dataset(spec.dataset, spec.data_dir)
     if stored:
         folds = _checked_folds(stored[1], stored[2], data, name)
     else:
         folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None)
     device = resolve_device(options.device)
-    lr_found = None
     if options.lr_auto and not stored:
-        spec, lr_found = _with_found_lr(spec, data, folds, device, options.seed)
+        spec = _with_found_lr(spec, data, folds, device, options.seed)
     space = spec.space.clip_batch_size(folds.smallest_train_size())
-    settings = TrainingSettings(
-        budget=spec.training_budget(),
-        schedule=spec.schedule,
-        warmup_epochs=spec.warmup,
-        max_micro_batch=_micro_batch_cap(options.max_micro_batch, stored_attrs, spec, data, device, space),
-        objectives=spec.objectives,
-    )
-    objective = CrossValidationObjective(data, folds, space, spec.model, settings, device, options.seed)
-    return Prepared(spec, objective, lr_found)
+    stored_cap = stored[0].training.max_micro_batch if stored else None
+    cap = resolve_cap(spec.training.max_micro_batch, stored_cap, resolve_model(spec.model), data.input_shape, data.num_classes, device, space.batch_size[1])
+    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, max_micro_batch=cap))
+    return spec, CrossValidationObjective(data, folds, space, spec.model, spec.training, device, options.seed)
 
 
 def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str]) -> bool:
@@ -261,24 +259,7 @@ def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: li
     return True
 
 
-def _note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
-    """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
-    data, space = objective.data, objective.space
-    settings = {key: value for key, value in spec.settings().items() if value is not None}
-    rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
-    return (
-        f"# batchlr study\n\n{data.name}: {len(data.labels)} training images of shape {data.input_shape}, "
-        f"{data.num_classes} classes; {spec.folds}-fold cross-validation, "
-        f"{'official test split' if data.test_images is not None else '20 % hold-out'} kept out.\n\n"
-        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
-        f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
-        f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
-    )
-
-
-def _with_found_lr(
-    spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int
-) -> tuple[StudySpec, dict[str, Any]]:
+def _with_found_lr(spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int) -> StudySpec:
     """``spec`` searching lr (or base_lr) one decade either side of the LR range test's suggestion.
 
     The test runs at the reference batch size under an LR scaling rule, so that the
@@ -299,28 +280,7 @@ def _with_found_lr(
     record = {"suggested_lr": suggested, "loss_drop": test.loss_drop, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
     # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
     center = suggested / space.lr_scaling.lr(1.0, batch_size)
-    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10))), record
-
-
-def _micro_batch_cap(
-    requested: int | str | None,
-    stored_attrs: dict[str, Any],
-    spec: StudySpec,
-    data: ImageData,
-    device: torch.device,
-    space: SearchSpace,
-) -> int | None:
-    """The micro-batch cap: a number as given; for ``auto`` or nothing, the one stored on the
-    study (so that resumed runs and refits train as the study's trials did); else for ``auto``
-    the one probed once."""
-    if requested not in ("auto", None):
-        return int(requested)
-    if MICRO_BATCH_ATTR in stored_attrs:
-        return int(stored_attrs[MICRO_BATCH_ATTR])
-    if requested is None:
-        return None
-    factory = resolve_model(spec.model)
-    return largest_micro_batch(factory, data.input_shape, data.num_classes, device, space.batch_size[1])
+    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record)
 
 
 def _checked_folds(folds: FoldAssignment, fingerprint: str, data: ImageData, study: str) -> FoldAssignment:

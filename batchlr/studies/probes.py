@@ -15,20 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.data import ImageData, load_dataset
+from batchlr.objectives.data import ImageData, dataset_slug, load_dataset
 from batchlr.objectives.folds import HOLDOUT, assign_folds
 from batchlr.objectives.lr_finder import LrRangeTest, lr_range_test
 from batchlr.objectives.models import build_model, resolve_model
 from batchlr.objectives.noise_scale import NoiseScale, estimate_noise_scale
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
+from batchlr.objectives.micro_batches import MicroBatching
+from batchlr.objectives.settings import steps_per_epoch
 from batchlr.objectives.training import BatchStream, FoldRun, train_steps
 from batchlr.objectives.device import resolve_device
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
 from batchlr.studies.spec import check_names
-
-RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
-
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
@@ -72,7 +71,7 @@ def find_lr(
     seed: int,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    steps: int = 100,
+    lr_count: int = 100,
 ) -> LrRangeTest:
     """The LR range test for one batch size and optimizer (``hyperparameters.lr`` is ignored)."""
     probe.check_batch(hyperparameters.batch_size, "--batch-size")
@@ -82,7 +81,7 @@ def find_lr(
     network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
     batches = BatchStream(probe.indices, hyperparameters.batch_size, _generator(probe, seed))
     optimizer = make_optimizer(hyperparameters, network.parameters())
-    result = lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, steps)
+    result = lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, lr_count)
     if len(result.lrs) < 3:
         raise BatchlrError(f"the loss diverged at once, from lr {start_lr:g}; lower --start-lr")
     return result
@@ -108,10 +107,10 @@ def measure_noise_scale(
     if epochs and hyperparameters is not None:
         probe.check_batch(hyperparameters.batch_size, "--batch-size")
         optimizer = make_optimizer(hyperparameters, network.parameters())
-        steps = epochs * (len(probe.indices) // hyperparameters.batch_size)
+        steps = epochs * steps_per_epoch(len(probe.indices), hyperparameters.batch_size)
         batches = BatchStream(probe.indices, hyperparameters.batch_size, generator)
         run = FoldRun(network, optimizer, make_scheduler(optimizer, steps, "constant"), batches, probe.indices[:0], [steps])
-        train_steps(run, probe.images, probe.labels, steps, hyperparameters.batch_size)
+        train_steps(run, probe.images, probe.labels, steps, MicroBatching())
     network.train()
     inputs, targets = probe.images[probe.indices], probe.labels[probe.indices]
     result = estimate_noise_scale(network, F.cross_entropy, inputs, targets, small_batch, big_batch, repeats, generator)
@@ -121,6 +120,30 @@ def measure_noise_scale(
             f"{result.covariance_trace:.3g}): the gradient is buried in noise; raise --repeats or --big-batch"
         )
     return result
+
+
+def run_lr_find(
+    dataset: str, data_dir: Path, model: str, device: str, seed: int, batch_size: int, optimizer: str, momentum: float,
+    start_lr: float, end_lr: float, lr_count: int, plot: Path | None = None,
+) -> LrRangeTest:  # fmt: skip
+    """``batchlr lr-find``: the LR range test on ``dataset`` as the options describe it, its
+    curve saved as an image to ``plot`` if given."""
+    probe = open_probe(dataset, data_dir, model, device, seed)
+    result = find_lr(probe, model, probe_hyperparameters(batch_size, optimizer, momentum), seed, start_lr, end_lr, lr_count)
+    if plot:
+        plot_lr_range(result, plot, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}")
+    return result
+
+
+def run_noise_scale(
+    dataset: str, data_dir: Path, model: str, device: str, seed: int, small_batch: int, big_batch: int, repeats: int,
+    epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+) -> NoiseScale:  # fmt: skip
+    """``batchlr noise-scale``: B_simple on ``dataset``, after ``epochs`` of training with the
+    given batch size, lr and optimizer; the big batch is capped at the training samples."""
+    probe = open_probe(dataset, data_dir, model, device, seed)
+    hyperparameters = probe_hyperparameters(batch_size, optimizer, momentum, lr)
+    return measure_noise_scale(probe, model, seed, small_batch, min(big_batch, len(probe.indices)), repeats, epochs, hyperparameters)
 
 
 def _generator(probe: ProbeData, seed: int) -> torch.Generator:
@@ -146,31 +169,3 @@ def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:
         raise BatchlrError(f"cannot save the plot to {path}: {error}") from None
     finally:
         pyplot.close(figure)
-
-
-def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
-    """A warning when an LR range test's loss fell less than :data:`RELIABLE_LOSS_DROP`, else None."""
-    if loss_drop >= RELIABLE_LOSS_DROP:
-        return None
-    return f"warning: the LR range test's loss fell only {loss_drop:.1%}, so its suggestion is weak; {remedy}"
-
-
-def render_lr_range(result: LrRangeTest) -> list[str]:
-    """What ``batchlr lr-find`` prints: the suggestion, and the search around it."""
-    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
-    return [
-        f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
-        f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
-    ]
-
-
-def render_noise_scale(result: NoiseScale, epochs: int) -> list[str]:
-    """What ``batchlr noise-scale`` prints: the estimate, its parts and the batch range it suggests."""
-    when = f"after {epochs} epochs" if epochs else "at initialisation"
-    low, high = result.suggested_batch_range
-    return [
-        f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, "
-        f"tr(S) {result.covariance_trace:.3g}; batches {result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
-        f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps almost proportionally, larger ones mostly add compute",
-        f"suggested batch range: {low}:{high}",
-    ]

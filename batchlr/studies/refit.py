@@ -16,7 +16,7 @@ from batchlr.search.space import Hyperparameters
 from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, load_existing_study
+from batchlr.studies.summary import REFIT_ATTRS, best_complete_trial, load_existing_study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +31,14 @@ class RefitResult:
     seconds: float
 
 
-def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions) -> RefitResult:
+def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None) -> RefitResult:
     """Retrain the best trial's configuration on every training sample the folds used, for the
     study's budget, then score it on the data set's official test split, or on the hold-out
     the study set aside when it was created (the search never saw either).
 
     Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``
     and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
+    Reads the data from ``data_dir``, or where the study was created from.
     """
     if not output.parent.is_dir():
         raise BatchlrError(f"cannot write {output}: there is no directory {output.parent}; create it first")
@@ -46,8 +47,8 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     best = best_complete_trial(study)
     stored = load_spec(storage, study_name, wait=0)
     assert stored is not None  # load_existing_study found the study
-    options = dataclasses.replace(options, max_micro_batch=None, heartbeat=None)  # the study's stored cap
-    objective = prepare(storage, study_name, stored, stored[0], (), options).objective
+    requested = stored[0] if data_dir is None else dataclasses.replace(stored[0], data_dir=data_dir)
+    _, objective = prepare(study_name, stored, requested, () if data_dir is None else ("data_dir",), options)
     hyperparameters = Hyperparameters.from_params(best.params, objective.space.lr_scaling)
 
     started = time.perf_counter()
@@ -55,8 +56,8 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     train = torch.as_tensor(np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device)
     generator = torch.Generator(device=objective.device).manual_seed(options.seed)
     run = objective.fold_run(hyperparameters, train, train[:0], generator)
-    micro = objective.settings.micro_batch(hyperparameters.batch_size)
-    losses = [train_steps(run, objective.images, objective.labels, steps, micro)[0] for steps in run.rounds]
+    micro_batching = objective.settings.micro_batching
+    losses = [train_steps(run, objective.images, objective.labels, steps, micro_batching)[0] for steps in run.rounds]
     if not torch.isfinite(torch.stack(losses)).all():
         raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")
 
@@ -68,11 +69,11 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         images, labels = objective.images, objective.labels
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
-    accuracy = evaluate(run.model, images, labels, test).item()
+    accuracy = evaluate(run.model, images, labels, test, micro_batching.eval_chunk).item()
     try:
         torch.save(run.model.state_dict(), output)
     except OSError as error:
         raise BatchlrError(f"cannot write {output}: {error.strerror}") from None
-    for key, value in {"test_accuracy": accuracy, "test_split": split, "refit_trial": best.number}.items():
+    for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)

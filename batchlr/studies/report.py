@@ -12,13 +12,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
-from batchlr.studies.summary import best_complete_trial, format_params, top_trials
+from batchlr.studies.render import format_params, training_phrase
+from batchlr.studies.spec import study_spec
+from batchlr.studies.storage import open_storage
+from batchlr.studies.summary import best_complete_trial, load_existing_study, top_trials
 
 FOLD_SPREAD_TRIALS = 10
 
 
 def _accuracy(trial: FrozenTrial) -> float:
     return trial.values[0]
+
+
+def write_study_report(storage_url: str, study_name: str, output: Path) -> list[Path]:
+    """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage."""
+    return write_report(load_existing_study(open_storage(storage_url, create=False), study_name), output)
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
@@ -126,11 +134,11 @@ def _slug(title: str) -> str:
 
 
 def _page(study: optuna.Study, best: FrozenTrial, sections: list[str]) -> str:
-    attrs, settings = best.user_attrs, study.user_attrs
+    attrs, settings, spec = best.user_attrs, study.user_attrs, study_spec(study)
     states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     rows = {
-        "data set / model": f"{settings.get('dataset')} / {settings.get('model')}",
-        "folds × budget": f"{settings.get('folds')} × {settings.get('steps') or settings.get('epochs')} {settings.get('budget', 'epochs')}",
+        "data set / model": f"{spec.dataset} / {spec.model}",
+        "folds × training": f"{spec.folds} × {training_phrase(spec)}",
         "trials": ", ".join(f"{count} {state}" for state, count in states.items() if count),
         "best CV accuracy": f"{best.values[0]:.4f} (trial {best.number})",
         "fold scores": " ".join(f"{score:.4f}" for score in attrs.get("fold_scores", [])),

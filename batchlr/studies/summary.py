@@ -6,8 +6,6 @@ A study's first objective is always accuracy; a two-objective study adds trainin
 from __future__ import annotations
 
 import dataclasses
-import math
-import shlex
 from collections import Counter
 from typing import Any
 
@@ -16,6 +14,10 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.studies.spec import study_spec
+
+REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial")
+"""Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which trial."""
 
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
@@ -45,21 +47,6 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
             )
         )
     return summaries
-
-
-def render_studies(summaries: list[StudySummary]) -> str:
-    """The table ``batchlr studies`` prints: trials by state and best value, a study a line."""
-    if not summaries:
-        return "no studies"
-    width = max(len("study"), *(len(summary.name) for summary in summaries))
-    lines = [f"{'study':<{width}}  complete  pruned  fail  running  waiting  best"]
-    for summary in summaries:
-        counts = summary.trials_by_state
-        best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
-        lines.append(
-            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
-        )
-    return "\n".join(lines)
 
 
 def _best(trials: list[FrozenTrial], direction: StudyDirection) -> FrozenTrial | None:
@@ -134,87 +121,18 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def describe(study: optuna.Study, k: int) -> dict[str, Any]:
-    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed."""
+    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed, and
+    ``refit`` while ``batchlr refit`` has not scored the study."""
     trials = study.get_trials(deepcopy=False)
     best = best_complete_trial_or_none(study)
+    refit = {key: study.user_attrs[key] for key in REFIT_ATTRS if key in study.user_attrs}
     return {
         "study": study.study_name,
-        "settings": study.user_attrs,
+        "settings": study_spec(study).to_attrs(),
+        "refit": refit or None,
         "trials_by_state": dict(Counter(trial.state.name for trial in trials)),
         "reasons": dict(Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)),
         "best": None if best is None else trial_record(best),
         "top": [trial_record(trial) for trial in top_trials(study, k)],
         "pareto": [trial_record(trial) for trial in pareto_trials(study)],
     }
-
-
-def describe_training(settings: dict[str, Any]) -> str:
-    """One phrase for a study's budget, LR scaling, schedule and warmup, from its stored settings."""
-    parts = [f"{settings.get('steps')} steps" if settings.get("budget") == "steps" else f"{settings.get('epochs')} epochs"]
-    if settings.get("lr_scaling", "none") != "none":
-        parts.append(f"lr {settings['lr_scaling']}-scaled from batch {settings['reference_batch_size']}")
-    if settings.get("schedule", "constant") != "constant":
-        parts.append(f"{settings['schedule']} schedule")
-    if settings.get("warmup"):
-        parts.append(f"{settings['warmup']:g} warmup epochs")
-    return ", ".join(parts)
-
-
-def render_report(report: dict[str, Any]) -> str:
-    """The text ``batchlr show`` prints for a :func:`describe` report."""
-    settings, best = report["settings"], report["best"]
-    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
-    heading = (
-        f"study {report['study']}: {settings.get('dataset')} / {settings.get('model')}, "
-        f"{settings.get('folds')} folds x {describe_training(settings)}; trials {states}"
-    )
-    if best is None:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report["reasons"].items()))
-        why = f" (ended: {reasons})" if reasons else ""
-        return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
-    folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
-    lines = [
-        heading,
-        f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
-        *(f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(best["params"].items())),
-        "",
-        f"top {len(report['top'])} by accuracy:",
-        *_trial_table(report["top"]),
-    ]
-    if report["pareto"]:
-        lines += ["", f"accuracy/time Pareto front ({len(report['pareto'])} trials):", *_trial_table(report["pareto"])]
-    return "\n".join(lines)
-
-
-def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
-    for row in rows:
-        params, attrs = row["params"], row["user_attrs"]
-        momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
-        lines.append(
-            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
-            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', params.get('lr', math.nan)):>9.3g}  "
-            f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {attrs.get('images_per_second', math.nan):>7.0f}"
-        )
-    return lines
-
-
-def format_params(params: dict[str, Any]) -> str:
-    """``key=value`` pairs, floats to three significant digits."""
-    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(params.items()))
-
-
-def render_outcome(study: optuna.Study, storage_option: str) -> str:
-    """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do next."""
-    best = best_complete_trial_or_none(study)
-    if best is None:
-        return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
-    lines = [f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"]
-    if len(study.directions) > 1:
-        lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))
-    lines += [
-        f"see it:    batchlr show {shlex.quote(study.study_name)}{storage_option}",
-        f"export it: batchlr export {shlex.quote(study.study_name)}{storage_option} --output best.json",
-        f"browse it: batchlr dashboard{storage_option}",
-    ]
-    return "\n".join(lines)

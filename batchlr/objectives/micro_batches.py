@@ -1,15 +1,72 @@
-"""Finding the largest micro-batch that fits in device memory."""
+"""Micro-batching: the cap on samples per forward/backward pass, how a batch splits under it,
+and finding the largest micro-batch that fits in device memory."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.device import release_memory
-from batchlr.objectives.models import ModelFactory
+
+if TYPE_CHECKING:  # torch loads in the functions that train: reading a study's settings needs none of it
+    import torch
+
+    from batchlr.objectives.models import ModelFactory
+
+EVAL_CHUNK = 1024
+"""Samples per validation pass when no cap is set."""
+
+AUTO = "auto"
+"""The cap a study asks to be found by probing the device (``--max-micro-batch auto``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroBatching:
+    """Passes of at most ``cap`` samples (``None``: no cap); a larger batch accumulates gradients.
+
+    A batch splits into ceil(batch / cap) near-equal micro-batches, never a remainder of one,
+    which BatchNorm cannot train on. A cap means memory is tight, so validation runs in passes
+    no larger than it.
+    """
+
+    cap: int | None = None
+
+    def size(self, batch_size: int) -> int:
+        """Samples in the largest micro-batch of a batch of ``batch_size``."""
+        return math.ceil(batch_size / self.accumulation_steps(batch_size))
+
+    def accumulation_steps(self, batch_size: int) -> int:
+        """Forward/backward passes per optimizer step."""
+        return math.ceil(batch_size / min(batch_size, self.cap or batch_size))
+
+    def split(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``batch`` (indices) as the micro-batches one optimizer step accumulates."""
+        return batch.tensor_split(self.accumulation_steps(len(batch)))
+
+    @property
+    def eval_chunk(self) -> int:
+        """Samples per validation pass."""
+        return self.cap or EVAL_CHUNK
+
+
+def resolve_cap(
+    requested: int | str | None,
+    stored: int | None,
+    factory: ModelFactory,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    device: torch.device,
+    upper: int,
+) -> int | None:
+    """The cap a run trains with: a number as given; for ``auto`` the study's ``stored`` cap, so
+    that resumed runs and refits train as its trials did, else the one probed on ``device``."""
+    if requested != AUTO:
+        return None if requested is None else int(requested)
+    if stored is not None:
+        return stored
+    return largest_micro_batch(factory, input_shape, num_classes, device, upper)
 
 
 def largest_passing(passes: Callable[[int], bool], upper: int) -> int:
@@ -43,6 +100,10 @@ def fits_in_memory(
     factory: ModelFactory, input_shape: tuple[int, int, int], num_classes: int, device: torch.device
 ) -> Callable[[int], bool]:
     """A test of whether a forward/backward pass and an Adam step of ``n`` samples fit on ``device``."""
+    import torch
+    import torch.nn.functional as F
+
+    from batchlr.objectives.device import release_memory
 
     def passes(size: int) -> bool:
         model = optimizer = None

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.memory import largest_micro_batch, largest_passing
+from batchlr.objectives.micro_batches import largest_micro_batch, largest_passing
 from batchlr.objectives.models import convnet
 
 

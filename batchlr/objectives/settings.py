@@ -1,0 +1,114 @@
+"""How every trial of a study trains, besides the hyperparameters it searches: the budget,
+the schedule, warmup, the micro-batch cap and the objectives.
+
+Free of torch, so that commands that only read a study's settings start at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from batchlr.errors import BatchlrUsageError
+from batchlr.objectives.micro_batches import MicroBatching
+
+ROUNDS_PER_STEP_BUDGET = 10
+BUDGET_KINDS: tuple[str, ...] = ("epochs", "steps")
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: the last incomplete batch is dropped (see :class:`batchlr.objectives.training.BatchStream`)."""
+    return train_size // batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How long each fold trains: ``amount`` epochs, or ``amount`` optimizer steps."""
+
+    kind: str = "epochs"
+    amount: int = 10
+
+    def __post_init__(self) -> None:
+        if self.kind not in BUDGET_KINDS:
+            raise BatchlrUsageError(f"--budget {self.kind}: choose from {', '.join(BUDGET_KINDS)}")
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The budget as the options that set it: ``budget``, and ``epochs`` or ``steps``."""
+        return {"budget": self.kind, "epochs": self.amount if self.kind == "epochs" else None, "steps": self.amount if self.kind == "steps" else None}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Budget:
+        """From stored attrs or options: ``steps`` without ``budget`` implies a step budget.
+
+        Raises:
+            BatchlrUsageError: for a step budget without steps, or steps with an epoch budget.
+        """
+        steps = attrs.get("steps")
+        kind = attrs.get("budget") or ("steps" if steps else "epochs")
+        if kind == "steps" and not steps:
+            raise BatchlrUsageError("--budget steps needs --steps N, the optimizer steps each fold trains")
+        if kind == "epochs" and steps:
+            raise BatchlrUsageError("--steps goes with --budget steps; drop it or add --budget steps")
+        return cls(kind, int(steps) if kind == "steps" else int(attrs.get("epochs") or cls.amount))
+
+    @property
+    def round_count(self) -> int:
+        """Reports per trial: one per epoch, or ten (fewer for under ten steps) under a step budget."""
+        if self.kind == "epochs":
+            return self.amount
+        return min(self.amount, ROUNDS_PER_STEP_BUDGET)
+
+    def rounds(self, train_size: int, batch_size: int) -> list[int]:
+        """Optimizer steps in each round between two reports; under a step budget the rounds
+        differ by at most one step, so that every trial reports at the same step counts."""
+        if self.kind == "epochs":
+            return [steps_per_epoch(train_size, batch_size)] * self.amount
+        whole, extra = divmod(self.amount, self.round_count)
+        return [whole + (index < extra) for index in range(self.round_count)]
+
+
+
+OBJECTIVES: tuple[tuple[str, ...], ...] = (("accuracy",), ("accuracy", "time"))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How every trial of a study trains, besides the hyperparameters it searches.
+
+    ``warmup`` is in epochs. ``max_micro_batch`` caps the samples in one forward/backward
+    pass (``None``: no cap; ``"auto"`` until the study resolves it by probing the device).
+    ``objectives`` is ``("accuracy",)``, or ``("accuracy", "time")`` to also minimise the
+    training seconds; a two-objective trial reports nothing per round, since Optuna cannot
+    prune multi-objective trials.
+    """
+
+    budget: Budget = Budget()
+    schedule: str = "constant"
+    warmup: float = 0.0
+    max_micro_batch: int | str | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.warmup) or self.warmup < 0:
+            raise BatchlrUsageError(f"--warmup {self.warmup}: give a number of epochs, 0 or more")
+        if self.warmup and self.schedule == "onecycle":
+            raise BatchlrUsageError("--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % of steps); drop --warmup")
+        if self.budget.kind == "epochs" and self.warmup >= self.budget.amount:
+            raise BatchlrUsageError(
+                f"--warmup {self.warmup:g} is not shorter than --epochs {self.budget.amount}: the lr would never reach its value; warm up for fewer epochs"
+            )
+        if tuple(self.objectives) not in OBJECTIVES:
+            raise BatchlrUsageError(f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time")
+
+    @property
+    def micro_batching(self) -> MicroBatching:
+        """How batches split under the cap, which must be resolved (no longer ``"auto"``) by now."""
+        if isinstance(self.max_micro_batch, str):
+            raise ValueError(f"micro-batch cap {self.max_micro_batch!r} is not resolved yet")
+        return MicroBatching(self.max_micro_batch)
+
+    def warmup_steps(self, train_size: int, batch_size: int) -> int:
+        """Optimizer steps of warmup for a fold of ``train_size`` samples."""
+        return round(self.warmup * steps_per_epoch(train_size, batch_size))

@@ -1,0 +1,231 @@
+"""Everything batchlr says to a person: the lines of run, show, studies, the probes, progress
+and the other commands, and the study's note in optuna-dashboard.
+
+Error messages stay with the errors; all other user-facing text is made here, from the
+records the commands return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from batchlr.studies.spec import StudySpec
+from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.summary import StudySummary, best_complete_trial_or_none, pareto_trials
+
+if TYPE_CHECKING:
+    from batchlr.objectives.lr_finder import LrRangeTest
+    from batchlr.objectives.noise_scale import NoiseScale
+    from batchlr.objectives.objective import CrossValidationObjective
+    from batchlr.studies.export import BestConfig
+    from batchlr.studies.lifecycle import OpenStudy
+    from batchlr.studies.refit import RefitResult
+
+RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
+
+
+def format_params(params: dict[str, Any]) -> str:
+    """``key=value`` pairs, floats to three significant digits."""
+    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(params.items()))
+
+
+def training_phrase(spec: StudySpec) -> str:
+    """One phrase for a study's budget, LR scaling, schedule and warmup."""
+    training, scaling = spec.training, spec.space.lr_scaling
+    parts = [f"{training.budget.amount} {training.budget.kind}"]
+    if scaling.rule != "none":
+        parts.append(f"lr {scaling.rule}-scaled from batch {scaling.reference_batch_size}")
+    if training.schedule != "constant":
+        parts.append(f"{training.schedule} schedule")
+    if training.warmup:
+        parts.append(f"{training.warmup:g} warmup epochs")
+    return ", ".join(parts)
+
+
+def opening(opened: OpenStudy, masked_storage: str) -> tuple[list[str], str | None]:
+    """What ``batchlr run`` prints before the first trial, and a warning about a weak
+    ``--lr auto`` range test, or None."""
+    spec, space = opened.spec, opened.objective.space  # the space trials draw from: batch range capped
+    state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
+    lines = [
+        f"study {opened.study.study_name} ({state}) in {masked_storage}",
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on {opened.objective.device}; "
+        f"batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} {space.lr[0]:.3g}:{space.lr[1]:.3g}, "
+        f"{','.join(space.optimizers)}",
+    ]
+    found = spec.lr_find
+    if not found:
+        return lines, None
+    lines.append(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
+    return lines, weak_descent_warning(found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX")
+
+
+def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
+    """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
+    data, space = objective.data, objective.space
+    settings = {key: value for key, value in spec.to_attrs().items() if value is not None}
+    rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
+    return (
+        f"# batchlr study\n\n{data.name}: {len(data.labels)} training images of shape {data.input_shape}, "
+        f"{data.num_classes} classes; {spec.folds}-fold cross-validation, "
+        f"{'official test split' if data.test_images is not None else '20 % hold-out'} kept out.\n\n"
+        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
+        f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
+        f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
+    )
+
+
+def trial_line(trial: FrozenTrial) -> str:
+    """One line for a finished trial: number, state, accuracy, wall-clock seconds (training,
+    validation and set-up, unlike user attr ``train_seconds``), params and why it stopped."""
+    value = f"{trial.values[0]:.4f}" if trial.values else ""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    reason = trial.user_attrs.get("reason", "")
+    return f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  {format_params(trial.params)}  {reason}".rstrip()
+
+
+def outcome(study: optuna.Study, storage: str) -> str:
+    """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
+    next; the commands name ``storage`` unless they find it by themselves (the default, or
+    the environment's)."""
+    storage_option = "" if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE) else f" --storage {shlex.quote(mask_url(storage))}"
+    best = best_complete_trial_or_none(study)
+    if best is None:
+        return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
+    lines = [f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"]
+    if len(study.directions) > 1:
+        lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))
+    name = shlex.quote(study.study_name)
+    lines += [
+        f"see it:    batchlr show {name}{storage_option}",
+        f"export it: batchlr export {name}{storage_option} --output best.json",
+        f"browse it: batchlr dashboard{storage_option}",
+    ]
+    return "\n".join(lines)
+
+
+def studies_table(summaries: Sequence[StudySummary]) -> str:
+    """The table ``batchlr studies`` prints: trials by state and best value, a study a line."""
+    if not summaries:
+        return "no studies"
+    width = max(len("study"), *(len(summary.name) for summary in summaries))
+    lines = [f"{'study':<{width}}  complete  pruned  fail  running  waiting  best"]
+    for summary in summaries:
+        counts = summary.trials_by_state
+        best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
+        lines.append(
+            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
+        )
+    return "\n".join(lines)
+
+
+def study_report(report: dict[str, Any]) -> str:
+    """The text ``batchlr show`` prints for a :func:`batchlr.studies.summary.describe` report."""
+    spec, best = StudySpec.from_attrs(report["settings"]), report["best"]
+    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
+    heading = f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x {training_phrase(spec)}; trials {states}"
+    if best is None:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report["reasons"].items()))
+        why = f" (ended: {reasons})" if reasons else ""
+        return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
+    folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
+    lines = [
+        heading,
+        f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
+        *(f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(best["params"].items())),
+        "",
+        f"top {len(report['top'])} by accuracy:",
+        *_trial_table(report["top"]),
+    ]
+    if report["pareto"]:
+        lines += ["", f"accuracy/time Pareto front ({len(report['pareto'])} trials):", *_trial_table(report["pareto"])]
+    return "\n".join(lines)
+
+
+def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
+    for row in rows:
+        params, attrs = row["params"], row["user_attrs"]
+        momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
+        lines.append(
+            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
+            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', params.get('lr', math.nan)):>9.3g}  "
+            f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {attrs.get('images_per_second', math.nan):>7.0f}"
+        )
+    return lines
+
+
+def exported(path: Path, config: BestConfig) -> str:
+    """What ``batchlr export`` prints."""
+    seconds = "" if config.train_seconds is None else f", {config.train_seconds:.1f} s training"
+    return (
+        f"wrote {path}: trial {config.trial}, accuracy {config.value:.4f}{seconds}, "
+        f"batch_size={config.batch_size} lr={config.lr:.3g} optimizer={config.optimizer}"
+    )
+
+
+def refitted(result: RefitResult, path: Path) -> str:
+    """What ``batchlr refit`` prints."""
+    return (
+        f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
+        f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; weights in {path}"
+    )
+
+
+def report_written(files: Sequence[Path], directory: Path) -> str:
+    """What ``batchlr report`` prints."""
+    return f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
+
+
+def dashboard_address(masked_storage: str, host: str, port: int) -> str:
+    """What ``batchlr dashboard`` prints once it serves."""
+    return f"optuna-dashboard for {masked_storage} at http://{host}:{port}/ (Ctrl-C stops it)"
+
+
+def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
+    """A warning when an LR range test's loss fell less than :data:`RELIABLE_LOSS_DROP`, else None."""
+    if loss_drop >= RELIABLE_LOSS_DROP:
+        return None
+    return f"warning: the LR range test's loss fell only {loss_drop:.1%}, so its suggestion is weak; {remedy}"
+
+
+def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
+    """What ``batchlr lr-find`` prints: the suggestion and the search around it, and a warning
+    when the curve had no real descent, or None."""
+    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
+    lines = [
+        f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
+        f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
+    ]
+    return lines, weak_descent_warning(result.loss_drop, "try more --lr-count, another --optimizer or --batch-size")
+
+
+def lr_range_record(result: LrRangeTest) -> dict[str, Any]:
+    """What ``batchlr lr-find --json`` prints."""
+    return {"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early, "loss_drop": result.loss_drop}
+
+
+def noise_scale_record(result: NoiseScale) -> dict[str, Any]:
+    """What ``batchlr noise-scale --json`` prints."""
+    return {"critical_batch_size": result.critical_batch_size, "suggested_batch_range": result.suggested_batch_range, **dataclasses.asdict(result)}
+
+
+def noise_scale(result: NoiseScale, epochs: int) -> list[str]:
+    """What ``batchlr noise-scale`` prints: the estimate, its parts and the batch range it suggests."""
+    when = f"after {epochs} epochs" if epochs else "at initialisation"
+    low, high = result.suggested_batch_range
+    return [
+        f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, "
+        f"tr(S) {result.covariance_trace:.3g}; batches {result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
+        f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps almost proportionally, larger ones mostly add compute",
+        f"suggested batch range: {low}:{high}",
+    ]
