@@ -136,7 +136,7 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     arguments = ctx.meta["batchlr.arguments"]
     options = RunOptions(option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments))
     opened = open_study(option["storage"], study_name, StudySpec.from_attrs(settings), given(ctx, list(settings)), options)
-    _echo(*render.opening(opened, mask_url(option["storage"])))
+    _echo(*opened.opening(mask_url(option["storage"])))
     progress = "quiet" if option["quiet"] else "live" if sys.stdout.isatty() else "lines"
     plan = TrialPlan(option["n_trials"], option["timeout"], option["max_trials"], option["workers"], tuple(worker_arguments(arguments)), progress)
     run_trials(opened, plan, options)

@@ -30,7 +30,7 @@ from batchlr.search.samplers import make_sampler
 from batchlr.search.space import Hyperparameters, default_momentum
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
-from batchlr.studies.render import dashboard_note
+from batchlr.studies import render
 from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
 from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals
@@ -91,6 +91,11 @@ class OpenStudy:
             self.study.optimize(self._interruptible, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
         finally:
             fail_orphaned_trials(self.study, self.storage)
+
+    def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
+        """What ``batchlr run`` prints before the first trial (see :func:`render.opening`)."""
+        objective = self.objective
+        return render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, str(objective.device))
 
     def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
@@ -214,7 +219,7 @@ def open_study(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(spec.metric_names)
-            optuna_dashboard.save_note(study, dashboard_note(spec, objective, options.command_line))
+            optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, options.command_line))
             save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
         except BaseException:
             # A study without its spec would make every later run wait and fail: take it away.

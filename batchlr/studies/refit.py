@@ -16,19 +16,7 @@ from batchlr.search.space import Hyperparameters
 from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import REFIT_ATTRS, best_complete_trial, load_existing_study
-
-
-@dataclasses.dataclass(frozen=True)
-class RefitResult:
-    """The refit's test score and what it was measured on."""
-
-    trial: int
-    test_accuracy: float
-    test_split: str
-    train_samples: int
-    test_samples: int
-    seconds: float
+from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, load_existing_study
 
 
 def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None) -> RefitResult:

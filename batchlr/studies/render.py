@@ -20,15 +20,14 @@ from optuna.trial import FrozenTrial
 
 from batchlr.studies.spec import StudySpec
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
-from batchlr.studies.summary import StudySummary, best_complete_trial_or_none, pareto_trials
+from batchlr.studies.summary import RefitResult, StudySummary, best_complete_trial_or_none, pareto_trials
 
 if TYPE_CHECKING:
     from batchlr.objectives.lr_finder import LrRangeTest
     from batchlr.objectives.noise_scale import NoiseScale
     from batchlr.objectives.objective import CrossValidationObjective
+    from batchlr.search.space import SearchSpace
     from batchlr.studies.export import BestConfig
-    from batchlr.studies.lifecycle import OpenStudy
-    from batchlr.studies.refit import RefitResult
 
 RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
 
@@ -51,14 +50,15 @@ def training_phrase(spec: StudySpec) -> str:
     return ", ".join(parts)
 
 
-def opening(opened: OpenStudy, masked_storage: str) -> tuple[list[str], str | None]:
+def opening(
+    name: str, previous_trials: int, masked_storage: str, spec: StudySpec, space: SearchSpace, device: str
+) -> tuple[list[str], str | None]:
     """What ``batchlr run`` prints before the first trial, and a warning about a weak
-    ``--lr auto`` range test, or None."""
-    spec, space = opened.spec, opened.objective.space  # the space trials draw from: batch range capped
-    state = f"resuming, {opened.previous_trials} trials so far" if opened.previous_trials else "new"
+    ``--lr auto`` range test, or None. ``space`` is the one trials draw from (batch range capped)."""
+    state = f"resuming, {previous_trials} trials so far" if previous_trials else "new"
     lines = [
-        f"study {opened.study.study_name} ({state}) in {masked_storage}",
-        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on {opened.objective.device}; "
+        f"study {name} ({state}) in {masked_storage}",
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on {device}; "
         f"batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} {space.lr[0]:.3g}:{space.lr[1]:.3g}, "
         f"{','.join(space.optimizers)}",
     ]

@@ -19,6 +19,18 @@ from batchlr.studies.spec import study_spec
 REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial")
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which trial."""
 
+@dataclasses.dataclass(frozen=True)
+class RefitResult:
+    """The refit's test score and what it was measured on."""
+
+    trial: int
+    test_accuracy: float
+    test_split: str
+    train_samples: int
+    test_samples: int
+    seconds: float
+
+
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
