@@ -123,7 +123,8 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     """Create a study, or resume the one named --study, and run trials in this process.
 
     A resumed study keeps the data set, model, folds, budget, schedule and search space it
-    was created with; giving a different value for any of them is an error.
+    was created with; giving a different value for any of them is an error. It also keeps
+    its sampler, pruner, data dir and micro-batch cap unless this run gives them.
     """
     from batchlr.studies import render
     from batchlr.studies.lifecycle import RunOptions, TrialPlan, open_study, run_trials
