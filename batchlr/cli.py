@@ -187,7 +187,7 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
 @STUDY_ARGUMENT
 @click.argument("delta", metavar="[DELTA]", type=click.FloatRange(min=0), required=False)
 @STORAGE_OPTION
-@output_option("file", "File to write: .json, or .yaml/.yml.")
+@output_option("File to write: .json, or .yaml/.yml.")
 @click.option("--pick", type=click.Choice(["best", "fastest-within"]), default="best", help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.")
 def export(study_name: str, delta: float | None, storage: str, output: Path, pick: str) -> None:
     """Write a study's best configuration for use with batchlr.load_config.
@@ -253,7 +253,7 @@ def noise_scale(as_json: bool, **option: Any) -> None:
 @main.command()
 @STUDY_ARGUMENT
 @STORAGE_OPTION
-@output_option("file", "Where to save the weights (a state dict).")
+@output_option("Where to save the weights (a state dict).")
 @DATA_DIR_OPTION
 @DEVICE_OPTION
 @SEED_OPTION
@@ -271,7 +271,7 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 @main.command()
 @STUDY_ARGUMENT
 @STORAGE_OPTION
-@output_option("directory", "Directory for index.html and the PNGs.")
+@output_option("Directory for index.html and the PNGs.", directory=True)
 def report(study_name: str, storage: str, output: Path) -> None:
     """Write a static HTML report of a study, with PNG copies of its plots."""
     from batchlr.studies import render

@@ -11,6 +11,7 @@ import click
 from click.core import ParameterSource
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.micro_batches import AUTO
 from batchlr.search.space import OPTIMIZER_NAMES, parse_optimizers, parse_range
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV
 
@@ -34,9 +35,11 @@ class ParsedParam(click.ParamType):
 
 
 def _micro_batch(text: str) -> int | str:
-    if text == "auto" or (text.isdigit() and int(text) > 0):
-        return text if text == "auto" else int(text)
-    raise BatchlrUsageError(f"{text!r} is neither a positive number nor auto")
+    if text == AUTO:
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise BatchlrUsageError(f"{text!r} is neither a positive number nor {AUTO}")
 
 
 def _study_name(text: str) -> str:
@@ -45,20 +48,17 @@ def _study_name(text: str) -> str:
     return text
 
 
-def _names(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
-    def parse(text: str) -> tuple[str, ...]:
-        if text not in choices:
-            raise BatchlrUsageError(f"{text!r}: choose from {', '.join(choices)}")
-        return tuple(text.split(","))
-
-    return parse
+def _objectives(text: str) -> tuple[str, ...]:
+    if text not in ("accuracy", "accuracy,time"):
+        raise BatchlrUsageError(f"{text!r}: use accuracy, or accuracy,time")
+    return tuple(text.split(","))
 
 
 BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int))
 LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_range(text, float))
 OPTIMIZERS = ParsedParam("names", parse_optimizers)
 MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
-OBJECTIVES = ParsedParam("accuracy|accuracy,time", _names(("accuracy", "accuracy,time")))
+OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives)
 STUDY_NAME = ParsedParam("name", _study_name)
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and scikit-learn accept
 
@@ -76,9 +76,8 @@ MOMENTUM_OPTION = click.option("--momentum", type=click.FloatRange(0, 1, max_ope
 BATCH_OPTION = click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size to train with.")
 
 
-def output_option(kind: str, meaning: str) -> Decorator:
-    """``--output``/``-o``: a file, or with ``kind`` ``"directory"`` a directory."""
-    directory = kind == "directory"
+def output_option(meaning: str, *, directory: bool = False) -> Decorator:
+    """``--output``/``-o``: a file, or a directory."""
     path = click.Path(file_okay=not directory, dir_okay=directory, path_type=Path)
     return click.option("--output", "-o", type=path, required=True, help=meaning)
 

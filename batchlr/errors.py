@@ -16,12 +16,8 @@ class BatchlrError(Exception):
 class BatchlrUsageError(BatchlrError):
     """A bad option value or combination of options; the CLI exits 2, as click does for usage errors."""
 
-    exit_code = 2
-
 
 class Interrupted(BatchlrError):
     """The user stopped a run (Ctrl-C, SIGTERM); the message says how to resume it."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 130  # as a shell reports a process ended by SIGINT

@@ -39,7 +39,7 @@ class MicroBatching:
 
     def accumulation_steps(self, batch_size: int) -> int:
         """Forward/backward passes per optimizer step."""
-        return math.ceil(batch_size / min(batch_size, self.cap or batch_size))
+        return math.ceil(batch_size / self.cap) if self.cap else 1
 
     def split(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``batch`` (indices) as the micro-batches one optimizer step accumulates."""

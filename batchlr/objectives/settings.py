@@ -69,7 +69,6 @@ class Budget:
         return [whole + (index < extra) for index in range(self.round_count)]
 
 
-
 OBJECTIVES: tuple[tuple[str, ...], ...] = (("accuracy",), ("accuracy", "time"))
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 
+
 class BatchStream:
     """Batches of indices from a fresh shuffle every epoch; an epoch's incomplete last batch is
     dropped, so every optimizer step sees exactly ``batch_size`` samples and BatchNorm never a

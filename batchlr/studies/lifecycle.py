@@ -28,12 +28,12 @@ from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
 from batchlr.search.space import Hyperparameters, default_momentum
+from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
-from batchlr.studies import render
 from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
-from batchlr.studies.workers import INTERRUPTED_EXIT, run_workers, stop_gracefully_on_signals
+from batchlr.studies.workers import run_workers, stop_gracefully_on_signals
 
 DEFAULT_N_TRIALS = 20
 
@@ -148,8 +148,7 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
             opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials)
     except KeyboardInterrupt:
         raise Interrupted(
-            "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first",
-            INTERRUPTED_EXIT,
+            "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
         ) from None
 
 

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-INTERRUPTED_EXIT = 130
+from batchlr.errors import Interrupted
+
+INTERRUPTED_EXIT = Interrupted.exit_code
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
