@@ -29,7 +29,8 @@ class ImageData:
     """A data set as tensors on the CPU: images float32 N×C×H×W, normalised per channel.
 
     ``test_images`` is the official test split where the data set has one, else ``None``
-    (the study then holds out part of the training split instead).
+    (the study then holds out part of the training split instead). ``sources`` names each
+    training image's file, relative to the image folder; it is empty for the built-in sets.
     """
 
     name: str
@@ -38,6 +39,7 @@ class ImageData:
     classes: tuple[str, ...]
     test_images: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    sources: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -94,8 +96,8 @@ def load_dataset(spec: str, data_dir: Path) -> ImageData:
             return _normalised(spec, train, test, readers.CIFAR10_CLASSES)
         keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
         return _normalised(spec, _subset(train, keep), _subset(test, keep), CIFAR2_CLASSES)
-    train, classes = readers.read_image_folder(Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser())
-    return _normalised(spec, train, None, classes)
+    train, classes, sources = readers.read_image_folder(Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser())
+    return dataclasses.replace(_normalised(spec, train, None, classes), sources=sources)
 
 
 def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[], None]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from batchlr.errors import BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError
 
 HOLDOUT = -1
 """Fold id of samples kept out of cross-validation for a final test score."""
@@ -48,24 +49,81 @@ class FoldAssignment:
         return cls(fold_of=fold_of, k=int(k))
 
 
-def assign_folds(labels: np.ndarray, k: int, seed: int, *, holdout: bool) -> FoldAssignment:
-    """Split ``labels`` into ``k`` stratified folds, after a stratified 20 % hold-out if ``holdout``.
+def holdout_count(class_size: int) -> int:
+    """Images of a class of ``class_size`` that the hold-out takes where scikit-learn's split
+    cannot serve small classes (see :func:`_outside_holdout`): :data:`HOLDOUT_FRACTION` of
+    them rounded half up, and at least one."""
+    return max(1, int(class_size * HOLDOUT_FRACTION + 0.5))
+
+
+def images_needed(k: int, *, holdout: bool) -> int:
+    """The fewest images every class needs for one in each of ``k`` folds after its
+    :func:`holdout_count`; enough, whatever the other classes hold."""
+    needed = k
+    while holdout and needed - holdout_count(needed) < k:
+        needed += 1
+    return needed
+
+
+def assign_folds(
+    labels: np.ndarray, k: int, seed: int, *, holdout: bool, classes: Sequence[str] = ()
+) -> FoldAssignment:
+    """Split ``labels`` into ``k`` stratified folds, after a stratified 20 % hold-out if
+    ``holdout``. ``classes`` names the labels in errors.
 
     Raises:
-        BatchlrError: when ``k`` < 2 or some class has fewer samples than ``k``.
+        BatchlrUsageError: when ``k`` < 2, or when some class is too small for ``k`` folds
+            (see :func:`images_needed`) but large enough for fewer.
+        BatchlrError: when some class is too small even for 2 folds.
     """
     if k < 2:
         raise BatchlrUsageError(f"--folds {k}: cross-validation needs at least 2 folds")
+    # Labels are 0..classes-1: a class named in ``classes`` without an image counts as size 0.
+    sizes = np.bincount(labels, minlength=len(classes))
+    _check_class_sizes(sizes, k, holdout, classes)
+    in_folds = _outside_holdout(labels, sizes, k, seed) if holdout else np.arange(len(labels))
     fold_of = np.full(len(labels), HOLDOUT, dtype=np.int64)
-    in_folds = np.arange(len(labels))
-    if holdout:
-        in_folds, _ = train_test_split(in_folds, test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed)
-    smallest_class = int(np.unique(labels[in_folds], return_counts=True)[1].min())
-    if k > smallest_class:
-        raise BatchlrUsageError(
-            f"--folds {k}: the smallest class has only {smallest_class} samples to split; use --folds {smallest_class} or fewer"
-        )
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (_, val) in enumerate(splitter.split(in_folds, labels[in_folds])):
         fold_of[in_folds[val]] = fold
     return FoldAssignment(fold_of=fold_of, k=k)
+
+
+def _outside_holdout(labels: np.ndarray, sizes: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The indices the hold-out leaves for the folds, at least ``k`` of every class.
+
+    scikit-learn's stratified split first, as batchlr has always drawn it, so that a seed
+    still gives the folds it gave. It rounds over the whole data set, though: it refuses a
+    hold-out smaller than the number of classes and may leave a small class fewer than
+    ``k``. There every class gives :func:`holdout_count` of its own instead, which classes
+    of :func:`images_needed` images always allow.
+    """
+    try:
+        kept, _ = train_test_split(np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed)
+        if np.bincount(labels[kept], minlength=len(sizes)).min() >= k:
+            return kept
+    except ValueError:
+        pass
+    generator = np.random.default_rng(seed)
+    members = [generator.permutation(np.flatnonzero(labels == label)) for label in range(len(sizes))]
+    return np.concatenate([part[holdout_count(len(part)) :] for part in members])
+
+
+def _check_class_sizes(sizes: np.ndarray, k: int, holdout: bool, classes: Sequence[str]) -> None:
+    """One line naming the smallest class when it cannot give an image to each fold (and the hold-out)."""
+    needed = images_needed(k, holdout=holdout)
+    if len(sizes) == 0:
+        raise BatchlrError(f"no images to split: {k} folds need at least {needed} images in every class")
+    label = int(np.argmin(sizes))
+    size = int(sizes[label])
+    if size >= needed:
+        return
+    name = repr(classes[label]) if label < len(classes) else str(label)
+    after = f"{k} folds after the {HOLDOUT_FRACTION:.0%} hold-out" if holdout else f"{k} folds"
+    problem = f"class {name} has only {size} image{'s' if size != 1 else ''}: {after} need at least {needed} images in every class"
+    most = size - holdout_count(size) if holdout else size
+    if most >= 2:
+        fewer = "2" if most == 2 else f"{most} or fewer"
+        raise BatchlrUsageError(f"--folds {k}: {problem}; use --folds {fewer}, or add images")
+    fewest = "" if k == 2 else f" (--folds 2 needs {images_needed(2, holdout=holdout)})"
+    raise BatchlrError(f"{problem}{fewest}; add images to class {name}")

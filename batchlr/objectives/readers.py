@@ -6,8 +6,10 @@ labels int64. Nothing here normalises or moves data; :mod:`batchlr.objectives.da
 
 from __future__ import annotations
 
+import collections
+import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +100,34 @@ def read_mnist_like(raw: Path, download: Callable[[], None]) -> tuple[Arrays, Ar
     return read_idx_split(raw, "train"), read_idx_split(raw, "t10k")
 
 
-def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...]]:
+def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...], tuple[str, ...]]:
     """Read a class-per-folder tree of images (torchvision's ImageFolder layout) as RGB.
 
-    Every image must have the same size. Files without an image extension are skipped,
-    as torchvision does; a file with one that does not decode is an error.
+    Returns the images and labels, the class names, and each image's path relative to
+    ``root``, in torchvision's order. Links are followed, yet every file is read once and
+    every folder entered once (see :func:`_image_files`). Every image must have the same
+    size. Files without an image extension are skipped, as torchvision does; a file with one
+    that does not decode is an error.
     """
     from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
     if not root.is_dir():
         raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
     try:
-        classes, class_to_index = find_classes(str(root))
-        samples = make_dataset(str(root), class_to_index, extensions=IMG_EXTENSIONS)
-    except (FileNotFoundError, OSError) as error:
+        classes, _ = find_classes(str(root))
+        samples = _image_files(str(root), classes, IMG_EXTENSIONS)
+    except OSError as error:
         raise BatchlrError(f"imagefolder: {root}: {error}") from None
     if len(classes) < 2:
         raise BatchlrError(
             f"imagefolder: {root} has one class folder ({classes[0]}); give the folder whose subfolders are the classes"
+        )
+    empty = sorted(set(classes) - {classes[label] for _, label in samples})
+    if empty:
+        raise BatchlrError(
+            f"imagefolder: class folder {', '.join(empty)} in {root} holds no image of its own (links to images or "
+            f"folders read elsewhere count once); add {'/'.join(IMG_EXTENSIONS)} files or remove the folder"
         )
     images = []
     for path, _ in samples:
@@ -132,4 +143,60 @@ def read_image_folder(root: Path) -> tuple[Arrays, tuple[str, ...]]:
                 "resize the images to one size"
             )
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    return (np.stack(images).transpose(0, 3, 1, 2), labels), tuple(classes)
+    sources = tuple(os.path.relpath(path, root) for path, _ in samples)
+    return (np.stack(images).transpose(0, 3, 1, 2), labels), tuple(classes), sources
+
+
+def _image_files(root: str, classes: Sequence[str], extensions: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Every image file under the class folders once, as ``(path, class index)``, in
+    torchvision's order (by class, then folder path, then name).
+
+    Links to files and folders are followed, but a folder is entered once, and only after
+    the root, the class folders and every folder reached without a link are known, so a link
+    to an ancestor or into another class adds nothing and a loop ends. A file reached by
+    several paths (links, hard links) counts once: at its first path reached without a link,
+    so that a link in one class to another class's image leaves that image in its own class,
+    else at its first path.
+    """
+    entered = {_identity(os.stat(root)), *(_identity(os.stat(os.path.join(root, name))) for name in classes)}
+    direct = collections.deque((label, os.path.join(root, name), False) for label, name in enumerate(classes))
+    linked: collections.deque[tuple[int, str]] = collections.deque()
+    found: list[tuple[int, str, str, bool]] = []  # class, folder, file name, reached through a link
+    while direct or linked:
+        if direct:
+            label, folder, through_link = direct.popleft()
+        else:
+            label, folder = linked.popleft()
+            identity = _identity(os.stat(folder))
+            if identity in entered:
+                continue
+            entered.add(identity)
+            through_link = True
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                identity = _identity(entry.stat(follow_symlinks=False))
+                if identity not in entered:  # only a bind mount could enter a real folder twice
+                    entered.add(identity)
+                    direct.append((label, entry.path, through_link))
+            elif entry.is_dir():
+                linked.append((label, entry.path))
+            elif entry.name.lower().endswith(extensions):
+                found.append((label, folder, entry.name, through_link or entry.is_symlink()))
+    found.sort(key=lambda item: item[:3])
+    first: dict[tuple[int, int], tuple[bool, int]] = {}
+    for position, (_, folder, name, through_link) in enumerate(found):
+        path = os.path.join(folder, name)
+        try:
+            identity = _identity(os.stat(path))
+        except OSError as error:  # a link to nothing, or to itself
+            raise BatchlrError(f"imagefolder: cannot read {path} ({error.strerror}); remove or fix it") from None
+        if identity not in first or (through_link, position) < first[identity]:
+            first[identity] = (through_link, position)
+    return [(os.path.join(found[p][1], found[p][2]), found[p][0]) for p in sorted(p for _, p in first.values())]
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    """What makes a file or folder the same one, whatever path reaches it."""
+    return status.st_dev, status.st_ino
