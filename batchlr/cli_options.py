@@ -3,6 +3,8 @@ commands share, and study files (``run --config``)."""
 
 from __future__ import annotations
 
+import math
+import reprlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,11 @@ from click.core import ParameterSource
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
-from batchlr.search.space import OPTIMIZER_NAMES, parse_optimizers, parse_range
-from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV
+from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_lr_range, parse_optimizers, parse_range
+from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 
 MAX_EPOCHS = 10_000
+MAX_HEARTBEAT = 86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -32,6 +35,17 @@ class ParsedParam(click.ParamType):
             return self.parse(str(value))
         except BatchlrError as error:
             self.fail(str(error), param, ctx)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses nan and infinities, which pass its bounds
+    (every comparison with nan is false) and would make a timeout or a momentum meaningless."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _micro_batch(text: str) -> int | str:
@@ -55,16 +69,22 @@ def _objectives(text: str) -> tuple[str, ...]:
 
 
 BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int))
-LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_range(text, float))
+LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_lr_range(text))
 OPTIMIZERS = ParsedParam("names", parse_optimizers)
 MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
 OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives)
 STUDY_NAME = ParsedParam("name", _study_name)
-SEED = click.IntRange(0, 2**32 - 1)  # what numpy and scikit-learn accept
+SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.
 STUDY_ARGUMENT = click.argument("study_name", metavar="STUDY")
-STORAGE_OPTION = click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_envvar=True, help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
+def _note_storage(ctx: click.Context, param: click.Parameter, url: str) -> str:
+    """Keep the storage URL where the error handler can find it, to name a fault of its disk."""
+    ctx.meta["batchlr.storage"] = url
+    return url
+
+
+STORAGE_OPTION = click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_envvar=True, callback=_note_storage, help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).")
 DEVICE_OPTION = click.option("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
@@ -72,7 +92,7 @@ SEED_OPTION = click.option("--seed", type=SEED, default=0, help="Seeds model ini
 DATASET_OPTION = click.option("--dataset", default="digits", help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.")
 MODEL_OPTION = click.option("--model", default="convnet", help="convnet, convnet-bn, or package.module:function.")
 OPTIMIZER_OPTION = click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", help="Optimizer to train with.")
-MOMENTUM_OPTION = click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, help="Momentum of sgd and rmsprop.")
+MOMENTUM_OPTION = click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, help="Momentum of sgd and rmsprop.")
 BATCH_OPTION = click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size to train with.")
 
 
@@ -107,10 +127,40 @@ def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | No
         return
     from batchlr.studies.config import read_run_config
 
-    names = {option.name: option.name for option in ctx.command.params if option.name != "config"} | {"study": "study_name"}
-    values = {names[key]: value for key, value in read_run_config(path, names).items()}
+    params = {option.name: option for option in ctx.command.params if option.name and option.name != "config"}
+    names = {name: name for name in params} | {"study": "study_name"}
+    try:
+        table = read_run_config(path, names)
+    except UnicodeDecodeError:
+        raise BatchlrUsageError(f"--config {path} is not UTF-8 text; save it as UTF-8") from None
+    except RecursionError:
+        raise BatchlrUsageError(f"--config {path} nests too deeply; a study file holds only option = value lines") from None
+    values = {names[key]: _file_value(params[names[key]], key, value, path) for key, value in table.items()}
+    remember_secrets(str(values.get("storage", "")))
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta["batchlr.config"] = values
+
+
+def _file_value(param: click.Parameter, key: str, value: Any, path: Path) -> Any:
+    """A study file's value, once its TOML type suits the option; click converts it from there.
+
+    Click converts with int() or str(), which would make ``folds = 2.7`` a silent 2 and a
+    table or a date an error deep inside a run.
+    """
+    kind, number = param.type, isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(param, click.Option) and param.is_flag:
+        expected, fits = "true or false", isinstance(value, bool)
+    elif isinstance(kind, click.types.IntParamType):
+        expected, fits = "a whole number", number and isinstance(value, int)
+    elif isinstance(kind, click.types.FloatParamType):
+        expected, fits = "a number", number
+    elif isinstance(kind, ParsedParam):  # their parsers take numbers too, e.g. max_micro_batch = 64
+        expected, fits = f"a string ({kind.name}) or a number", number or isinstance(value, str)
+    else:
+        expected, fits = "a string", isinstance(value, str)
+    if not fits:
+        raise BatchlrUsageError(f"--config {path}: {key} = {reprlib.repr(value)} is not {expected}")
+    return value
 
 
 def file_over_environment(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:

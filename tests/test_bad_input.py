@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -34,6 +35,47 @@ def broken_images(tmp_path_factory) -> Path:
             shutil.copy(image, root / name / image.name)
     (root / "bird" / "notes.png").write_text("not an image")
     return root
+
+
+# Inputs batchlr did not make: users' models (--model NAME:build) and study files (run --config).
+USER_MODELS = {
+    "model_wrong_classes": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.LazyLinear(classes + 1))\n",
+    "model_squeezed": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.LazyLinear(1), nn.Flatten(0))\n",
+    "model_no_parameters": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(classes))\n",
+    "model_frozen": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], classes)).requires_grad_(False)\n",
+    "model_tuple": "from torch import nn\nclass Two(nn.Sequential):\n    def forward(self, x):\n        y = super().forward(x)\n        return y, y\n"
+    "def build(shape, classes):\n    return Two(nn.Flatten(), nn.LazyLinear(classes))\n",
+    "model_broken_forward": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(5, classes))\n",
+    "model_bad_signature": "def build(shape):\n    pass\n",
+    "model_syntax": "def build(shape, classes)\n    pass\n",
+    "model_missing_dependency": "import batchlr_no_such_dependency\n",
+    "model_raises_on_import": "raise RuntimeError('needs a GPU\\nto import')\n",
+    "model_exits_on_import": "raise SystemExit(3)\n",
+}
+STUDY_FILES = {
+    "folds_float.toml": b"folds = 2.7\n",
+    "optimizers_numbers.toml": b"optimizers = [1, 2]\n",
+    "lr_bool.toml": b"lr = true\n",
+    "nested_table.toml": b"[folds]\na = 1\n",
+    "date.toml": b"seed = 1979-05-27\n",
+    "quiet_string.toml": b'quiet = "yes"\n',
+    "timeout_nan.toml": b"timeout = nan\n",
+    "latin1.toml": 'study = "caf\u00e9"\n'.encode("latin-1"),
+    "deep.toml": b"folds = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Iterator[Path]:
+    """A folder of USER_MODELS (importable while the module's tests run) and STUDY_FILES."""
+    root = tmp_path_factory.mktemp("inputs")
+    for name, source in USER_MODELS.items():
+        (root / f"{name}.py").write_text(source)
+    for name, content in STUDY_FILES.items():
+        (root / name).write_bytes(content)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(root))
+        yield root
 
 
 def snapshot(path: Path) -> list:
@@ -87,7 +129,9 @@ CASES = [
     (["run", "--epochs", "100000000000000000000"], 2, "--epochs"),
     (["noise-scale", "--seed", "-1"], 2, "--seed"),
     (["export", "nosuchstudy", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "no study"),
-    (["export", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "no complete trial"),
+    (["export", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "not made by batchlr"),
+    (["report", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/report"], 1, "not made by batchlr"),
+    (["show", "empty", "--storage", "sqlite:///{db}", "--as-config"], 1, "not made by batchlr"),
     (["export", "done", "--storage", "sqlite:///{db}", "--output", "/proc/nope/x.json"], 1, "cannot write"),
     (["export", "done", "--storage", "sqlite:///{db}", "--pick", "fastest-within", "--output", "x.json"], 2, "DELTA"),
     (["refit", "done", "--storage", "sqlite:///{db}", "--output", "/no such dir/x.pt"], 1, "no directory"),
@@ -96,14 +140,47 @@ CASES = [
     (["dashboard", "--storage", "sqlite:///{db}", "--port", "70000"], 2, "--port"),
     (["lr-find", "--batch-size", "100000"], 2, "--batch-size"),
     (["nosuchcommand"], 2, "nosuchcommand"),
+    # Numeric extremes: refused up front, never "unexpected".
+    (["run", "--lr", "1e300:1e308"], 2, "at most 1e+06"),
+    (["run", "--lr", "1e-4:1e7", "--lr-scaling", "linear"], 2, "--lr"),
+    (["run", "--heartbeat", "1000000000000"], 2, "--heartbeat"),
+    (["run", "--timeout", "nan"], 2, "--timeout"),
+    (["run", "--timeout", "inf"], 2, "--timeout"),
+    (["run", "--seed", "4294967296"], 2, "--seed"),
+    (["lr-find", "--momentum", "nan"], 2, "--momentum"),
+    (["lr-find", "--end-lr", "1e300"], 2, "--end-lr"),
+    (["noise-scale", "--lr", "inf"], 2, "--lr"),
+    (["export", "done", "nan", "--pick", "fastest-within", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 2, "DELTA"),
+    # Users' models, checked before a study is created.
+    (["run", "--model", "model_wrong_classes:build"], 1, "output of shape (2, 11) where (2, 10) is needed"),
+    (["run", "--model", "model_squeezed:build"], 1, "output of shape (2,)"),
+    (["run", "--model", "model_no_parameters:build"], 1, "no trainable parameters"),
+    (["run", "--model", "model_frozen:build"], 1, "no trainable parameters"),
+    (["run", "--model", "model_tuple:build"], 1, "a tuple, not a tensor"),
+    (["run", "--model", "model_broken_forward:build"], 1, "fails in its forward pass"),
+    (["run", "--model", "model_bad_signature:build"], 1, "raised TypeError"),
+    (["run", "--model", "model_syntax:build"], 2, "--model model_syntax:build: importing model_syntax raised SyntaxError"),
+    (["run", "--model", "model_missing_dependency:build"], 2, "batchlr_no_such_dependency"),
+    (["run", "--model", "model_raises_on_import:build"], 2, "raised RuntimeError: needs a GPU to import"),
+    (["run", "--model", "model_exits_on_import:build"], 2, "raised SystemExit"),
+    # Study files of the wrong types or encoding.
+    (["run", "--config", "{inputs}/folds_float.toml"], 2, "folds = 2.7 is not a whole number"),
+    (["run", "--config", "{inputs}/optimizers_numbers.toml"], 2, "unknown optimizer"),
+    (["run", "--config", "{inputs}/lr_bool.toml"], 2, "lr = True"),
+    (["run", "--config", "{inputs}/nested_table.toml"], 2, "folds = {'a': 1}"),
+    (["run", "--config", "{inputs}/date.toml"], 2, "seed = datetime.date"),
+    (["run", "--config", "{inputs}/quiet_string.toml"], 2, "quiet = 'yes'"),
+    (["run", "--config", "{inputs}/timeout_nan.toml"], 2, "--timeout"),
+    (["run", "--config", "{inputs}/latin1.toml"], 2, "not UTF-8"),
+    (["run", "--config", "{inputs}/deep.toml"], 2, "nests too deeply"),
 ]
 
 
 @pytest.mark.parametrize(("args", "code", "word"), CASES, ids=[" ".join(case[0])[:60] for case in CASES])
-def test_bad_input(args, code, word, existing, broken_images, tmp_path):
+def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     notes = tmp_path / "notes.db"
     notes.write_text("my notes, not a database\n" * 50)
-    places = {"db": existing, "images": broken_images, "tmp": tmp_path, "notes": notes}
+    places = {"db": existing, "images": broken_images, "inputs": inputs, "tmp": tmp_path, "notes": notes}
     before = snapshot(existing)
     result = CliRunner().invoke(main, [arg.format(**places) for arg in args])
     lines = [line for line in result.output.splitlines() if line.strip()]

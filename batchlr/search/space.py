@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
+import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -29,6 +31,20 @@ def default_momentum(optimizer: str) -> float | None:
 
 Number = TypeVar("Number", int, float)
 
+MAX_LR = 1e6
+"""The largest learning rate a search may reach. Nothing trains above it, and far above it
+(float32 ends at 3.4e38) the optimizer's step overflows instead of diverging; scaled by a
+batch-size ratio it stays far below that."""
+
+SEED_LIMIT = 2**32
+"""Seeds are below this: what numpy, and so Optuna's samplers and scikit-learn, accept."""
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` wrapped below :data:`SEED_LIMIT`, for the seeds a run derives from its
+    own (a resumed study's sampler, each worker's), so that the largest seed still works."""
+    return (seed + offset) % SEED_LIMIT
+
 
 def parse_range(text: str, kind: type[Number]) -> tuple[Number, Number]:
     """Parse ``"MIN:MAX"`` into two positive numbers with MIN <= MAX.
@@ -48,6 +64,14 @@ def parse_range(text: str, kind: type[Number]) -> tuple[Number, Number]:
         raise BatchlrUsageError(f"{text!r}: both ends must be positive and finite")
     if low > high:
         raise BatchlrUsageError(f"{text!r}: MIN is greater than MAX; write {parts[1]}:{parts[0]}")
+    return low, high
+
+
+def parse_lr_range(text: str) -> tuple[float, float]:
+    """:func:`parse_range` for learning rates, which must also stay at most :data:`MAX_LR`."""
+    low, high = parse_range(text, float)
+    if high > MAX_LR:
+        raise BatchlrUsageError(f"{text!r}: a learning rate above {MAX_LR:g} only diverges (far above, float32 overflows); give a MAX of at most {MAX_LR:g}")
     return low, high
 
 
@@ -85,8 +109,10 @@ class LrScaling:
 
     def lr(self, base_lr: float, batch_size: int) -> float:
         """The learning rate for ``batch_size``."""
+        if self.rule == "none":
+            return base_lr
         ratio = batch_size / self.reference_batch_size
-        return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.rule]
+        return base_lr * (ratio if self.rule == "linear" else math.sqrt(ratio))
 
     def to_attrs(self) -> dict[str, Any]:
         """The rule as the options that set it. The reference batch size is kept without a rule
@@ -95,7 +121,15 @@ class LrScaling:
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> LrScaling:
-        return cls(attrs.get("lr_scaling") or "none", int(attrs.get("reference_batch_size") or DEFAULT_REFERENCE_BATCH_SIZE))
+        """From stored attrs or options; a missing or null key takes its default.
+
+        Raises:
+            BatchlrUsageError: for an unknown rule or a reference batch size that is no whole number of at least 1.
+        """
+        reference = attrs.get("reference_batch_size") or DEFAULT_REFERENCE_BATCH_SIZE
+        if not is_whole_number(reference):
+            raise BatchlrUsageError(f"--reference-batch-size {reprlib.repr(reference)}: must be a whole number")
+        return cls(attrs.get("lr_scaling") or "none", reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,21 +147,52 @@ class Hyperparameters:
 
         They hold ``batch_size``, ``optimizer``, ``momentum`` for SGD and RMSProp, and ``lr``, or
         ``base_lr`` when the study scaled the learning rate with the batch size by ``scaling``.
+
+        Raises:
+            BatchlrError: when a param is missing or out of its range (batch_size at least 1,
+                the learning rate positive and finite, momentum in [0, 1), a known optimizer).
         """
         lr_key = "lr" if scaling.rule == "none" else "base_lr"
         missing = [key for key in ("batch_size", lr_key, "optimizer") if key not in params]
         if missing:
             raise BatchlrError(f"params lack {', '.join(missing)}; was this made by batchlr?")
-        optimizer = str(params["optimizer"])
+        optimizer, batch_size, base_lr, momentum = (params.get(key) for key in ("optimizer", "batch_size", lr_key, "momentum"))
         if optimizer not in OPTIMIZER_NAMES:
-            raise BatchlrError(f"unknown optimizer {optimizer!r}; batchlr knows {', '.join(OPTIMIZER_NAMES)}")
-        momentum = params.get("momentum")
-        return cls(
-            batch_size=int(params["batch_size"]),
-            lr=scaling.lr(float(params[lr_key]), int(params["batch_size"])),
-            optimizer=optimizer,
-            momentum=None if momentum is None else float(momentum),
-        )
+            raise BatchlrError(f"unknown optimizer {reprlib.repr(optimizer)}; batchlr knows {', '.join(OPTIMIZER_NAMES)}")
+        if not (is_whole_number(batch_size) and batch_size >= 1):
+            raise BatchlrError(f"batch_size {reprlib.repr(batch_size)} is not a whole number of at least 1")
+        lr = _scaled_lr(scaling, base_lr, batch_size)
+        if not (math.isfinite(lr) and lr > 0):
+            raise BatchlrError(f"{lr_key} {reprlib.repr(base_lr)} is not a positive learning rate (or overflows when scaled)")
+        if momentum is not None and not (is_real(momentum) and 0 <= momentum < 1):
+            raise BatchlrError(f"momentum {reprlib.repr(momentum)} is not a number in [0, 1)")
+        return cls(batch_size=batch_size, lr=float(lr), optimizer=optimizer, momentum=None if momentum is None else float(momentum))
+
+
+def _scaled_lr(scaling: LrScaling, base_lr: Any, batch_size: int) -> float:
+    """The learning rate for ``batch_size``: NaN when ``base_lr`` is no positive number, infinite
+    when it overflows (a whole number too large for a float does not become infinite by itself)."""
+    if not (is_real(base_lr) and base_lr > 0):
+        return math.nan
+    try:
+        return float(scaling.lr(base_lr, batch_size))
+    except OverflowError:
+        return math.inf
+
+
+def is_whole_number(value: Any) -> bool:
+    """Whether a value read from a file or a storage is an int; ``True`` is one to Python, but no count."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Whether a value read from a file or a storage is an int or a float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """:func:`is_real`, and neither nan, infinite, nor a whole number too large to be a float."""
+    return is_real(value) and -sys.float_info.max <= value <= sys.float_info.max
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +220,14 @@ class SearchSpace:
         return dataclasses.replace(self, batch_size=(low, min(high, largest)))
 
     def suggest(self, trial: optuna.Trial) -> Hyperparameters:
-        """Draw one configuration; momentum only for the optimizers that use it."""
+        """Draw one configuration; momentum only for the optimizers that use it.
+
+        Raises:
+            BatchlrError: for a space reaching beyond :data:`MAX_LR`, which a study created
+                before that limit may hold: its trials would fail deep in the optimizer.
+        """
+        if self.lr[1] > MAX_LR:
+            raise BatchlrError(f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's limit, where training only diverges or overflows; create a new study with --lr at most {MAX_LR:g}")
         optimizer = trial.suggest_categorical("optimizer", list(self.optimizers))
         momentum = None
         if optimizer in MOMENTUM_OPTIMIZERS:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,18 @@ import yaml
 
 import batchlr
 from batchlr.errors import BatchlrError
+from batchlr.files import write_text_atomically
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.search.space import Hyperparameters, LrScaling
+from batchlr.objectives.settings import BUDGET_KINDS
+from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
 from batchlr.studies.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import best_complete_trial, fastest_within, load_existing_study
 
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_CONFIG_BYTES = 1 << 20
+"""An export is a few kilobytes; a file above this is no export and is refused unparsed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +121,8 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
 def export_trial(storage_url: str, study_name: str, output: Path, delta: float | None = None) -> BestConfig:
     """``batchlr export``: write the best complete trial of a study to ``output``, or with
     ``delta`` the fastest within ``delta`` accuracy of it; returns what was written."""
-    study = load_existing_study(open_storage(storage_url, create=False), study_name)
+    study = load_existing_study(open_storage(storage_url, access="read"), study_name)
+    study_spec(study)  # a study batchlr did not make is refused before its trials are read as batchlr's
     trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
     config = trial_config(study, trial)
     write_config(config, output)
@@ -127,49 +133,101 @@ def write_config(config: BestConfig, path: Path) -> None:
     """Write ``config`` as YAML when ``path`` ends in .yaml/.yml, else as JSON."""
     record = config.to_dict()
     text = yaml.safe_dump(record, sort_keys=False) if path.suffix.lower() in YAML_SUFFIXES else json.dumps(record, indent=2) + "\n"
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise BatchlrError(f"cannot write {path}: {error.strerror}") from None
+    write_text_atomically(path, text)
 
 
 def load_config(path: str | Path) -> BestConfig:
     """Read a file written by ``batchlr export`` (JSON, or YAML by its suffix).
 
     Raises:
-        BatchlrError: when the file is missing, malformed, or lacks a field.
+        BatchlrError: in one line, for a file that cannot be read, and for any file that is not
+            an export: not UTF-8, over :data:`MAX_CONFIG_BYTES`, not JSON or YAML, nested too
+            deeply, or whose record lacks a field or holds a value of the wrong type or range
+            (see :data:`FIELD_RULES`, :meth:`StudySpec.from_attrs`, :meth:`Hyperparameters.from_params`).
     """
     path = Path(path)
+    language = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
     try:
-        text = path.read_text(encoding="utf-8")
-        record = yaml.safe_load(text) if path.suffix.lower() in YAML_SUFFIXES else json.loads(text)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise BatchlrError(f"cannot read {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise BatchlrError(f"{path} is not valid {'YAML' if path.suffix.lower() in YAML_SUFFIXES else 'JSON'}: {error}") from None
-    return _from_record(record, path)
+        raise BatchlrError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise BatchlrError(f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB: no batchlr export is")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BatchlrError(f"{path} is not UTF-8 text, so no batchlr export") from None
+    try:
+        record = yaml.safe_load(text) if language == "YAML" else json.loads(text)
+    except RecursionError:
+        raise BatchlrError(f"{path} nests too deeply for a batchlr export") from None
+    except (ValueError, yaml.YAMLError) as error:  # ValueError: JSON's, and either's numbers of too many digits
+        raise BatchlrError(f"{path} is not valid {language}: {' '.join(str(error).split())}") from None
+    try:
+        return _from_record(record)
+    except BatchlrError as error:
+        raise BatchlrError(f"{path}: {error}") from None
 
 
-def _from_record(record: Any, path: Path) -> BestConfig:
+def _scalar(value: Any) -> bool:
+    # Any number: Hyperparameters.from_params then says which param is out of its range.
+    return value is None or isinstance(value, (str, bool, int, float))
+
+
+FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "study": (lambda value: isinstance(value, str), "a study name"),
+    "trial": (lambda value: is_whole_number(value) and value >= 0, "a trial number"),
+    "value": (is_finite_number, "a finite number"),
+    "metric": (lambda value: isinstance(value, str), "a metric name"),
+    "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
+    "params": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and _scalar(item) for key, item in value.items()), "a table of param names and values"),
+    "fold_scores": (lambda value: isinstance(value, list) and all(map(is_finite_number, value)), "a list of finite numbers"),
+    "train_seconds": (lambda value: value is None or (is_finite_number(value) and value >= 0), "a number of seconds, or null"),
+    "settings": (lambda value: isinstance(value, Mapping), "a table of settings"),
+    "versions": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and isinstance(item, str) for key, item in value.items()), "a table of version strings"),
+}
+"""What each field of an export may hold; the params and settings are then read as a study's."""
+
+
+def _from_record(record: Any) -> BestConfig:
+    """The :class:`BestConfig` of a parsed export, every field checked.
+
+    Raises:
+        BatchlrError: naming the first field that is missing or malformed.
+    """
     if not isinstance(record, Mapping):
-        raise BatchlrError(f"{path} does not hold a batchlr configuration object")
+        raise BatchlrError("it does not hold a batchlr configuration object")
     if "settings" not in record:
         record = _from_first_format(record)
-    fields = [field.name for field in dataclasses.fields(BestConfig)]
-    missing = [name for name in fields if name not in record]
+    missing = [name for name in FIELD_RULES if name not in record]
     if missing:
-        raise BatchlrError(f"{path} lacks {', '.join(missing)}; export it again with batchlr export")
-    try:
-        config = BestConfig(**{**{name: record[name] for name in fields}, "settings": StudySpec.from_attrs(record["settings"])})
-        config.hyperparameters  # a bad file fails here, not at first use
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise BatchlrError(f"{path}: malformed params or settings ({error}); export it again with batchlr export") from None
+        raise BatchlrError(f"lacks {', '.join(missing)}; export it again with batchlr export")
+    for name, (fits, phrase) in FIELD_RULES.items():
+        if not fits(record[name]):
+            raise BatchlrError(f"{name} = {reprlib.repr(record[name])} is not {phrase}")
+    seconds = record["train_seconds"]
+    config = BestConfig(
+        study=record["study"],
+        trial=record["trial"],
+        value=float(record["value"]),
+        metric=record["metric"],
+        direction=record["direction"],
+        params=dict(record["params"]),
+        fold_scores=[float(score) for score in record["fold_scores"]],
+        train_seconds=None if seconds is None else float(seconds),
+        settings=StudySpec.from_attrs(record["settings"]),
+        versions=dict(record["versions"]),
+    )
+    config.hyperparameters  # checks the params: a bad file fails here, not at first use
     return config
 
 
 def _from_first_format(record: Mapping[str, Any]) -> dict[str, Any]:
     """An export of batchlr 0.1.0, which kept the settings at the top level, in today's form."""
     budget, scaling = record.get("budget") or {}, record.get("lr_scaling") or {}
+    if not (isinstance(budget, Mapping) and isinstance(scaling, Mapping) and budget.get("kind") in (None, *BUDGET_KINDS)):
+        raise BatchlrError(f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not those of a batchlr 0.1.0 export")
     settings = {key: record[key] for key in ("dataset", "model", "folds", "schedule", "warmup") if key in record}
     settings |= {"budget": budget.get("kind"), budget.get("kind") or "epochs": budget.get("amount") or record.get("epochs")}
     settings |= {"lr_scaling": scaling.get("rule"), "reference_batch_size": scaling.get("reference_batch_size")}

@@ -12,8 +12,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
+from batchlr.files import write_atomically, write_text_atomically
 from batchlr.studies.render import format_params, training_phrase
-from batchlr.studies.spec import study_spec
+from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import best_complete_trial, load_existing_study, top_trials
 
@@ -26,7 +27,7 @@ def _accuracy(trial: FrozenTrial) -> float:
 
 def write_study_report(storage_url: str, study_name: str, output: Path) -> list[Path]:
     """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage."""
-    return write_report(load_existing_study(open_storage(storage_url, create=False), study_name), output)
+    return write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
@@ -34,8 +35,14 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
 
     The figures: optimisation history, accuracy over learning rate × batch size, parameter
     importances, parallel coordinates, accuracy by optimizer and the spread of fold scores.
-    A figure the study has too few trials for is left out with a note.
+    A figure the study has too few trials for is left out with a note. Each file is written
+    whole or not at all (see :func:`batchlr.files.write_atomically`).
+
+    Raises:
+        BatchlrError: for a study batchlr did not make, or without a complete trial, before
+            anything is written.
     """
+    spec = study_spec(study)
     best = best_complete_trial(study)
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -96,10 +103,11 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         canvas.set_size_inches(8, 5)
         canvas.tight_layout()
         written.append(output / f"{index + 1}-{_slug(title)}.png")
-        canvas.savefig(written[-1], dpi=110)
+        # The temporary file's name ends in .tmp, so the format cannot come from it.
+        write_atomically(written[-1], lambda temporary: canvas.savefig(temporary, dpi=110, format="png"))
         pyplot.close("all")
     page = output / "index.html"
-    page.write_text(_page(study, best, sections), encoding="utf-8")
+    write_text_atomically(page, _page(study, spec, best, sections))
     return [page, *written]
 
 
@@ -133,8 +141,8 @@ def _slug(title: str) -> str:
     return "".join(character if character.isalnum() else "-" for character in title.lower()).strip("-")
 
 
-def _page(study: optuna.Study, best: FrozenTrial, sections: list[str]) -> str:
-    attrs, settings, spec = best.user_attrs, study.user_attrs, study_spec(study)
+def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: list[str]) -> str:
+    attrs, settings = best.user_attrs, study.user_attrs
     states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     rows = {
         "data set / model": f"{spec.dataset} / {spec.model}",

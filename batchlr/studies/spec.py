@@ -10,17 +10,21 @@ so that the same keys serve the command line, study files and the storage. Neste
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Collection, Mapping
-from pathlib import Path
+import math
+import reprlib
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.settings import TrainingSettings
-from batchlr.search.space import SearchSpace
+from batchlr.objectives.micro_batches import AUTO
+from batchlr.objectives.schedules import SCHEDULE_NAMES
+from batchlr.objectives.settings import BUDGET_KINDS, OBJECTIVES, TrainingSettings
+from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
+from batchlr.search.space import LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
 
 if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
     from batchlr.objectives.folds import FoldAssignment
@@ -44,7 +48,6 @@ CREATION_KEYS = frozenset({"seed", "lr_find"})
 
 FOLDS_ATTR = "batchlr:folds"
 LABELS_ATTR = "batchlr:labels"
-SPEC_WAIT_SECONDS = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,15 +78,18 @@ class StudySpec:
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudySpec:
         """Read :meth:`to_attrs` (of any format up to :data:`FORMAT_VERSION`) or option values;
-        a missing key takes its default.
+        a missing or null key takes its default, keys that are no setting are ignored.
 
         Raises:
-            BatchlrError: for attrs batchlr did not write, or of a newer format.
+            BatchlrError: for attrs of a newer format, or a setting of the wrong type or out
+                of its range (see :data:`SETTING_RULES`): a damaged study or exported file.
         """
         version = attrs.get("batchlr_format", 1)
+        if not is_whole_number(version):
+            raise BatchlrError(f"batchlr_format {reprlib.repr(version)} is no format version")
         if version > FORMAT_VERSION:
             raise BatchlrError(f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it")
-        return _unflatten(cls, attrs)
+        return _unflatten(cls, _checked(attrs))
 
     @property
     def directions(self) -> list[str]:
@@ -132,16 +138,72 @@ def _json(value: Any) -> Any:
 
 
 def _typed(value: Any, default: Any) -> Any:
-    """A JSON value (or an option's) as the type of the field's default."""
-    if value is None:
-        return None
+    """A JSON value (or an option's), checked by :func:`_checked`, as the type of the field's default."""
     if isinstance(default, tuple):
-        return tuple(value)
+        return tuple(_typed(item, default[0]) for item in value)
     if isinstance(default, Path):
         return Path(value)
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
     return value
+
+
+def _pair(value: Any, kind: Callable[[Any], bool]) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(map(kind, value))
+
+
+def _names(value: Any, known: tuple[str, ...]) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(name, str) and name in known for name in value)
+
+
+def _finite(least: float) -> Callable[[Any], bool]:
+    return lambda value: is_finite_number(value) and least <= value
+
+
+def _counts(least: int, limit: float = math.inf) -> Callable[[Any], bool]:
+    return lambda value: is_whole_number(value) and least <= value < limit
+
+
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "dataset": (lambda value: isinstance(value, str), "a data set name"),
+    "model": (lambda value: isinstance(value, str), "a model name"),
+    "folds": (_counts(2), "a whole number of at least 2"),
+    "batch_size": (lambda value: _pair(value, is_whole_number) and 1 <= value[0] <= value[1], "[MIN, MAX] of whole numbers, 1 <= MIN <= MAX"),
+    "lr": (lambda value: _pair(value, _finite(0)) and 0 < value[0] <= value[1], "[MIN, MAX] of finite numbers, 0 < MIN <= MAX"),
+    "optimizers": (lambda value: _names(value, OPTIMIZER_NAMES), f"a list of {', '.join(OPTIMIZER_NAMES)}"),
+    "lr_scaling": (lambda value: value in LR_SCALING_RULES, f"one of {', '.join(LR_SCALING_RULES)}"),
+    "reference_batch_size": (_counts(1), "a whole number of at least 1"),
+    "budget": (lambda value: value in BUDGET_KINDS, f"one of {', '.join(BUDGET_KINDS)}"),
+    "epochs": (_counts(1), "a whole number of at least 1"),
+    "steps": (_counts(1), "a whole number of at least 1"),
+    "schedule": (lambda value: value in SCHEDULE_NAMES, f"one of {', '.join(SCHEDULE_NAMES)}"),
+    "warmup": (_finite(0), "a finite number of epochs, 0 or more"),
+    "max_micro_batch": (lambda value: value == AUTO or _counts(1)(value), f"a whole number of at least 1, or {AUTO}"),
+    "objectives": (lambda value: isinstance(value, (list, tuple)) and tuple(value) in OBJECTIVES, "[accuracy] or [accuracy, time]"),
+    "seed": (_counts(0, SEED_LIMIT), f"a whole number from 0 to {SEED_LIMIT - 1}"),
+    "sampler": (lambda value: value in SAMPLER_NAMES, f"one of {', '.join(SAMPLER_NAMES)}"),
+    "pruner": (lambda value: value in PRUNER_NAMES, f"one of {', '.join(PRUNER_NAMES)}"),
+    "data_dir": (lambda value: isinstance(value, (str, PurePath)), "a path"),
+    "lr_find": (
+        lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and (item is None or is_finite_number(item) or isinstance(item, str)) for key, item in value.items()),
+        "the LR range test's record of numbers and names",
+    ),
+}
+"""What each setting may hold, with a phrase for the error, whether it comes from options
+(tuples, paths), the storage or an exported file (JSON lists, strings)."""
+
+
+def _checked(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` without null settings, once every other setting passes :data:`SETTING_RULES`.
+
+    Raises:
+        BatchlrError: naming the first setting that does not.
+    """
+    for key, (fits, phrase) in SETTING_RULES.items():
+        value = attrs.get(key)
+        if value is not None and not fits(value):
+            raise BatchlrError(f"setting {key} = {reprlib.repr(value)} is not {phrase}")
+    return {key: value for key, value in attrs.items() if not (value is None and key in SETTING_RULES)}
 
 
 def setting_keys() -> list[str]:
@@ -206,7 +268,6 @@ def save_spec(
     for key, value in spec.to_attrs().items():
         storage.set_study_user_attr(study_id, key, value)
     storage.set_study_system_attr(study_id, FOLDS_ATTR, folds.encode())
-    # Written last: load_spec treats a study without it as one being created or not batchlr's.
     storage.set_study_system_attr(study_id, LABELS_ATTR, labels_fingerprint)
 
 
@@ -215,13 +276,10 @@ def save_micro_batch_cap(study: optuna.Study, cap: int) -> None:
     study.set_user_attr("max_micro_batch", cap)
 
 
-def load_spec(
-    storage: optuna.storages.BaseStorage, study: str, wait: float = SPEC_WAIT_SECONDS
-) -> tuple[StudySpec, FoldAssignment, str] | None:
+def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySpec, FoldAssignment, str] | None:
     """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
 
-    A study that exists without them may be one another worker is creating right now: wait
-    up to ``wait`` seconds for its spec to appear.
+    batchlr creates a study with all of them at once, so a study without them is not batchlr's.
 
     Raises:
         BatchlrError: when the study exists but batchlr did not create it.
@@ -232,22 +290,44 @@ def load_spec(
         study_id = storage.get_study_id_from_name(study)
     except KeyError:
         return None
-    deadline = time.monotonic() + wait
-    while LABELS_ATTR not in (system := storage.get_study_system_attrs(study_id)):
-        # A study being created has no trials yet: batchlr saves the spec before the first.
-        if time.monotonic() > deadline or storage.get_n_trials(study_id) > 0:
-            raise BatchlrError(f"study {study!r} exists but was not made by batchlr run; choose another --study name")
-        time.sleep(0.5)
+    system = storage.get_study_system_attrs(study_id)
+    if LABELS_ATTR not in system:
+        raise BatchlrError(f"study {study!r} exists but was not made by batchlr run; choose another --study name")
     spec = StudySpec.from_attrs(storage.get_study_user_attrs(study_id))
     return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
 
 
-def study_spec(study: optuna.Study) -> StudySpec:
-    """The spec of a study batchlr made, for commands that only read it.
+def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
+    """The spec of a study batchlr made, for commands that only read it; ``None`` for a study
+    made otherwise (with Optuna itself), which holds no batchlr settings.
 
     Raises:
-        BatchlrError: when the study holds no batchlr settings.
+        BatchlrError: when the study's settings are damaged, or its directions are not those
+            of its settings' objectives (another program's study with a ``dataset`` attr).
     """
-    if "dataset" not in study.user_attrs:
-        raise BatchlrError(f"study {study.study_name!r} was not made by batchlr run; it has no settings")
-    return StudySpec.from_attrs(study.user_attrs)
+    attrs = study.user_attrs
+    if "dataset" not in attrs:
+        return None
+    try:
+        spec = StudySpec.from_attrs(attrs)
+    except BatchlrError as error:
+        raise BatchlrError(f"study {study.study_name!r} holds settings batchlr cannot read: {error}") from None
+    directions = [direction.name.lower() for direction in study.directions]
+    if directions != spec.directions:
+        raise BatchlrError(
+            f"study {study.study_name!r} was not made by batchlr run: its settings name the objectives "
+            f"{','.join(spec.training.objectives)}, but it has directions {','.join(directions)}"
+        )
+    return spec
+
+
+def study_spec(study: optuna.Study) -> StudySpec:
+    """:func:`study_spec_or_none` for commands that need batchlr's settings.
+
+    Raises:
+        BatchlrError: also when the study holds no batchlr settings.
+    """
+    spec = study_spec_or_none(study)
+    if spec is None:
+        raise BatchlrError(f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr settings; batchlr show prints its trials")
+    return spec

@@ -1,6 +1,8 @@
 """Listing the studies in a storage, describing one study, and picking a trial from it.
 
-A study's first objective is always accuracy; a two-objective study adds training seconds.
+A batchlr study's first objective is accuracy; a two-objective study adds training seconds.
+Studies made with Optuna itself may minimise or maximise anything: what is best follows
+each study's directions.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.studies.spec import study_spec
+from batchlr.studies.spec import study_spec_or_none
 
 REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial")
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which trial."""
@@ -66,6 +68,11 @@ def _best(trials: list[FrozenTrial], direction: StudyDirection) -> FrozenTrial |
     return pick(trials, key=lambda trial: trial.values[0], default=None)
 
 
+def _best_first(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """``trials`` by their first objective value, best first by the study's first direction."""
+    return sorted(trials, key=lambda trial: trial.values[0], reverse=study.directions[0] == StudyDirection.MAXIMIZE)
+
+
 def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
     """The study ``name``; a clear error that lists the studies there when it is absent."""
     try:
@@ -81,7 +88,7 @@ def _complete(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_complete_trial_or_none(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the best accuracy (the first objective), if any."""
+    """The complete trial with the best first objective value (a batchlr study's accuracy), if any."""
     return _best(_complete(study), study.directions[0])
 
 
@@ -109,15 +116,25 @@ def fastest_within(study: optuna.Study, delta: float) -> FrozenTrial:
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The ``k`` complete trials with the best accuracy, best first."""
-    return sorted(_complete(study), key=lambda trial: trial.values[0], reverse=True)[:k]
+    """The ``k`` complete trials with the best first objective value (a batchlr study's accuracy), best first."""
+    return _best_first(study, _complete(study))[:k]
 
 
 def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The accuracy/time Pareto front of a two-objective study, most accurate first; empty otherwise."""
+    """The Pareto front of a study of several objectives (batchlr's: accuracy/time), best by
+    the first objective first; empty for a single objective."""
     if len(study.directions) < 2:
         return []
-    return sorted(study.best_trials, key=lambda trial: trial.values[0], reverse=True)
+    return _best_first(study, study.best_trials)
+
+
+def metric_labels(study: optuna.Study) -> list[str]:
+    """The names of a study's objectives: those it was given (``set_metric_names``), else
+    ``value``, or ``value 0``, ``value 1``, ... for several."""
+    if study.metric_names:
+        return list(study.metric_names)
+    count = len(study.directions)
+    return ["value"] if count == 1 else [f"value {index}" for index in range(count)]
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
@@ -133,14 +150,22 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def describe(study: optuna.Study, k: int) -> dict[str, Any]:
-    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed, and
-    ``refit`` while ``batchlr refit`` has not scored the study."""
+    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed,
+    ``refit`` while ``batchlr refit`` has not scored the study, and ``settings`` for a study
+    not made by batchlr. ``directions`` and ``metrics`` name the objectives, in order.
+
+    Raises:
+        BatchlrError: for a study whose batchlr settings are damaged (see :func:`study_spec_or_none`).
+    """
+    spec = study_spec_or_none(study)
     trials = study.get_trials(deepcopy=False)
     best = best_complete_trial_or_none(study)
     refit = {key: study.user_attrs[key] for key in REFIT_ATTRS if key in study.user_attrs}
     return {
         "study": study.study_name,
-        "settings": study_spec(study).to_attrs(),
+        "settings": None if spec is None else spec.to_attrs(),
+        "directions": [direction.name.lower() for direction in study.directions],
+        "metrics": metric_labels(study) if spec is None else spec.metric_names,
         "refit": refit or None,
         "trials_by_state": dict(Counter(trial.state.name for trial in trials)),
         "reasons": dict(Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)),
