@@ -17,15 +17,15 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    BATCH_OPTION, BATCH_RANGE, DATA_DIR_OPTION, DATA_OPTIONS, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MICRO_BATCH,
+    BATCH_OPTION, BATCH_RANGE, DATA_DIR_OPTION, DATA_OPTIONS, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
     MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
-    file_over_environment, given, output_option, read_config_file,
+    FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, OPTIMIZER_NAMES
-from batchlr.studies.storage import DEFAULT_HEARTBEAT, mask_command_line, mask_url
+from batchlr.search.space import DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
 
 
 class BatchlrGroup(click.Group):
@@ -34,6 +34,8 @@ class BatchlrGroup(click.Group):
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
         """Keep the arguments as given: the study note records them, and --workers passes them on."""
         arguments = list(args)
+        for text in (*arguments, os.environ.get(STORAGE_ENV, "")):
+            remember_secrets(text)
         ctx = super().make_context(info_name, args, parent, **extra)
         ctx.meta["batchlr.arguments"] = ["batchlr", *arguments]
         return ctx
@@ -45,7 +47,7 @@ class BatchlrGroup(click.Group):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as error:
-            click.echo(f"Error: {error.format_message()}", err=True)
+            click.echo(f"Error: {redact(error.format_message())}", err=True)
             code = error.exit_code
         except click.Abort:
             click.echo("Aborted.", err=True)
@@ -64,6 +66,8 @@ class BatchlrGroup(click.Group):
         except Exception as error:
             if ctx.meta.get("batchlr.debug"):
                 raise
+            if not isinstance(error, BatchlrError):
+                error = storage_fault(error, ctx.meta.get("batchlr.storage", "")) or error
             if isinstance(error, BatchlrUsageError):
                 raise click.UsageError(str(error)) from None
             if isinstance(error, BatchlrError):
@@ -104,17 +108,17 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), type=OPTIMIZERS, help="Comma-separated subset of sgd,adam,rmsprop.")
 @click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
 @click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, help="B0 of --lr-scaling.")
-@click.option("--warmup", type=click.FloatRange(0, MAX_EPOCHS), default=0.0, help="Epochs of linear learning-rate warmup.")
+@click.option("--warmup", type=FiniteFloatRange(0, MAX_EPOCHS), default=0.0, help="Epochs of linear learning-rate warmup.")
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", help="Learning-rate schedule over each fold's steps.")
 @click.option("--budget", type=click.Choice(["epochs", "steps"]), help="Train each fold for --epochs epochs, or for --steps optimizer steps.  [default: epochs, or steps with --steps]")
 @click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold; implies --budget steps.")
 @click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
 @click.option("--objectives", type=OBJECTIVES, default="accuracy", help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this process.  [default: 20, or unlimited with --timeout]")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
 @click.option("--max-trials", type=click.IntRange(min=1), help="Stop every worker once the study holds N finished (complete or pruned) trials.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
-@click.option("--heartbeat", type=click.IntRange(min=1), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
+@click.option("--heartbeat", type=click.IntRange(1, MAX_HEARTBEAT), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr).")
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", help="median, hyperband, wilcoxon (paired test against the best trial) or none.")
@@ -129,8 +133,9 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     from batchlr.studies import render
     from batchlr.studies.lifecycle import RunOptions, TrialPlan, open_study, run_trials
     from batchlr.studies.spec import StudySpec
-    from batchlr.studies.workers import worker_arguments
+    from batchlr.studies.workers import watch_parent, worker_arguments
 
+    watch_parent()
     option = file_over_environment(ctx, option)
     lr_auto = option["lr"] == "auto"
     settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr")}
@@ -158,7 +163,7 @@ def studies(storage: str) -> None:
     from batchlr.studies.storage import open_storage
     from batchlr.studies.summary import list_studies
 
-    click.echo(render.studies_table(list_studies(open_storage(storage, create=False))))
+    click.echo(render.studies_table(list_studies(open_storage(storage, access="read"))))
 
 
 @main.command()
@@ -175,7 +180,7 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
     from batchlr.studies.storage import open_storage
     from batchlr.studies.summary import describe, load_existing_study
 
-    study = load_existing_study(open_storage(storage, create=False), study_name)
+    study = load_existing_study(open_storage(storage, access="read"), study_name)
     if as_config:
         click.echo(render_run_config(study.study_name, mask_url(storage), study_spec(study)), nl=False)
         return
@@ -185,7 +190,7 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
 
 @main.command()
 @STUDY_ARGUMENT
-@click.argument("delta", metavar="[DELTA]", type=click.FloatRange(min=0), required=False)
+@click.argument("delta", metavar="[DELTA]", type=FiniteFloatRange(min=0), required=False)
 @STORAGE_OPTION
 @output_option("File to write: .json, or .yaml/.yml.")
 @click.option("--pick", type=click.Choice(["best", "fastest-within"]), default="best", help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.")
@@ -209,8 +214,8 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, pic
 @BATCH_OPTION
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
-@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-7, help="First learning rate of the sweep.")
-@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0, help="Last learning rate of the sweep.")
+@click.option("--start-lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=1e-7, help="First learning rate of the sweep.")
+@click.option("--end-lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=10.0, help="Last learning rate of the sweep.")
 @click.option("--lr-count", type=click.IntRange(min=20), default=100, help="Learning rates tried between them, one optimizer step each.")
 @click.option("--steps", "old_lr_count", type=click.IntRange(min=20), hidden=True, help="The old name of --lr-count.")
 @JSON_OPTION
@@ -237,7 +242,7 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, **option
 @click.option("--repeats", type=click.IntRange(min=1), default=20, help="Big batches drawn; the estimate averages over them.")
 @click.option("--epochs", type=click.IntRange(0, MAX_EPOCHS), default=0, help="Train this long first; 0 measures at initialisation.")
 @BATCH_OPTION
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, help="Learning rate of that training.")
+@click.option("--lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=1e-3, help="Learning rate of that training.")
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
 @JSON_OPTION
@@ -289,4 +294,4 @@ def dashboard(storage: str, host: str, port: int) -> None:
     from batchlr.studies import render
     from batchlr.studies.dashboard import serve_dashboard
 
-    serve_dashboard(storage, host, port, lambda: click.echo(render.dashboard_address(mask_url(storage), host, port)))
+    serve_dashboard(storage, host, port, lambda: _echo(*render.dashboard_address(mask_url(storage), host, port)))

@@ -20,7 +20,7 @@ def test_passwords_are_masked():
 
 def test_read_only_commands_never_create_a_file(tmp_path):
     with pytest.raises(BatchlrError, match="no such file"):
-        open_storage(f"sqlite:///{tmp_path / 'typo.db'}", create=False)
+        open_storage(f"sqlite:///{tmp_path / 'typo.db'}", access="read")
     assert not (tmp_path / "typo.db").exists()
 
 
@@ -28,19 +28,19 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "notes.db"
     path.write_text("these are my notes, not a database\n" * 100)
     with pytest.raises(BatchlrError, match="cannot open storage"):
-        open_storage(f"sqlite:///{path}", create=False)
+        open_storage(f"sqlite:///{path}", access="read")
     assert path.read_text().startswith("these are my notes")
 
 
 @pytest.mark.parametrize("url", ["notadb://x", "sqlite://", "not a url"])
 def test_malformed_urls_are_usage_errors(url):
     with pytest.raises(BatchlrUsageError, match="--storage"):
-        open_storage(url, create=True)
+        open_storage(url, access="create")
 
 
 def test_unwritable_sqlite_path_is_a_clear_error():
     with pytest.raises(BatchlrError, match="cannot create a file in /proc/nope"):
-        open_storage("sqlite:////proc/nope/x.db", create=True)
+        open_storage("sqlite:////proc/nope/x.db", access="create")
 
 
 def test_a_study_runs_and_resumes_on_postgresql():

@@ -38,8 +38,8 @@ def wait_all(workers: list[subprocess.Popen], timeout: float = 240) -> list[int]
     return [worker.wait(timeout=max(1, deadline - time.monotonic())) for worker in workers]
 
 
-def running_trial_of(storage: str, study: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
-    """Wait until worker ``pid`` runs a trial (one whose user attr ``worker`` names it)."""
+def running_trial_of(storage: str, study: str, pid: int | None, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Wait until worker ``pid`` (any worker, for None) runs a trial (one whose user attr ``worker`` names it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -47,7 +47,8 @@ def running_trial_of(storage: str, study: str, pid: int, timeout: float = 120) -
         except KeyError:
             trials = []
         for trial in trials:
-            if trial.user_attrs.get("worker", {}).get("pid") == pid:
+            worker = trial.user_attrs.get("worker")
+            if worker and (pid is None or worker.get("pid") == pid):
                 return trial
         time.sleep(0.2)
     raise AssertionError(f"worker {pid} ran no trial in {timeout} s")

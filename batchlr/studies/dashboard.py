@@ -19,7 +19,7 @@ def serve_dashboard(storage_url: str, host: str, port: int, ready: Callable[[], 
     Raises:
         BatchlrError: when the storage cannot be opened or the port is taken.
     """
-    storage = open_storage(storage_url, create=False)
+    storage = open_storage(storage_url, access="read")
     try:
         with socket.create_server((host, port)):  # fail before announcing the address
             pass

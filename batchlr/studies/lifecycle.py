@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import socket
-import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 
@@ -14,25 +11,26 @@ import numpy as np
 import optuna
 import optuna_dashboard
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from batchlr.errors import BatchlrError, Interrupted
 from batchlr.objectives.data import ImageData, load_dataset
 from batchlr.objectives.device import resolve_device
+from batchlr.objectives.duplicates import split_duplicates
 from batchlr.objectives.folds import HOLDOUT, FoldAssignment, assign_folds
 from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.search.space import Hyperparameters, default_momentum
+from batchlr.search.space import Hyperparameters, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
+from batchlr.studies.retries import fail_orphaned_trials, queue_retry
 from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
-from batchlr.studies.storage import DEFAULT_HEARTBEAT, open_storage
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, create_study_from, open_storage
 from batchlr.studies.workers import run_workers, stop_gracefully_on_signals
 
 DEFAULT_N_TRIALS = 20
@@ -66,6 +64,8 @@ class OpenStudy:
     spec: StudySpec
     objective: CrossValidationObjective
     previous_trials: int
+    creation_warning: str | None = None
+    """Said by the process that created the study, e.g. that its folds split identical images."""
 
     def optimize(
         self,
@@ -79,10 +79,12 @@ class OpenStudy:
 
         On KeyboardInterrupt the running trial ends FAIL with user attr ``reason`` =
         ``"interrupted"``, a copy with its params waits to run first when the study resumes
-        (system attr ``failed_trial`` names it), and the interrupt propagates. Before returning, trials left RUNNING
-        by local workers that died are failed (and so retried) once their heartbeat is stale.
+        (system attr ``failed_trial`` names it), and the interrupt propagates. Before the first trial
+        and after the last, trials left RUNNING by workers that died are failed and retried
+        (see :func:`fail_orphaned_trials`).
         """
         callbacks = list(callbacks)
+        fail_orphaned_trials(self.study, self.storage)
         if max_trials is not None:
             if len(self.study.get_trials(deepcopy=False, states=FINISHED)) >= max_trials:
                 return
@@ -95,18 +97,15 @@ class OpenStudy:
     def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
         """What ``batchlr run`` prints before the first trial (see :func:`render.opening`)."""
         objective = self.objective
-        return render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, str(objective.device))
+        lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, str(objective.device))
+        return lines, "\n".join(filter(None, (warning, self.creation_warning))) or None
 
     def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
-            # Queued for the next run of the study, as a dead worker's trial is; retried before
-            # the reason is set, since the retry inherits the trial's user attrs.
-            interrupted = self.study.get_trials(deepcopy=False)[trial.number]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                RetryHeartbeatStaleTrialCallback(max_retry=1)(self.study, interrupted)
+            # Queued for the next run of the study, as a dead worker's trial is.
+            queue_retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
             trial.set_user_attr("reason", "interrupted")
             raise
 
@@ -152,39 +151,6 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         ) from None
 
 
-def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
-    """Fail every stale RUNNING trial, waiting for the heartbeats of dead local workers' trials to go stale.
-
-    Optuna fails stale trials of any host; the wait is only for this host's dead workers, whose
-    pids can be checked. Trials of live workers keep their heartbeats and are left alone.
-    """
-    interval = storage.get_heartbeat_interval()
-    if not interval:
-        return
-    deadline = time.monotonic() + 2 * interval + 1  # Optuna's default grace period is twice the interval
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not any(_orphaned(trial) for trial in running) or time.monotonic() > deadline:
-            return
-        time.sleep(min(interval, 1))
-
-
-def _orphaned(trial: optuna.trial.FrozenTrial) -> bool:
-    worker = trial.user_attrs.get("worker") or {}
-    if worker.get("host") != socket.gethostname() or worker.get("pid") == os.getpid():
-        return False
-    try:
-        os.kill(int(worker["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError):
-        return False
-    return False
-
-
 def open_study(
     storage_url: str, study_name: str | None, requested: StudySpec, given: Collection[str], options: RunOptions
 ) -> OpenStudy:
@@ -192,41 +158,32 @@ def open_study(
 
     ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
     keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
-    A new study is written only once the data, folds, model and device are known to work.
-    When several workers start a new study at once, the database lets one create it; the
-    others wait for its settings and folds and resume it.
+    A new study is written only once the data, folds, model and device are known to work,
+    and whole (see :func:`create_study_from`). When several workers start a new study at
+    once, the database lets one create it and the others resume it.
     """
     requested = dataclasses.replace(requested, dataset=check_names(requested.dataset, requested.model))
-    storage = open_storage(storage_url, create=True, heartbeat=options.heartbeat)
+    storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
     while True:
         stored = load_spec(storage, name)
         spec, objective = prepare(name, stored, requested, given, options)
-        if stored or _create_study(storage, name, spec.directions):
+        if stored or _create_study(storage, name, spec, objective, options.command_line):
             break
     previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
     study = optuna.load_study(
         storage=storage,
         study_name=name,
         # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(spec.sampler, objective.space, options.seed + previous_trials),
+        sampler=make_sampler(spec.sampler, objective.space, offset_seed(options.seed, previous_trials)),
         pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
     )
     cap = spec.training.max_micro_batch
-    if not stored:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(spec.metric_names)
-            optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, options.command_line))
-            save_spec(storage, name, spec, objective.folds, objective.data.labels_fingerprint())
-        except BaseException:
-            # A study without its spec would make every later run wait and fail: take it away.
-            storage.delete_study(storage.get_study_id_from_name(name))
-            raise
-    elif isinstance(cap, int) and stored[0].training.max_micro_batch is None:
+    if stored and isinstance(cap, int) and stored[0].training.max_micro_batch is None:
         save_micro_batch_cap(study, cap)
-    return OpenStudy(study, storage, spec, objective, previous_trials)
+    # Only the process that created the study says it: the folds are fixed from now on.
+    duplicates = None if stored else render.split_duplicates_warning(split_duplicates(objective.data.images, objective.folds.fold_of), objective.data.sources)
+    return OpenStudy(study, storage, spec, objective, previous_trials, duplicates)
 
 
 def prepare(
@@ -243,7 +200,7 @@ def prepare(
     if stored:
         folds = _checked_folds(stored[1], stored[2], data, name)
     else:
-        folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None)
+        folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None, classes=data.classes)
     device = resolve_device(options.device)
     if options.lr_auto and not stored:
         spec = _with_found_lr(spec, data, folds, device, options.seed)
@@ -254,13 +211,19 @@ def prepare(
     return spec, CrossValidationObjective(data, folds, space, spec.model, spec.training, device, options.seed)
 
 
-def _create_study(storage: optuna.storages.RDBStorage, name: str, directions: list[str]) -> bool:
-    """Create the study; False when another process created one of that name first."""
-    try:
-        storage.create_new_study([StudyDirection[direction.upper()] for direction in directions], name)
-    except optuna.exceptions.DuplicatedStudyError:
-        return False
-    return True
+def _create_study(
+    storage: optuna.storages.RDBStorage, name: str, spec: StudySpec, objective: CrossValidationObjective, command_line: str
+) -> bool:
+    """Create the study with its spec, folds, metric names and note, all at once; False when
+    another process created one of that name first."""
+    draft = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=draft, study_name=name, directions=spec.directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(spec.metric_names)
+    optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, command_line))
+    save_spec(draft, name, spec, objective.folds, objective.data.labels_fingerprint())
+    return create_study_from(storage, draft, name)
 
 
 def _with_found_lr(spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int) -> StudySpec:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.files import check_writable, write_atomically
 from batchlr.objectives.data import ImageData, dataset_slug, load_dataset
 from batchlr.objectives.folds import HOLDOUT, assign_folds
 from batchlr.objectives.lr_finder import LrRangeTest, lr_range_test
@@ -41,7 +42,7 @@ class ProbeData:
     @classmethod
     def load(cls, dataset: str, data_dir: Path, device: torch.device, seed: int) -> ProbeData:
         data = load_dataset(dataset, data_dir.expanduser())
-        fold_of = assign_folds(data.labels.numpy(), 2, seed, holdout=data.test_images is None).fold_of
+        fold_of = assign_folds(data.labels.numpy(), 2, seed, holdout=data.test_images is None, classes=data.classes).fold_of
         return cls.on(data, np.flatnonzero(fold_of != HOLDOUT), device)
 
     @classmethod
@@ -128,6 +129,8 @@ def run_lr_find(
 ) -> LrRangeTest:  # fmt: skip
     """``batchlr lr-find``: the LR range test on ``dataset`` as the options describe it, its
     curve saved as an image to ``plot`` if given."""
+    if plot:
+        check_writable(plot)
     probe = open_probe(dataset, data_dir, model, device, seed)
     result = find_lr(probe, model, probe_hyperparameters(batch_size, optimizer, momentum), seed, start_lr, end_lr, lr_count)
     if plot:
@@ -164,8 +167,8 @@ def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:
     axes.legend()
     figure.tight_layout()
     try:
-        figure.savefig(path)
-    except (OSError, ValueError) as error:
+        write_atomically(path, lambda temporary: figure.savefig(temporary, format=path.suffix.lstrip(".").lower() or "png"))
+    except ValueError as error:
         raise BatchlrError(f"cannot save the plot to {path}: {error}") from None
     finally:
         pyplot.close(figure)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError
+from batchlr.files import check_writable, write_atomically
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
 from batchlr.search.space import Hyperparameters
@@ -24,16 +25,16 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     study's budget, then score it on the data set's official test split, or on the hold-out
     the study set aside when it was created (the search never saw either).
 
-    Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``
+    Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``,
+    replacing a previous file only once the new one is whole,
     and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
     Reads the data from ``data_dir``, or where the study was created from.
     """
-    if not output.parent.is_dir():
-        raise BatchlrError(f"cannot write {output}: there is no directory {output.parent}; create it first")
-    storage = open_storage(storage_url, create=False)
+    check_writable(output)  # before minutes of training
+    storage = open_storage(storage_url, access="write")
     study = load_existing_study(storage, study_name)
     best = best_complete_trial(study)
-    stored = load_spec(storage, study_name, wait=0)
+    stored = load_spec(storage, study_name)
     assert stored is not None  # load_existing_study found the study
     requested = stored[0] if data_dir is None else dataclasses.replace(stored[0], data_dir=data_dir)
     _, objective = prepare(study_name, stored, requested, () if data_dir is None else ("data_dir",), options)
@@ -58,10 +59,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
     accuracy = evaluate(run.model, images, labels, test, micro_batching.eval_chunk).item()
-    try:
-        torch.save(run.model.state_dict(), output)
-    except OSError as error:
-        raise BatchlrError(f"cannot write {output}: {error.strerror}") from None
+    write_atomically(output, lambda temporary: torch.save(run.model.state_dict(), temporary))
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)

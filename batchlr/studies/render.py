@@ -8,6 +8,7 @@ records the commands return.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import shlex
@@ -23,6 +24,7 @@ from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
 from batchlr.studies.summary import RefitResult, StudySummary, best_complete_trial_or_none, pareto_trials
 
 if TYPE_CHECKING:
+    from batchlr.objectives.duplicates import SplitDuplicates
     from batchlr.objectives.lr_finder import LrRangeTest
     from batchlr.objectives.noise_scale import NoiseScale
     from batchlr.objectives.objective import CrossValidationObjective
@@ -130,9 +132,10 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
 
 def study_report(report: dict[str, Any]) -> str:
     """The text ``batchlr show`` prints for a :func:`batchlr.studies.summary.describe` report."""
+    if report["settings"] is None:
+        return _plain_study_report(report)
     spec, best = StudySpec.from_attrs(report["settings"]), report["best"]
-    states = ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
-    heading = f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x {training_phrase(spec)}; trials {states}"
+    heading = f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x {training_phrase(spec)}; trials {_states(report)}"
     if best is None:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report["reasons"].items()))
         why = f" (ended: {reasons})" if reasons else ""
@@ -141,7 +144,7 @@ def study_report(report: dict[str, Any]) -> str:
     lines = [
         heading,
         f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
-        *(f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(best["params"].items())),
+        *_param_lines(best["params"]),
         "",
         f"top {len(report['top'])} by accuracy:",
         *_trial_table(report["top"]),
@@ -149,6 +152,45 @@ def study_report(report: dict[str, Any]) -> str:
     if report["pareto"]:
         lines += ["", f"accuracy/time Pareto front ({len(report['pareto'])} trials):", *_trial_table(report["pareto"])]
     return "\n".join(lines)
+
+
+def _plain_study_report(report: dict[str, Any]) -> str:
+    """``batchlr show`` for a study made with Optuna itself: its objectives by name and
+    direction (best is the lowest value where it minimises), its params, no batchlr columns."""
+    metrics, directions, best = report["metrics"], report["directions"], report["best"]
+    objectives = ", ".join(f"{direction} {metric}" for metric, direction in zip(metrics, directions))
+    heading = f"study {report['study']} (not made by batchlr; {objectives}): trials {_states(report)}"
+    if best is None:
+        return f"{heading}\nno complete trial yet"
+    order = "lowest" if directions[0] == "minimize" else "highest"
+    lines = [
+        heading,
+        f"best trial {best['number']} ({order} {metrics[0]}): " + ", ".join(f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"])),
+        *_param_lines(best["params"]),
+        "",
+        f"top {len(report['top'])} by {metrics[0]}, {order} first:",
+        *_plain_table(report["top"], metrics),
+    ]
+    if report["pareto"]:
+        lines += ["", f"Pareto front ({len(report['pareto'])} trials):", *_plain_table(report["pareto"], metrics)]
+    return "\n".join(lines)
+
+
+def _plain_table(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    widths = [max(10, len(metric)) for metric in metrics]
+    lines = [f"{'trial':>5}  " + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths)) + "  params"]
+    for row in rows:
+        values = "  ".join(f"{value:>{width}.6g}" for value, width in zip(row["values"], widths))
+        lines.append(f"{row['number']:>5}  {values}  {format_params(row['params'])}")
+    return lines
+
+
+def _states(report: dict[str, Any]) -> str:
+    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
+
+
+def _param_lines(params: dict[str, Any]) -> list[str]:
+    return [f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(params.items())]
 
 
 def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -186,9 +228,32 @@ def report_written(files: Sequence[Path], directory: Path) -> str:
     return f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
 
 
-def dashboard_address(masked_storage: str, host: str, port: int) -> str:
-    """What ``batchlr dashboard`` prints once it serves."""
-    return f"optuna-dashboard for {masked_storage} at http://{host}:{port}/ (Ctrl-C stops it)"
+def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[str], str | None]:
+    """What ``batchlr dashboard`` prints once it serves, and a warning when others can reach it."""
+    line = f"optuna-dashboard for {masked_storage} at http://{host}:{port}/ (Ctrl-C stops it)"
+    try:
+        private = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        private = False
+    warning = None if private else (
+        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read and "
+        "change these studies; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
+    )
+    return [line], warning
+
+
+def split_duplicates_warning(found: SplitDuplicates | None, sources: Sequence[str]) -> str | None:
+    """A warning when a new study's folds split identical images, else None. ``sources``
+    names the images by file (an image folder); without it they are named by index."""
+    if found is None:
+        return None
+    first, copy = found.example
+    example = f"{sources[first]} and {sources[copy]}" if sources else f"training images {first} and {copy}"
+    return (
+        f"warning: {found.images} training images have an identical copy in another fold or in the hold-out "
+        f"(e.g. {example}): validation then scores images that training saw, so accuracy comes out too high; "
+        "remove the duplicate images and create a new study"
+    )
 
 
 def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
 from batchlr.errors import Interrupted
+from batchlr.search.space import offset_seed
 
 INTERRUPTED_EXIT = Interrupted.exit_code
+# The pid of the `batchlr run --workers N` process, in its workers' environment.
+PARENT_ENV = "BATCHLR_PARENT_PID"
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
@@ -43,7 +50,7 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
     """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all; returns the first
     non-zero exit code, or 0.
 
-    Worker i gets ``--seed SEED+i`` so the workers' samplers do not propose the same trials.
+    Worker i gets ``--seed SEED+i`` (modulo 2**32) so the workers' samplers do not propose the same trials.
     The workers run in their own process groups: a Ctrl-C or SIGTERM here is passed on to
     each of them once (they end their running trials as FAIL, reason ``interrupted``), and a
     second one passes on again, which makes them exit at once.
@@ -51,8 +58,8 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
     workers = [
         subprocess.Popen(
             # "--workers 1" last: a study file given with --config may ask for workers too.
-            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(seed + index), "--workers", "1"],
-            env=environment,
+            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(offset_seed(seed, index)), "--workers", "1"],
+            env={**environment, PARENT_ENV: str(os.getpid())},
             start_new_session=True,
         )
         for index, environment in enumerate(worker_environments(count, device))
@@ -71,6 +78,31 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def watch_parent() -> None:
+    """In a worker that :func:`run_workers` started: stop gracefully, as on SIGTERM, once the
+    parent is gone, however it died (SIGKILL, SIGHUP, a crash), so that no worker outlives it.
+
+    Linux tells the worker at once (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks
+    every second whether the parent still runs. Does nothing in a process that no
+    ``run --workers`` started.
+    """
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != int(parent):  # it died before prctl could ask to be told
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="batchlr-parent-watch", daemon=True).start()
 
 
 def stop_gracefully_on_signals() -> None:

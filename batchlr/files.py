@@ -1,0 +1,60 @@
+"""Writing files so that a kill or a full disk leaves the previous file intact."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from batchlr.errors import BatchlrError
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`BatchlrError` unless a file can be written at ``path`` (before work that would be lost)."""
+    if path.is_dir():
+        raise BatchlrError(f"cannot write {path}: it is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise BatchlrError(f"cannot write {path}: there is no directory {path.parent}; create it first")
+    try:
+        probe, probe_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise BatchlrError(f"cannot write {path}: {error.strerror}; choose a writable directory") from None
+    os.close(probe)
+    os.unlink(probe_name)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary)`` on a new file beside ``path``, flush it to disk, then rename it to ``path``.
+
+    Readers see the old file or the whole new one, never a part; a failure leaves no
+    temporary file behind.
+
+    Raises:
+        BatchlrError: when the directory cannot be written or the disk is full.
+    """
+    check_writable(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, 0o644 & ~_umask())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise BatchlrError(f"cannot write {path}: {error.strerror or error}; the previous file, if any, is unchanged") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """:func:`write_atomically` for UTF-8 text."""
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

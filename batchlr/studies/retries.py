@@ -1,0 +1,84 @@
+"""Retrying trials that did not end on their own: interrupted ones and those of workers that died."""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+# A dead worker's trial is retried, and so is that retry; a trial that keeps killing its
+# worker (the host's out-of-memory killer, say) then stops being retried.
+STALE_RETRIES = 2
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial, limit: int | None = None) -> None:
+    """Queue a WAITING trial with ``trial``'s params, which runs before any new one.
+
+    The retry carries none of ``trial``'s user attrs (no stale ``reason`` or ``worker``); its
+    system attrs ``failed_trial`` and ``retry_history`` name the first trial of the series and
+    every trial in it, as Optuna's ``RetryHeartbeatStaleTrialCallback`` does. A trial is
+    queued at most once, however many paths (a second Ctrl-C, a stale heartbeat, a dead
+    worker's pid) report it; ``limit`` caps the length of the series.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if limit is not None and len(history) > limit:
+        return
+    if any(other.system_attrs.get("retry_history", [None])[-1] == trial.number for other in study.get_trials(deepcopy=False)):
+        return
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={"failed_trial": history[0], "retry_history": history},
+        )
+    )
+
+
+def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """The storage's callback for a trial whose heartbeat went stale (see :func:`queue_retry`)."""
+    queue_retry(study, trial, limit=STALE_RETRIES)
+
+
+def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+    """Fail and retry every RUNNING trial whose worker is gone.
+
+    A trial of a process of this host that no longer runs is failed at once; others (of
+    other hosts, or of processes that may live) are failed once their heartbeat is stale.
+    Trials of live workers keep their heartbeats and are left alone.
+    """
+    if not storage.get_heartbeat_interval():
+        return
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _worker_is_dead(trial):
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost")
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue  # another process failed it first, and queued its retry
+            retry_stale_trial(study, storage.get_trial(trial._trial_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
+def _on_this_host(trial: FrozenTrial) -> bool:
+    worker = trial.user_attrs.get("worker") or {}
+    return worker.get("host") == socket.gethostname() and worker.get("pid") != os.getpid()
+
+
+def _worker_is_dead(trial: FrozenTrial) -> bool:
+    if not _on_this_host(trial):
+        return False
+    try:
+        os.kill(int(trial.user_attrs["worker"]["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError, OverflowError):
+        return False
+    return False

@@ -1,0 +1,276 @@
+"""Faults of processes, files and storages, made for real: signals, full and read-only disks,
+lost database connections. Nothing is lost, and each fault is one line that names it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+import torch
+from optuna.trial import TrialState
+
+from tests.test_workers import FINISHED, POSTGRES_URL, running_trial_of, start, wait_all, worker_args
+
+
+def batchlr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "batchlr", *args], capture_output=True, text=True, env=environment, timeout=300, cwd=cwd)
+
+
+def tiny_run(storage: str, *extra: str) -> list[str]:
+    return ["run", "--storage", storage, "--dataset", "digits", "--folds", "2", "--epochs", "1", "--device", "cpu", "-q", *extra]
+
+
+def resume(storage: str, study: str, n_trials: int) -> list[str]:
+    return ["run", "--storage", storage, "--study", study, "--device", "cpu", "-q", "--n-trials", str(n_trials)]
+
+
+def batchlr_processes() -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in listing if "-m batchlr run" in line]
+
+
+def retries_of(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
+    return sum(trial.system_attrs.get("retry_history", [None])[-1] == number for trial in trials)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "8m") -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``path``: a disk that can really fill up or turn read-only."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("needs permission to mount a tmpfs (root, as in CI)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk: Path) -> None:
+    subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=64k"], capture_output=True)
+
+
+# Processes
+
+
+@pytest.mark.parametrize("parent_signal", [signal.SIGKILL, signal.SIGHUP])
+def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path, parent_signal):
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    parent = start([*worker_args(storage, "w", 40), "--workers", "2"], tmp_path / "log")
+    running_trial_of(storage, "w", pid=None)
+    parent.send_signal(parent_signal)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while batchlr_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not batchlr_processes(), (tmp_path / "log").read_text()
+    stopped = optuna.load_study(study_name="w", storage=storage).trials
+    assert TrialState.RUNNING not in {trial.state for trial in stopped}
+    interrupted = [trial.number for trial in stopped if trial.user_attrs.get("reason") == "interrupted"]
+    assert interrupted and all(retries_of(stopped, number) == 1 for number in interrupted)
+    again = batchlr(*resume(storage, "w", len(interrupted)))
+    assert again.returncode == 0, again.stderr
+    trials = optuna.load_study(study_name="w", storage=storage).trials
+    retried = [trial for trial in trials if trial.system_attrs.get("failed_trial") in interrupted]
+    assert len(retried) == len(interrupted) and all(trial.state in FINISHED for trial in retried)
+    assert all("reason" not in trial.user_attrs or trial.state == TrialState.PRUNED for trial in retried)
+
+
+def test_two_quick_interrupts_queue_one_retry(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    worker = start(worker_args(storage, "i", 50), tmp_path / "log")
+    trial = running_trial_of(storage, "i", worker.pid)
+    worker.send_signal(signal.SIGINT)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130
+    again = batchlr(*resume(storage, "i", 1))
+    assert again.returncode == 0, again.stderr
+    trials = optuna.load_study(study_name="i", storage=storage).trials
+    assert retries_of(trials, trial.number) == 1
+    assert trials[trial.number].state == TrialState.FAIL
+    assert TrialState.RUNNING not in {t.state for t in trials}
+
+
+# Atomic creation and writes
+
+
+def test_a_study_killed_while_being_created_is_absent_or_whole(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    command = [sys.executable, "-m", "batchlr", *tiny_run(storage, "--study", "c", "--n-trials", "1")]
+    for delay in (1.0, 2.5, 4.0, 5.5):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        if (tmp_path / "c.db").exists():
+            names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+            assert names in ([], ["c"])
+            if names:
+                assert "dataset" in optuna.load_study(study_name="c", storage=storage).user_attrs
+    again = batchlr(*tiny_run(storage, "--study", "c", "--n-trials", "1"))
+    assert again.returncode == 0, again.stderr
+    assert optuna.load_study(study_name="c", storage=storage).get_trials(states=FINISHED)
+
+
+def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails_before_training(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    assert batchlr(*tiny_run(storage, "--study", "r", "--n-trials", "1")).returncode == 0
+    model = tmp_path / "model.pt"
+    torch.save({"previous": torch.ones(3)}, model)
+    refit = [sys.executable, "-m", "batchlr", "refit", "r", "--storage", storage, "--output", str(model), "--device", "cpu"]
+    for delay in (2.0, 4.0, 6.0):
+        process = subprocess.Popen(refit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        weights = torch.load(model, weights_only=True)
+        assert "previous" in weights or "0.weight" in weights or len(weights) > 1
+    started = time.monotonic()
+    missing = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt"))
+    directory = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path))
+    assert (missing.returncode, directory.returncode) == (1, 2)
+    assert "create it first" in missing.stderr and "is a directory" in directory.stderr
+    assert time.monotonic() - started < 30  # no training ran
+
+
+def test_a_full_disk_keeps_the_previous_export_and_names_the_cause(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'e.db'}"
+    assert batchlr(*tiny_run(storage, "--study", "e", "--n-trials", "1")).returncode == 0
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        best = disk / "best.json"
+        best.write_text('{"previous": true}', encoding="utf-8")
+        fill(disk)
+        result = batchlr("export", "e", "--storage", storage, "--output", str(best))
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert "No space left on device" in result.stderr and "unchanged" in result.stderr
+        assert best.read_text(encoding="utf-8") == '{"previous": true}'
+        assert sorted(path.name for path in disk.iterdir()) == ["best.json", "filler"]
+
+
+# Storage faults
+
+
+def test_a_disk_that_fills_during_a_run_is_named_and_the_trial_retried(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        storage = f"sqlite:///{disk / 's.db'}"
+        log = tmp_path / "log"
+        run = start(tiny_run(storage, "--study", "s", "--n-trials", "100", "--epochs", "3")[1:], log)
+        running_trial_of(storage, "s", run.pid)
+        fill(disk)
+        assert run.wait(timeout=120) == 1
+        error = log.read_text().strip().splitlines()[-1]
+        assert error.startswith("Error: the storage failed: the disk is full") and "unexpected" not in error, error
+        (disk / "filler").unlink()
+        again = batchlr(*resume(storage, "s", 1))
+        assert again.returncode == 0, again.stderr
+        trials = optuna.load_study(study_name="s", storage=storage).trials
+        assert TrialState.RUNNING not in {trial.state for trial in trials}
+        lost = [trial for trial in trials if trial.user_attrs.get("reason") == "worker lost"]
+        assert lost and all(retries_of(trials, trial.number) == 1 for trial in lost)
+
+
+def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_cannot(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        storage = f"sqlite:///{disk / 's.db'}"
+        assert batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1")).returncode == 0
+        before = (disk / "s.db").read_bytes()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        results = [
+            batchlr("studies", "--storage", storage),
+            batchlr("show", "s", "--storage", storage),
+            batchlr("export", "s", "--storage", storage, "--output", str(tmp_path / "best.json")),
+        ]
+        assert [result.returncode for result in results] == [0, 0, 0], [result.stderr for result in results]
+        run = batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1"))
+        assert run.returncode == 1 and "the database is read-only" in run.stderr, run.stderr
+        assert (disk / "s.db").read_bytes() == before
+
+
+def test_read_only_commands_never_write_to_a_writable_database(tmp_path):
+    database = tmp_path / "s.db"
+    storage = f"sqlite:///{database}"
+    assert batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1")).returncode == 0
+    before = (database.stat().st_mtime_ns, database.read_bytes())
+    for command in (["studies"], ["show", "s"], ["show", "s", "--as-config"]):
+        assert batchlr(*command, "--storage", storage).returncode == 0
+    # SQLite's readers may leave the shared-memory index (-shm) beside it; the database is untouched.
+    assert (database.stat().st_mtime_ns, database.read_bytes()) == before
+    assert not (tmp_path / "s.db-wal").exists() or not (tmp_path / "s.db-wal").stat().st_size
+
+
+class FlakyProxy:
+    """A TCP proxy to PostgreSQL that can drop every connection and refuse new ones for a while:
+    a database server that restarts, seen from batchlr."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.down_until = 0.0
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def outage(self, seconds: float) -> None:
+        self.down_until = time.monotonic() + seconds
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if time.monotonic() < self.down_until:
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            self.connections += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(tmp_path):
+    proxy = FlakyProxy()
+    study = f"flaky-{uuid.uuid4().hex[:8]}"
+    storage = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
+    log = tmp_path / "log"
+    try:
+        run = start(tiny_run(storage, "--study", study, "--n-trials", "4", "--epochs", "3")[1:], log)
+        running_trial_of(POSTGRES_URL, study, run.pid)
+        proxy.outage(4)
+        assert wait_all([run]) == [0], log.read_text()
+        trials = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
+        assert sum(trial.state in FINISHED for trial in trials) >= 4
+        assert TrialState.RUNNING not in {trial.state for trial in trials}
+    finally:
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+
+
+def test_postgresql_read_only_commands_open_read_only_sessions():
+    from batchlr.studies.storage import open_storage
+
+    storage = open_storage(POSTGRES_URL, access="read")
+    with pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"):
+        with storage.engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TEMP TABLE batchlr_probe (x int)")
