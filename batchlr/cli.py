@@ -17,14 +17,14 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    BATCH_OPTION, BATCH_RANGE, DATA_DIR_OPTION, DATA_OPTIONS, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
+    AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
     MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
-    FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
+    WEIGHT_DECAY, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
+from batchlr.search.space import DEFAULT_OPTIMIZERS, DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
 
 
@@ -105,7 +105,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, help="Epochs per fold.")
 @click.option("--batch-size", default="16:512", type=BATCH_RANGE, help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
 @click.option("--lr", default="1e-4:1", type=LR_RANGE, help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
-@click.option("--optimizers", default=",".join(OPTIMIZER_NAMES), type=OPTIMIZERS, help="Comma-separated subset of sgd,adam,rmsprop.")
+@click.option("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), type=OPTIMIZERS, help=f"Comma-separated subset of {','.join(OPTIMIZER_NAMES)}.")
+@click.option("--weight-decay", default="0", type=WEIGHT_DECAY, help="W for every trial, or MIN:MAX searched on a log scale (param weight_decay); decoupled under adamw.")
+@click.option("--try-no-weight-decay", is_flag=True, help="With --weight-decay MIN:MAX, also try none (param use_weight_decay).")
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum for sgd.")
+@click.option("--label-smoothing", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, help="Label smoothing of the training loss.")
+@click.option("--augment", default="none", type=AUGMENT, help="Augment training batches on the device: random horizontal flips, random crops after reflection padding, or both.")
+@click.option("--crop-padding", type=click.IntRange(min=1), help="Pixels of reflection padding before --augment crop.  [default: an eighth of the image side, 4 for 32x32]")
 @click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
 @click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, help="B0 of --lr-scaling.")
 @click.option("--warmup", type=FiniteFloatRange(0, MAX_EPOCHS), default=0.0, help="Epochs of linear learning-rate warmup.")
@@ -140,7 +146,7 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     lr_auto = option["lr"] == "auto"
     settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr")}
     arguments = ctx.meta["batchlr.arguments"]
-    options = RunOptions(option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments))
+    options = RunOptions(option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments), option["cache_dir"])
     opened = open_study(option["storage"], study_name, StudySpec.from_attrs(settings), given(ctx, list(settings)), options)
     _echo(*opened.opening(mask_url(option["storage"])))
     progress = "quiet" if option["quiet"] else "live" if sys.stdout.isatty() else "lines"
@@ -260,17 +266,18 @@ def noise_scale(as_json: bool, **option: Any) -> None:
 @STORAGE_OPTION
 @output_option("Where to save the weights (a state dict).")
 @DATA_DIR_OPTION
+@CACHE_DIR_OPTION
 @DEVICE_OPTION
 @SEED_OPTION
 @click.pass_context
-def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_dir: Path, device: str, seed: int) -> None:
+def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_dir: Path, cache_dir: Path | None, device: str, seed: int) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies import render
     from batchlr.studies.lifecycle import RunOptions
     from batchlr.studies.refit import refit_best
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
-    click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None), given_dir), output))
+    click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir), output))
 
 
 @main.command()

@@ -14,7 +14,9 @@ from click.core import ParameterSource
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
+from batchlr.objectives.settings import parse_augment, parse_image_size
 from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_lr_range, parse_optimizers, parse_range
+from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 
 MAX_EPOCHS = 10_000
@@ -74,6 +76,9 @@ OPTIMIZERS = ParsedParam("names", parse_optimizers)
 MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
 OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives)
 STUDY_NAME = ParsedParam("name", _study_name)
+IMAGE_SIZE = ParsedParam("n|hxw", parse_image_size)
+AUGMENT = ParsedParam("none|flip|crop|flip,crop", parse_augment)
+WEIGHT_DECAY = ParsedParam("w|min:max", parse_weight_decay)
 SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.
@@ -87,10 +92,12 @@ def _note_storage(ctx: click.Context, param: click.Parameter, url: str) -> str:
 STORAGE_OPTION = click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_envvar=True, callback=_note_storage, help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).")
+IMAGE_SIZE_OPTION = click.option("--image-size", type=IMAGE_SIZE, help="Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a centre crop.  [default: images as they are, all one size]")
+CACHE_DIR_OPTION = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BATCHLR_CACHE_DIR", show_envvar=True, help="Where decoded image folders are cached, so the next run loads in a second.  [default: ~/.cache/batchlr]")
 DEVICE_OPTION = click.option("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
 SEED_OPTION = click.option("--seed", type=SEED, default=0, help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out).")
 DATASET_OPTION = click.option("--dataset", default="digits", help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.")
-MODEL_OPTION = click.option("--model", default="convnet", help="convnet, convnet-bn, or package.module:function.")
+MODEL_OPTION = click.option("--model", default="convnet", help="convnet, convnet-bn, resnet20, any torchvision classification model by name (untrained; e.g. resnet18, mobilenet_v3_small; grey images are repeated to 3 channels), or package.module:function.")
 OPTIMIZER_OPTION = click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", help="Optimizer to train with.")
 MOMENTUM_OPTION = click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, help="Momentum of sgd and rmsprop.")
 BATCH_OPTION = click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size to train with.")
@@ -113,7 +120,7 @@ def options(*decorators: Decorator) -> Decorator:
     return apply
 
 
-DATA_OPTIONS = options(DATASET_OPTION, DATA_DIR_OPTION, MODEL_OPTION, DEVICE_OPTION, SEED_OPTION)
+DATA_OPTIONS = options(DATASET_OPTION, DATA_DIR_OPTION, IMAGE_SIZE_OPTION, CACHE_DIR_OPTION, MODEL_OPTION, DEVICE_OPTION, SEED_OPTION)
 
 
 def given(ctx: click.Context, names: list[str]) -> set[str]:

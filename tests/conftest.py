@@ -12,7 +12,7 @@ MNIST_RAW = SHARED_DATA / "mnist" / "MNIST" / "raw"
 
 
 # What a user's shell may set; a test that wants one sets it itself.
-BATCHLR_ENVIRONMENT = ("BATCHLR_STORAGE", "BATCHLR_DATA_DIR")
+BATCHLR_ENVIRONMENT = ("BATCHLR_STORAGE", "BATCHLR_DATA_DIR", "BATCHLR_CACHE_DIR")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +34,7 @@ def _outside_the_project(tmp_path_factory):
 def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own empty working directory, so that default storages never meet."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # decoded image folders: never ~/.cache
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Data loading from real files: the CIFAR-10 subset as an ImageFolder, MNIST IDX, CIFAR python batches."""
+"""Data loading from real files: the CIFAR-10 subset as an ImageFolder, MNIST IDX, CIFAR python batches.
+
+Every loader gives uint8 pixels exactly as stored; nothing is normalised while loading.
+"""
 
 import pickle
 import shutil
@@ -7,25 +10,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import check_dataset_name, load_dataset
 from batchlr.objectives.readers import CIFAR10_CLASSES, CIFAR_FOLDER, CIFAR_TEST_FILE, CIFAR_TRAIN_FILES
 
 
-def test_digits_loads_normalised_with_no_test_split():
+def test_digits_loads_as_uint8_scaled_to_255_with_no_test_split():
+    from sklearn.datasets import load_digits
+
     data = load_dataset("digits", Path("unused"))
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10 and len(data.labels) == 1797
-    assert data.test_images is None
-    assert abs(data.images.mean().item()) < 1e-4 and data.images.std().item() == pytest.approx(1, abs=0.01)
+    assert data.test_images is None and data.images.dtype == torch.uint8
+    expected = np.round(load_digits().images[:, None] * (255 / 16))
+    assert np.array_equal(data.images.numpy(), expected) and data.images.max() == 255
 
 
-def test_imagefolder_reads_the_real_cifar_subset(shared_data):
-    data = load_dataset(f"imagefolder:{shared_data / 'cifar10-subset' / 'train'}", Path("unused"))
-    assert data.images.shape == (5085, 3, 32, 32)
+def test_imagefolder_reads_the_real_cifar_subset_pixel_for_pixel(shared_data):
+    root = shared_data / "cifar10-subset" / "train"
+    data = load_dataset(f"imagefolder:{root}", Path("unused"))
+    assert data.images.shape == (5085, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.classes == CIFAR10_CLASSES
     assert torch.bincount(data.labels).min() > 400
-    assert data.images.mean(dim=(0, 2, 3)).abs().max() < 1e-3
+    for index in (0, 2500, 5084):
+        pixels = np.asarray(Image.open(root / data.sources[index]).convert("RGB")).transpose(2, 0, 1)
+        assert np.array_equal(data.images[index].numpy(), pixels)
+        assert data.classes[data.labels[index]] == Path(data.sources[index]).parts[0]
 
 
 def _copy_classes(source: Path, target: Path, per_class: int) -> None:
@@ -78,28 +89,38 @@ def test_mnist_reads_idx_files_and_keeps_the_test_split_apart(shared_data, tmp_p
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[part])
     data = load_dataset("mnist", tmp_path)
     assert data.images.shape == (600, 1, 28, 28) and data.test_images.shape == (200, 1, 28, 28)
+    assert np.array_equal(data.images[:, 0].numpy(), images[:600]) and np.array_equal(data.test_images[:, 0].numpy(), images[600:800])
     assert torch.equal(data.test_labels, torch.from_numpy(labels[600:800].astype(np.int64)))
 
 
 def _write_cifar(root: Path, per_batch: int, protocol: int) -> np.ndarray:
+    """Write CIFAR-10's six python batch files of random pixels; returns the training labels."""
+    return _write_cifar_pixels(root, per_batch, protocol)[1]
+
+
+def _write_cifar_pixels(root: Path, per_batch: int, protocol: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_write_cifar`, returning the training split's rows of 3072 pixels too."""
     folder = root / CIFAR_FOLDER
     folder.mkdir(parents=True)
     generator = np.random.default_rng(0)
-    all_labels = []
+    all_pixels, all_labels = [], []
     for name in (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE):
         labels = np.arange(per_batch) % 10
-        batch = {"data": generator.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": labels.tolist()}
+        pixels = generator.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         with (folder / name).open("wb") as handle:
-            pickle.dump(batch, handle, protocol=protocol)
+            pickle.dump({"data": pixels, "labels": labels.tolist()}, handle, protocol=protocol)
+        all_pixels.append(pixels)
         all_labels.append(labels)
-    return np.concatenate(all_labels[:5])
+    return np.concatenate(all_pixels[:5]), np.concatenate(all_labels[:5])
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
 def test_cifar10_reads_python_batches_written_here(tmp_path, protocol):
-    labels = _write_cifar(tmp_path, per_batch=20, protocol=protocol)
+    pixels, labels = _write_cifar_pixels(tmp_path, per_batch=20, protocol=protocol)
     data = load_dataset("cifar10", tmp_path)
     assert data.images.shape == (100, 3, 32, 32) and data.test_images.shape == (20, 3, 32, 32)
+    assert data.images.dtype == data.test_images.dtype == torch.uint8
+    assert np.array_equal(data.images.reshape(100, -1).numpy(), pixels)
     assert torch.equal(data.labels, torch.from_numpy(labels))
 
 

@@ -84,7 +84,7 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits):
     objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 100.0)))
     diverged, healthy = run_trials(
         objective,
-        {"batch_size": 32, "lr": 10.0, "optimizer": "sgd", "momentum": 0.9},
+        {"batch_size": 32, "lr": 100.0, "optimizer": "sgd", "momentum": 0.9},
         {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         pruner=optuna.pruners.NopPruner(),
     )

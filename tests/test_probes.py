@@ -31,7 +31,7 @@ def test_noise_scale_matches_least_squares_in_closed_form():
         return 0.5 * (outputs.squeeze(1) - wanted).pow(2).mean()
 
     weights_before = model.weight.detach().clone()
-    result = estimate_noise_scale(model, loss, inputs, targets, 8, 256, 60, torch.Generator().manual_seed(1))
+    result = estimate_noise_scale(model, loss, lambda drawn: (inputs[drawn], targets[drawn]), samples, 8, 256, 60, torch.Generator().manual_seed(1))
     assert result.noise_scale == pytest.approx(expected, rel=0.2)
     assert result.gradient_norm_squared == pytest.approx(squared, rel=0.2)
     assert torch.equal(model.weight, weights_before)

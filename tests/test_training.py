@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from batchlr.objectives.micro_batches import MicroBatching
+from batchlr.objectives.batches import DeviceImages, Normalisation
+from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import Budget
 from batchlr.objectives.training import (
@@ -18,10 +19,10 @@ from batchlr.objectives.training import (
     train_steps,
 )
 
-def _problem(n: int = 90) -> tuple[torch.Tensor, torch.Tensor]:
+def _problem(n: int = 90, normalisation: Normalisation = Normalisation((0.5,), (0.25,))) -> DeviceImages:
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(n, 1, 4, 4, generator=generator)
-    return images, (images.mean(dim=(1, 2, 3)) > 0).long()
+    images = torch.randint(0, 256, (n, 1, 4, 4), generator=generator, dtype=torch.uint8)
+    return DeviceImages(images, (images.float().mean(dim=(1, 2, 3)) > 127.5).long(), normalisation)
 
 def _run(train: torch.Tensor, val: torch.Tensor, rounds: list[int], lr: float = 0.01, batch_size: int = 16) -> FoldRun:
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
@@ -33,12 +34,12 @@ def _adam_steps(run: FoldRun) -> int:
     return int(next(iter(run.optimizer.state.values()))["step"])
 
 def test_every_fold_finishes_a_round_before_any_fold_starts_the_next():
-    images, labels = _problem()
+    data = _problem()
     indices = torch.arange(90)
     # 60 training samples per fold in batches of 16: 3 full steps per epoch.
     rounds = Budget("epochs", 3).rounds(60, 16)
     runs = [_run(indices[indices % 3 != fold], indices[indices % 3 == fold], rounds) for fold in range(3)]
-    results = train_in_lockstep(runs, images, labels, MicroBatching(16))
+    results = train_in_lockstep(runs, data, MicroBatching(16))
     for round_index in range(3):
         result = next(results)
         assert result.round == round_index and len(result.val_accuracy) == 3
@@ -62,7 +63,7 @@ def test_step_budget_splits_into_ten_rounds_of_equal_steps():
     assert Budget("epochs", 4).rounds(1000, 64) == [15] * 4 and Budget("epochs", 4).round_count == 4
 
 def test_accumulated_micro_batches_give_the_single_batch_gradient():
-    images, labels = _problem(64)
+    data = _problem(64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
     grads = []
     for micro_batch in (64, 10):  # 10 does not divide 64: micro-batches of 9 and 10
@@ -73,23 +74,23 @@ def test_accumulated_micro_batches_give_the_single_batch_gradient():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         stream = BatchStream(torch.arange(64), 64, torch.Generator().manual_seed(0))
         run = FoldRun(model, optimizer, make_scheduler(optimizer, 1, "constant"), stream, torch.arange(0), [1])
-        train_steps(run, images, labels, steps=1, micro_batching=MicroBatching(micro_batch))
+        train_steps(run, data, steps=1, micro_batching=MicroBatching(micro_batch))
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
 def test_batchnorm_trains_when_the_batch_is_one_more_than_the_micro_batch():
-    images, labels = _problem(64)
+    data = _problem(64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     stream = BatchStream(torch.arange(64), 17, torch.Generator().manual_seed(0))
     run = FoldRun(model, optimizer, make_scheduler(optimizer, 2, "constant"), stream, torch.arange(0), [2])
-    loss, _ = train_steps(run, images, labels, steps=2, micro_batching=MicroBatching(16))  # 9 + 8, not 16 + 1
+    loss, _ = train_steps(run, data, steps=2, micro_batching=MicroBatching(16))  # 9 + 8, not 16 + 1
     assert math.isfinite(loss.item())
 
 def test_a_huge_learning_rate_is_reported_as_divergence():
-    images, labels = _problem()
+    data = _problem(normalisation=Normalisation((0.5,), (1e-20,)))  # inputs near 1e20
     run = _run(torch.arange(80), torch.arange(80, 90), [5], lr=1e30, batch_size=8)
-    result = next(train_in_lockstep([run], images * 1e20, labels, MicroBatching(8)))
+    result = next(train_in_lockstep([run], data, MicroBatching(8)))
     assert result.diverged
 
 def test_diverged_only_for_non_finite_losses():
@@ -98,11 +99,11 @@ def test_diverged_only_for_non_finite_losses():
     assert RoundResult(0, [0.5], [0.5], [math.inf], 1.0, 10).diverged
 
 def test_evaluate_counts_correct_predictions_across_chunks():
-    images, labels = _problem()
+    data = _problem()
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     indices = torch.arange(10, 60)
-    expected = (model(images[indices]).argmax(1) == labels[indices]).float().mean()
-    assert evaluate(model, images, labels, indices, chunk_size=7).item() == pytest.approx(expected.item())
+    expected = (model(data.inputs(indices)).argmax(1) == data.labels[indices]).float().mean()
+    assert evaluate(model, data, indices, chunk_size=7).item() == pytest.approx(expected.item())
 
 @pytest.mark.parametrize(("cap", "batch", "passes", "largest"), [(None, 100, 1, 100), (32, 100, 4, 25), (32, 72, 3, 24), (16, 17, 2, 9), (64, 64, 1, 64)])
 def test_micro_batching_splits_a_batch_into_near_equal_passes(cap, batch, passes, largest):
@@ -111,4 +112,4 @@ def test_micro_batching_splits_a_batch_into_near_equal_passes(cap, batch, passes
     assert micro_batching.accumulation_steps(batch) == len(parts) == passes
     assert micro_batching.size(batch) == max(len(part) for part in parts) == largest
     assert min(len(part) for part in parts) >= largest - 1
-    assert micro_batching.eval_chunk == (cap or 1024)
+    assert micro_batching.eval_chunk == (cap or EVAL_CHUNK)

@@ -1,4 +1,9 @@
-"""Data sets by name, loaded once per process into normalised in-memory tensors."""
+"""Data sets by name, loaded once per process into uint8 tensors on the CPU.
+
+Pixels stay as stored, 0..255, a quarter of float32's memory on the host and on the device;
+training standardises each batch on the device with statistics of its training folds. An
+image folder is decoded once: later loads read it from :mod:`batchlr.objectives.image_cache`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives import readers
+from batchlr.objectives import memory, readers
+from batchlr.objectives.image_cache import CacheEntry
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar2", "imagefolder:PATH")
 IMAGEFOLDER_PREFIX = "imagefolder:"
@@ -26,7 +32,8 @@ CIFAR2_CLASSES = ("airplane", "bird")
 
 @dataclasses.dataclass(frozen=True)
 class ImageData:
-    """A data set as tensors on the CPU: images float32 N×C×H×W, normalised per channel.
+    """A data set as tensors on the CPU: images uint8 N×C×H×W as stored (0..255, not
+    normalised), labels int64.
 
     ``test_images`` is the official test split where the data set has one, else ``None``
     (the study then holds out part of the training split instead). ``sources`` names each
@@ -74,30 +81,69 @@ def dataset_slug(spec: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_dataset(spec: str, data_dir: Path) -> ImageData:
-    """Load the data set ``spec`` (see :data:`DATASET_NAMES`), reading or downloading into ``data_dir``."""
+def load_dataset(
+    spec: str,
+    data_dir: Path,
+    image_size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
+    device: torch.device | None = None,
+) -> ImageData:
+    """Load the data set ``spec`` (see :data:`DATASET_NAMES`), reading or downloading into ``data_dir``.
+
+    Args:
+        image_size: (height, width) that every image is scaled and centre-cropped to (see
+            :func:`readers.fit_image`); None keeps the images' size, and an image folder must
+            then hold one size.
+        cache_dir: where decoded image folders are cached; None: ``$BATCHLR_CACHE_DIR``, else
+            under the user's cache home (see :mod:`batchlr.objectives.image_cache`).
+        device: where training will copy the images: when CUDA, its free memory is checked too.
+
+    Raises:
+        BatchlrError: when the data cannot be read, or its images would not fit in memory (checked
+            before an image folder is decoded, or a built-in set resized).
+    """
     check_dataset_name(spec)
+    if spec.startswith(IMAGEFOLDER_PREFIX):
+        return _load_image_folder(spec, Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser(), image_size, cache_dir, device)
     if spec == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         # Pixel values run 0..16; scale to 0..255 like every other source.
         images = (digits.images[:, None] * (255 / 16)).round().astype(np.uint8)
-        return _normalised(spec, (images, digits.target.astype(np.int64)), None, MNIST_CLASSES)
+        return _image_data(spec, _resized(spec, (images, digits.target.astype(np.int64)), None, image_size, device), MNIST_CLASSES)
     if spec in ("mnist", "fashion-mnist"):
         folder = "MNIST" if spec == "mnist" else "FashionMNIST"
         raw = data_dir / folder / "raw"
         train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
-        return _normalised(spec, train, test, MNIST_CLASSES if spec == "mnist" else FASHION_MNIST_CLASSES)
-    if spec in ("cifar10", "cifar2"):
-        folder = data_dir / readers.CIFAR_FOLDER
-        train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
-        if spec == "cifar10":
-            return _normalised(spec, train, test, readers.CIFAR10_CLASSES)
-        keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
-        return _normalised(spec, _subset(train, keep), _subset(test, keep), CIFAR2_CLASSES)
-    train, classes, sources = readers.read_image_folder(Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser())
-    return dataclasses.replace(_normalised(spec, train, None, classes), sources=sources)
+        return _image_data(spec, _resized(spec, train, test, image_size, device), MNIST_CLASSES if spec == "mnist" else FASHION_MNIST_CLASSES)
+    folder = data_dir / readers.CIFAR_FOLDER
+    train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
+    if spec == "cifar10":
+        return _image_data(spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES)
+    keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
+    return _image_data(spec, _resized(spec, _subset(train, keep), _subset(test, keep), image_size, device), CIFAR2_CLASSES)
+
+
+def _load_image_folder(
+    spec: str, root: Path, image_size: tuple[int, int] | None, cache_dir: Path | None, device: torch.device | None
+) -> ImageData:
+    """The images of the folder at ``root`` from the cache, else decoded and cached; either way
+    only once it is known that they fit in memory."""
+    folder = readers.list_image_folder(root)
+
+    def check_fits(shape: tuple[int, int, int]) -> None:
+        memory.check_fits("imagefolder", len(folder.paths), shape, device, folder=True)
+
+    entry = CacheEntry.of(folder, image_size, cache_dir)
+    images = entry.load(check_fits)
+    if images is None:
+        with readers.decoding_workers(folder) as workers:
+            shape = readers.image_shape(folder, image_size, workers)
+            check_fits(shape)
+            images = readers.decode_images(folder, shape, workers)
+        entry.store(images)
+    return dataclasses.replace(_image_data(spec, ((images, folder.labels), None), folder.classes), sources=folder.sources)
 
 
 def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[], None]:
@@ -127,20 +173,26 @@ def _subset(arrays: readers.Arrays, keep: list[int]) -> readers.Arrays:
     return images[mask], relabel[labels[mask]]
 
 
-def _normalised(
-    name: str, train: readers.Arrays, test: readers.Arrays | None, classes: tuple[str, ...]
-) -> ImageData:
-    """Scale to [0, 1], then standardise each channel with the training split's statistics."""
-    images = torch.from_numpy(train[0]).float().div_(255)
-    labels = torch.from_numpy(train[1])
+def _resized(
+    name: str, train: readers.Arrays, test: readers.Arrays | None, image_size: tuple[int, int] | None, device: torch.device | None
+) -> tuple[readers.Arrays, readers.Arrays | None]:
+    """The splits with their images fitted to ``image_size`` when it is given and not theirs, after checking that they fit."""
+    images = train[0]
+    if image_size is None or images.shape[2:] == image_size:
+        return train, test
+    count = len(images) + (0 if test is None else len(test[0]))
+    memory.check_fits(name, count, (images.shape[1], *image_size), device, folder=False)
+    resized_test = None if test is None else (readers.resize_images(test[0], image_size), test[1])
+    return (readers.resize_images(images, image_size), train[1]), resized_test
+
+
+def _image_data(name: str, splits: tuple[readers.Arrays, readers.Arrays | None], classes: tuple[str, ...]) -> ImageData:
+    """The training and test split as tensors that share the arrays' memory, once their labels are checked."""
+    (images, labels), test = splits
     if len(images) == 0:
         raise BatchlrError(f"data set {name!r} holds no images")
     if labels.min() < 0 or labels.max() >= len(classes):
         raise BatchlrError(f"data set {name!r} has labels outside 0..{len(classes) - 1}")
-    mean = images.mean(dim=(0, 2, 3), keepdim=True)
-    std = images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    images = (images - mean) / std
     if test is None:
-        return ImageData(name, images, labels, classes)
-    test_images = (torch.from_numpy(test[0]).float().div_(255) - mean) / std
-    return ImageData(name, images, labels, classes, test_images, torch.from_numpy(test[1]))
+        return ImageData(name, torch.from_numpy(images), torch.from_numpy(labels), classes)
+    return ImageData(name, torch.from_numpy(images), torch.from_numpy(labels), classes, torch.from_numpy(test[0]), torch.from_numpy(test[1]))

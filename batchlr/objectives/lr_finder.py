@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.training import BatchStream
 
 SMOOTHING = 0.98
@@ -36,8 +37,7 @@ def lr_range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: BatchStream,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: DeviceImages,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     steps: int = 100,
@@ -58,7 +58,7 @@ def lr_range_test(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batches.next()
-        loss = F.cross_entropy(model(images[batch]), labels[batch])
+        loss = F.cross_entropy(model(data.inputs(batch)), data.labels[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,4 +1,12 @@
-"""CNNs by name, sized to the data set's input shape, and users' own model factories."""
+"""CNNs by name, sized to the data set's input shape, and users' own model factories.
+
+``--model`` names one of three kinds of model:
+
+- a built-in network (:data:`MODEL_NAMES`), sized to the input;
+- a torchvision classification model (any name of
+  ``torchvision.models.list_models(module=torchvision.models)``), built untrained;
+- ``package.module:function``, the user's own factory.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,33 @@ import torch
 from torch import nn
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.resnet import resnet20
 
 ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 
-MODEL_NAMES: tuple[str, ...] = ("convnet", "convnet-bn")
+MODEL_NAMES: tuple[str, ...] = ("convnet", "convnet-bn", "resnet20")
 WIDTHS = (32, 64, 128)
+
+SMALL_IMAGE_MODELS: tuple[str, ...] = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x1_0")
+"""A few torchvision models that take images of any size, 8×8 digits included: those an
+error suggests when a model refuses the images' size."""
+
+MINIMUM_IMAGE_SIZES: dict[str, int] = {
+    "alexnet": 63,
+    "googlenet": 15,
+    "inception_v3": 75,
+    "squeezenet1_0": 21,
+    "squeezenet1_1": 17,
+    **dict.fromkeys(("convnext_tiny", "convnext_small", "convnext_base", "convnext_large"), 32),
+    **dict.fromkeys(("densenet121", "densenet161", "densenet169", "densenet201"), 29),
+    **dict.fromkeys(("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"), 4),
+    **dict.fromkeys(("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"), 32),
+}
+"""The smallest height and width the torchvision models that have one accept (measured
+with torchvision 0.29); the others take images of any size."""
+
+EXACT_IMAGE_SIZES: dict[str, int] = dict.fromkeys(("maxvit_t", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32"), 224)
+"""The one height and width the torchvision models built for a fixed size accept."""
 
 
 def convnet(input_shape: tuple[int, int, int], num_classes: int, *, batch_norm: bool = False) -> nn.Module:
@@ -38,23 +68,96 @@ def convnet(input_shape: tuple[int, int, int], num_classes: int, *, batch_norm: 
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
+def torchvision_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """torchvision's classification model ``name``, untrained, for ``input_shape`` images.
+
+    Its weights are freshly initialised (``weights=None``: nothing is downloaded) and its
+    head has ``num_classes`` outputs. googlenet and inception_v3 are built without their
+    auxiliary heads, which would make training's output a tuple.
+
+    Which fit small images (measured with torchvision 0.29; the limits are
+    :data:`MINIMUM_IMAGE_SIZES` and :data:`EXACT_IMAGE_SIZES`):
+
+    - 28×28 and 32×32, and 8×8 too: the efficientnet, mnasnet, mobilenet, regnet, resnet,
+      resnext, wide_resnet, shufflenet_v2 and swin models (:data:`SMALL_IMAGE_MODELS`);
+    - 28×28 and 32×32: googlenet (15×15 and up), squeezenet1_0 (21) and squeezenet1_1 (17);
+    - 32×32 but not 28×28: convnext (32×32 and up), densenet (29) and vgg (32);
+    - neither: alexnet (63×63 and up), inception_v3 (75), and maxvit_t and the vit models
+      (exactly 224×224).
+
+    Their ImageNet stems and stages downsample 32 times, so most shrink a 32×32 image to
+    1×1 by their last stage: they run, but ``resnet20`` is built for such images.
+
+    A one-channel input_shape gets a model that repeats the grey channel to three
+    (:class:`GreyToRGB`), since torchvision's first convolutions take RGB.
+
+    Raises:
+        BatchlrError: when the images are smaller than the model accepts, or not the one
+            size it accepts, saying which ``--image-size`` to give; checked before building,
+            which takes seconds for the largest models.
+    """
+    import torchvision  # here, not at the top: importing it takes a second that `batchlr --help` should not
+
+    channels, height, width = input_shape
+    instead = f"or choose a model for small images: {', '.join(('resnet20', *SMALL_IMAGE_MODELS))}"
+    if name in EXACT_IMAGE_SIZES and (height, width) != (EXACT_IMAGE_SIZES[name],) * 2:
+        size = EXACT_IMAGE_SIZES[name]
+        raise BatchlrError(f"--model {name} needs {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}")
+    if min(height, width) < MINIMUM_IMAGE_SIZES.get(name, 0):
+        size = MINIMUM_IMAGE_SIZES[name]
+        raise BatchlrError(f"--model {name} needs at least {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}")
+    # Without init_weights googlenet and inception_v3 warn that their default init will change.
+    options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+    return GreyToRGB(model) if channels == 1 else model
+
+
+class GreyToRGB(nn.Module):
+    """``model`` for grey images: repeats their one channel to the three it takes.
+
+    torchvision's stems expect RGB. Repeating the channel keeps the model torchvision's
+    own, where a one-channel first convolution would differ from family to family. Its
+    state dict is the model's with keys prefixed ``model.``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.expand(-1, 3, -1, -1))  # a view: no copy of the batch
+
+
 def resolve_model(name: str) -> ModelFactory:
-    """The factory for a built-in name or for ``package.module:function``.
+    """The factory for a built-in name, a torchvision classification model's name or
+    ``package.module:function``.
 
     A user's function is called as ``function(input_shape, num_classes)`` with
     ``input_shape = (channels, height, width)`` and must return an ``nn.Module``.
 
     Raises:
-        BatchlrUsageError: naming ``--model`` when the module fails to import (whatever it
-            raises: a syntax error, a missing package, its own exception) or lacks the function.
+        BatchlrUsageError: for a name of none of these kinds, and naming ``--model`` when the
+            module fails to import (whatever it raises: a syntax error, a missing package,
+            its own exception) or lacks the function.
     """
     if name == "convnet":
         return convnet
     if name == "convnet-bn":
         return lambda shape, classes: convnet(shape, classes, batch_norm=True)
-    module_name, _, function_name = name.partition(":")
+    if name == "resnet20":
+        return resnet20
+    module_name, colon, function_name = name.partition(":")
+    if not colon:
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise BatchlrUsageError(
+                f"--model: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}, any torchvision classification model "
+                "(such as resnet18 or mobilenet_v3_small), or give package.module:function"
+            )
+        return lambda shape, classes: torchvision_model(name, shape, classes)
     if not module_name or not function_name:
-        raise BatchlrUsageError(f"--model: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)} or give package.module:function")
+        raise BatchlrUsageError(f"--model {name!r}: give package.module:function, with both a module and a function")
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
     except ImportError as error:
@@ -78,12 +181,13 @@ def build_model(factory: ModelFactory, name: str, input_shape: tuple[int, int, i
     the first batch of training.
 
     Raises:
-        BatchlrError: naming ``--model`` when the factory raises, or its model fails any check.
+        BatchlrError: naming ``--model`` when the factory raises (its own BatchlrError as it
+            is: that already says what to change), or its model fails any check.
     """
     try:
         model = factory(input_shape, num_classes)
-    except torch.OutOfMemoryError:
-        raise  # a trial prunes it, as it does in training
+    except (torch.OutOfMemoryError, BatchlrError):
+        raise  # a trial prunes an OutOfMemoryError, as it does in training
     except Exception as error:
         raise BatchlrError(f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised {type(error).__name__}: {_one_line(error)}") from None
     if not isinstance(model, nn.Module):

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Sample = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Positions in the population to (inputs, targets), so that inputs are made one batch at a time."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +59,15 @@ def squared_gradient_norm(model: nn.Module, loss_function: LossFunction, inputs:
 def estimate_noise_scale(
     model: nn.Module,
     loss_function: LossFunction,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    sample: Sample,
+    population: int,
     small_batch: int,
     big_batch: int,
     repeats: int,
     generator: torch.Generator,
 ) -> NoiseScale:
-    """Estimate B_simple of ``model`` on (``inputs``, ``targets``) without changing its weights.
+    """Estimate B_simple of ``model`` on ``population`` examples, read through ``sample``,
+    without changing its weights.
 
     Each repeat draws ``big_batch`` examples with replacement (the estimator assumes
     independent draws), takes |G_B|² on all of them and |G_b|² on each run of
@@ -74,10 +77,10 @@ def estimate_noise_scale(
         raise ValueError(f"need 0 < small batch < big batch, got {small_batch} and {big_batch}")
     norms, traces = [], []
     for _ in range(repeats):
-        drawn = torch.randint(len(inputs), (big_batch,), generator=generator, device=inputs.device)
-        big = squared_gradient_norm(model, loss_function, inputs[drawn], targets[drawn])
+        drawn = torch.randint(population, (big_batch,), generator=generator, device=generator.device)
+        big = squared_gradient_norm(model, loss_function, *sample(drawn))
         small = statistics.fmean(
-            squared_gradient_norm(model, loss_function, inputs[part], targets[part])
+            squared_gradient_norm(model, loss_function, *sample(part))
             for part in drawn[: big_batch // small_batch * small_batch].split(small_batch)
         )
         norms.append((big_batch * big - small_batch * small) / (big_batch - small_batch))

@@ -7,12 +7,14 @@ import socket
 import statistics
 from collections.abc import Callable
 
+import numpy as np
 import optuna
 import torch
 
+from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData
 from batchlr.objectives.device import release_memory
-from batchlr.objectives.folds import FoldAssignment
+from batchlr.objectives.folds import HOLDOUT, FoldAssignment
 from batchlr.objectives.models import build_model, parameter_count, resolve_model
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
@@ -25,8 +27,9 @@ class CrossValidationObjective:
 
     After every round the trial reports the fold mean, so a pruner can stop it early. A
     trial whose loss turns NaN or infinite is pruned at once with user attr ``reason`` =
-    ``"diverged"``, one that runs out of device memory with ``"oom"``. The data and the fold
-    indices move to ``device`` once, here.
+    ``"diverged"``, one that runs out of device memory with ``"oom"``. The data (as uint8) and
+    the fold indices move to ``device`` once, here; batches are normalised with the statistics
+    of the images in the folds, never the hold-out's, and augmented as ``settings`` say.
     """
 
     def __init__(
@@ -49,8 +52,9 @@ class CrossValidationObjective:
         self.settings = settings
         self.device = device
         self.seed = seed
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device)
+        self.normalisation = Normalisation.of(data.images, np.flatnonzero(folds.fold_of != HOLDOUT))
+        augmentation = Augmentation("flip" in settings.augment, settings.crop_padding_for(data.input_shape))
+        self.images = DeviceImages(data.images.to(device), data.labels.to(device), self.normalisation, augmentation)
         self.on_round: Callable[[int], None] | None = None
         """Called with the rounds done after each round of a trial, e.g. to show progress."""
         self.fold_indices = [
@@ -81,7 +85,7 @@ class CrossValidationObjective:
             }.items():
                 trial.set_user_attr(key, value)
             epoch_images = epoch_steps * batch_size * len(runs)
-            for result in train_in_lockstep(runs, self.images, self.labels, micro_batching):
+            for result in train_in_lockstep(runs, self.images, micro_batching):
                 results.append(result)
                 if self.on_round:
                     self.on_round(len(results))
@@ -111,7 +115,8 @@ class CrossValidationObjective:
 
     def release(self) -> None:
         """Give the device memory of the data back, for a process whose workers train instead."""
-        self.images = self.labels = torch.empty(0)
+        empty = torch.empty(0)
+        self.images = DeviceImages(empty.byte(), empty.long(), self.normalisation)
         self.fold_indices = []
         release_memory(self.device)
 
@@ -125,7 +130,8 @@ class CrossValidationObjective:
         rounds = self.settings.budget.rounds(len(train), hyperparameters.batch_size)
         warmup_steps = self.settings.warmup_steps(len(train), hyperparameters.batch_size)
         scheduler = make_scheduler(optimizer, sum(rounds), self.settings.schedule, warmup_steps)
-        return FoldRun(model, optimizer, scheduler, BatchStream(train, hyperparameters.batch_size, generator), val, rounds)
+        batches = BatchStream(train, hyperparameters.batch_size, generator)
+        return FoldRun(model, optimizer, scheduler, batches, val, rounds, self.settings.label_smoothing)
 
 
 def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None) -> None:

@@ -1,5 +1,6 @@
 """How every trial of a study trains, besides the hyperparameters it searches: the budget,
-the schedule, warmup, the micro-batch cap and the objectives.
+the schedule, warmup, the micro-batch cap, the objectives, augmentation and label smoothing;
+and the image size a study resizes its images to.
 
 Free of torch, so that commands that only read a study's settings start at once.
 """
@@ -71,6 +72,46 @@ class Budget:
 
 OBJECTIVES: tuple[tuple[str, ...], ...] = (("accuracy",), ("accuracy", "time"))
 
+AUGMENTATIONS: tuple[str, ...] = ("flip", "crop")
+"""Random horizontal flips, and random crops of the image after reflection padding."""
+
+MAX_IMAGE_SIDE = 4096
+
+
+def parse_augment(text: str) -> tuple[str, ...]:
+    """``none``, or comma-separated :data:`AUGMENTATIONS` in their canonical order.
+
+    Raises:
+        BatchlrUsageError: for an unknown name.
+    """
+    names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    if names == {"none"}:
+        return ()
+    unknown = sorted(names - set(AUGMENTATIONS))
+    if unknown or not names:
+        raise BatchlrUsageError(f"--augment {text!r}: choose none, flip, crop or flip,crop")
+    return tuple(name for name in AUGMENTATIONS if name in names)
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``N`` (square) or ``HxW`` as (height, width).
+
+    Raises:
+        BatchlrUsageError: for malformed text or a side outside 1..:data:`MAX_IMAGE_SIDE`.
+    """
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+        raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
+    height, width = int(parts[0]), int(parts[-1])
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise BatchlrUsageError(f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels")
+    return height, width
+
+
+def default_crop_padding(input_shape: tuple[int, int, int]) -> int:
+    """An eighth of the shorter side, at least 1: 4 for 32x32 images, as in the ResNet paper's CIFAR-10 recipe."""
+    return max(1, round(min(input_shape[1:]) / 8))
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
@@ -80,7 +121,9 @@ class TrainingSettings:
     pass (``None``: no cap; ``"auto"`` until the study resolves it by probing the device).
     ``objectives`` is ``("accuracy",)``, or ``("accuracy", "time")`` to also minimise the
     training seconds; a two-objective trial reports nothing per round, since Optuna cannot
-    prune multi-objective trials.
+    prune multi-objective trials. ``augment`` names the :data:`AUGMENTATIONS` applied to
+    training batches; ``crop_padding`` is the crop's reflection padding in pixels (``None``:
+    :func:`default_crop_padding`). ``label_smoothing`` is the training loss's.
     """
 
     budget: Budget = Budget()
@@ -88,6 +131,9 @@ class TrainingSettings:
     warmup: float = 0.0
     max_micro_batch: int | str | None = None
     objectives: tuple[str, ...] = ("accuracy",)
+    augment: tuple[str, ...] = ()
+    crop_padding: int | None = None
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.warmup) or self.warmup < 0:
@@ -100,6 +146,23 @@ class TrainingSettings:
             )
         if tuple(self.objectives) not in OBJECTIVES:
             raise BatchlrUsageError(f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time")
+        if self.crop_padding is not None and "crop" not in self.augment:
+            raise BatchlrUsageError("--crop-padding goes with --augment crop (or flip,crop)")
+        if not 0 <= self.label_smoothing < 1:
+            raise BatchlrUsageError(f"--label-smoothing {self.label_smoothing:g}: give a number from 0 up to 1, like 0.1")
+
+    def crop_padding_for(self, input_shape: tuple[int, int, int]) -> int:
+        """The crop's reflection padding for images of ``input_shape``; 0 without crops.
+
+        Raises:
+            BatchlrUsageError: when the padding is not smaller than the images, which reflection needs.
+        """
+        if "crop" not in self.augment:
+            return 0
+        padding = default_crop_padding(input_shape) if self.crop_padding is None else self.crop_padding
+        if padding >= min(input_shape[1:]):
+            raise BatchlrUsageError(f"--crop-padding {padding}: reflection padding must be smaller than the {input_shape[1]}x{input_shape[2]} images")
+        return padding
 
     @property
     def micro_batching(self) -> MicroBatching:

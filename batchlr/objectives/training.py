@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 
 
@@ -39,7 +40,7 @@ class BatchStream:
 
 @dataclasses.dataclass
 class FoldRun:
-    """One fold's model, optimizer and schedule, with its batches and validation indices on the device."""
+    """One fold's model, optimizer, schedule and loss, with its batches and validation indices on the device."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -47,6 +48,7 @@ class FoldRun:
     batches: BatchStream
     val_indices: torch.Tensor
     rounds: list[int]
+    label_smoothing: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,27 +68,27 @@ class RoundResult:
         return not all(math.isfinite(loss) for loss in self.train_loss)
 
 
-def train_steps(
-    run: FoldRun, images: torch.Tensor, labels: torch.Tensor, steps: int, micro_batching: MicroBatching
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` optimizer steps; returns (mean loss, accuracy) over them, on the device.
+def train_steps(run: FoldRun, data: DeviceImages, steps: int, micro_batching: MicroBatching) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` optimizer steps on augmented batches; returns (mean loss, accuracy) over them, on the device.
 
     Each batch is split by ``micro_batching`` and the gradients accumulated: each
     micro-batch's summed loss is divided by the whole batch, so the step uses the mean
     gradient of exactly the batch (BatchNorm still normalises per micro-batch).
     """
     run.model.train()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    device = data.labels.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     for _ in range(steps):
         batch = run.batches.next()
         run.optimizer.zero_grad(set_to_none=True)
         for micro in micro_batching.split(batch):
-            logits = run.model(images[micro])
-            loss = F.cross_entropy(logits, labels[micro], reduction="sum")
+            labels = data.labels[micro]
+            logits = run.model(data.training_inputs(micro, run.batches.generator))
+            loss = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=run.label_smoothing)
             (loss / len(batch)).backward()
             loss_sum += loss.detach()
-            correct += (logits.detach().argmax(dim=1) == labels[micro]).sum()
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
         run.optimizer.step()
         run.scheduler.step()
     samples = max(1, steps * run.batches.batch_size)
@@ -94,21 +96,17 @@ def train_steps(
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, chunk_size: int = EVAL_CHUNK
-) -> torch.Tensor:
-    """Accuracy on ``indices``, as a tensor on the device, in forward passes of at most ``chunk_size``."""
+def evaluate(model: nn.Module, data: DeviceImages, indices: torch.Tensor, chunk_size: int = EVAL_CHUNK) -> torch.Tensor:
+    """Accuracy on ``indices`` (never augmented), as a tensor on the device, in forward passes of at most ``chunk_size``."""
     model.eval()
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    correct = torch.zeros((), device=data.labels.device, dtype=torch.long)
     for start in range(0, len(indices), chunk_size):
         chunk = indices[start : start + chunk_size]
-        correct += (model(images[chunk]).argmax(dim=1) == labels[chunk]).sum()
+        correct += (model(data.inputs(chunk)).argmax(dim=1) == data.labels[chunk]).sum()
     return correct / len(indices)
 
 
-def train_in_lockstep(
-    runs: list[FoldRun], images: torch.Tensor, labels: torch.Tensor, micro_batching: MicroBatching = MicroBatching()
-) -> Iterator[RoundResult]:
+def train_in_lockstep(runs: list[FoldRun], data: DeviceImages, micro_batching: MicroBatching = MicroBatching()) -> Iterator[RoundResult]:
     """Train every fold round by round, yielding after each round of all folds.
 
     ``micro_batching`` caps the samples per training and validation pass.
@@ -118,11 +116,11 @@ def train_in_lockstep(
     """
     for round_index in range(len(runs[0].rounds)):
         started = time.perf_counter()
-        stats = [train_steps(run, images, labels, run.rounds[round_index], micro_batching) for run in runs]
+        stats = [train_steps(run, data, run.rounds[round_index], micro_batching) for run in runs]
         train_loss, train_accuracy = torch.stack([torch.stack(pair) for pair in stats]).T.tolist()
         train_seconds = time.perf_counter() - started  # tolist() waited for the device
         val_accuracy = torch.stack(
-            [evaluate(run.model, images, labels, run.val_indices, micro_batching.eval_chunk) for run in runs]
+            [evaluate(run.model, data, run.val_indices, micro_batching.eval_chunk) for run in runs]
         ).tolist()
         yield RoundResult(
             round=round_index,

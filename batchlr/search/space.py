@@ -12,9 +12,14 @@ from typing import Any, TypeVar
 import optuna
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.search.weight_decay import SWITCH_PARAM, WeightDecay
 
-OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop")
-"""Optimizers a study can search, by the names stored in the ``optimizer`` param."""
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop", "adamw")
+"""Optimizers a study can search, by the names stored in the ``optimizer`` param; ``adamw`` is
+Adam with decoupled weight decay (Loshchilov and Hutter 2019)."""
+
+DEFAULT_OPTIMIZERS: tuple[str, ...] = OPTIMIZER_NAMES[:3]
+"""What a study searches unless told: ``adamw`` only where named, so that studies made before it search what they did."""
 
 MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
 """Optimizers whose momentum is searched too; Adam's betas play that role and stay at defaults."""
@@ -134,24 +139,32 @@ class LrScaling:
 
 @dataclasses.dataclass(frozen=True)
 class Hyperparameters:
-    """The values one training run uses; built from a trial's params or an exported file."""
+    """The values one training run uses; built from a trial's params or an exported file.
+
+    ``nesterov`` applies to SGD with momentum only (Nesterov's step needs momentum).
+    """
 
     batch_size: int
     lr: float
     optimizer: str
     momentum: float | None = None
+    weight_decay: float = 0.0
+    nesterov: bool = False
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], scaling: LrScaling = LrScaling()) -> Hyperparameters:
-        """Read the Optuna params of a batchlr trial.
+    def from_params(cls, params: Mapping[str, Any], space: SearchSpace | None = None) -> Hyperparameters:
+        """Read the Optuna params of a trial of a study that searched ``space``.
 
-        They hold ``batch_size``, ``optimizer``, ``momentum`` for SGD and RMSProp, and ``lr``, or
-        ``base_lr`` when the study scaled the learning rate with the batch size by ``scaling``.
+        They hold ``batch_size``, ``optimizer``, ``momentum`` for SGD and RMSProp, ``lr``, or
+        ``base_lr`` when the study scaled the learning rate with the batch size, and
+        ``weight_decay`` when it searched one; the space gives what it fixed.
 
         Raises:
             BatchlrError: when a param is missing or out of its range (batch_size at least 1,
                 the learning rate positive and finite, momentum in [0, 1), a known optimizer).
         """
+        space = space or SearchSpace()
+        scaling = space.lr_scaling
         lr_key = "lr" if scaling.rule == "none" else "base_lr"
         missing = [key for key in ("batch_size", lr_key, "optimizer") if key not in params]
         if missing:
@@ -166,7 +179,14 @@ class Hyperparameters:
             raise BatchlrError(f"{lr_key} {reprlib.repr(base_lr)} is not a positive learning rate (or overflows when scaled)")
         if momentum is not None and not (is_real(momentum) and 0 <= momentum < 1):
             raise BatchlrError(f"momentum {reprlib.repr(momentum)} is not a number in [0, 1)")
-        return cls(batch_size=batch_size, lr=float(lr), optimizer=optimizer, momentum=None if momentum is None else float(momentum))
+        return cls(
+            batch_size=batch_size,
+            lr=float(lr),
+            optimizer=optimizer,
+            momentum=None if momentum is None else float(momentum),
+            weight_decay=space.weight_decay.from_params(params),
+            nesterov=space.nesterov,
+        )
 
 
 def _scaled_lr(scaling: LrScaling, base_lr: Any, batch_size: int) -> float:
@@ -201,8 +221,10 @@ class SearchSpace:
 
     batch_size: tuple[int, int] = (16, 512)
     lr: tuple[float, float] = (1e-4, 1.0)
-    optimizers: tuple[str, ...] = OPTIMIZER_NAMES
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     lr_scaling: LrScaling = LrScaling()
+    weight_decay: WeightDecay = WeightDecay()
+    nesterov: bool = False
 
     @property
     def lr_param(self) -> str:
@@ -238,16 +260,24 @@ class SearchSpace:
             lr=self.lr_scaling.lr(trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size),
             optimizer=optimizer,
             momentum=momentum,
+            weight_decay=self.weight_decay.suggest(trial),
+            nesterov=self.nesterov,
         )
 
     def grid(self) -> dict[str, list[Any]]:
         """Finite values for GridSampler: powers of two and decades inside the ranges, plus the ends."""
-        return {
+        grid: dict[str, list[Any]] = {
             "optimizer": list(self.optimizers),
             "momentum": [DEFAULT_MOMENTUM],
             "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
             self.lr_param: _log_ladder(*self.lr, base=10, kind=float),
         }
+        decay = self.weight_decay
+        if decay.searched:
+            grid["weight_decay"] = _log_ladder(decay.low, decay.high, base=10, kind=float)
+            if decay.try_none:
+                grid[SWITCH_PARAM] = [True, False]
+        return grid
 
 
 def _log_ladder(low: Number, high: Number, *, base: int, kind: type[Number]) -> list[Number]:

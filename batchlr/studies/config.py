@@ -47,5 +47,8 @@ def render_run_config(study: str, storage: str, spec: StudySpec) -> str:
     ``seed``, so that the file also recreates the study elsewhere.
     """
     settings = {key: value for key, value in spec.to_attrs().items() if key not in CREATION_KEYS | set(META_KEYS)}
+    # The two settings whose option text is not a range or a list of names.
+    settings["augment"] = ",".join(spec.training.augment) or "none"
+    settings["image_size"] = f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.image_size else None
     table = {"study": study, "storage": storage, **settings, "seed": spec.seed}
     return tomli_w.dumps({key: _option_text(value) if isinstance(value, list) else value for key, value in table.items() if value is not None})

@@ -16,7 +16,7 @@ import yaml
 import batchlr
 from batchlr.errors import BatchlrError
 from batchlr.files import write_text_atomically
-from batchlr.objectives.optimizers import make_optimizer
+from batchlr.objectives.optimizers import make_loss, make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
@@ -33,10 +33,11 @@ MAX_CONFIG_BYTES = 1 << 20
 class BestConfig:
     """A study's best configuration, as written by ``batchlr export``.
 
-    ``params`` holds exactly the best trial's Optuna params; ``batch_size``, ``lr`` and
-    ``optimizer`` read them, and :meth:`make_optimizer` builds the torch optimizer.
-    ``settings`` is everything the study was created with (data set, model, folds, budget,
-    schedule, warmup, LR scaling, ...), as ``batchlr show --json`` prints it.
+    ``params`` holds exactly the best trial's Optuna params; ``batch_size``, ``lr``,
+    ``optimizer`` and ``weight_decay`` read them, :meth:`make_optimizer` builds the torch
+    optimizer and :meth:`make_loss` the loss. ``settings`` is everything the study was created
+    with (data set, image size, model, folds, budget, schedule, warmup, LR scaling,
+    augmentation, ...), as ``batchlr show --json`` prints it.
     """
 
     study: str
@@ -52,7 +53,7 @@ class BestConfig:
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters.from_params(self.params, self.settings.space.lr_scaling)
+        return Hyperparameters.from_params(self.params, self.settings.space)
 
     def lr_for(self, batch_size: int, rule: str | None = None) -> float:
         """The learning rate for ``batch_size``, rescaled from this configuration's lr.
@@ -81,9 +82,18 @@ class BestConfig:
     def momentum(self) -> float | None:
         return self.hyperparameters.momentum
 
+    @property
+    def weight_decay(self) -> float:
+        return self.hyperparameters.weight_decay
+
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The configured optimizer (SGD, Adam or RMSprop with the found lr and momentum) over ``parameters``."""
+        """The configured optimizer (SGD, Adam, RMSprop or AdamW with the found lr, momentum and
+        weight decay, and Nesterov momentum where the study used it) over ``parameters``."""
         return make_optimizer(self.hyperparameters, parameters)
+
+    def make_loss(self) -> torch.nn.CrossEntropyLoss:
+        """The study's training loss: cross-entropy with its label smoothing."""
+        return make_loss(self.settings.training.label_smoothing)
 
     def make_scheduler(
         self, optimizer: torch.optim.Optimizer, steps: int, steps_per_epoch: int | None = None

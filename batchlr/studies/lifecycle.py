@@ -6,6 +6,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -53,6 +54,8 @@ class RunOptions:
     """Seconds between a running trial's heartbeats; ``None`` turns heartbeats off."""
     command_line: str = ""
     """The command that started the run (passwords masked), for the study's dashboard note."""
+    cache_dir: Path | None = None
+    """Where decoded image folders are cached; ``None``: the user's cache home."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,12 +199,12 @@ def prepare(
     """
     spec = reconcile(stored[0] if stored else None, requested, given, name)
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
-    data = load_dataset(spec.dataset, spec.data_dir)
+    device = resolve_device(options.device)
+    data = load_dataset(spec.dataset, spec.data_dir, spec.image_size, options.cache_dir, device)
     if stored:
         folds = _checked_folds(stored[1], stored[2], data, name)
     else:
         folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None, classes=data.classes)
-    device = resolve_device(options.device)
     if options.lr_auto and not stored:
         spec = _with_found_lr(spec, data, folds, device, options.seed)
     space = spec.space.clip_batch_size(folds.smallest_train_size())

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import check_writable, write_atomically
+from batchlr.objectives.batches import DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData, dataset_slug, load_dataset
 from batchlr.objectives.folds import HOLDOUT, assign_folds
 from batchlr.objectives.lr_finder import LrRangeTest, lr_range_test
@@ -32,32 +33,37 @@ from batchlr.studies.spec import check_names
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
-    """A data set on the device and the indices a probe may train on."""
+    """A data set on the device, normalised with the statistics of the images a probe may train on, and their indices."""
 
     data: ImageData
-    images: torch.Tensor
-    labels: torch.Tensor
+    images: DeviceImages
     indices: torch.Tensor
 
     @classmethod
-    def load(cls, dataset: str, data_dir: Path, device: torch.device, seed: int) -> ProbeData:
-        data = load_dataset(dataset, data_dir.expanduser())
+    def load(
+        cls, dataset: str, data_dir: Path, device: torch.device, seed: int, image_size: tuple[int, int] | None = None, cache_dir: Path | None = None
+    ) -> ProbeData:
+        data = load_dataset(dataset, data_dir.expanduser(), image_size, cache_dir, device)
         fold_of = assign_folds(data.labels.numpy(), 2, seed, holdout=data.test_images is None, classes=data.classes).fold_of
         return cls.on(data, np.flatnonzero(fold_of != HOLDOUT), device)
 
     @classmethod
     def on(cls, data: ImageData, indices: np.ndarray, device: torch.device) -> ProbeData:
-        return cls(data, data.images.to(device), data.labels.to(device), torch.as_tensor(indices, device=device))
+        images = DeviceImages(data.images.to(device), data.labels.to(device), Normalisation.of(data.images, indices))
+        return cls(data, images, torch.as_tensor(indices, device=device))
 
     def check_batch(self, batch_size: int, option: str) -> None:
         if not 0 < batch_size <= len(self.indices):
             raise BatchlrUsageError(f"{option} {batch_size}: must be between 1 and the {len(self.indices)} training samples")
 
 
-def open_probe(dataset: str, data_dir: Path, model: str, device: str, seed: int) -> ProbeData:
-    """The probe data for ``--dataset``, ``--model``, ``--device`` and ``--seed``, names checked first."""
+def open_probe(
+    dataset: str, data_dir: Path, model: str, device: str, seed: int, image_size: tuple[int, int] | None, cache_dir: Path | None
+) -> ProbeData:
+    """The probe data for ``--dataset``, ``--model``, ``--device``, ``--seed``, ``--image-size``
+    and ``--cache-dir``, names checked first."""
     check_names(dataset, model)
-    return ProbeData.load(dataset, data_dir, resolve_device(device), seed)
+    return ProbeData.load(dataset, data_dir, resolve_device(device), seed, image_size, cache_dir)
 
 
 def probe_hyperparameters(batch_size: int, optimizer: str, momentum: float, lr: float = 0.0) -> Hyperparameters:
@@ -79,10 +85,10 @@ def find_lr(
     if not 0 < start_lr < end_lr:
         raise BatchlrUsageError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")
     torch.manual_seed(seed)
-    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
+    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.indices.device)
     batches = BatchStream(probe.indices, hyperparameters.batch_size, _generator(probe, seed))
     optimizer = make_optimizer(hyperparameters, network.parameters())
-    result = lr_range_test(network, optimizer, batches, probe.images, probe.labels, start_lr, end_lr, lr_count)
+    result = lr_range_test(network, optimizer, batches, probe.images, start_lr, end_lr, lr_count)
     if len(result.lrs) < 3:
         raise BatchlrError(f"the loss diverged at once, from lr {start_lr:g}; lower --start-lr")
     return result
@@ -103,7 +109,7 @@ def measure_noise_scale(
     if not 0 < small_batch < big_batch:
         raise BatchlrUsageError(f"--small-batch {small_batch} must be positive and below --big-batch {big_batch}")
     torch.manual_seed(seed)
-    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.images.device)
+    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.indices.device)
     generator = _generator(probe, seed)
     if epochs and hyperparameters is not None:
         probe.check_batch(hyperparameters.batch_size, "--batch-size")
@@ -111,10 +117,14 @@ def measure_noise_scale(
         steps = epochs * steps_per_epoch(len(probe.indices), hyperparameters.batch_size)
         batches = BatchStream(probe.indices, hyperparameters.batch_size, generator)
         run = FoldRun(network, optimizer, make_scheduler(optimizer, steps, "constant"), batches, probe.indices[:0], [steps])
-        train_steps(run, probe.images, probe.labels, steps, MicroBatching())
+        train_steps(run, probe.images, steps, MicroBatching())
     network.train()
-    inputs, targets = probe.images[probe.indices], probe.labels[probe.indices]
-    result = estimate_noise_scale(network, F.cross_entropy, inputs, targets, small_batch, big_batch, repeats, generator)
+
+    def sample(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = probe.indices[drawn]
+        return probe.images.inputs(positions), probe.images.labels[positions]
+
+    result = estimate_noise_scale(network, F.cross_entropy, sample, len(probe.indices), small_batch, big_batch, repeats, generator)
     if not (math.isfinite(result.noise_scale) and result.noise_scale > 0 and result.gradient_norm_squared > 0):
         raise BatchlrError(
             f"the noise-scale estimate is not usable (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) "
@@ -125,13 +135,14 @@ def measure_noise_scale(
 
 def run_lr_find(
     dataset: str, data_dir: Path, model: str, device: str, seed: int, batch_size: int, optimizer: str, momentum: float,
-    start_lr: float, end_lr: float, lr_count: int, plot: Path | None = None,
+    start_lr: float, end_lr: float, lr_count: int, plot: Path | None = None, image_size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
 ) -> LrRangeTest:  # fmt: skip
     """``batchlr lr-find``: the LR range test on ``dataset`` as the options describe it, its
     curve saved as an image to ``plot`` if given."""
     if plot:
         check_writable(plot)
-    probe = open_probe(dataset, data_dir, model, device, seed)
+    probe = open_probe(dataset, data_dir, model, device, seed, image_size, cache_dir)
     result = find_lr(probe, model, probe_hyperparameters(batch_size, optimizer, momentum), seed, start_lr, end_lr, lr_count)
     if plot:
         plot_lr_range(result, plot, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}")
@@ -140,17 +151,18 @@ def run_lr_find(
 
 def run_noise_scale(
     dataset: str, data_dir: Path, model: str, device: str, seed: int, small_batch: int, big_batch: int, repeats: int,
-    epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float,
+    epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float, image_size: tuple[int, int] | None = None,
+    cache_dir: Path | None = None,
 ) -> NoiseScale:  # fmt: skip
     """``batchlr noise-scale``: B_simple on ``dataset``, after ``epochs`` of training with the
     given batch size, lr and optimizer; the big batch is capped at the training samples."""
-    probe = open_probe(dataset, data_dir, model, device, seed)
+    probe = open_probe(dataset, data_dir, model, device, seed, image_size, cache_dir)
     hyperparameters = probe_hyperparameters(batch_size, optimizer, momentum, lr)
     return measure_noise_scale(probe, model, seed, small_batch, min(big_batch, len(probe.indices)), repeats, epochs, hyperparameters)
 
 
 def _generator(probe: ProbeData, seed: int) -> torch.Generator:
-    return torch.Generator(device=probe.images.device).manual_seed(seed)
+    return torch.Generator(device=probe.indices.device).manual_seed(seed)
 
 
 def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError
+from batchlr.objectives.batches import DeviceImages
 from batchlr.files import check_writable, write_atomically
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
@@ -38,7 +39,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     assert stored is not None  # load_existing_study found the study
     requested = stored[0] if data_dir is None else dataclasses.replace(stored[0], data_dir=data_dir)
     _, objective = prepare(study_name, stored, requested, () if data_dir is None else ("data_dir",), options)
-    hyperparameters = Hyperparameters.from_params(best.params, objective.space.lr_scaling)
+    hyperparameters = Hyperparameters.from_params(best.params, objective.space)
 
     started = time.perf_counter()
     torch.manual_seed(options.seed)
@@ -46,19 +47,19 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     generator = torch.Generator(device=objective.device).manual_seed(options.seed)
     run = objective.fold_run(hyperparameters, train, train[:0], generator)
     micro_batching = objective.settings.micro_batching
-    losses = [train_steps(run, objective.images, objective.labels, steps, micro_batching)[0] for steps in run.rounds]
+    losses = [train_steps(run, objective.images, steps, micro_batching)[0] for steps in run.rounds]
     if not torch.isfinite(torch.stack(losses)).all():
         raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")
 
     data = objective.data
     if data.test_images is not None:
-        images, labels = data.test_images.to(objective.device), data.test_labels.to(objective.device)
-        test, split = torch.arange(len(labels), device=objective.device), "official test split"
+        images = DeviceImages(data.test_images.to(objective.device), data.test_labels.to(objective.device), objective.normalisation)
+        test, split = torch.arange(len(images), device=objective.device), "official test split"
     else:
-        images, labels = objective.images, objective.labels
+        images = objective.images
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
-    accuracy = evaluate(run.model, images, labels, test, micro_batching.eval_chunk).item()
+    accuracy = evaluate(run.model, images, test, micro_batching.eval_chunk).item()
     write_atomically(output, lambda temporary: torch.save(run.model.state_dict(), temporary))
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)

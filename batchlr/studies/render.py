@@ -40,8 +40,10 @@ def format_params(params: dict[str, Any]) -> str:
 
 
 def training_phrase(spec: StudySpec) -> str:
-    """One phrase for a study's budget, LR scaling, schedule and warmup."""
-    training, scaling = spec.training, spec.space.lr_scaling
+    """One phrase for a study's budget, LR scaling, schedule, warmup and recipe: image size,
+    augmentation, weight decay, label smoothing and Nesterov momentum, each where set."""
+    training, space = spec.training, spec.space
+    scaling, decay = space.lr_scaling, space.weight_decay
     parts = [f"{training.budget.amount} {training.budget.kind}"]
     if scaling.rule != "none":
         parts.append(f"lr {scaling.rule}-scaled from batch {scaling.reference_batch_size}")
@@ -49,6 +51,19 @@ def training_phrase(spec: StudySpec) -> str:
         parts.append(f"{training.schedule} schedule")
     if training.warmup:
         parts.append(f"{training.warmup:g} warmup epochs")
+    if spec.image_size:
+        parts.append(f"images resized to {spec.image_size[0]}x{spec.image_size[1]}")
+    if training.augment:
+        padding = f" (padding {training.crop_padding})" if training.crop_padding else ""
+        parts.append(f"augment {','.join(training.augment)}{padding}")
+    if decay.searched:
+        parts.append(f"weight_decay {decay.low:.3g}:{decay.high:.3g}{' or none' if decay.try_none else ''}")
+    elif decay.low:
+        parts.append(f"weight decay {decay.low:g}")
+    if training.label_smoothing:
+        parts.append(f"label smoothing {training.label_smoothing:g}")
+    if space.nesterov:
+        parts.append("nesterov")
     return ", ".join(parts)
 
 

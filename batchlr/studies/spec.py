@@ -22,16 +22,18 @@ import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.schedules import SCHEDULE_NAMES
-from batchlr.objectives.settings import BUDGET_KINDS, OBJECTIVES, TrainingSettings
+from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, TrainingSettings
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
 from batchlr.search.space import LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
+from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 
 if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
     from batchlr.objectives.folds import FoldAssignment
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
-this version); a study of a newer format than this is refused rather than misread."""
+this version); 3 added the image size, augmentation and regularisation, which a batchlr of
+format 2 would silently drop. A study of a newer format than this is refused rather than misread."""
 
 METRIC = "accuracy"
 # Optuna directions and metric names for each entry of --objectives.
@@ -57,10 +59,12 @@ class StudySpec:
     ``seed`` is the seed the folds and the hold-out were drawn with. ``sampler``, ``pruner``,
     ``data_dir`` and ``training.max_micro_batch`` are what the creating run used; a later
     run may override them for itself. ``lr_find`` is the LR range test of ``--lr auto``
-    (suggested_lr, loss_drop, batch_size, optimizer, momentum), or ``None``.
+    (suggested_lr, loss_drop, batch_size, optimizer, momentum), or ``None``. ``image_size``
+    is the (height, width) every image is resized to, or ``None`` for images as they are.
     """
 
     dataset: str = "digits"
+    image_size: tuple[int, int] | None = None
     model: str = "convnet"
     folds: int = 3
     space: SearchSpace = SearchSpace()
@@ -139,8 +143,8 @@ def _json(value: Any) -> Any:
 
 def _typed(value: Any, default: Any) -> Any:
     """A JSON value (or an option's), checked by :func:`_checked`, as the type of the field's default."""
-    if isinstance(default, tuple):
-        return tuple(_typed(item, default[0]) for item in value)
+    if isinstance(default, tuple) or isinstance(value, list):
+        return tuple(_typed(item, default[0]) if default else item for item in value)
     if isinstance(default, Path):
         return Path(value)
     if isinstance(default, float) and isinstance(value, int):
@@ -164,8 +168,20 @@ def _counts(least: int, limit: float = math.inf) -> Callable[[Any], bool]:
     return lambda value: is_whole_number(value) and least <= value < limit
 
 
+def _fraction(value: Any) -> bool:
+    return is_finite_number(value) and 0 <= value < 1
+
+
+def _weight_decay(value: Any) -> bool:
+    def fits(number: Any) -> bool:
+        return is_finite_number(number) and 0 <= number <= MAX_WEIGHT_DECAY
+
+    return fits(value) or (_pair(value, fits) and value[0] <= value[1])
+
+
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset": (lambda value: isinstance(value, str), "a data set name"),
+    "image_size": (lambda value: _pair(value, lambda side: _counts(1, MAX_IMAGE_SIDE + 1)(side)), f"[HEIGHT, WIDTH] of whole numbers from 1 to {MAX_IMAGE_SIDE}"),
     "model": (lambda value: isinstance(value, str), "a model name"),
     "folds": (_counts(2), "a whole number of at least 2"),
     "batch_size": (lambda value: _pair(value, is_whole_number) and 1 <= value[0] <= value[1], "[MIN, MAX] of whole numbers, 1 <= MIN <= MAX"),
@@ -180,6 +196,12 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warmup": (_finite(0), "a finite number of epochs, 0 or more"),
     "max_micro_batch": (lambda value: value == AUTO or _counts(1)(value), f"a whole number of at least 1, or {AUTO}"),
     "objectives": (lambda value: isinstance(value, (list, tuple)) and tuple(value) in OBJECTIVES, "[accuracy] or [accuracy, time]"),
+    "augment": (lambda value: isinstance(value, (list, tuple)) and all(name in AUGMENTATIONS for name in value), f"a list of {', '.join(AUGMENTATIONS)}"),
+    "crop_padding": (_counts(1), "a whole number of pixels, at least 1"),
+    "label_smoothing": (_fraction, "a number from 0 up to 1"),
+    "weight_decay": (_weight_decay, f"a number or [MIN, MAX] from 0 to {MAX_WEIGHT_DECAY:g}"),
+    "try_no_weight_decay": (lambda value: isinstance(value, bool), "true or false"),
+    "nesterov": (lambda value: isinstance(value, bool), "true or false"),
     "seed": (_counts(0, SEED_LIMIT), f"a whole number from 0 to {SEED_LIMIT - 1}"),
     "sampler": (lambda value: value in SAMPLER_NAMES, f"one of {', '.join(SAMPLER_NAMES)}"),
     "pruner": (lambda value: value in PRUNER_NAMES, f"one of {', '.join(PRUNER_NAMES)}"),

@@ -1,0 +1,356 @@
+"""Image folders as users have them: mixed sizes resized, grey kept one channel, decoded on every
+core, cached between runs, and refused before decoding when they would not fit in memory."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from batchlr.errors import BatchlrError
+from batchlr.objectives import image_cache, memory, readers
+from batchlr.objectives.data import load_dataset
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loads():
+    """load_dataset keeps what it loaded; these tests load the same folder again on purpose."""
+    load_dataset.cache_clear()
+    yield
+    load_dataset.cache_clear()
+
+
+def _save(path: Path, height: int, width: int, mode: str = "RGB", seed: int = 0) -> np.ndarray:
+    """Write a random image of ``mode`` at ``path``; returns its pixels as PIL holds them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+    image.save(path)
+    return np.asarray(image)
+
+
+def _load(root: Path, image_size=None, **options):
+    return load_dataset(f"imagefolder:{root}", Path("unused"), image_size, **options)
+
+
+def _mixed_folder(root: Path) -> Path:
+    """Two classes of 32x32, 40x48 and 64x64 images (height x width), in colour and grey."""
+    for index, (height, width, mode) in enumerate([(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGBA")]):
+        for name in ("cat", "dog"):
+            _save(root / name / f"{index}.png", height, width, mode, seed=index + 10 * len(name))
+    return root
+
+
+def test_a_folder_of_mixed_sizes_and_modes_loads_resized_as_rgb(tmp_path):
+    root = _mixed_folder(tmp_path / "pets")
+    data = _load(root, (32, 32))
+    assert data.images.shape == (10, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.input_shape == (3, 32, 32)
+    # A grey image already 32x32 becomes three equal channels of its pixels.
+    grey = np.asarray(Image.open(root / "cat" / "3.png"))
+    index = data.sources.index("cat/3.png")
+    assert all(np.array_equal(data.images[index, channel].numpy(), grey) for channel in range(3))
+    # An RGBA image loses its alpha and keeps its colours.
+    rgba = np.asarray(Image.open(root / "dog" / "4.png").resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.array_equal(data.images[data.sources.index("dog/4.png")].numpy(), rgba[..., :3].transpose(2, 0, 1))
+
+
+def test_a_folder_of_mixed_sizes_without_an_image_size_is_one_line_listing_them(tmp_path):
+    root = _mixed_folder(tmp_path / "pets")
+    for index in range(3):
+        _save(root / "cat" / f"extra{index}.png", 40, 48)
+    with pytest.raises(BatchlrError) as raised:
+        _load(root)
+    assert str(raised.value) == (
+        f"imagefolder: {root} holds images of 3 sizes (height x width): 40x48 (5 images), 32x32 (4), 64x64 (4); "
+        "give --image-size N or HxW to resize them while loading"
+    )
+    for side in (8, 9, 10):
+        _save(root / "dog" / f"side{side}.png", side, side)
+    with pytest.raises(BatchlrError, match=r"holds images of 6 sizes \(height x width\): .*, 8x8 \(1\) and 2 more; give --image-size"):
+        _load(root)
+
+
+def test_a_folder_of_one_size_loads_as_it_is(tmp_path):
+    pixels = _save(tmp_path / "pets" / "cat" / "a.png", 40, 48)
+    _save(tmp_path / "pets" / "dog" / "b.png", 40, 48, seed=1)
+    data = _load(tmp_path / "pets")
+    assert data.input_shape == (3, 40, 48)
+    assert np.array_equal(data.images[0].numpy(), pixels.transpose(2, 0, 1))
+
+
+def test_a_grey_folder_loads_as_one_channel_and_16_bit_grey_keeps_its_high_byte(tmp_path):
+    root = tmp_path / "scans"
+    for index, mode in enumerate(["L", "1", "LA", "I;16"]):
+        _save(root / "a" / f"{index}.png", 16, 16, mode, seed=index)
+        _save(root / "b" / f"{index}.png", 16, 16, "L", seed=10 + index)
+    data = _load(root)
+    assert data.input_shape == (1, 16, 16) and data.images.dtype == torch.uint8
+    sixteen_bit = np.asarray(Image.open(root / "a" / "3.png"))
+    assert sixteen_bit.dtype == np.uint16 and sixteen_bit.max() > 255  # what PIL would clip to 255
+    assert np.array_equal(data.images[data.sources.index("a/3.png"), 0].numpy(), (sixteen_bit >> 8).astype(np.uint8))
+    # A palette image counts as colour, whatever its palette.
+    _save(root / "b" / "palette.png", 16, 16, "P")
+    load_dataset.cache_clear()
+    assert _load(root).input_shape == (3, 16, 16)
+
+
+def test_resizing_scales_the_shorter_side_then_crops_the_centre():
+    # 32 high, 64 wide; its quarters from left to right are 10, 20, 30 and 40.
+    quarters = np.repeat(np.array([10, 20, 30, 40], dtype=np.uint8), 16)
+    image = Image.fromarray(np.tile(quarters, (32, 1)))
+    assert np.array_equal(np.asarray(readers.fit_image(image, (32, 32))), np.tile(quarters[16:48], (32, 1)))
+    # Halved, the crop keeps the two middle quarters again: the antialiasing filter blends
+    # neighbours only at the borders, the outer quarters into the edge columns.
+    halved = np.asarray(readers.fit_image(image, (16, 16)))
+    assert halved.shape == (16, 16) and (halved[:, 1:7] == 20).all() and (halved[:, 9:15] == 30).all()
+    assert (halved[:, 0] > 15).all() and (halved[:, 15] < 35).all()
+    # Wider than tall asked of a tall image: the width decides the scale, the crop takes the middle rows.
+    tall = Image.fromarray(np.repeat(np.array([1, 2, 3, 4], dtype=np.uint8), 16)[:, None].repeat(8, axis=1))
+    assert np.array_equal(np.asarray(readers.fit_image(tall, (4, 2))), [[2, 2], [2, 2], [3, 3], [3, 3]])
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (48, 80), (90, 37), (20, 20), (33, 100)])
+def test_resizing_a_square_matches_torchvisions_resize_then_centre_crop(height, width):
+    from torchvision import transforms
+
+    image = Image.fromarray(np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    expected = transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image))
+    assert np.array_equal(np.asarray(readers.fit_image(image, (32, 32))), np.asarray(expected))
+
+
+def test_built_in_sets_resize_with_the_same_function():
+    data = load_dataset("digits", Path("unused"), (16, 16))
+    original = load_dataset("digits", Path("unused"))
+    assert data.input_shape == (1, 16, 16) and data.images.dtype == torch.uint8
+    expected = np.asarray(readers.fit_image(Image.fromarray(original.images[5, 0].numpy()), (16, 16)))
+    assert np.array_equal(data.images[5, 0].numpy(), expected)
+    assert load_dataset("digits", Path("unused"), (8, 8)).images.equal(original.images)
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(path.name for path in cache.iterdir())
+
+
+def test_a_cached_folder_loads_without_decoding_and_gives_the_same_arrays(tmp_path, monkeypatch):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = _load(root, (32, 32), cache_dir=cache)
+    assert len(_cache_files(cache)) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached folder was decoded")
+
+    monkeypatch.setattr(readers, "_read_headers", refuse)
+    monkeypatch.setattr(readers, "_decode_files", refuse)
+    load_dataset.cache_clear()
+    again = _load(root, (32, 32), cache_dir=cache)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert again.sources == first.sources and again.classes == first.classes
+
+
+def test_the_default_cache_is_under_the_cache_home_unless_batchlr_cache_dir_says(tmp_path, monkeypatch):
+    assert image_cache.default_cache_dir() == Path(os.environ["XDG_CACHE_HOME"]) / "batchlr"
+    _load(_mixed_folder(tmp_path / "pets"), (32, 32))
+    assert len(_cache_files(Path(os.environ["XDG_CACHE_HOME"]) / "batchlr")) == 1
+    monkeypatch.setenv(image_cache.CACHE_ENV, str(tmp_path / "mine"))
+    assert image_cache.default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv(image_cache.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as the XDG specification says
+    assert image_cache.default_cache_dir() == Path.home() / ".cache" / "batchlr"
+
+
+def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    before = _load(root, (32, 32), cache_dir=cache)
+    stale = _cache_files(cache)
+    changed = _save(root / "dog" / "0.png", 32, 32, seed=99)
+    status = os.stat(root / "dog" / "0.png")
+    os.utime(root / "dog" / "0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 1))  # a rewrite within the clock's tick
+    load_dataset.cache_clear()
+    after = _load(root, (32, 32), cache_dir=cache)
+    index = after.sources.index("dog/0.png")
+    assert np.array_equal(after.images[index].numpy(), changed.transpose(2, 0, 1))
+    assert not torch.equal(after.images[index], before.images[index])
+    assert len(_cache_files(cache)) == 1 and _cache_files(cache) != stale
+
+
+def test_another_image_size_is_another_entry_and_both_stay(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    small, large = _load(root, (16, 16), cache_dir=cache), _load(root, (24, 40), cache_dir=cache)
+    assert small.input_shape == (3, 16, 16) and large.input_shape == (3, 24, 40)
+    assert len(_cache_files(cache)) == 2
+    load_dataset.cache_clear()
+    assert torch.equal(_load(root, (16, 16), cache_dir=cache).images, small.images)
+
+
+def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    first = _load(root, (32, 32), cache_dir=cache)
+    (entry,) = cache.iterdir()
+    intact = entry.read_bytes()
+    entry.write_bytes(intact[: len(intact) // 2])
+    load_dataset.cache_clear()
+    assert torch.equal(_load(root, (32, 32), cache_dir=cache).images, first.images)
+    assert entry.read_bytes() == intact
+
+
+def test_a_cache_directory_that_cannot_be_written_costs_one_warning(tmp_path, capsys):
+    root = _mixed_folder(tmp_path / "pets")
+    (tmp_path / "a-file").write_text("")
+    data = _load(root, (32, 32), cache_dir=tmp_path / "a-file" / "cache")
+    assert data.images.shape == (10, 3, 32, 32)
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith("warning: not caching the decoded images: cannot create")
+
+
+def _with_truncated_image(root: Path) -> Path:
+    """``root`` with a PNG whose header reads but whose pixels do not decode."""
+    _mixed_folder(root)
+    whole = (root / "cat" / "0.png").read_bytes()
+    (root / "cat" / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+def test_a_folder_too_big_for_memory_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch):
+    root = _with_truncated_image(tmp_path / "pets")
+    with pytest.raises(BatchlrError, match="cannot decode .*truncated.png"):
+        _load(root, (32, 32))
+    monkeypatch.setattr(memory, "available_host_memory", lambda: 20_000)
+    with pytest.raises(BatchlrError) as raised:
+        _load(root, (32, 32))
+    assert str(raised.value) == (
+        "imagefolder: 11 images of 3x32x32 need 39 kB of memory but 20 kB is available; "
+        "give a smaller --image-size (e.g. 16) or use a subset of the folder"
+    )
+
+
+def test_a_cached_folder_too_big_for_memory_is_refused_too(tmp_path, monkeypatch):
+    root = _mixed_folder(tmp_path / "pets")
+    _load(root, (32, 32))
+    load_dataset.cache_clear()
+    monkeypatch.setattr(memory, "available_host_memory", lambda: 20_000)
+    with pytest.raises(BatchlrError, match=r"^imagefolder: 10 images of 3x32x32 need 36 kB of memory but 20 kB is available"):
+        _load(root, (32, 32))
+
+
+def test_memory_figures_and_the_device_check(monkeypatch):
+    monkeypatch.setattr(memory, "available_host_memory", lambda: 4_100_000_000)
+    with pytest.raises(BatchlrError) as raised:
+        memory.check_fits("imagefolder", 50_000, (3, 224, 224), None, folder=True)
+    assert str(raised.value) == (
+        "imagefolder: 50,000 images of 3x224x224 need 7.6 GB of memory but 4.1 GB is available; "
+        "give a smaller --image-size (e.g. 160) or use a subset of the folder"
+    )
+    memory.check_fits("cifar10", 50_000, (3, 32, 32), torch.device("cpu"), folder=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000_000, 80_000_000_000))
+    with pytest.raises(BatchlrError, match=r"^cifar10: 50,000 images of 3x32x32 need 154 MB of memory on cuda:0 but 100 MB is free; give a smaller --image-size \(e\.g\. 24\)$"):
+        memory.check_fits("cifar10", 50_000, (3, 32, 32), torch.device("cuda:0"), folder=False)
+
+
+def test_available_host_memory_is_positive_and_below_the_machines():
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < memory.available_host_memory() <= total
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more")
+def test_worker_processes_give_exactly_the_array_this_process_gives(tmp_path, monkeypatch):
+    root = _mixed_folder(tmp_path / "pets")
+    monkeypatch.setattr(readers, "_CHUNK_FILES", 3)  # several tasks even for a small folder
+    spawned = []
+    pool = readers.concurrent.futures.ProcessPoolExecutor
+
+    def recording_pool(*args, **kwargs):
+        spawned.append(args)
+        return pool(*args, **kwargs)
+
+    monkeypatch.setattr(readers.concurrent.futures, "ProcessPoolExecutor", recording_pool)
+    monkeypatch.setattr(readers, "PARALLEL_FROM_BYTES", 1 << 60)
+    (here, labels), _, _ = readers.read_image_folder(root, (24, 24))
+    assert not spawned
+    monkeypatch.setattr(readers, "PARALLEL_FROM_BYTES", 0)
+    (there, same_labels), _, _ = readers.read_image_folder(root, (24, 24))
+    assert spawned and np.array_equal(here, there) and np.array_equal(labels, same_labels)
+    # A file that does not decode is the same one line from a worker.
+    _with_truncated_image(tmp_path / "broken")
+    with pytest.raises(BatchlrError, match="cannot decode .*truncated.png"):
+        readers.read_image_folder(tmp_path / "broken", (24, 24))
+
+
+WORKERS_OF_A_KILLED_PARENT = """
+import os, sys
+from pathlib import Path
+from batchlr.objectives import readers
+
+if __name__ == "__main__":
+    readers.PARALLEL_FROM_BYTES = 0
+    folder = readers.list_image_folder(Path(sys.argv[1]))
+    with readers.decoding_workers(folder) as workers:
+        pids = {workers.submit(os.getpid).result() for _ in range(20)}
+        print(*pids, flush=True)
+        sys.stdin.read()  # until killed
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more")
+def test_worker_processes_end_when_their_parent_is_killed(tmp_path):
+    root = _mixed_folder(tmp_path / "pets")
+    parent = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PARENT, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert pids and all(_running(pid) for pid in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a decoding worker outlived its parent"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie waiting to be reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_one_line_on_a_terminal_and_nothing_elsewhere(tmp_path, monkeypatch, capsys):
+    root = _mixed_folder(tmp_path / "pets")
+    readers.read_image_folder(root, (16, 16))
+    assert capsys.readouterr().err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    readers.read_image_folder(root, (16, 16))
+    shown = terminal.getvalue()
+    assert "\n" not in shown and "\rdecoding images: 10/10" in shown and shown.endswith("\r\033[K")
+
+
+def test_a_folder_without_class_folders_is_a_clear_error(tmp_path):
+    _save(tmp_path / "loose.png", 8, 8)
+    with pytest.raises(BatchlrError, match=f"^imagefolder: {tmp_path} has no class folder; give the folder whose subfolders are the classes$"):
+        _load(tmp_path)
+
+
+def test_sources_are_relative_to_the_root_however_it_is_written(tmp_path, monkeypatch):
+    _mixed_folder(tmp_path / "pets")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    folder = readers.list_image_folder(Path("..//pets/"))
+    assert folder.sources == tuple(os.path.relpath(path, tmp_path / "pets") for path in folder.paths)
+    assert folder.sources[0] == "cat/0.png"
