@@ -23,6 +23,7 @@ from batchlr.cli_options import (
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.schedules import SCHEDULE_NAMES
+from batchlr.objectives.settings import FUSE_CHOICES, PRECISIONS
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
 from batchlr.search.space import DEFAULT_OPTIMIZERS, DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
@@ -119,6 +120,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--budget", type=click.Choice(["epochs", "steps"]), help="Train each fold for --epochs epochs, or for --steps optimizer steps.  [default: epochs, or steps with --steps]")
 @click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold; implies --budget steps.")
 @click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", help="Autocast of the forward pass and loss; parameters and optimizer state stay fp32. auto: bf16 where the device computes it natively (recent GPUs, CPUs with AVX-512 BF16 or AMX), else fp32.")
+@click.option("--fuse-folds", type=click.Choice(FUSE_CHOICES), default="auto", help="Train a trial's folds as one fused model (torch.func): one pass for all folds per step. auto: on CUDA only.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the forward pass (compiling takes seconds to minutes per process).")
 @click.option("--objectives", type=OBJECTIVES, default="accuracy", help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
 @click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this process.  [default: 20, or unlimited with --timeout]")
 @click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
@@ -144,9 +148,11 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     watch_parent()
     option = file_over_environment(ctx, option)
     lr_auto = option["lr"] == "auto"
-    settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr")}
+    settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model")}
     arguments = ctx.meta["batchlr.arguments"]
-    options = RunOptions(option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments), option["cache_dir"])
+    options = RunOptions(
+        option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments), option["cache_dir"], option["fuse_folds"], option["compile_model"]
+    )
     opened = open_study(option["storage"], study_name, StudySpec.from_attrs(settings), given(ctx, list(settings)), options)
     _echo(*opened.opening(mask_url(option["storage"])))
     progress = "quiet" if option["quiet"] else "live" if sys.stdout.isatty() else "lines"

@@ -34,6 +34,17 @@ def oom_above_64(input_shape, num_classes):
     return Model(nn.Flatten(), nn.Linear(64, num_classes))
 
 
+class Exponential(nn.Module):
+    def forward(self, inputs):
+        return inputs.exp()
+
+
+def exploding(input_shape, num_classes):
+    """Logits that overflow once a large learning rate grows the weights, whatever the batches drawn
+    (a ReLU network may die instead, with finite loss)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes), Exponential())
+
+
 @pytest.fixture(scope="module")
 def digits():
     data = load_dataset("digits", Path("unused"))
@@ -81,10 +92,10 @@ def test_pruner_stops_a_trial_after_its_first_epoch(digits):
 
 
 def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits):
-    objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 100.0)))
+    objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 1e3)), model=f"{__name__}:exploding")
     diverged, healthy = run_trials(
         objective,
-        {"batch_size": 32, "lr": 100.0, "optimizer": "sgd", "momentum": 0.9},
+        {"batch_size": 32, "lr": 1e3, "optimizer": "sgd", "momentum": 0.9},
         {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         pruner=optuna.pruners.NopPruner(),
     )

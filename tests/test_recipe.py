@@ -14,6 +14,7 @@ import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
+from batchlr.objectives.fold_models import SeparateFolds
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.settings import TrainingSettings, parse_augment, parse_image_size
 from batchlr.objectives.training import evaluate
@@ -63,7 +64,7 @@ def test_augmentation_changes_training_batches_and_stays_a_flipped_crop():
     data = DeviceImages(images, torch.zeros(32, dtype=torch.long), Normalisation((0.5,) * 3, (0.25,) * 3), Augmentation(True, 2))
     indices = torch.arange(32)
     generator = torch.Generator().manual_seed(0)
-    first, second = data.training_inputs(indices, generator), data.training_inputs(indices, generator)
+    (first,), (second,) = data.training_inputs(indices[None], [generator]), data.training_inputs(indices[None], [generator])
     plain = data.inputs(indices)
     assert (first != plain).flatten(1).any(dim=1).sum() >= 24  # a few draws are the identity
     assert not torch.equal(first, second)  # fresh draws every batch
@@ -74,7 +75,7 @@ def test_flips_alone_mirror_about_half_the_images():
     images = _images(count=400, side=4)
     data = DeviceImages(images, torch.zeros(400, dtype=torch.long), Normalisation((0.5,) * 3, (0.25,) * 3), Augmentation(flip=True))
     indices = torch.arange(400)
-    augmented, plain = data.training_inputs(indices, torch.Generator().manual_seed(1)), data.inputs(indices)
+    (augmented,), plain = data.training_inputs(indices[None], [torch.Generator().manual_seed(1)]), data.inputs(indices)
     flipped = (augmented == plain.flip(3)).flatten(1).all(dim=1)
     assert ((augmented == plain).flatten(1).all(dim=1) | flipped).all()
     assert 150 < flipped.sum() < 250
@@ -88,7 +89,7 @@ def test_validation_is_never_augmented():
     plain = DeviceImages(images, labels, normalisation)
     augmented = DeviceImages(images, labels, normalisation, Augmentation(True, 3))
     indices = torch.arange(40)
-    assert evaluate(model, augmented, indices, 7).item() == evaluate(model, plain, indices, 7).item()
+    assert evaluate(SeparateFolds([model]), augmented, [indices], 7).item() == evaluate(SeparateFolds([model]), plain, [indices], 7).item()
 
 
 def test_crop_padding_defaults_to_an_eighth_and_must_be_smaller_than_the_image():

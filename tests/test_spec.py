@@ -26,7 +26,7 @@ UNUSUAL = StudySpec(
     model="convnet-bn",
     folds=4,
     space=SearchSpace(batch_size=(8, 96), lr=(1e-3, 0.3), optimizers=("rmsprop", "sgd"), lr_scaling=LrScaling("sqrt", 32)),
-    training=TrainingSettings(budget=Budget("steps", 70), schedule="cosine", warmup=0.5, max_micro_batch=24, objectives=("accuracy", "time")),
+    training=TrainingSettings(budget=Budget("steps", 70), schedule="cosine", warmup=0.5, max_micro_batch=24, objectives=("accuracy", "time"), precision="fp16"),
     seed=11,
     sampler="gp",
     pruner="wilcoxon",
@@ -39,7 +39,7 @@ UNUSUAL = StudySpec(
 def test_a_spec_round_trips_through_json_attrs(spec):
     attrs = json.loads(json.dumps(spec.to_attrs()))
     assert StudySpec.from_attrs(attrs) == spec
-    assert attrs["batchlr_format"] == 3 and attrs["batch_size"] == list(spec.space.batch_size)
+    assert attrs["batchlr_format"] == 4 and attrs["batch_size"] == list(spec.space.batch_size)
 
 
 def test_every_setting_is_a_run_option_of_the_same_name():
@@ -105,9 +105,11 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
     invoke("export", "old-epochs", "--output", str(tmp_path / "best.json"))
     config = batchlr.load_config(tmp_path / "best.json")
     assert config.settings.space.lr_scaling == LrScaling("linear", 64) and config.settings.training.max_micro_batch == 48
+    assert config.settings.training.precision == "fp32"  # what 0.1.0 trained in, whatever today's default
     assert "steps = 20" in invoke("show", "old-steps", "--as-config")
     assert "test accuracy" in invoke("refit", "old-steps", "--output", str(tmp_path / "model.pt"), "--device", "cpu")
     invoke("run", "--study", "old-epochs", "--n-trials", "1", "--device", "cpu", "--epochs", "2")
     resumed = optuna.load_study(study_name="old-epochs", storage=storage)
     assert len(resumed.trials) == 5 and resumed.trials[-1].user_attrs["accumulation_steps"] >= 1
+    assert resumed.trials[-1].user_attrs["precision"] == "fp32"
     assert resumed.trials[-1].state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -54,6 +54,9 @@ class Augmentation:
     flip: bool = False
     crop_padding: int = 0
 
+    def __bool__(self) -> bool:
+        return self.flip or self.crop_padding > 0
+
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.flip:
             flipped = torch.rand(len(batch), generator=generator, device=batch.device) < 0.5
@@ -91,9 +94,15 @@ class DeviceImages:
         return len(self.labels)
 
     def inputs(self, indices: torch.Tensor) -> torch.Tensor:
-        """The normalised images at ``indices``, as the model sees them in validation."""
+        """The normalised images at ``indices`` (of any shape, e.g. folds × batch), as the model
+        sees them in validation."""
         return torch.addcmul(self.shift, self.images[indices].float(), self.scale)
 
-    def training_inputs(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """:meth:`inputs`, augmented with random draws from ``generator``."""
-        return self.augmentation(self.inputs(indices), generator)
+    def training_inputs(self, indices: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """:meth:`inputs` of ``indices`` (folds × batch), each fold's row augmented with random
+        draws from its own generator, so that a fold sees the same images however many folds
+        train beside it."""
+        batch = self.inputs(indices)
+        if not self.augmentation:
+            return batch
+        return torch.stack([self.augmentation(fold, generator) for fold, generator in zip(batch, generators)])

@@ -43,8 +43,8 @@ class MicroBatching:
         return math.ceil(batch_size / self.cap) if self.cap else 1
 
     def split(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``batch`` (indices) as the micro-batches one optimizer step accumulates."""
-        return batch.tensor_split(self.accumulation_steps(len(batch)))
+        """``batch`` (indices; one row per fold) as the micro-batches one optimizer step accumulates."""
+        return batch.tensor_split(self.accumulation_steps(batch.shape[-1]), dim=-1)
 
     @property
     def eval_chunk(self) -> int:

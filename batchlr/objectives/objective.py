@@ -13,13 +13,16 @@ import torch
 
 from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData
+from batchlr.errors import BatchlrError
 from batchlr.objectives.device import release_memory
+from batchlr.objectives.execution import Execution
+from batchlr.objectives.fold_models import check_fusable, fold_models
 from batchlr.objectives.folds import HOLDOUT, FoldAssignment
 from batchlr.objectives.models import build_model, parameter_count, resolve_model
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
-from batchlr.objectives.training import BatchStream, FoldRun, RoundResult, train_in_lockstep
+from batchlr.objectives.training import BatchStream, FoldGroup, RoundResult, train_in_lockstep
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 class CrossValidationObjective:
@@ -41,6 +44,8 @@ class CrossValidationObjective:
         settings: TrainingSettings,
         device: torch.device,
         seed: int,
+        fuse_folds: str = "auto",
+        compile: bool = False,
     ) -> None:
         self.data = data
         self.folds = folds
@@ -52,6 +57,7 @@ class CrossValidationObjective:
         self.settings = settings
         self.device = device
         self.seed = seed
+        self.execution = self._execution(fuse_folds, compile)
         self.normalisation = Normalisation.of(data.images, np.flatnonzero(folds.fold_of != HOLDOUT))
         augmentation = Augmentation("flip" in settings.augment, settings.crop_padding_for(data.input_shape))
         self.images = DeviceImages(data.images.to(device), data.labels.to(device), self.normalisation, augmentation)
@@ -61,31 +67,51 @@ class CrossValidationObjective:
             tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold)) for fold in range(folds.k)
         ]
 
+    def _execution(self, fuse_folds: str, compile: bool) -> Execution:
+        """How trials train here; ``--fuse-folds auto`` falls back to separate folds for a model
+        torch.func cannot fuse, ``on`` says why it cannot."""
+        builtin = ":" not in self.model_name
+        execution = Execution.on(self.device, self.settings.precision, fuse_folds, compile, builtin)
+        if execution.fuse_folds:
+            try:
+                check_fusable(self.new_model, self.data.input_shape, self.device, self.model_name)
+            except BatchlrError:
+                if fuse_folds == "on":
+                    raise
+                return Execution.on(self.device, self.settings.precision, "off", compile, builtin)
+        return execution
+
+    def new_model(self) -> torch.nn.Module:
+        """A freshly initialised model on the device."""
+        return build_model(self.model_factory, self.model_name, self.data.input_shape, self.data.num_classes).to(self.device)
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         hyperparameters = self.space.suggest(trial)
         batch_size = hyperparameters.batch_size
         micro_batching = self.settings.micro_batching
         torch.manual_seed(self.seed + trial.number)
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + trial.number)
         results: list[RoundResult] = []
-        runs: list[FoldRun] = []
+        groups: list[FoldGroup] = []
         try:
-            runs.extend(self.fold_run(hyperparameters, train, val, generator) for train, val in self.fold_indices)
-            epoch_steps = steps_per_epoch(len(runs[0].batches.indices), batch_size)
+            groups.append(self.fold_group(hyperparameters, self.fold_indices, self.seed + trial.number))
+            group = groups[0]
+            epoch_steps = group.batches[0].epoch_steps
             for key, value in {
                 "lr": hyperparameters.lr,
-                "param_count": parameter_count(runs[0].model),
+                "param_count": parameter_count(group.models.module(0)),
                 "device": str(self.device),
+                "precision": self.execution.precision,
+                "fused_folds": self.execution.fuse_folds,
                 "worker": {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)},
                 "steps_per_epoch": epoch_steps,
-                "optimizer_steps": sum(runs[0].rounds),
-                "samples_seen": sum(runs[0].rounds) * batch_size,
+                "optimizer_steps": sum(group.rounds),
+                "samples_seen": sum(group.rounds) * batch_size,
                 "micro_batch": micro_batching.size(batch_size),
                 "accumulation_steps": micro_batching.accumulation_steps(batch_size),
             }.items():
                 trial.set_user_attr(key, value)
-            epoch_images = epoch_steps * batch_size * len(runs)
-            for result in train_in_lockstep(runs, self.images, micro_batching):
+            epoch_images = epoch_steps * batch_size * group.models.count
+            for result in train_in_lockstep(group, self.images, micro_batching):
                 results.append(result)
                 if self.on_round:
                     self.on_round(len(results))
@@ -103,7 +129,7 @@ class CrossValidationObjective:
             out_of_memory = False
         if out_of_memory:
             # Outside the except block, so that no traceback holds the activations any more.
-            runs.clear()
+            groups.clear()
             release_memory(self.device)
             trial.set_user_attr("reason", "oom")
             raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}")
@@ -120,18 +146,28 @@ class CrossValidationObjective:
         self.fold_indices = []
         release_memory(self.device)
 
-    def fold_run(
-        self, hyperparameters: Hyperparameters, train: torch.Tensor, val: torch.Tensor, generator: torch.Generator
-    ) -> FoldRun:
-        """A fresh model, optimizer and schedule for one fold."""
-        model = build_model(self.model_factory, self.model_name, self.data.input_shape, self.data.num_classes)
-        model = model.to(self.device)
-        optimizer = make_optimizer(hyperparameters, model.parameters())
-        rounds = self.settings.budget.rounds(len(train), hyperparameters.batch_size)
-        warmup_steps = self.settings.warmup_steps(len(train), hyperparameters.batch_size)
+    def fold_group(self, hyperparameters: Hyperparameters, folds: list[tuple[torch.Tensor, torch.Tensor]], seed: int) -> FoldGroup:
+        """Fresh models, one optimizer and schedule for the ``folds`` (training and validation
+        indices), each fold shuffling and augmenting with its own generator seeded from ``seed``.
+
+        Every fold takes the optimizer steps of the smallest one, so that they step together.
+        """
+        batch_size = hyperparameters.batch_size
+        models = fold_models([self.new_model() for _ in folds], self.execution)
+        optimizer = make_optimizer(hyperparameters, models.parameters())
+        train_size = min(len(train) for train, _ in folds)
+        rounds = self.settings.budget.rounds(train_size, batch_size)
+        warmup_steps = self.settings.warmup_steps(train_size, batch_size)
         scheduler = make_scheduler(optimizer, sum(rounds), self.settings.schedule, warmup_steps)
-        batches = BatchStream(train, hyperparameters.batch_size, generator)
-        return FoldRun(model, optimizer, scheduler, batches, val, rounds, self.settings.label_smoothing)
+        epoch_steps = steps_per_epoch(train_size, batch_size)
+        batches = [BatchStream(train, batch_size, fold_generator(self.device, seed, fold), epoch_steps) for fold, (train, _) in enumerate(folds)]
+        return FoldGroup(models, optimizer, scheduler, batches, [val for _, val in folds], rounds, self.execution, self.settings.label_smoothing)
+
+
+def fold_generator(device: torch.device, seed: int, fold: int) -> torch.Generator:
+    """Fold ``fold``'s random generator for a trial seeded ``seed``: independent streams per fold."""
+    state = np.random.SeedSequence([seed, fold]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state))
 
 
 def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None) -> None:

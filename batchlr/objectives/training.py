@@ -14,41 +14,57 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from batchlr.objectives.batches import DeviceImages
+from batchlr.objectives.execution import Execution
+from batchlr.objectives.fold_models import FoldModels
 from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 
 
 class BatchStream:
-    """Batches of indices from a fresh shuffle every epoch; an epoch's incomplete last batch is
-    dropped, so every optimizer step sees exactly ``batch_size`` samples and BatchNorm never a
-    batch of one."""
+    """Batches of indices from a fresh shuffle every epoch of ``epoch_steps`` batches; the rest
+    of a shuffle is dropped, so every optimizer step sees exactly ``batch_size`` samples and
+    BatchNorm never a batch of one.
 
-    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    ``epoch_steps`` defaults to the whole batches in ``indices``; the folds of a trial pass the
+    smallest fold's, so that all of them step in lockstep, fused or not.
+    """
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator, epoch_steps: int | None = None) -> None:
         self.indices, self.batch_size, self.generator = indices, batch_size, generator
+        self.epoch_steps = epoch_steps or len(indices) // batch_size
         self.order = indices[:0]
-        self.position = 0
+        self.step = 0
 
     def next(self) -> torch.Tensor:
-        if self.position + self.batch_size > len(self.order):
+        position = self.step % self.epoch_steps * self.batch_size
+        if position == 0:
             self.order = self.indices[torch.randperm(len(self.indices), generator=self.generator, device=self.indices.device)]
-            self.position = 0
-        self.position += self.batch_size
-        return self.order[self.position - self.batch_size : self.position]
+        self.step += 1
+        return self.order[position : position + self.batch_size]
 
 
 @dataclasses.dataclass
-class FoldRun:
-    """One fold's model, optimizer, schedule and loss, with its batches and validation indices on the device."""
+class FoldGroup:
+    """The k folds of a trial: their models, one optimizer and schedule for all of them, each
+    fold's batches (with its own random generator, which also draws its augmentation) and
+    validation indices, the optimizer steps of each round, and how the device computes."""
 
-    model: nn.Module
+    models: FoldModels
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    batches: BatchStream
-    val_indices: torch.Tensor
+    batches: list[BatchStream]
+    val_indices: list[torch.Tensor]
     rounds: list[int]
+    execution: Execution
     label_smoothing: float = 0.0
+    scaler: torch.amp.GradScaler = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scaler = self.execution.scaler()
+
+    @property
+    def batch_size(self) -> int:
+        return self.batches[0].batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,65 +84,81 @@ class RoundResult:
         return not all(math.isfinite(loss) for loss in self.train_loss)
 
 
-def train_steps(run: FoldRun, data: DeviceImages, steps: int, micro_batching: MicroBatching) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` optimizer steps on augmented batches; returns (mean loss, accuracy) over them, on the device.
+def train_steps(group: FoldGroup, data: DeviceImages, steps: int, micro_batching: MicroBatching) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` optimizer steps of every fold on augmented batches; returns each fold's mean
+    loss and accuracy over them, as two tensors of k values on the device.
 
     Each batch is split by ``micro_batching`` and the gradients accumulated: each
     micro-batch's summed loss is divided by the whole batch, so the step uses the mean
     gradient of exactly the batch (BatchNorm still normalises per micro-batch).
     """
-    run.model.train()
-    device = data.labels.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    group.models.train()
+    count, device = group.models.count, data.labels.device
+    loss_sum = torch.zeros(count, device=device)
+    correct = torch.zeros(count, device=device, dtype=torch.long)
+    generators = [stream.generator for stream in group.batches]
     for _ in range(steps):
-        batch = run.batches.next()
-        run.optimizer.zero_grad(set_to_none=True)
+        batch = torch.stack([stream.next() for stream in group.batches])
+        group.optimizer.zero_grad(set_to_none=True)
         for micro in micro_batching.split(batch):
             labels = data.labels[micro]
-            logits = run.model(data.training_inputs(micro, run.batches.generator))
-            loss = F.cross_entropy(logits, labels, reduction="sum", label_smoothing=run.label_smoothing)
-            (loss / len(batch)).backward()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
-        run.optimizer.step()
-        run.scheduler.step()
-    samples = max(1, steps * run.batches.batch_size)
+            with group.execution.autocast():
+                logits = group.models.logits(data.training_inputs(micro, generators))
+                losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=group.label_smoothing)
+            fold_losses = losses.view(count, -1).sum(dim=1)
+            group.scaler.scale(fold_losses.sum() / batch.shape[1]).backward()
+            loss_sum += fold_losses.detach()
+            correct += (logits.detach().argmax(dim=2) == labels).sum(dim=1)
+        group.scaler.step(group.optimizer)
+        group.scaler.update()
+        group.scheduler.step()
+    samples = max(1, steps * group.batch_size)
     return loss_sum / samples, correct / samples
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceImages, indices: torch.Tensor, chunk_size: int = EVAL_CHUNK) -> torch.Tensor:
-    """Accuracy on ``indices`` (never augmented), as a tensor on the device, in forward passes of at most ``chunk_size``."""
-    model.eval()
-    correct = torch.zeros((), device=data.labels.device, dtype=torch.long)
-    for start in range(0, len(indices), chunk_size):
-        chunk = indices[start : start + chunk_size]
-        correct += (model(data.inputs(chunk)).argmax(dim=1) == data.labels[chunk]).sum()
-    return correct / len(indices)
+def evaluate(models: FoldModels, data: DeviceImages, indices: list[torch.Tensor], chunk_size: int = EVAL_CHUNK, execution: Execution | None = None) -> torch.Tensor:
+    """Each fold's accuracy on its ``indices`` (never augmented), as k values on the device, in
+    passes of at most ``chunk_size`` images per fold.
+
+    The folds' index lists may differ in length: the shorter ones are padded with their first
+    index, and the padding is not counted.
+    """
+    models.train(False)
+    execution = execution or Execution(data.labels.device)
+    device = data.labels.device
+    lengths = torch.tensor([len(part) for part in indices], device=device)
+    longest = max(len(part) for part in indices)
+    padded = torch.stack([F.pad(part, (0, longest - len(part)), value=int(part[0]) if len(part) else 0) for part in indices]) if longest else None
+    correct = torch.zeros(len(indices), device=device, dtype=torch.long)
+    for start in range(0, longest, chunk_size):
+        chunk = padded[:, start : start + chunk_size]
+        counted = torch.arange(start, start + chunk.shape[1], device=device) < lengths[:, None]
+        with execution.autocast():
+            logits = models.logits(data.inputs(chunk))
+        correct += ((logits.argmax(dim=2) == data.labels[chunk]) & counted).sum(dim=1)
+    return correct / lengths.clamp_min(1)
 
 
-def train_in_lockstep(runs: list[FoldRun], data: DeviceImages, micro_batching: MicroBatching = MicroBatching()) -> Iterator[RoundResult]:
+def train_in_lockstep(group: FoldGroup, data: DeviceImages, micro_batching: MicroBatching = MicroBatching()) -> Iterator[RoundResult]:
     """Train every fold round by round, yielding after each round of all folds.
 
-    ``micro_batching`` caps the samples per training and validation pass.
+    ``micro_batching`` caps the samples per fold in a training and validation pass.
 
     Round r of every fold finishes before round r+1 of any fold starts, so the caller can
-    report a fold mean after each round and stop the whole trial early.
+    report a fold mean after each round and stop the whole trial early. Nothing is read back
+    from the device within a round.
     """
-    for round_index in range(len(runs[0].rounds)):
+    for round_index, steps in enumerate(group.rounds):
         started = time.perf_counter()
-        stats = [train_steps(run, data, run.rounds[round_index], micro_batching) for run in runs]
-        train_loss, train_accuracy = torch.stack([torch.stack(pair) for pair in stats]).T.tolist()
+        train_loss, train_accuracy = torch.stack(train_steps(group, data, steps, micro_batching)).tolist()
         train_seconds = time.perf_counter() - started  # tolist() waited for the device
-        val_accuracy = torch.stack(
-            [evaluate(run.model, data, run.val_indices, micro_batching.eval_chunk) for run in runs]
-        ).tolist()
+        val_accuracy = evaluate(group.models, data, group.val_indices, micro_batching.eval_chunk, group.execution).tolist()
         yield RoundResult(
             round=round_index,
             val_accuracy=val_accuracy,
             train_accuracy=train_accuracy,
             train_loss=train_loss,
             train_seconds=train_seconds,
-            train_images=sum(run.rounds[round_index] * run.batches.batch_size for run in runs),
+            train_images=steps * group.batch_size * group.models.count,
         )

@@ -56,6 +56,10 @@ class RunOptions:
     """The command that started the run (passwords masked), for the study's dashboard note."""
     cache_dir: Path | None = None
     """Where decoded image folders are cached; ``None``: the user's cache home."""
+    fuse_folds: str = "auto"
+    """``--fuse-folds``: train a trial's folds as one fused model (auto: on CUDA)."""
+    compile: bool = False
+    """``--compile``: torch.compile the forward pass."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +215,7 @@ def prepare(
     stored_cap = stored[0].training.max_micro_batch if stored else None
     cap = resolve_cap(spec.training.max_micro_batch, stored_cap, resolve_model(spec.model), data.input_shape, data.num_classes, device, space.batch_size[1])
     spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, max_micro_batch=cap))
-    return spec, CrossValidationObjective(data, folds, space, spec.model, spec.training, device, options.seed)
+    return spec, CrossValidationObjective(data, folds, space, spec.model, spec.training, device, options.seed, options.fuse_folds, options.compile)
 
 
 def _create_study(

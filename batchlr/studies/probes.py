@@ -26,7 +26,9 @@ from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.settings import steps_per_epoch
-from batchlr.objectives.training import BatchStream, FoldRun, train_steps
+from batchlr.objectives.execution import Execution
+from batchlr.objectives.fold_models import SeparateFolds
+from batchlr.objectives.training import BatchStream, FoldGroup, train_steps
 from batchlr.objectives.device import resolve_device
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
 from batchlr.studies.spec import check_names
@@ -116,8 +118,8 @@ def measure_noise_scale(
         optimizer = make_optimizer(hyperparameters, network.parameters())
         steps = epochs * steps_per_epoch(len(probe.indices), hyperparameters.batch_size)
         batches = BatchStream(probe.indices, hyperparameters.batch_size, generator)
-        run = FoldRun(network, optimizer, make_scheduler(optimizer, steps, "constant"), batches, probe.indices[:0], [steps])
-        train_steps(run, probe.images, steps, MicroBatching())
+        group = FoldGroup(SeparateFolds([network]), optimizer, make_scheduler(optimizer, steps, "constant"), [batches], [probe.indices[:0]], [steps], Execution(probe.indices.device))
+        train_steps(group, probe.images, steps, MicroBatching())
     network.train()
 
     def sample(drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

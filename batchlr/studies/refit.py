@@ -44,10 +44,9 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     started = time.perf_counter()
     torch.manual_seed(options.seed)
     train = torch.as_tensor(np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device)
-    generator = torch.Generator(device=objective.device).manual_seed(options.seed)
-    run = objective.fold_run(hyperparameters, train, train[:0], generator)
+    group = objective.fold_group(hyperparameters, [(train, train[:0])], options.seed)
     micro_batching = objective.settings.micro_batching
-    losses = [train_steps(run, objective.images, steps, micro_batching)[0] for steps in run.rounds]
+    losses = [train_steps(group, objective.images, steps, micro_batching)[0] for steps in group.rounds]
     if not torch.isfinite(torch.stack(losses)).all():
         raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")
 
@@ -59,8 +58,9 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         images = objective.images
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
-    accuracy = evaluate(run.model, images, test, micro_batching.eval_chunk).item()
-    write_atomically(output, lambda temporary: torch.save(run.model.state_dict(), temporary))
+    accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
+    model = group.models.module(0)
+    write_atomically(output, lambda temporary: torch.save(model.state_dict(), temporary))
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)

@@ -22,7 +22,7 @@ import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.schedules import SCHEDULE_NAMES
-from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, TrainingSettings
+from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, PRECISIONS, TrainingSettings
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
 from batchlr.search.space import LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
 from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
@@ -30,10 +30,15 @@ from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
     from batchlr.objectives.folds import FoldAssignment
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
 this version); 3 added the image size, augmentation and regularisation, which a batchlr of
-format 2 would silently drop. A study of a newer format than this is refused rather than misread."""
+format 2 would silently drop; 4 added the precision. A study of a newer format than this is
+refused rather than misread."""
+
+SETTINGS_BEFORE_THEIR_OPTION = {"precision": "fp32"}
+"""What a study or exported file written before a setting existed trained with: a study of
+format 3 trained in float32, and resumes so, whatever the new default is."""
 
 METRIC = "accuracy"
 # Optuna directions and metric names for each entry of --objectives.
@@ -93,7 +98,7 @@ class StudySpec:
             raise BatchlrError(f"batchlr_format {reprlib.repr(version)} is no format version")
         if version > FORMAT_VERSION:
             raise BatchlrError(f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it")
-        return _unflatten(cls, _checked(attrs))
+        return _unflatten(cls, _checked({**SETTINGS_BEFORE_THEIR_OPTION, **attrs}))
 
     @property
     def directions(self) -> list[str]:
@@ -199,6 +204,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "augment": (lambda value: isinstance(value, (list, tuple)) and all(name in AUGMENTATIONS for name in value), f"a list of {', '.join(AUGMENTATIONS)}"),
     "crop_padding": (_counts(1), "a whole number of pixels, at least 1"),
     "label_smoothing": (_fraction, "a number from 0 up to 1"),
+    "precision": (lambda value: value in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "weight_decay": (_weight_decay, f"a number or [MIN, MAX] from 0 to {MAX_WEIGHT_DECAY:g}"),
     "try_no_weight_decay": (lambda value: isinstance(value, bool), "true or false"),
     "nesterov": (lambda value: isinstance(value, bool), "true or false"),

@@ -1,0 +1,100 @@
+"""How a process trains on its device: the precision of the forward pass, the memory format,
+whether the folds of a trial train as one fused model, and compilation.
+
+None of it changes what a trial trains, only how fast: fused and separate folds give the same
+results to float tolerance, and a lower precision keeps parameters and optimizer state in
+float32. The precision is a study setting (:class:`~batchlr.objectives.settings.TrainingSettings`);
+``auto`` resolves here, per device, so that each worker of a study uses what its device does best.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+
+from batchlr.errors import BatchlrUsageError
+from batchlr.objectives.settings import FUSE_CHOICES
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it (Ampere and
+    newer), or a CPU with AVX-512 BF16 or AMX tiles. Elsewhere bf16 is emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``--precision name`` on ``device``.
+
+    Raises:
+        BatchlrUsageError: for fp16 on a device without float16 autocast (MPS supports it
+            only in recent torch) or bf16 on MPS.
+    """
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name != "fp32" and not torch.amp.is_autocast_available(device.type):
+        raise BatchlrUsageError(f"--precision {name}: torch cannot autocast on {device.type}; use --precision fp32")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How this process trains: ``precision`` resolved (fp32, bf16 or fp16), ``fuse_folds``,
+    ``compile`` (torch.compile of the forward pass) and ``channels_last`` (models and
+    batches in NHWC, which the convolutions of both the CPU's oneDNN and cuDNN's tensor
+    cores run faster)."""
+
+    device: torch.device
+    precision: str = "fp32"
+    fuse_folds: bool = False
+    compile: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def on(cls, device: torch.device, precision: str = "auto", fuse_folds: str = "auto", compile: bool = False, builtin_model: bool = True) -> Execution:
+        """The execution for ``device`` and the options as given.
+
+        channels_last goes with the built-in and torchvision models only: a user's model may
+        ``view`` an activation, which fails on an NHWC tensor. Fused folds keep NCHW, which
+        vmap's grouped convolutions expect.
+        """
+        if fuse_folds not in FUSE_CHOICES:
+            raise BatchlrUsageError(f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}")
+        fused = fuse_folds == "on" or (fuse_folds == "auto" and device.type == "cuda")
+        return cls(device, resolve_precision(precision, device), fused, compile, builtin_model and not fused and device.type != "mps")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """The context of forward passes and losses: autocast to the precision, or nothing for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+
+        The scaler reads back whether a step's gradients overflowed: one device sync per step
+        under fp16 only.
+        """
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def describe(self) -> str:
+        """E.g. ``bf16, channels_last`` or ``fp32, folds fused, compiled``."""
+        parts = [self.precision]
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.fuse_folds:
+            parts.append("folds fused")
+        if self.compile:
+            parts.append("compiled")
+        return ", ".join(parts)

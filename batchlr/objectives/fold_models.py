@@ -1,0 +1,125 @@
+"""The k models of a trial's folds, trained as one: separately, or fused into one model whose
+parameters are stacked along a leading fold dimension (``torch.func``, as HFTA fuses
+hyperparameter trials).
+
+Either way one optimizer updates the parameters of every fold. SGD, Adam, RMSProp and AdamW
+update each element from its own gradient and state alone, so one optimizer over k models'
+parameters keeps per-fold state exactly as k optimizers would, and a fold's NaN stays in its
+fold. Fused folds keep per-fold BatchNorm statistics: the buffers are stacked too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from batchlr.errors import BatchlrError
+from batchlr.objectives.execution import Execution
+
+
+class FoldModels:
+    """k models: their parameters, train and eval modes, and their logits on k batches at once."""
+
+    count: int
+
+    def parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> None:
+        raise NotImplementedError
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(k, b, classes) for ``inputs`` of (k, b, C, H, W): fold i's model on ``inputs[i]``."""
+        raise NotImplementedError
+
+    def module(self, fold: int) -> nn.Module:
+        """Fold ``fold``'s model as a plain module, e.g. to save its state dict."""
+        raise NotImplementedError
+
+
+class SeparateFolds(FoldModels):
+    """One module per fold, run one after another, in ``memory_format``."""
+
+    def __init__(self, models: list[nn.Module], compile: bool = False, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        self.models, self.count, self.memory_format = models, len(models), memory_format
+        for model in models:
+            model.to(memory_format=memory_format)
+            if compile:
+                model.compile()  # in place: the state dict keeps its keys
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [parameter for model in self.models for parameter in model.parameters() if parameter.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        for model in self.models:
+            model.train(mode)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(batch.contiguous(memory_format=self.memory_format)) for model, batch in zip(self.models, inputs)])
+
+    def module(self, fold: int) -> nn.Module:
+        return self.models[fold]
+
+
+class FusedFolds(FoldModels):
+    """The folds' parameters and buffers stacked, and one vmapped forward pass for all folds:
+    a layer's k small kernels become one k-times larger kernel."""
+
+    def __init__(self, models: list[nn.Module], compile: bool = False) -> None:
+        self.count = len(models)
+        self.params, self.buffers = stack_module_state(models)
+        self.template = copy.deepcopy(models[0])
+        skeleton = copy.deepcopy(models[0]).to("meta")  # shapes only: every tensor comes from the stacks
+
+        def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+            return functional_call(skeleton, (params, buffers), (batch,))
+
+        self.skeleton = skeleton
+        # Dropout draws differently in each fold, as in separate models.
+        fused: Callable[..., torch.Tensor] = vmap(forward, randomness="different")
+        self.forward = torch.compile(fused) if compile else fused
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [parameter for parameter in self.params.values() if parameter.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        self.skeleton.train(mode)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward(self.params, self.buffers, inputs)
+
+    def module(self, fold: int) -> nn.Module:
+        model = copy.deepcopy(self.template)
+        state = {name: tensor[fold].detach() for name, tensor in {**self.params, **self.buffers}.items()}
+        model.load_state_dict(state)
+        return model
+
+
+def fold_models(models: list[nn.Module], execution: Execution) -> FoldModels:
+    """``models`` as ``execution`` trains them: :class:`FusedFolds` or :class:`SeparateFolds`."""
+    if execution.fuse_folds:
+        return FusedFolds(models, execution.compile)
+    return SeparateFolds(models, execution.compile, execution.memory_format)
+
+
+def check_fusable(make_model: Callable[[], nn.Module], input_shape: tuple[int, int, int], device: torch.device, name: str) -> None:
+    """Raise when two fresh models of ``make_model`` cannot train fused: a forward and backward
+    pass of two images per fold, in training mode.
+
+    Raises:
+        BatchlrError: naming ``--model`` and what torch.func refused (an in-place update of
+            an unbatched tensor, ``.item()`` in the forward pass, ...).
+    """
+    models = FusedFolds([make_model(), make_model()])
+    models.train()
+    try:
+        models.logits(torch.zeros(2, 2, *input_shape, device=device)).sum().backward()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:
+        reason = " ".join(str(error).split())[:300]
+        raise BatchlrError(f"--model {name} cannot train with fused folds ({type(error).__name__}: {reason}); use --fuse-folds off") from None
