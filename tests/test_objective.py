@@ -51,10 +51,14 @@ def digits():
     return data, assign_folds(data.labels.numpy(), 2, seed=0, holdout=True)
 
 
-def make_objective(digits, space=SearchSpace(), model="convnet", **settings) -> CrossValidationObjective:
+def make_objective(digits, space=SearchSpace(), model="convnet", fuse_folds="off", **settings) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(**{"budget": Budget("epochs", EPOCHS), **settings})
-    return CrossValidationObjective(data, folds, space, model, training, torch.device("cpu"), seed=0)
+    return CrossValidationObjective(data, folds, space, model, training, torch.device("cpu"), seed=0, fuse_folds=fuse_folds)
+
+
+# Every precision, and fused folds, keep the paths that end a trial early.
+EXECUTIONS = pytest.mark.parametrize(("precision", "fuse_folds"), [("fp32", "off"), ("bf16", "off"), ("fp16", "off"), ("bf16", "on")])
 
 
 def run_trials(objective, *params, pruner=None, directions=("maximize",)) -> list[optuna.trial.FrozenTrial]:
@@ -91,8 +95,9 @@ def test_pruner_stops_a_trial_after_its_first_epoch(digits):
     assert trial.user_attrs["reason"] == "pruned" and trial.user_attrs["rounds_run"] == 1
 
 
-def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits):
-    objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 1e3)), model=f"{__name__}:exploding")
+@EXECUTIONS
+def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits, precision, fuse_folds):
+    objective = make_objective(digits, space=SearchSpace(lr=(1e-4, 1e3)), model=f"{__name__}:exploding", precision=precision, fuse_folds=fuse_folds)
     diverged, healthy = run_trials(
         objective,
         {"batch_size": 32, "lr": 1e3, "optimizer": "sgd", "momentum": 0.9},
@@ -105,8 +110,9 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits):
     assert healthy.state == optuna.trial.TrialState.COMPLETE
 
 
-def test_out_of_memory_ends_the_trial_and_the_study_goes_on(digits):
-    objective = make_objective(digits, model=f"{__name__}:oom_above_64")
+@EXECUTIONS
+def test_out_of_memory_ends_the_trial_and_the_study_goes_on(digits, precision, fuse_folds):
+    objective = make_objective(digits, model=f"{__name__}:oom_above_64", precision=precision, fuse_folds=fuse_folds)
     too_big, fits = run_trials(
         objective, {"batch_size": 128, "lr": 1e-2, "optimizer": "adam"}, {"batch_size": 32, "lr": 1e-2, "optimizer": "adam"}
     )
@@ -114,8 +120,9 @@ def test_out_of_memory_ends_the_trial_and_the_study_goes_on(digits):
     assert fits.state == optuna.trial.TrialState.COMPLETE
 
 
-def test_a_micro_batch_cap_accumulates_instead_of_running_out_of_memory(digits):
-    objective = make_objective(digits, model=f"{__name__}:oom_above_64", max_micro_batch=50)
+@EXECUTIONS
+def test_a_micro_batch_cap_accumulates_instead_of_running_out_of_memory(digits, precision, fuse_folds):
+    objective = make_objective(digits, model=f"{__name__}:oom_above_64", max_micro_batch=50, precision=precision, fuse_folds=fuse_folds)
     (trial,) = run_trials(objective, {"batch_size": 128, "lr": 1e-2, "optimizer": "adam"})
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.user_attrs["micro_batch"] == 43 and trial.user_attrs["accumulation_steps"] == 3  # 43 + 43 + 42

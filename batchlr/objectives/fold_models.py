@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.execution import Execution
@@ -71,7 +71,10 @@ class FusedFolds(FoldModels):
 
     def __init__(self, models: list[nn.Module], compile: bool = False) -> None:
         self.count = len(models)
-        self.params, self.buffers = stack_module_state(models)
+        # Not torch.func.stack_module_state, which refuses the models of a factory that defines
+        # its class inside the function (a new class every call).
+        self.params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models]).requires_grad_(parameter.requires_grad) for name, parameter in models[0].named_parameters()}
+        self.buffers = {name: torch.stack([dict(model.named_buffers())[name] for model in models]) for name, _ in models[0].named_buffers()}
         self.template = copy.deepcopy(models[0])
         skeleton = copy.deepcopy(models[0]).to("meta")  # shapes only: every tensor comes from the stacks
 
@@ -114,9 +117,9 @@ def check_fusable(make_model: Callable[[], nn.Module], input_shape: tuple[int, i
         BatchlrError: naming ``--model`` and what torch.func refused (an in-place update of
             an unbatched tensor, ``.item()`` in the forward pass, ...).
     """
-    models = FusedFolds([make_model(), make_model()])
-    models.train()
     try:
+        models = FusedFolds([make_model(), make_model()])
+        models.train()
         models.logits(torch.zeros(2, 2, *input_shape, device=device)).sum().backward()
     except torch.OutOfMemoryError:
         raise

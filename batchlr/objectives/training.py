@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +19,10 @@ from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.execution import Execution
 from batchlr.objectives.fold_models import FoldModels
 from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
+
+# Under fp16 the gradient scaler skips the steps whose gradients overflowed, and torch then warns
+# that the schedule stepped without the optimizer: that skip is the scaler's purpose.
+warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
 
 
 class BatchStream:

@@ -104,7 +104,8 @@ class OpenStudy:
     def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
         """What ``batchlr run`` prints before the first trial (see :func:`render.opening`)."""
         objective = self.objective
-        lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, str(objective.device))
+        device = f"{objective.device} ({objective.execution.describe()})"
+        lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, device)
         return lines, "\n".join(filter(None, (warning, self.creation_warning))) or None
 
     def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
