@@ -29,6 +29,14 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
         ["--sizes", "200,400"],
         lambda stdout: row_labels(stdout) == ["200", "400"] and "KiB per image" in stdout.splitlines()[-1],
     ),
+    "peer.py": (
+        ["--synthetic", "300", "--folds", "2", "--epochs", "1", "--batch-size", "32", "--repeats", "1", "--device", "cpu", "--precisions", "fp32,bf16", "--nchw"],
+        lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:-1]] == ["(a)", "(b)"] + ["(c)"] * 6 and "x" in stdout.splitlines()[3],
+    ),
+    "precision.py": (
+        ["--trials", "1", "--data", "digits", "--epochs", "1", "--seeds", "0", "--device", "cpu"],
+        lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:]] == ["digits", "digits,"],
+    ),
     "recipe.py": (
         ["--dataset", "digits", "--device", "cpu", "--folds", "2", "--epochs", "1", "--trials", "2", "--batch-size", "32:64"],
         lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:]] == ["plain", "recipe"],

@@ -158,3 +158,15 @@ def test_a_study_keeps_its_precision_and_refuses_another_on_resume(tmp_path, mon
     assert [trial.user_attrs["precision"] for trial in trials] == ["bf16", "bf16"]
     shown = CliRunner().invoke(main, ["show", "p", "--storage", storage, "--as-config"])
     assert 'precision = "bf16"' in shown.output
+
+
+@pytest.mark.parametrize("fuse", ["off", "on"])
+def test_compiled_folds_train_as_uncompiled_ones(digits, fuse):
+    hyperparameters = Hyperparameters(64, 0.05, "sgd", 0.9)
+    objectives = [_objective(digits, "convnet", fuse) for _ in range(2)]
+    objectives[1].execution = dataclasses.replace(objectives[1].execution, compile=True)
+    (plain, plain_losses, plain_scores), (compiled, compiled_losses, compiled_scores) = (
+        _trained_folds(objective, hyperparameters, 2, None) for objective in objectives
+    )
+    torch.testing.assert_close(compiled_losses, plain_losses, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled_scores, plain_scores)

@@ -41,7 +41,8 @@ def format_params(params: dict[str, Any]) -> str:
 
 def training_phrase(spec: StudySpec) -> str:
     """One phrase for a study's budget, LR scaling, schedule, warmup and recipe: image size,
-    augmentation, weight decay, label smoothing and Nesterov momentum, each where set."""
+    augmentation, weight decay, label smoothing, Nesterov momentum and a precision other than
+    auto, each where set."""
     training, space = spec.training, spec.space
     scaling, decay = space.lr_scaling, space.weight_decay
     parts = [f"{training.budget.amount} {training.budget.kind}"]
@@ -64,6 +65,8 @@ def training_phrase(spec: StudySpec) -> str:
         parts.append(f"label smoothing {training.label_smoothing:g}")
     if space.nesterov:
         parts.append("nesterov")
+    if training.precision != "auto":
+        parts.append(f"precision {training.precision}")
     return ", ".join(parts)
 
 
