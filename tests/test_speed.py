@@ -170,3 +170,26 @@ def test_compiled_folds_train_as_uncompiled_ones(digits, fuse):
     )
     torch.testing.assert_close(compiled_losses, plain_losses, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(compiled_scores, plain_scores)
+
+
+def oom_when_fused(input_shape, num_classes):
+    """Runs out of memory on the k-fold batches of fused folds only, as a GPU can."""
+
+    class Model(torch.nn.Sequential):
+        def forward(self, inputs):
+            if torch._C._functorch.is_batchedtensor(inputs):
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(inputs)
+
+    return Model(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))
+
+
+def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digits):
+    objective = _objective(digits, f"{__name__}:oom_when_fused", "on")
+    assert objective.execution.fuse_folds  # running out of memory says nothing about whether torch.func can fuse it
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"batch_size": 32, "lr": 1e-2, "optimizer": "adam"})
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["fused_folds"] is False
+    assert objective.execution.fuse_folds  # the next trial tries fused again

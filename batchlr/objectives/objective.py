@@ -131,6 +131,8 @@ class CrossValidationObjective:
             # Outside the except block, so that no traceback holds the activations any more.
             groups.clear()
             release_memory(self.device)
+            if self.execution.fuse_folds and not results:
+                return self._separately(trial)
             trial.set_user_attr("reason", "oom")
             raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}")
         _record(trial, results, epoch_images, reason=None)
@@ -138,6 +140,17 @@ class CrossValidationObjective:
         if len(self.settings.objectives) == 2:
             return accuracy, trial.user_attrs["train_seconds"]
         return accuracy
+
+    def _separately(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        """``trial`` again from its start with separate folds, which hold one fold's
+        activations at a time where fused ones hold all k: a batch that fits one model need
+        not fit k. Optuna gives the trial the same parameters again."""
+        fused = self.execution
+        self.execution = Execution.on(self.device, fused.precision, "off", fused.compile, ":" not in self.model_name)
+        try:
+            return self(trial)
+        finally:
+            self.execution = fused
 
     def release(self) -> None:
         """Give the device memory of the data back, for a process whose workers train instead."""
