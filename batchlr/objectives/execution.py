@@ -68,6 +68,10 @@ class Execution:
         if fuse_folds not in FUSE_CHOICES:
             raise BatchlrUsageError(f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}")
         fused = fuse_folds == "on" or (fuse_folds == "auto" and device.type == "cuda")
+        if device.type == "cuda":
+            # cuDNN then times its convolution algorithms once per shape and keeps the fastest:
+            # a trial runs thousands of steps of one batch shape.
+            torch.backends.cudnn.benchmark = True
         return cls(device, resolve_precision(precision, device), fused, compile, builtin_model and not fused and device.type != "mps")
 
     @property
