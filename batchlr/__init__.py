@@ -4,6 +4,11 @@ Use a study's exported best configuration in another project::
 
     cfg = batchlr.load_config("best.json")
     optimizer = cfg.make_optimizer(model.parameters())
+
+and a model that ``batchlr refit`` trained::
+
+    model = batchlr.load_model("model.pt")
+    logits = model(model.load_images(["cat.png"]))
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from batchlr.studies.export import BestConfig, load_config
+    from batchlr.studies.model_file import TrainedModel, load_model
 
-__all__ = ["BestConfig", "__version__", "load_config"]
+__all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from batchlr.studies import export
 
         return getattr(export, name)
+    if name in ("load_model", "TrainedModel"):
+        from batchlr.studies import model_file
+
+        return getattr(model_file, name)
     raise AttributeError(f"module 'batchlr' has no attribute {name!r}")

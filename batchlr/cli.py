@@ -17,8 +17,8 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
-    MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
+    AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
+    MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
     WEIGHT_DECAY, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
@@ -205,8 +205,9 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
 @click.argument("delta", metavar="[DELTA]", type=FiniteFloatRange(min=0), required=False)
 @STORAGE_OPTION
 @output_option("File to write: .json, or .yaml/.yml.")
+@click.option("--format", "language", type=click.Choice(["json", "yaml"]), help="File format.  [default: by the --output suffix]")
 @click.option("--pick", type=click.Choice(["best", "fastest-within"]), default="best", help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.")
-def export(study_name: str, delta: float | None, storage: str, output: Path, pick: str) -> None:
+def export(study_name: str, delta: float | None, storage: str, output: Path, language: str | None, pick: str) -> None:
     """Write a study's best configuration for use with batchlr.load_config.
 
     \b
@@ -218,7 +219,7 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, pic
 
     if (pick == "fastest-within") != (delta is not None):
         raise click.UsageError("give DELTA exactly with --pick fastest-within, e.g. --pick fastest-within 0.01")
-    click.echo(render.exported(output, export_trial(storage, study_name, output, delta)))
+    click.echo(render.exported(output, export_trial(storage, study_name, output, delta, language)))
 
 
 @main.command("lr-find")
@@ -284,6 +285,54 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
     click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir), output))
+
+
+@main.command()
+@MODEL_FILE_ARGUMENT
+@DATASET_OPTION
+@DATA_DIR_OPTION
+@CACHE_DIR_OPTION
+@DEVICE_OPTION
+@JSON_OPTION
+def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, as_json: bool) -> None:
+    """Score a model file written by refit on a data set: its official test split where it has
+    one, else all its images, resized as the model was trained.
+
+    \b
+    batchlr evaluate model.pt --dataset imagefolder:photos/val
+    """
+    from batchlr.objectives.device import resolve_device
+    from batchlr.studies import render
+    from batchlr.studies.inference import evaluate_model, evaluation_data
+    from batchlr.studies.model_file import load_model
+
+    model = load_model(model_file, resolve_device(device))
+    images, labels, split = evaluation_data(model, dataset, data_dir, cache_dir)
+    result = evaluate_model(model, images, labels, dataset, split)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result))
+
+
+@main.command()
+@MODEL_FILE_ARGUMENT
+@click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, help="Classes to show per image.")
+@DEVICE_OPTION
+@JSON_OPTION
+def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str, as_json: bool) -> None:
+    """Print the most probable classes of images (of any size: resized as the model was trained),
+    and of the images in folders.
+
+    \b
+    batchlr predict model.pt cat.png dog.jpg photos/
+    """
+    from batchlr.objectives.device import resolve_device
+    from batchlr.studies import render
+    from batchlr.studies.inference import image_paths
+    from batchlr.studies.inference import predict as predict_images
+    from batchlr.studies.model_file import load_model
+
+    results = predict_images(load_model(model_file, resolve_device(device)), image_paths(list(images)), top_k)
+    click.echo(json.dumps([{"path": result.path, "top": [{"class": name, "probability": p} for name, p in result.top]} for result in results], indent=2) if as_json else render.predictions(results))
 
 
 @main.command()

@@ -145,9 +145,25 @@ def test_cifar_batches_cannot_run_code(tmp_path):
     assert not Path("/tmp/batchlr-pwned").exists()
 
 
-def test_missing_data_without_network_says_where_files_belong(tmp_path):
-    with pytest.raises(BatchlrError, match="FashionMNIST/raw"):
+def test_missing_data_without_network_says_where_files_belong_and_leaves_no_empty_folders(tmp_path):
+    with pytest.raises(BatchlrError, match="FashionMNIST/raw lacks train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte"):
         load_dataset("fashion-mnist", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(BatchlrError, match="could not be downloaded"):
+        load_dataset("cifar10", tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mnist_test_files_alone_are_named_as_not_enough(shared_data, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (shared_data / "mnist" / "MNIST" / "raw").glob("t10k-*-ubyte"):
+        shutil.copy(path, raw)
+    with pytest.raises(BatchlrError) as error:
+        load_dataset("mnist", tmp_path)
+    assert "lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (it needs its training and test files)" in str(error.value)
+    assert "t10k" not in str(error.value).split("lacks")[1].split("(")[0]
+    assert sorted(path.name for path in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 @pytest.mark.parametrize("name", ["nosuchset", "imagefolder:", "CIFAR10"])

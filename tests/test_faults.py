@@ -136,7 +136,7 @@ def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails
         process.kill()
         process.wait()
         weights = torch.load(model, weights_only=True)
-        assert "previous" in weights or "0.weight" in weights or len(weights) > 1
+        assert "previous" in weights or "0.weight" in weights["state_dict"]
     started = time.monotonic()
     missing = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt"))
     directory = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path))

@@ -153,7 +153,7 @@ def test_a_cached_folder_loads_without_decoding_and_gives_the_same_arrays(tmp_pa
         raise AssertionError("a cached folder was decoded")
 
     monkeypatch.setattr(readers, "_read_headers", refuse)
-    monkeypatch.setattr(readers, "_decode_files", refuse)
+    monkeypatch.setattr(readers, "decode_files", refuse)
     load_dataset.cache_clear()
     again = _load(root, (32, 32), cache_dir=cache)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)

@@ -14,9 +14,9 @@ from batchlr.errors import BatchlrError
 from batchlr.studies.storage import mask_command_line
 
 
-def invoke(*args: str):
+def invoke(*args: str, expect: int = 0):
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == expect, result.output
     return result
 
 
@@ -83,8 +83,8 @@ def test_refit_scores_the_hold_out_and_saves_loadable_weights(cfg_study, tmp_pat
     accuracy = study.user_attrs["test_accuracy"]
     assert isinstance(accuracy, float) and accuracy > 0.5 and f"{accuracy:.4f}" in output
     assert study.user_attrs["refit_trial"] == study.best_trial.number
-    state = torch.load(weights, weights_only=True)
-    assert state and all(isinstance(tensor, torch.Tensor) for tensor in state.values())
+    content = torch.load(weights, weights_only=True)
+    assert content["info"]["test_accuracy"] == accuracy and all(isinstance(tensor, torch.Tensor) for tensor in content["state_dict"].values())
 
 
 def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
@@ -115,3 +115,13 @@ def test_make_scheduler_follows_the_exported_schedule(tmp_path):
         optimizer.step()
         scheduler.step()
     assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1) and lrs[-1] < 0.01
+
+
+def test_export_writes_the_format_its_name_or_format_says_and_refuses_a_guess(cfg_study, tmp_path):
+    _, storage, _ = cfg_study
+    refused = invoke("export", "cfg", "--storage", storage, "--output", str(tmp_path / "best.txt"), expect=2)
+    assert "name a .json, .yaml or .yml file, or give --format json or yaml" in refused.output and not (tmp_path / "best.txt").exists()
+    invoke("export", "cfg", "--storage", storage, "--output", str(tmp_path / "best.txt"), "--format", "yaml")
+    assert (tmp_path / "best.txt").read_text().startswith("study: cfg") and batchlr.load_config(tmp_path / "best.txt").study == "cfg"
+    invoke("export", "cfg", "--storage", storage, "--output", str(tmp_path / "best.cfg"), "--format", "json")
+    assert json.loads((tmp_path / "best.cfg").read_text())["study"] == "cfg"

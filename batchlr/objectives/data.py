@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,19 +147,23 @@ def _load_image_folder(
     return dataclasses.replace(_image_data(spec, ((images, folder.labels), None), folder.classes), sources=folder.sources)
 
 
-def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[], None]:
-    """Fetch ``spec`` into ``data_dir`` with torchvision, or fail saying where its files belong."""
+def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[list[str]], None]:
+    """Fetch ``spec`` into ``data_dir`` with torchvision, or fail naming the files missing and
+    where they belong; a failed download takes away the folders it made."""
 
-    def download() -> None:
+    def download(missing: list[str]) -> None:
         import torchvision.datasets as tvd
 
         source = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[spec]
+        made = next((folder for folder in (*reversed(expected.relative_to(data_dir).parents), expected.relative_to(data_dir)) if not (data_dir / folder).exists()), None)
         try:
             source(root=str(data_dir), train=True, download=True)
         except Exception as error:  # torchvision raises URLError, RuntimeError, OSError and more
+            if made is not None:
+                shutil.rmtree(data_dir / made, ignore_errors=True)
             raise BatchlrError(
-                f"{spec} is not in {expected} and could not be downloaded ({type(error).__name__}: no network?); "
-                "put its files there or point --data-dir at a copy"
+                f"{spec}: {expected} lacks {', '.join(missing)} (it needs its training and test files), and they could not be "
+                f"downloaded ({type(error).__name__}: no network?); put them there or point --data-dir at a copy"
             ) from None
 
     return download

@@ -79,11 +79,12 @@ def read_cifar_batch(path: Path) -> Arrays:
     return images, labels
 
 
-def read_cifar10(folder: Path, download: Callable[[], None]) -> tuple[Arrays, Arrays]:
-    """Read CIFAR-10's five training batches and its test batch from ``folder``, downloading them first if absent."""
+def read_cifar10(folder: Path, download: Callable[[list[str]], None]) -> tuple[Arrays, Arrays]:
+    """Read CIFAR-10's five training batches and its test batch from ``folder``, downloading them
+    first if any is absent (``download`` gets the names of those missing)."""
     names = (*CIFAR_TRAIN_FILES, CIFAR_TEST_FILE)
     if not all((folder / name).is_file() for name in names):
-        download()
+        download([name for name in names if not (folder / name).is_file()])
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
         raise BatchlrError(f"CIFAR-10 files missing in {folder}: {', '.join(missing)}")
@@ -107,11 +108,12 @@ def read_idx_split(raw: Path, prefix: str) -> Arrays:
     return images, labels
 
 
-def read_mnist_like(raw: Path, download: Callable[[], None]) -> tuple[Arrays, Arrays]:
-    """Read an MNIST-format train and test split from ``raw``, downloading them first if absent."""
+def read_mnist_like(raw: Path, download: Callable[[list[str]], None]) -> tuple[Arrays, Arrays]:
+    """Read an MNIST-format train and test split from ``raw``, downloading them first if any file
+    is absent (``download`` gets the names of those missing)."""
     files = [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
     if not all((raw / name).is_file() for name in files):
-        download()
+        download([name for name in files if not (raw / name).is_file()])
     missing = [name for name in files if not (raw / name).is_file()]
     if missing:
         raise BatchlrError(f"files missing in {raw}: {', '.join(missing)}")
@@ -255,7 +257,7 @@ def decode_images(folder: ImageFolder, shape: tuple[int, int, int], workers: Wor
     keeps its high byte), then is fitted to ``shape``'s height and width by :func:`fit_image`.
     """
     images = np.empty((len(folder.paths), *shape), dtype=np.uint8)
-    decode = functools.partial(_decode_files, channels=shape[0], size=(shape[1], shape[2]))
+    decode = functools.partial(decode_files, channels=shape[0], size=(shape[1], shape[2]))
     chunk_files = min(_CHUNK_FILES, max(1, _CHUNK_BYTES // images[0].nbytes))
     _fill(images, _run(decode, folder.paths, chunk_files, workers), "decoding images")
     return images
@@ -319,7 +321,7 @@ def _read_headers(paths: Sequence[str]) -> np.ndarray:
     return headers
 
 
-def _decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
+def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
     """The images at ``paths`` with ``channels`` channels (1 or 3), fitted to ``size``, as one uint8 block."""
     block = np.empty((len(paths), channels, *size), dtype=np.uint8)
     for row, path in enumerate(paths):

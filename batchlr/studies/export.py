@@ -9,20 +9,30 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from importlib import metadata
+from typing import TYPE_CHECKING
+
 import optuna
-import torch
 import yaml
 
-import batchlr
-from batchlr.errors import BatchlrError
+from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import write_text_atomically
-from batchlr.objectives.optimizers import make_loss, make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
 from batchlr.studies.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import best_complete_trial, fastest_within, load_existing_study
+
+if TYPE_CHECKING:  # torch loads when a config makes an optimizer: exporting needs none of it
+    import torch
+
+VERSIONED = ("batchlr", "torch", "torchvision", "optuna")
+
+
+def versions() -> dict[str, str]:
+    """The installed versions of batchlr and what it trains with, read without importing them."""
+    return {name: metadata.version(name) for name in VERSIONED}
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_CONFIG_BYTES = 1 << 20
@@ -89,10 +99,14 @@ class BestConfig:
     def make_optimizer(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
         """The configured optimizer (SGD, Adam, RMSprop or AdamW with the found lr, momentum and
         weight decay, and Nesterov momentum where the study used it) over ``parameters``."""
+        from batchlr.objectives.optimizers import make_optimizer
+
         return make_optimizer(self.hyperparameters, parameters)
 
     def make_loss(self) -> torch.nn.CrossEntropyLoss:
         """The study's training loss: cross-entropy with its label smoothing."""
+        from batchlr.objectives.optimizers import make_loss
+
         return make_loss(self.settings.training.label_smoothing)
 
     def make_scheduler(
@@ -124,30 +138,48 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         fold_scores=list(trial.user_attrs.get("fold_scores", [])),
         train_seconds=trial.user_attrs.get("train_seconds"),
         settings=study_spec(study),
-        versions={"batchlr": batchlr.__version__, "torch": str(torch.__version__), "optuna": optuna.__version__},
+        versions=versions(),
     )
 
 
-def export_trial(storage_url: str, study_name: str, output: Path, delta: float | None = None) -> BestConfig:
+def export_trial(storage_url: str, study_name: str, output: Path, delta: float | None = None, language: str | None = None) -> BestConfig:
     """``batchlr export``: write the best complete trial of a study to ``output``, or with
-    ``delta`` the fastest within ``delta`` accuracy of it; returns what was written."""
+    ``delta`` the fastest within ``delta`` accuracy of it; returns what was written.
+
+    ``language`` (json or yaml) defaults to ``output``'s suffix, checked before the storage is read.
+    """
+    language = config_language(output, language)
     study = load_existing_study(open_storage(storage_url, access="read"), study_name)
     study_spec(study)  # a study batchlr did not make is refused before its trials are read as batchlr's
     trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
     config = trial_config(study, trial)
-    write_config(config, output)
+    write_config(config, output, language)
     return config
 
 
-def write_config(config: BestConfig, path: Path) -> None:
-    """Write ``config`` as YAML when ``path`` ends in .yaml/.yml, else as JSON."""
+def config_language(path: Path, language: str | None = None) -> str:
+    """``language`` when given, else ``json`` or ``yaml`` by ``path``'s suffix.
+
+    Raises:
+        BatchlrUsageError: for another suffix without ``language``: best.txt would hide what it holds.
+    """
+    if language:
+        return language
+    suffix = path.suffix.lower()
+    if suffix in (".json", *YAML_SUFFIXES):
+        return "yaml" if suffix in YAML_SUFFIXES else "json"
+    raise BatchlrUsageError(f"--output {path}: name a .json, .yaml or .yml file, or give --format json or yaml")
+
+
+def write_config(config: BestConfig, path: Path, language: str | None = None) -> None:
+    """Write ``config`` to ``path`` in ``language`` (json or yaml; default: by the suffix)."""
     record = config.to_dict()
-    text = yaml.safe_dump(record, sort_keys=False) if path.suffix.lower() in YAML_SUFFIXES else json.dumps(record, indent=2) + "\n"
+    text = yaml.safe_dump(record, sort_keys=False) if config_language(path, language) == "yaml" else json.dumps(record, indent=2) + "\n"
     write_text_atomically(path, text)
 
 
 def load_config(path: str | Path) -> BestConfig:
-    """Read a file written by ``batchlr export`` (JSON, or YAML by its suffix).
+    """Read a file written by ``batchlr export``: JSON for .json, YAML (which reads JSON too) otherwise.
 
     Raises:
         BatchlrError: in one line, for a file that cannot be read, and for any file that is not
@@ -156,7 +188,7 @@ def load_config(path: str | Path) -> BestConfig:
             (see :data:`FIELD_RULES`, :meth:`StudySpec.from_attrs`, :meth:`Hyperparameters.from_params`).
     """
     path = Path(path)
-    language = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
+    language = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)

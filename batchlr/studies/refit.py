@@ -11,11 +11,13 @@ import torch
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.batches import DeviceImages
-from batchlr.files import check_writable, write_atomically
+from batchlr.files import check_writable
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.lifecycle import RunOptions, prepare
+from batchlr.studies.export import versions
+from batchlr.studies.model_file import model_info, save_model
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, load_existing_study
@@ -26,8 +28,8 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     study's budget, then score it on the data set's official test split, or on the hold-out
     the study set aside when it was created (the search never saw either).
 
-    Saves the weights (a state dict, for ``torch.load(..., weights_only=True)``) to ``output``,
-    replacing a previous file only once the new one is whole,
+    Saves a self-describing model file (see :mod:`batchlr.studies.model_file`; ``batchlr.load_model``
+    reads it) to ``output``, replacing a previous file only once the new one is whole,
     and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
     Reads the data from ``data_dir``, or where the study was created from.
     """
@@ -59,8 +61,29 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
     accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
-    model = group.models.module(0)
-    write_atomically(output, lambda temporary: torch.save(model.state_dict(), temporary))
+    spec = stored[0]
+    info = model_info(
+        model=spec.model,
+        input_shape=data.input_shape,
+        classes=data.classes,
+        mean=objective.normalisation.mean,
+        std=objective.normalisation.std,
+        image_size=list(spec.image_size) if spec.image_size else None,
+        dataset=spec.dataset,
+        study=study_name,
+        trial=best.number,
+        params=best.params,
+        hyperparameters=dataclasses.asdict(hyperparameters),
+        cv_accuracy=best.values[0],
+        fold_scores=best.user_attrs.get("fold_scores"),
+        test_accuracy=accuracy,
+        test_split=split,
+        train_images=len(train),
+        precision=group.execution.precision,
+        settings={key: value for key, value in spec.to_attrs().items() if key != "data_dir"},
+        versions=versions(),
+    )
+    save_model(output, group.models.module(0), info)
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)

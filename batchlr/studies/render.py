@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from batchlr.objectives.objective import CrossValidationObjective
     from batchlr.search.space import SearchSpace
     from batchlr.studies.export import BestConfig
+    from batchlr.studies.inference import Evaluation, Prediction
 
 RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
 
@@ -237,8 +238,25 @@ def refitted(result: RefitResult, path: Path) -> str:
     """What ``batchlr refit`` prints."""
     return (
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
-        f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; weights in {path}"
+        f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
     )
+
+
+def evaluated(result: Evaluation) -> str:
+    """What ``batchlr evaluate`` prints: the accuracy, each class's, and the confusion matrix."""
+    width = max(5, *map(len, result.classes))
+    lines = [f"{result.dataset} ({result.split}): accuracy {result.accuracy:.4f} on {result.images:,} images", "", f"{'class':<{width}}  {'images':>6}  accuracy"]
+    lines += [f"{name:<{width}}  {row['images']:>6}  {row['accuracy']:>8.4f}" for name, row in result.per_class.items()]
+    column = max(5, len(str(max(max(row) for row in result.confusion))))
+    lines += ["", "confusion matrix: a row per true class, a column per predicted class (first letters)"]
+    lines.append(" " * width + "  " + " ".join(f"{name[:column]:>{column}}" for name in result.classes))
+    lines += [f"{name:<{width}}  " + " ".join(f"{count:>{column}}" for count in row) for name, row in zip(result.classes, result.confusion)]
+    return "\n".join(lines)
+
+
+def predictions(results: Sequence[Prediction]) -> str:
+    """What ``batchlr predict`` prints: a line per image, its most probable classes first."""
+    return "\n".join(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top) for result in results)
 
 
 def report_written(files: Sequence[Path], directory: Path) -> str:
