@@ -19,7 +19,7 @@ from batchlr import __version__
 from batchlr.cli_options import (
     AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
     MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
-    WEIGHT_DECAY, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
+    WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.schedules import SCHEDULE_NAMES
@@ -130,7 +130,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
 @click.option("--heartbeat", type=click.IntRange(1, MAX_HEARTBEAT), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines.")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr).")
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points).")
+@click.option("--grid-points", type=GRID_POINTS, help="With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, batch_size or weight_decay, e.g. lr=12,batch_size=8.  [default: decades of lr, powers of two of batch_size]")
 @click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", help="median, hyperband, wilcoxon (paired test against the best trial) or none.")
 @click.pass_context
 def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:

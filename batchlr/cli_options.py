@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.settings import parse_augment, parse_image_size
-from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_lr_range, parse_optimizers, parse_range
+from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_grid_points, parse_lr_range, parse_optimizers, parse_range
 from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 
@@ -79,6 +79,7 @@ STUDY_NAME = ParsedParam("name", _study_name)
 IMAGE_SIZE = ParsedParam("n|hxw", parse_image_size)
 AUGMENT = ParsedParam("none|flip|crop|flip,crop", parse_augment)
 WEIGHT_DECAY = ParsedParam("w|min:max", parse_weight_decay)
+GRID_POINTS = ParsedParam("name=n,...", parse_grid_points)
 SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.

@@ -101,3 +101,16 @@ def test_auto_micro_batch_is_found_once_and_stored_on_the_study(sqlite_url):
     invoke(*args[:-2], "--n-trials", "1")  # resumed without --max-micro-batch: the stored cap holds
     for trial in optuna.load_study(study_name="auto-mb", storage=sqlite_url).trials[-2:]:
         assert trial.user_attrs["micro_batch"] == MicroBatching(40).size(trial.params["batch_size"])
+
+
+def test_a_grid_study_with_grid_points_runs_every_point_and_keeps_them(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    common = ["run", "--storage", storage, "--study", "g", "--device", "cpu", "--folds", "2", "--epochs", "1", "--optimizers", "adam", "--quiet"]
+    refused = CliRunner().invoke(main, [*common, "--grid-points", "lr=3"])
+    assert refused.exit_code == 2 and "--grid-points goes with --sampler grid, not tpe" in refused.output
+    created = CliRunner().invoke(main, [*common, "--sampler", "grid", "--grid-points", "lr=3,batch_size=2", "--batch-size", "32:128", "--lr", "1e-3:1e-1", "--n-trials", "10"])
+    assert created.exit_code == 0, created.output
+    trials = optuna.load_study(study_name="g", storage=storage).trials
+    assert sorted((trial.params["batch_size"], round(trial.params["lr"], 6)) for trial in trials) == [(size, lr) for size in (32, 128) for lr in (0.001, 0.01, 0.1)]
+    shown = CliRunner().invoke(main, ["show", "g", "--storage", storage, "--as-config"])
+    assert 'grid_points = "lr=3,batch_size=2"' in shown.output

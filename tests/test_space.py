@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from batchlr.errors import BatchlrUsageError
-from batchlr.search.space import Hyperparameters, SearchSpace, parse_optimizers, parse_range
+from batchlr.search.space import Hyperparameters, SearchSpace, grid_point_counts, parse_grid_points, parse_optimizers, parse_range
 
 
 def test_parse_range_reads_min_max():
@@ -41,3 +41,17 @@ def test_grid_uses_powers_of_two_and_decades_inside_the_ranges():
     grid = SearchSpace(batch_size=(24, 300), lr=(3e-4, 0.5), optimizers=("sgd",)).grid()
     assert grid["batch_size"] == [24, 32, 64, 128, 256, 300]
     assert grid["lr"] == pytest.approx([3e-4, 1e-3, 1e-2, 1e-1, 0.5])
+
+
+def test_grid_points_space_lr_and_batch_size_evenly_in_log():
+    grid = SearchSpace(batch_size=(16, 512), lr=(1e-4, 1.0)).grid(grid_point_counts(parse_grid_points("lr=9, batch_size=6")))
+    assert grid["batch_size"] == [16, 32, 64, 128, 256, 512]
+    assert grid["lr"] == pytest.approx([10 ** (-4 + index / 2) for index in range(9)])
+    assert SearchSpace(batch_size=(16, 20)).grid({"batch_size": 10})["batch_size"] == [16, 17, 18, 19, 20]  # whole, distinct
+    assert SearchSpace().grid()["lr"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # decades without --grid-points
+
+
+@pytest.mark.parametrize("text", ["lr=1", "momentum=4", "lr", "lr=x", "lr=5000"])
+def test_bad_grid_points_are_usage_errors(text):
+    with pytest.raises(BatchlrUsageError, match="--grid-points"):
+        parse_grid_points(text)

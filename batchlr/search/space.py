@@ -264,20 +264,59 @@ class SearchSpace:
             nesterov=self.nesterov,
         )
 
-    def grid(self) -> dict[str, list[Any]]:
-        """Finite values for GridSampler: powers of two and decades inside the ranges, plus the ends."""
+    def grid(self, points: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
+        """Finite values for GridSampler: for each of :data:`GRID_PARAMS` in ``points``, that many
+        log-spaced values from the low end to the high end of its range (whole and distinct
+        for batch_size); for the others, powers of two (batch_size) and decades inside the
+        ranges, plus the ends."""
+        points = points or {}
+
+        def values(name: str, low: Number, high: Number, base: int, kind: type[Number]) -> list[Number]:
+            return _log_points(low, high, points[name], kind) if name in points else _log_ladder(low, high, base=base, kind=kind)
+
         grid: dict[str, list[Any]] = {
             "optimizer": list(self.optimizers),
             "momentum": [DEFAULT_MOMENTUM],
-            "batch_size": _log_ladder(*self.batch_size, base=2, kind=int),
-            self.lr_param: _log_ladder(*self.lr, base=10, kind=float),
+            "batch_size": values("batch_size", *self.batch_size, 2, int),
+            self.lr_param: values("lr", *self.lr, 10, float),
         }
         decay = self.weight_decay
         if decay.searched:
-            grid["weight_decay"] = _log_ladder(decay.low, decay.high, base=10, kind=float)
+            grid["weight_decay"] = values("weight_decay", decay.low, decay.high, 10, float)
             if decay.try_none:
                 grid[SWITCH_PARAM] = [True, False]
         return grid
+
+
+GRID_PARAMS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
+"""The params ``--grid-points`` sets; ``lr`` means base_lr under an LR scaling rule."""
+MAX_GRID_POINTS = 1000
+
+
+def parse_grid_points(text: str) -> str:
+    """``--grid-points`` in its canonical form: ``NAME=N`` pairs of :data:`GRID_PARAMS`, comma-separated.
+
+    Raises:
+        BatchlrUsageError: for an unknown name, or a count outside 2..:data:`MAX_GRID_POINTS`.
+    """
+    return ",".join(f"{name}={count}" for name, count in grid_point_counts(text).items())
+
+
+def grid_point_counts(text: str | None) -> dict[str, int]:
+    """The counts of ``--grid-points`` text by param (see :func:`parse_grid_points`)."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (text or "").replace(" ", "").split(",")):
+        name, equals, count = part.partition("=")
+        if name not in GRID_PARAMS or not equals or not count.isdigit() or not 2 <= int(count) <= MAX_GRID_POINTS:
+            raise BatchlrUsageError(f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8")
+        counts[name] = int(count)
+    return counts
+
+
+def _log_points(low: Number, high: Number, count: int, kind: type[Number]) -> list[Number]:
+    """``count`` values spaced evenly in log from ``low`` to ``high`` (fewer when whole numbers coincide)."""
+    values = [low * (high / low) ** (index / (count - 1)) for index in range(count)]
+    return sorted({kind(round(value)) if kind is int else kind(value) for value in values})
 
 
 def _log_ladder(low: Number, high: Number, *, base: int, kind: type[Number]) -> list[Number]:

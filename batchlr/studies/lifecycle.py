@@ -15,7 +15,7 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from batchlr.errors import BatchlrError, Interrupted
+from batchlr.errors import BatchlrError, BatchlrUsageError, Interrupted
 from batchlr.objectives.data import ImageData, load_dataset
 from batchlr.objectives.device import resolve_device
 from batchlr.objectives.duplicates import split_duplicates
@@ -183,7 +183,7 @@ def open_study(
         storage=storage,
         study_name=name,
         # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(spec.sampler, objective.space, offset_seed(options.seed, previous_trials)),
+        sampler=make_sampler(spec.sampler, objective.space, offset_seed(options.seed, previous_trials), spec.grid_points),
         pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
     )
     cap = spec.training.max_micro_batch
@@ -203,6 +203,8 @@ def prepare(
     resolved, and for a new study under ``--lr auto`` the lr range found.
     """
     spec = reconcile(stored[0] if stored else None, requested, given, name)
+    if spec.grid_points and spec.sampler != "grid":
+        raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
     device = resolve_device(options.device)
     data = load_dataset(spec.dataset, spec.data_dir, spec.image_size, options.cache_dir, device)

@@ -24,7 +24,7 @@ from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, PRECISIONS, TrainingSettings
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
+from batchlr.search.space import GRID_PARAMS, LR_SCALING_RULES, grid_point_counts, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
 from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 
 if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
@@ -48,7 +48,7 @@ METRIC_NAMES = {"accuracy": "accuracy", "time": "train_seconds"}
 # Stored beside the settings, for readers of the storage; no setting.
 META_KEYS = ("batchlr_format", "batchlr_version", "metric")
 # Settings a later run may change for itself (its option overrides the stored value).
-PER_RUN_KEYS = frozenset({"sampler", "pruner", "data_dir", "max_micro_batch"})
+PER_RUN_KEYS = frozenset({"sampler", "grid_points", "pruner", "data_dir", "max_micro_batch"})
 # Settings fixed when the study is created and never given again: the folds' seed and the
 # LR range test of --lr auto. Every other setting must match when a resumed run gives it.
 CREATION_KEYS = frozenset({"seed", "lr_find"})
@@ -76,6 +76,7 @@ class StudySpec:
     training: TrainingSettings = TrainingSettings()
     seed: int = 0
     sampler: str = "tpe"
+    grid_points: str | None = None
     pruner: str = "median"
     data_dir: Path = Path("data")
     lr_find: dict[str, Any] | None = None
@@ -184,6 +185,13 @@ def _weight_decay(value: Any) -> bool:
     return fits(value) or (_pair(value, fits) and value[0] <= value[1])
 
 
+def _grid_points(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and bool(grid_point_counts(value))
+    except BatchlrError:
+        return False
+
+
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset": (lambda value: isinstance(value, str), "a data set name"),
     "image_size": (lambda value: _pair(value, lambda side: _counts(1, MAX_IMAGE_SIDE + 1)(side)), f"[HEIGHT, WIDTH] of whole numbers from 1 to {MAX_IMAGE_SIDE}"),
@@ -210,6 +218,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "nesterov": (lambda value: isinstance(value, bool), "true or false"),
     "seed": (_counts(0, SEED_LIMIT), f"a whole number from 0 to {SEED_LIMIT - 1}"),
     "sampler": (lambda value: value in SAMPLER_NAMES, f"one of {', '.join(SAMPLER_NAMES)}"),
+    "grid_points": (_grid_points, f"NAME=N pairs of {', '.join(GRID_PARAMS)}"),
     "pruner": (lambda value: value in PRUNER_NAMES, f"one of {', '.join(PRUNER_NAMES)}"),
     "data_dir": (lambda value: isinstance(value, (str, PurePath)), "a path"),
     "lr_find": (
