@@ -17,7 +17,7 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
+    ARTIFACTS_OPTION, AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
     MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
     WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
@@ -272,20 +272,21 @@ def noise_scale(as_json: bool, **option: Any) -> None:
 @main.command()
 @STUDY_ARGUMENT
 @STORAGE_OPTION
-@output_option("Where to save the weights (a state dict).")
+@output_option("Where to save the model file (weights, classes, preprocessing; batchlr.load_model reads it).")
 @DATA_DIR_OPTION
 @CACHE_DIR_OPTION
 @DEVICE_OPTION
 @SEED_OPTION
+@ARTIFACTS_OPTION
 @click.pass_context
-def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_dir: Path, cache_dir: Path | None, device: str, seed: int) -> None:
+def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_dir: Path, cache_dir: Path | None, device: str, seed: int, artifacts: Path | None) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies import render
     from batchlr.studies.lifecycle import RunOptions
     from batchlr.studies.refit import refit_best
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
-    click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir), output))
+    click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir, artifacts), output))
 
 
 @main.command()
@@ -340,21 +341,25 @@ def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str,
 @STUDY_ARGUMENT
 @STORAGE_OPTION
 @output_option("Directory for index.html and the PNGs.", directory=True)
-def report(study_name: str, storage: str, output: Path) -> None:
-    """Write a static HTML report of a study, with PNG copies of its plots."""
+@ARTIFACTS_OPTION
+def report(study_name: str, storage: str, output: Path, artifacts: Path | None) -> None:
+    """Write a static HTML report of a study, with PNG copies of its plots, and attach them to
+    the study's artifacts."""
     from batchlr.studies import render
     from batchlr.studies.report import write_study_report
 
-    click.echo(render.report_written(write_study_report(storage, study_name, output), output))
+    files, attached = write_study_report(storage, study_name, output, artifacts)
+    _echo(*render.report_written(files, output, attached))
 
 
 @main.command()
 @STORAGE_OPTION
 @click.option("--host", default="127.0.0.1", help="Interface to serve on; 0.0.0.0 exposes it to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, help="Port to serve on.")
-def dashboard(storage: str, host: str, port: int) -> None:
-    """Serve the storage's studies in optuna-dashboard."""
+@ARTIFACTS_OPTION
+def dashboard(storage: str, host: str, port: int, artifacts: Path | None) -> None:
+    """Serve the storage's studies, and the files attached to them, in optuna-dashboard."""
     from batchlr.studies import render
     from batchlr.studies.dashboard import serve_dashboard
 
-    serve_dashboard(storage, host, port, lambda: _echo(*render.dashboard_address(mask_url(storage), host, port)))
+    serve_dashboard(storage, host, port, lambda: _echo(*render.dashboard_address(mask_url(storage), host, port)), artifacts)

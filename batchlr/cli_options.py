@@ -92,6 +92,7 @@ def _note_storage(ctx: click.Context, param: click.Parameter, url: str) -> str:
 
 
 STORAGE_OPTION = click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_envvar=True, callback=_note_storage, help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
+ARTIFACTS_OPTION = click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), envvar="BATCHLR_ARTIFACTS", show_envvar=True, help="The studies' artifact store, which optuna-dashboard shows.  [default: NAME-artifacts beside a SQLite file NAME.db; none for PostgreSQL]")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).")
 IMAGE_SIZE_OPTION = click.option("--image-size", type=IMAGE_SIZE, help="Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a centre crop.  [default: images as they are, all one size]")

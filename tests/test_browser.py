@@ -52,3 +52,28 @@ def test_dashboard_renders_the_study_its_trials_and_a_plot(sqlite_url, dashboard
     browser.get(browser.current_url.rstrip("/") + "/trials")
     wait.until(lambda _: "fold_scores" in body())
     assert "Trial 2" in body() and "Intermediate Values" in body() and "images_per_second" in body()
+
+
+def test_dashboard_shows_the_report_figures_attached_to_the_study(sqlite_url, dashboard, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    args = ["run", "--storage", sqlite_url, "--study", "attached", "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "3"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    reported = CliRunner().invoke(main, ["report", "attached", "--storage", sqlite_url, "--output", str(tmp_path / "report")])
+    assert reported.exit_code == 0 and "attached to the study's artifacts" in reported.output
+    base = dashboard(sqlite_url)
+    wait = WebDriverWait(browser, 60)
+    browser.get(f"{base}/dashboard/")
+    wait.until(lambda _: "attached" in browser.find_element(By.TAG_NAME, "body").text)
+    browser.find_element(By.PARTIAL_LINK_TEXT, "attached").click()
+
+    def rendered_artifact_images(_) -> list:
+        images = browser.find_elements(By.CSS_SELECTOR, "img[src*='/artifacts/']")
+        return [image for image in images if browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 100", image)]
+
+    images = wait.until(rendered_artifact_images)
+    assert "Study Artifacts" in browser.find_element(By.TAG_NAME, "body").text
+    browser.execute_script("arguments[0].scrollIntoView()", images[0])
+    screenshot = tmp_path / "artifacts.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.read_bytes()[:4] == b"\x89PNG"

@@ -191,8 +191,10 @@ def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_c
             batchlr("studies", "--storage", storage),
             batchlr("show", "s", "--storage", storage),
             batchlr("export", "s", "--storage", storage, "--output", str(tmp_path / "best.json")),
+            batchlr("report", "s", "--storage", storage, "--output", str(tmp_path / "report")),
         ]
-        assert [result.returncode for result in results] == [0, 0, 0], [result.stderr for result in results]
+        assert [result.returncode for result in results] == [0, 0, 0, 0], [result.stderr for result in results]
+        assert "warning: not attached to the study's artifacts" in results[3].stderr and (tmp_path / "report" / "index.html").is_file()
         run = batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1"))
         assert run.returncode == 1 and "the database is read-only" in run.stderr, run.stderr
         assert (disk / "s.db").read_bytes() == before

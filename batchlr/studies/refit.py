@@ -16,6 +16,7 @@ from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.lifecycle import RunOptions, prepare
+from batchlr.studies.artifacts import attach
 from batchlr.studies.export import versions
 from batchlr.studies.model_file import model_info, save_model
 from batchlr.studies.spec import load_spec
@@ -23,14 +24,15 @@ from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, load_existing_study
 
 
-def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None) -> RefitResult:
+def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None, artifacts: Path | None = None) -> RefitResult:
     """Retrain the best trial's configuration on every training sample the folds used, for the
     study's budget, then score it on the data set's official test split, or on the hold-out
     the study set aside when it was created (the search never saw either).
 
     Saves a self-describing model file (see :mod:`batchlr.studies.model_file`; ``batchlr.load_model``
     reads it) to ``output``, replacing a previous file only once the new one is whole,
-    and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``.
+    and stores the score as study user attrs ``test_accuracy``, ``test_split`` and ``refit_trial``,
+    and attaches the model file to the study's artifacts (see :mod:`batchlr.studies.artifacts`).
     Reads the data from ``data_dir``, or where the study was created from.
     """
     check_writable(output)  # before minutes of training
@@ -86,4 +88,5 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     save_model(output, group.models.module(0), info)
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
         study.set_user_attr(key, value)
-    return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started)
+    attached = attach(storage_url, study_name, [output], artifacts)
+    return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached)

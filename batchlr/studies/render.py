@@ -239,6 +239,7 @@ def refitted(result: RefitResult, path: Path) -> str:
     return (
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
         f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
+        + (f", attached to the study's artifacts in {result.artifacts}" if result.artifacts else "")
     )
 
 
@@ -259,9 +260,13 @@ def predictions(results: Sequence[Prediction]) -> str:
     return "\n".join(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top) for result in results)
 
 
-def report_written(files: Sequence[Path], directory: Path) -> str:
-    """What ``batchlr report`` prints."""
-    return f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
+def report_written(files: Sequence[Path], directory: Path, attached: Path | str | None) -> tuple[list[str], str | None]:
+    """What ``batchlr report`` prints: the files and where they were attached, and a warning
+    saying why they were not, or None."""
+    line = f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
+    if isinstance(attached, Path):
+        return [f"{line}; attached to the study's artifacts in {attached}"], None
+    return [line], f"warning: not attached to the study's artifacts: {attached}" if attached else None
 
 
 def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[str], str | None]:

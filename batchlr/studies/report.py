@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically, write_text_atomically
+from batchlr.studies.artifacts import attach
 from batchlr.studies.render import format_params, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
@@ -25,9 +26,16 @@ def _accuracy(trial: FrozenTrial) -> float:
     return trial.values[0]
 
 
-def write_study_report(storage_url: str, study_name: str, output: Path) -> list[Path]:
-    """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage."""
-    return write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
+def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Path | str | None]:
+    """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage, its
+    page and figures then attached to the study's artifacts; returns the files and the artifact
+    store (``None``: the storage has none), or why they could not be attached (a read-only
+    storage, say: the report itself only reads)."""
+    files = write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
+    try:
+        return files, attach(storage_url, study_name, files, artifacts)
+    except BatchlrError as error:
+        return files, str(error)
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:

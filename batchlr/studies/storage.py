@@ -266,6 +266,18 @@ def _create_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: int | No
                 attempt += 1
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` URL; ``None`` for other databases and SQLite in memory.
+
+    Raises:
+        BatchlrUsageError: for text that is no database URL.
+    """
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def _parse(url: str) -> URL:
     try:
         return make_url(url)

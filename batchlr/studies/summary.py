@@ -8,6 +8,7 @@ each study's directions.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,8 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
+    artifacts: Path | None = None
+    """The artifact store the model file was attached to, or ``None``."""
 
 
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)

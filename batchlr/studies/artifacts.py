@@ -1,0 +1,72 @@
+"""Files attached to a study with Optuna's artifact store, which optuna-dashboard shows beside
+its trials: the refit model, the report's figures, the LR range test's and the noise scale's
+curves.
+
+The store is a directory: ``--artifacts DIR`` (or ``BATCHLR_ARTIFACTS``), else for a SQLite
+study ``NAME-artifacts`` beside its file ``NAME.db``. A PostgreSQL study has no default (its
+workers may not share a disk): give a directory they all reach, or nothing is attached.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from batchlr.errors import BatchlrError
+from batchlr.studies.storage import open_storage, sqlite_path
+
+ARTIFACTS_ENV = "BATCHLR_ARTIFACTS"
+
+
+def _mimetype(path: Path) -> str:
+    # A guess for .pt is a game console's format; the dashboard previews images and pages only.
+    guessed = mimetypes.guess_type(path.name)[0] or ""
+    return guessed if guessed.startswith("image/") or guessed == "text/html" else "application/octet-stream"
+
+
+def artifact_dir(storage_url: str, given: Path | None) -> Path | None:
+    """The store's directory: ``given``, else ``NAME-artifacts`` beside a SQLite file ``NAME.db``,
+    else ``None`` (PostgreSQL, or SQLite in memory)."""
+    if given is not None:
+        return given
+    database = sqlite_path(storage_url)
+    return None if database is None else database.with_name(f"{database.stem}-artifacts")
+
+
+def artifact_store(storage_url: str, given: Path | None, create: bool = False) -> FileSystemArtifactStore | None:
+    """The store of a storage's studies (see :func:`artifact_dir`), its directory made when
+    ``create``; ``None`` when there is none, or it does not exist and is not to be made.
+
+    Raises:
+        BatchlrError: when the directory cannot be made.
+    """
+    folder = artifact_dir(storage_url, given)
+    if folder is None:
+        return None
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BatchlrError(f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR") from None
+    return FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
+
+
+def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | None) -> Path | None:
+    """Upload ``paths`` to study ``study_name``'s artifacts; returns the store's directory, or
+    ``None`` when the storage has no store (nothing is attached). Optuna cannot take an
+    artifact off a study, so each report and refit adds its files beside the earlier ones.
+
+    Raises:
+        BatchlrError: when the store or the storage cannot be written.
+    """
+    store = artifact_store(storage_url, given, create=True)
+    if store is None:
+        return None
+    storage = open_storage(storage_url, access="write")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for path in paths:
+        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
+    return artifact_dir(storage_url, given)

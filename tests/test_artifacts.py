@@ -1,0 +1,42 @@
+"""Refit and report attach their files to the study with Optuna's artifact store."""
+
+import uuid
+
+import optuna
+from click.testing import CliRunner
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
+
+from batchlr.cli import main
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_refit_and_report_attach_the_model_and_figures_beside_a_sqlite_file(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    invoke("run", "--storage", storage, "--study", "a", "--folds", "2", "--epochs", "1", "--n-trials", "3", "--device", "cpu", "--quiet")
+    refit = invoke("refit", "a", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu")
+    report = invoke("report", "a", "--storage", storage, "--output", str(tmp_path / "report"))
+    store_dir = tmp_path / "studies-artifacts"
+    assert f"attached to the study's artifacts in {store_dir}" in refit.output and str(store_dir) in report.output
+    metas = get_all_artifact_meta(optuna.load_study(study_name="a", storage=storage))
+    by_name = {meta.filename: meta for meta in metas}
+    assert "m.pt" in by_name and "index.html" in by_name and sum(name.endswith(".png") for name in by_name) >= 5
+    assert by_name["m.pt"].mimetype == "application/octet-stream" and by_name["index.html"].mimetype == "text/html"
+    png = next(meta for meta in metas if meta.filename.endswith(".png"))
+    assert png.mimetype == "image/png"
+    download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), artifact_id=png.artifact_id, file_path=str(tmp_path / "got.png"))
+    assert (tmp_path / "got.png").read_bytes() == (tmp_path / "report" / png.filename).read_bytes()
+
+
+def test_a_postgresql_study_attaches_only_to_a_given_store(tmp_path):
+    postgres_url, study = "postgresql://postgres@127.0.0.1:5432/test", f"pg-artifacts-{uuid.uuid4().hex[:8]}"
+    invoke("run", "--storage", postgres_url, "--study", study, "--folds", "2", "--epochs", "1", "--n-trials", "2", "--device", "cpu", "--quiet")
+    plain = invoke("report", study, "--storage", postgres_url, "--output", str(tmp_path / "r1"))
+    assert "attached" not in plain.output
+    given = invoke("report", study, "--storage", postgres_url, "--output", str(tmp_path / "r2"), "--artifacts", str(tmp_path / "shared"))
+    assert f"attached to the study's artifacts in {tmp_path / 'shared'}" in given.output
+    assert len(get_all_artifact_meta(optuna.load_study(study_name=study, storage=postgres_url))) == len(list((tmp_path / "r2").iterdir()))
