@@ -70,9 +70,21 @@ def test_report_writes_html_with_plotly_and_pngs(cfg_study, tmp_path):
     _, storage, _ = cfg_study
     invoke("report", "cfg", "--storage", storage, "--output", str(tmp_path / "report"))
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "plotly" in page and "best CV accuracy" in page
-    pngs = list((tmp_path / "report").glob("*.png"))
-    assert len(pngs) >= 3 and all(png.read_bytes()[:4] == b"\x89PNG" for png in pngs)
+    assert "plotly" in page and "best CV accuracy" in page and "standard error over" in page
+    titles = ["Learning rate over batch size", "Learning curves of the best trials", "Accuracy over training time", "Fold scores of the best trials", "Search progress", "Accuracy by optimizer"]
+    assert all(title in page for title in titles)
+    pngs = sorted(path.name for path in (tmp_path / "report").glob("*.png"))
+    assert pngs == ["a-lr-over-batch-size.png", "b-learning-curves.png", "c-accuracy-over-time.png", "d-fold-spread.png", "e-best-so-far.png", "f-accuracy-by-optimizer.png"]
+    assert all((tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG" for png in pngs)
+
+
+def test_after_refit_the_report_gives_the_test_accuracy_and_why_it_differs(cfg_study, tmp_path):
+    _, storage, _ = cfg_study
+    invoke("refit", "cfg", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu")
+    invoke("report", "cfg", "--storage", storage, "--output", str(tmp_path / "report"))
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "test accuracy (refit)" in page and "binomial standard error" in page
+    assert "each CV model trained on" in page and "so the CV estimate is pessimistic" in page
 
 
 def test_refit_scores_the_hold_out_and_saves_loadable_weights(cfg_study, tmp_path):
@@ -125,3 +137,12 @@ def test_export_writes_the_format_its_name_or_format_says_and_refuses_a_guess(cf
     assert (tmp_path / "best.txt").read_text().startswith("study: cfg") and batchlr.load_config(tmp_path / "best.txt").study == "cfg"
     invoke("export", "cfg", "--storage", storage, "--output", str(tmp_path / "best.cfg"), "--format", "json")
     assert json.loads((tmp_path / "best.cfg").read_text())["study"] == "cfg"
+
+
+def test_log_axes_have_few_plain_labels():
+    from batchlr.studies.plotting import log_ticks, tick_label
+
+    assert [tick_label(tick) for tick in log_ticks([16, 512], whole=True)] == ["16", "32", "64", "128", "256", "512"]
+    assert [tick_label(tick) for tick in log_ticks([1e-4, 0.9])] == ["1e-4", "1e-3", "0.01", "0.1", "1"]
+    assert [tick_label(tick) for tick in log_ticks([1e-3, 8e-3])] == ["1e-3", "2e-3", "5e-3", "0.01"]
+    assert len(log_ticks([1, 1e12])) <= 8 and len(log_ticks([1, 2**20], whole=True)) <= 8

@@ -184,7 +184,7 @@ def fold_generator(device: torch.device, seed: int, fold: int) -> torch.Generato
 
 
 def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None) -> None:
-    """Store the last round's per-fold scores and the trial's speed as user attrs.
+    """Store the last round's per-fold scores, every round's (``fold_curves``) and the trial's speed as user attrs.
 
     ``epoch_images`` is what one epoch of every fold trains on; ``seconds_per_epoch`` is per fold.
     """
@@ -193,6 +193,7 @@ def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, 
     images_per_second = sum(result.train_images for result in results) / train_seconds
     attrs = {
         "fold_scores": last.val_accuracy,
+        "fold_curves": [result.val_accuracy for result in results],
         "train_accuracy": statistics.fmean(last.train_accuracy),
         "generalization_gap": statistics.fmean(last.train_accuracy) - statistics.fmean(last.val_accuracy),
         "rounds_run": len(results),

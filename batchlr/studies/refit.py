@@ -86,7 +86,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         versions=versions(),
     )
     save_model(output, group.models.module(0), info)
-    for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number)):
+    for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number, len(test), len(train)), strict=True):
         study.set_user_attr(key, value)
     attached = attach(storage_url, study_name, [output], artifacts)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached)

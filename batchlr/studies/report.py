@@ -1,12 +1,12 @@
-"""A static HTML report of a study (interactive plotly figures) with PNG copies of the plots."""
+"""A static HTML report of a study: its key numbers and the figures of :mod:`batchlr.studies.figures`,
+interactive (plotly) on one self-contained page and as PNGs."""
 
 from __future__ import annotations
 
 import html
-import warnings
-from collections.abc import Callable
+import math
+import statistics
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,16 +14,12 @@ from optuna.trial import FrozenTrial, TrialState
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically, write_text_atomically
 from batchlr.studies.artifacts import attach
+from batchlr.studies.figures import FIGURES
+from batchlr.studies.plotting import to_matplotlib, to_plotly
 from batchlr.studies.render import format_params, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, load_existing_study, top_trials
-
-FOLD_SPREAD_TRIALS = 10
-
-
-def _accuracy(trial: FrozenTrial) -> float:
-    return trial.values[0]
+from batchlr.studies.summary import best_complete_trial, load_existing_study
 
 
 def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Path | str | None]:
@@ -39,12 +35,13 @@ def write_study_report(storage_url: str, study_name: str, output: Path, artifact
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
-    """Write ``index.html`` and PNG copies of the plots into ``output``; returns the files written.
+    """Write ``index.html`` and a PNG of each figure of :data:`~batchlr.studies.figures.FIGURES`
+    into ``output``; returns the files written.
 
-    The figures: optimisation history, accuracy over learning rate × batch size, parameter
-    importances, parallel coordinates, accuracy by optimizer and the spread of fold scores.
-    A figure the study has too few trials for is left out with a note. Each file is written
-    whole or not at all (see :func:`batchlr.files.write_atomically`).
+    The page opens with the key numbers (the CV estimate with its standard error over folds,
+    and the test score once ``refit`` has run, with why the two differ), then each figure
+    interactive (plotly, inline: the page works offline). A figure the study has too little
+    for is left out with a note. Each file is written whole or not at all.
 
     Raises:
         BatchlrError: for a study batchlr did not make, or without a complete trial, before
@@ -56,115 +53,68 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise BatchlrError(f"cannot create {output}: {error.strerror}") from None
-    lr_param = "base_lr" if "base_lr" in best.params else "lr"
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    by_optimizer = {
-        name: [_accuracy(t) for t in complete if t.params.get("optimizer") == name]
-        for name in sorted({str(t.params.get("optimizer")) for t in complete})
-    }
-    fold_spread = {f"trial {t.number}": t.user_attrs.get("fold_scores", []) for t in top_trials(study, FOLD_SPREAD_TRIALS)}
-    target = {"target": _accuracy, "target_name": "accuracy"}
-    interactive, static = optuna.visualization, optuna.visualization.matplotlib
-    # Each figure twice: interactive (plotly) for the page, matplotlib for the PNG (no browser needed).
-    figures: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
-        "Optimisation history": (
-            lambda: interactive.plot_optimization_history(study, **target),
-            lambda: static.plot_optimization_history(study, **target),
-        ),
-        f"Accuracy over {lr_param} and batch size": (
-            lambda: interactive.plot_contour(study, params=[lr_param, "batch_size"], **target),
-            lambda: static.plot_contour(study, params=[lr_param, "batch_size"], **target),
-        ),
-        "Parameter importances": (
-            lambda: interactive.plot_param_importances(study, **target),
-            lambda: static.plot_param_importances(study, **target),
-        ),
-        "Parallel coordinates": (
-            lambda: interactive.plot_parallel_coordinate(study, **target),
-            lambda: static.plot_parallel_coordinate(study, **target),
-        ),
-        "Accuracy by optimizer": (lambda: _plotly_boxes(by_optimizer, "accuracy"), lambda: _matplotlib_boxes(by_optimizer, "accuracy")),
-        "Spread of fold scores (best trials)": (
-            lambda: _plotly_boxes(fold_spread, "fold accuracy"),
-            lambda: _matplotlib_boxes(fold_spread, "fold accuracy"),
-        ),
-    }
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed or assumed
     from matplotlib import pyplot
 
     sections, written = [], []
-    for index, (title, (make_interactive, make_static)) in enumerate(figures.items()):
+    for index, (name, make) in enumerate(FIGURES.items()):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Optuna's experimental and few-trials warnings
-                figure = make_interactive()
-                axes = make_static()
-        except (ValueError, RuntimeError, ZeroDivisionError) as error:
-            sections.append(f"<h2>{html.escape(title)}</h2><p>not drawn: {html.escape(str(error))}</p>")
+            figure = make(study, spec)
+        except ValueError as reason:
+            sections.append(f"<h2>{html.escape(name)}</h2><p>not drawn: {html.escape(str(reason))}</p>")
             continue
-        figure.update_layout(title=title)
-        sections.append(figure.to_html(full_html=False, include_plotlyjs="inline" if not written else False))
-        canvas = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        canvas.suptitle(title)
-        canvas.set_size_inches(8, 5)
-        canvas.tight_layout()
-        written.append(output / f"{index + 1}-{_slug(title)}.png")
+        plot = to_plotly(figure)
+        sections.append(plot.to_html(full_html=False, include_plotlyjs="inline" if not written else False))
+        if figure.caption:
+            sections.append(f"<p class='caption'>{html.escape(figure.caption)}</p>")
+        canvas = to_matplotlib(figure)
+        written.append(output / f"{chr(ord('a') + index)}-{name}.png")
         # The temporary file's name ends in .tmp, so the format cannot come from it.
         write_atomically(written[-1], lambda temporary: canvas.savefig(temporary, dpi=110, format="png"))
-        pyplot.close("all")
+        pyplot.close(canvas)
     page = output / "index.html"
     write_text_atomically(page, _page(study, spec, best, sections))
     return [page, *written]
 
 
-def _groups(groups: dict[str, list[float]]) -> dict[str, list[float]]:
-    kept = {name: values for name, values in groups.items() if values}
-    if not kept:
-        raise ValueError("no complete trials to compare")
-    return kept
-
-
-def _plotly_boxes(groups: dict[str, list[float]], axis: str) -> Any:
-    import plotly.graph_objects as go
-
-    figure = go.Figure([go.Box(y=values, name=name, boxpoints="all") for name, values in _groups(groups).items()])
-    figure.update_layout(yaxis_title=axis, showlegend=False)
-    return figure
-
-
-def _matplotlib_boxes(groups: dict[str, list[float]], axis: str) -> Any:
-    from matplotlib import pyplot
-
-    kept = _groups(groups)
-    _, axes = pyplot.subplots()
-    axes.boxplot(list(kept.values()), tick_labels=list(kept))
-    axes.set_ylabel(axis)
-    axes.tick_params(axis="x", labelrotation=20)
-    return axes
-
-
-def _slug(title: str) -> str:
-    return "".join(character if character.isalnum() else "-" for character in title.lower()).strip("-")
-
-
-def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: list[str]) -> str:
-    attrs, settings = best.user_attrs, study.user_attrs
+def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict[str, str]:
+    """The report's table: the study, the best trial's CV accuracy with its standard error over
+    folds, and the refit's test accuracy with a sentence on why it differs from the CV estimate."""
+    attrs, refit = best.user_attrs, study.user_attrs
     states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    folds = attrs.get("fold_scores", [])
+    error = statistics.stdev(folds) / math.sqrt(len(folds)) if len(folds) > 1 else math.nan
     rows = {
         "data set / model": f"{spec.dataset} / {spec.model}",
         "folds × training": f"{spec.folds} × {training_phrase(spec)}",
         "trials": ", ".join(f"{count} {state}" for state, count in states.items() if count),
-        "best CV accuracy": f"{best.values[0]:.4f} (trial {best.number})",
-        "fold scores": " ".join(f"{score:.4f}" for score in attrs.get("fold_scores", [])),
+        "best CV accuracy": f"{best.values[0]:.4f} ± {error:.4f} (standard error over {len(folds)} folds; trial {best.number})",
+        "fold scores": " ".join(f"{score:.4f}" for score in folds),
         "best params": format_params(best.params),
-        "training seconds / images per second": f"{attrs.get('train_seconds', float('nan')):.1f} / {attrs.get('images_per_second', float('nan')):.0f}",
-        "test accuracy (batchlr refit)": f"{settings['test_accuracy']:.4f}" if "test_accuracy" in settings else "not refit yet",
+        "training seconds / images per second": f"{attrs.get('train_seconds', math.nan):.1f} / {attrs.get('images_per_second', math.nan):.0f}",
     }
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    if "test_accuracy" not in refit:
+        rows["test accuracy"] = "not refit yet: batchlr refit scores the best configuration on data the search never saw"
+        return rows
+    accuracy, images = refit["test_accuracy"], refit.get("test_images")
+    spread = f" ± {math.sqrt(accuracy * (1 - accuracy) / images):.4f} (binomial standard error, {images} images)" if images else ""
+    rows["test accuracy (refit)"] = f"{accuracy:.4f}{spread} on the {refit['test_split']}, trial {refit.get('refit_trial')}"
+    trained = refit.get("refit_images")
+    share = f"{(spec.folds - 1) / spec.folds:.0%} of the {trained} training images" if trained else f"{spec.folds - 1}/{spec.folds} of the training images"
+    rows["why they differ"] = (
+        f"each CV model trained on {share}, the refit model on all of them, so the CV estimate is pessimistic "
+        "for the final model; the test score is the one to quote, the CV score the one to compare configurations by"
+    )
+    return rows
+
+
+def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: list[str]) -> str:
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in key_numbers(study, spec, best).items())
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>batchlr: {html.escape(study.study_name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}th{text-align:left;padding-right:1em}</style>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}th{text-align:left;padding-right:1em;vertical-align:top}"
+        ".caption{color:#555;font-size:small}</style>"
         f"</head><body><h1>Study {html.escape(study.study_name)}</h1><table>{table}</table>{''.join(sections)}</body></html>"
     )

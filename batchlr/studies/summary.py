@@ -19,8 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.spec import study_spec_or_none
 
-REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial")
-"""Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which trial."""
+REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "refit_images")
+"""Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
+trial, on how many images, and how many it trained on."""
 
 @dataclasses.dataclass(frozen=True)
 class RefitResult:
