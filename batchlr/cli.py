@@ -17,7 +17,7 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    ARTIFACTS_OPTION, AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
+    ARTIFACTS_OPTION, ATTACH_OPTIONS, AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
     MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
     WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
@@ -234,19 +234,26 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, lan
 @click.option("--steps", "old_lr_count", type=click.IntRange(min=20), hidden=True, help="The old name of --lr-count.")
 @JSON_OPTION
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the loss curve as a PNG.")
-def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, **option: Any) -> None:
+@ATTACH_OPTIONS
+def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_name: str | None, storage: str, artifacts: Path | None, **option: Any) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.studies import render
+    from batchlr.studies.artifacts import attach_figure
+    from batchlr.studies.figures import lr_range_figure
     from batchlr.studies.probes import run_lr_find
 
     if old_lr_count is not None:
         click.echo("warning: lr-find --steps is now --lr-count; --steps goes in the next release", err=True)
         option["lr_count"] = old_lr_count
+    _check_study(storage, study_name)
     result = run_lr_find(**option, plot=plot)
     if as_json:
         click.echo(json.dumps(render.lr_range_record(result)))
-        return
-    _echo(*render.lr_range(result))
+    else:
+        _echo(*render.lr_range(result))
+    if study_name:
+        figure = lr_range_figure(result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}")
+        _echo(*render.attached("LR range test", study_name, attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
 
 
 @main.command("noise-scale")
@@ -260,13 +267,31 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, **option
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
 @JSON_OPTION
-def noise_scale(as_json: bool, **option: Any) -> None:
+@ATTACH_OPTIONS
+def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: Path | None, **option: Any) -> None:
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
     from batchlr.studies import render
+    from batchlr.studies.artifacts import attach_figure
+    from batchlr.studies.figures import noise_scale_figure
     from batchlr.studies.probes import run_noise_scale
 
+    _check_study(storage, study_name)
     result = run_noise_scale(**option)
     click.echo(json.dumps(render.noise_scale_record(result)) if as_json else "\n".join(render.noise_scale(result, option["epochs"])))
+    if study_name:
+        when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
+        figure = noise_scale_figure(result, f"{option['model']}, {when}")
+        _echo(*render.attached("noise-scale curve", study_name, attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
+
+
+def _check_study(storage: str, study_name: str | None) -> None:
+    """Fail before minutes of probing when the study to attach to does not exist."""
+    if study_name:
+        from batchlr.studies.storage import open_storage
+        from batchlr.studies.summary import load_existing_study
+
+        load_existing_study(open_storage(storage, access="read"), study_name)
+
 
 
 @main.command()

@@ -123,6 +123,11 @@ def options(*decorators: Decorator) -> Decorator:
     return apply
 
 
+ATTACH_OPTIONS = options(
+    click.option("--study", "study_name", type=STUDY_NAME, help="Attach the curve (PNG) to this study's artifacts, which optuna-dashboard shows."),
+    STORAGE_OPTION,
+    ARTIFACTS_OPTION,
+)
 DATA_OPTIONS = options(DATASET_OPTION, DATA_DIR_OPTION, IMAGE_SIZE_OPTION, CACHE_DIR_OPTION, MODEL_OPTION, DEVICE_OPTION, SEED_OPTION)
 
 

@@ -40,3 +40,15 @@ def test_a_postgresql_study_attaches_only_to_a_given_store(tmp_path):
     given = invoke("report", study, "--storage", postgres_url, "--output", str(tmp_path / "r2"), "--artifacts", str(tmp_path / "shared"))
     assert f"attached to the study's artifacts in {tmp_path / 'shared'}" in given.output
     assert len(get_all_artifact_meta(optuna.load_study(study_name=study, storage=postgres_url))) == len(list((tmp_path / "r2").iterdir()))
+
+
+def test_lr_find_and_noise_scale_attach_their_curves_to_a_study_that_exists(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    invoke("run", "--storage", storage, "--study", "p", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu", "--quiet")
+    found = invoke("lr-find", "--study", "p", "--storage", storage, "--device", "cpu", "--lr-count", "20")
+    noise = invoke("noise-scale", "--study", "p", "--storage", storage, "--device", "cpu", "--repeats", "2", "--big-batch", "64")
+    assert "attached the LR range test to study p's artifacts" in found.output and "attached the noise-scale curve" in noise.output
+    names = {meta.filename: meta.mimetype for meta in get_all_artifact_meta(optuna.load_study(study_name="p", storage=storage))}
+    assert names == {"lr-find.png": "image/png", "noise-scale.png": "image/png"}
+    missing = CliRunner().invoke(main, ["lr-find", "--study", "nope", "--storage", storage, "--device", "cpu"])
+    assert missing.exit_code == 1 and "no study 'nope'" in missing.output and "suggested lr" not in missing.output

@@ -10,12 +10,14 @@ workers may not share a disk): give a directory they all reach, or nothing is at
 from __future__ import annotations
 
 import mimetypes
+import tempfile
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from batchlr.errors import BatchlrError
+from batchlr.studies.plotting import Figure, save_png
 from batchlr.studies.storage import open_storage, sqlite_path
 
 ARTIFACTS_ENV = "BATCHLR_ARTIFACTS"
@@ -70,3 +72,11 @@ def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | N
     for path in paths:
         upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
     return artifact_dir(storage_url, given)
+
+
+def attach_figure(storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None) -> Path | None:
+    """Draw ``figure`` as the PNG ``filename`` and attach it to the study (see :func:`attach`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / filename
+        save_png(figure, path)
+        return attach(storage_url, study_name, [path], given)

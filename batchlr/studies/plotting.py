@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from batchlr.files import write_atomically
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 GREY = "#999999"
@@ -157,6 +160,21 @@ def to_matplotlib(figure: Figure) -> Any:
         canvas.text(0.01, 0.01, figure.caption, fontsize="small", color="#555555")
     canvas.tight_layout(rect=(0, 0.04 if figure.caption else 0, 1, 1))
     return canvas
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Draw ``figure`` with matplotlib into the PNG ``path``, replacing a previous file only once the new one is whole."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display is needed or assumed
+    from matplotlib import pyplot
+
+    canvas = to_matplotlib(figure)
+    try:
+        # The temporary file's name ends in .tmp, so the format cannot come from it.
+        write_atomically(path, lambda temporary: canvas.savefig(temporary, dpi=110, format="png"))
+    finally:
+        pyplot.close(canvas)
 
 
 def _transparent(color: str, alpha: float = 0.2) -> str:

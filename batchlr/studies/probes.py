@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.files import check_writable, write_atomically
+from batchlr.files import check_writable
 from batchlr.objectives.batches import DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData, dataset_slug, load_dataset
 from batchlr.objectives.folds import HOLDOUT, assign_folds
@@ -141,13 +141,16 @@ def run_lr_find(
     cache_dir: Path | None = None,
 ) -> LrRangeTest:  # fmt: skip
     """``batchlr lr-find``: the LR range test on ``dataset`` as the options describe it, its
-    curve saved as an image to ``plot`` if given."""
+    curve saved as a PNG to ``plot`` if given."""
     if plot:
         check_writable(plot)
     probe = open_probe(dataset, data_dir, model, device, seed, image_size, cache_dir)
     result = find_lr(probe, model, probe_hyperparameters(batch_size, optimizer, momentum), seed, start_lr, end_lr, lr_count)
     if plot:
-        plot_lr_range(result, plot, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}")
+        from batchlr.studies.figures import lr_range_figure
+        from batchlr.studies.plotting import save_png
+
+        save_png(lr_range_figure(result, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}"), plot)
     return result
 
 
@@ -165,24 +168,3 @@ def run_noise_scale(
 
 def _generator(probe: ProbeData, seed: int) -> torch.Generator:
     return torch.Generator(device=probe.indices.device).manual_seed(seed)
-
-
-def plot_lr_range(result: LrRangeTest, path: Path, title: str) -> None:
-    """Save the smoothed loss against the learning rate, with the suggestion marked, as an image."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display is needed or assumed
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=120)
-    axes.plot(result.lrs, result.losses)
-    axes.axvline(result.suggested_lr, color="tab:red", linestyle="--", label=f"suggested lr {result.suggested_lr:.2g}")
-    axes.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title=title)
-    axes.legend()
-    figure.tight_layout()
-    try:
-        write_atomically(path, lambda temporary: figure.savefig(temporary, format=path.suffix.lstrip(".").lower() or "png"))
-    except ValueError as error:
-        raise BatchlrError(f"cannot save the plot to {path}: {error}") from None
-    finally:
-        pyplot.close(figure)

@@ -315,6 +315,14 @@ def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
     return lines, weak_descent_warning(result.loss_drop, "try more --lr-count, another --optimizer or --batch-size")
 
 
+def attached(what: str, study: str, store: Path | None) -> tuple[list[str], str | None]:
+    """What ``lr-find --study`` and ``noise-scale --study`` add: where the figure went, or a
+    warning that the study's storage has no artifact store."""
+    if store is None:
+        return [], f"warning: the {what} was not attached: study {study}'s storage has no artifact store; give --artifacts DIR"
+    return [f"attached the {what} to study {study}'s artifacts in {store}"], None
+
+
 def lr_range_record(result: LrRangeTest) -> dict[str, Any]:
     """What ``batchlr lr-find --json`` prints."""
     return {"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early, "loss_drop": result.loss_drop}

@@ -12,10 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
-from batchlr.files import write_atomically, write_text_atomically
+from batchlr.files import write_text_atomically
 from batchlr.studies.artifacts import attach
 from batchlr.studies.figures import FIGURES
-from batchlr.studies.plotting import to_matplotlib, to_plotly
+from batchlr.studies.plotting import save_png, to_plotly
 from batchlr.studies.render import format_params, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
@@ -53,11 +53,6 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise BatchlrError(f"cannot create {output}: {error.strerror}") from None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display is needed or assumed
-    from matplotlib import pyplot
-
     sections, written = [], []
     for index, (name, make) in enumerate(FIGURES.items()):
         try:
@@ -69,11 +64,8 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         sections.append(plot.to_html(full_html=False, include_plotlyjs="inline" if not written else False))
         if figure.caption:
             sections.append(f"<p class='caption'>{html.escape(figure.caption)}</p>")
-        canvas = to_matplotlib(figure)
         written.append(output / f"{chr(ord('a') + index)}-{name}.png")
-        # The temporary file's name ends in .tmp, so the format cannot come from it.
-        write_atomically(written[-1], lambda temporary: canvas.savefig(temporary, dpi=110, format="png"))
-        pyplot.close(canvas)
+        save_png(figure, written[-1])
     page = output / "index.html"
     write_text_atomically(page, _page(study, spec, best, sections))
     return [page, *written]
