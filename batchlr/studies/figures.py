@@ -104,9 +104,15 @@ def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
             best_so_far = trial.values[0]
     return Figure("Accuracy over training time", "training seconds", "CV accuracy", [
         Series("points", [t.user_attrs["train_seconds"] for t in complete], [t.values[0] for t in complete], values=[math.log2(t.params["batch_size"]) for t in complete],
-               value_label="log2 batch size", size=9, hover=[f"trial {t.number}: batch {t.params['batch_size']}" for t in complete]),
+               value_label="batch size", value_ticks=_powers_of_two([t.params["batch_size"] for t in complete]), size=9,
+               hover=[f"trial {t.number}: batch {t.params['batch_size']}" for t in complete]),
         Series("line", [t.user_attrs["train_seconds"] for t in front], [t.values[0] for t in front], "Pareto front (nothing faster is as accurate)", OKABE_ITO[3]),
     ], x_log=True)  # fmt: skip
+
+
+def _powers_of_two(sizes: list[int]) -> list[tuple[float, str]]:
+    """Colour-bar labels for log2 batch sizes: the powers of two among them, named as sizes."""
+    return [(float(power), str(2**power)) for power in range(math.ceil(math.log2(min(sizes))), math.floor(math.log2(max(sizes))) + 1)]
 
 
 def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:

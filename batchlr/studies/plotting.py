@@ -36,6 +36,8 @@ class Series:
     color: str = OKABE_ITO[0]
     values: Sequence[float] | None = None
     value_label: str = ""
+    value_ticks: Sequence[tuple[float, str]] = ()
+    """Where the colour bar is labelled, and with what (default: its own numbers)."""
     marker: str = "circle"
     size: float = 7
     dash: bool = False
@@ -100,7 +102,10 @@ def to_plotly(figure: Figure) -> Any:
         if series.kind == "points":
             marker: dict[str, Any] = {"size": series.size, "symbol": _PLOTLY_MARKERS[series.marker], "color": series.color, "line": {"width": 2 if series.marker == "dash" else 0.5, "color": series.color if series.marker == "dash" else "white"}}
             if series.values is not None:
-                marker.update(color=list(series.values), colorscale=COLORSCALE, showscale=True, colorbar={"title": series.value_label})
+                colorbar: dict[str, Any] = {"title": series.value_label}
+                if series.value_ticks:
+                    colorbar.update(tickvals=[tick for tick, _ in series.value_ticks], ticktext=[text for _, text in series.value_ticks])
+                marker.update(color=list(series.values), colorscale=COLORSCALE, showscale=True, colorbar=colorbar)
             traces.append(go.Scatter(**common, y=list(series.y), mode="markers", marker=marker))
         elif series.kind == "line":
             traces.append(go.Scatter(**common, y=list(series.y), mode="lines+markers", line={"color": series.color, "dash": "dash" if series.dash else "solid"}, marker={"size": 4}))
@@ -137,7 +142,9 @@ def to_matplotlib(figure: Figure) -> Any:
             outline = {"linewidths": 2} if marker in "x_" else {"edgecolors": "white", "linewidths": 0.5}
             drawn = axes.scatter(xs(series), list(series.y), s=series.size**2, marker=marker, label=label, zorder=3, **colours, **outline)
             if series.values is not None:
-                canvas.colorbar(drawn, ax=axes, label=series.value_label)
+                bar = canvas.colorbar(drawn, ax=axes, label=series.value_label)
+                if series.value_ticks:
+                    bar.set_ticks([tick for tick, _ in series.value_ticks], labels=[text for _, text in series.value_ticks])
         elif series.kind == "line":
             axes.plot(xs(series), list(series.y), color=series.color, linestyle="--" if series.dash else "-", marker="." if not series.dash else None, label=label, zorder=2)
         else:
