@@ -18,7 +18,7 @@ import click
 from batchlr import __version__
 from batchlr.cli_options import (
     ARTIFACTS_OPTION, ATTACH_OPTIONS, AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
-    MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
+    MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, TRUST_CODE_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
     WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
@@ -311,7 +311,7 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
     from batchlr.studies.refit import refit_best
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
-    click.echo(render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir, artifacts), output))
+    _echo(*render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir, artifacts), output))
 
 
 @main.command()
@@ -320,8 +320,9 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 @DATA_DIR_OPTION
 @CACHE_DIR_OPTION
 @DEVICE_OPTION
+@TRUST_CODE_OPTION
 @JSON_OPTION
-def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, as_json: bool) -> None:
+def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, trust_code: bool, as_json: bool) -> None:
     """Score a model file written by refit on a data set: its official test split where it has
     one, else all its images, resized as the model was trained.
 
@@ -333,7 +334,7 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
     from batchlr.studies.inference import evaluate_model, evaluation_data
     from batchlr.studies.model_file import load_model
 
-    model = load_model(model_file, resolve_device(device))
+    model = load_model(model_file, resolve_device(device), trust_code)
     images, labels, split = evaluation_data(model, dataset, data_dir, cache_dir)
     result = evaluate_model(model, images, labels, dataset, split)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result))
@@ -344,8 +345,9 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
 @click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=3, help="Classes to show per image.")
 @DEVICE_OPTION
+@TRUST_CODE_OPTION
 @JSON_OPTION
-def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str, as_json: bool) -> None:
+def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str, trust_code: bool, as_json: bool) -> None:
     """Print the most probable classes of images (of any size: resized as the model was trained),
     and of the images in folders.
 
@@ -358,7 +360,7 @@ def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str,
     from batchlr.studies.inference import predict as predict_images
     from batchlr.studies.model_file import load_model
 
-    results = predict_images(load_model(model_file, resolve_device(device)), image_paths(list(images)), top_k)
+    results = predict_images(load_model(model_file, resolve_device(device), trust_code), image_paths(list(images)), top_k)
     click.echo(json.dumps([{"path": result.path, "top": [{"class": name, "probability": p} for name, p in result.top]} for result in results], indent=2) if as_json else render.predictions(results))
 
 

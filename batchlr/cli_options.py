@@ -84,6 +84,7 @@ SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.
 STUDY_ARGUMENT = click.argument("study_name", metavar="STUDY")
+TRUST_CODE_OPTION = click.option("--trust-model-code", "trust_code", is_flag=True, help="Build a model file's package.module:function model, which imports and runs that module.")
 MODEL_FILE_ARGUMENT = click.argument("model_file", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
 def _note_storage(ctx: click.Context, param: click.Parameter, url: str) -> str:
     """Keep the storage URL where the error handler can find it, to name a fault of its disk."""

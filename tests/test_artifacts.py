@@ -52,3 +52,12 @@ def test_lr_find_and_noise_scale_attach_their_curves_to_a_study_that_exists(tmp_
     assert names == {"lr-find.png": "image/png", "noise-scale.png": "image/png"}
     missing = CliRunner().invoke(main, ["lr-find", "--study", "nope", "--storage", storage, "--device", "cpu"])
     assert missing.exit_code == 1 and "no study 'nope'" in missing.output and "suggested lr" not in missing.output
+
+
+def test_refit_keeps_its_model_and_warns_when_the_store_cannot_be_written(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    invoke("run", "--storage", storage, "--study", "w", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu", "--quiet")
+    (tmp_path / "blocked").write_text("a file where the store's directory would go")
+    result = CliRunner().invoke(main, ["refit", "w", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu", "--artifacts", str(tmp_path / "blocked" / "store")])
+    assert result.exit_code == 0 and "warning: the model was not attached to the study's artifacts: cannot create the artifact directory" in result.output
+    assert (tmp_path / "m.pt").is_file() and "Traceback" not in result.output

@@ -114,3 +114,11 @@ def test_a_grid_study_with_grid_points_runs_every_point_and_keeps_them(tmp_path)
     assert sorted((trial.params["batch_size"], round(trial.params["lr"], 6)) for trial in trials) == [(size, lr) for size in (32, 128) for lr in (0.001, 0.01, 0.1)]
     shown = CliRunner().invoke(main, ["show", "g", "--storage", storage, "--as-config"])
     assert 'grid_points = "lr=3,batch_size=2"' in shown.output
+
+
+def test_a_grid_study_resumes_with_another_sampler_without_its_grid_points(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    common = ["run", "--storage", storage, "--study", "g", "--device", "cpu", "--folds", "2", "--epochs", "1", "--optimizers", "adam", "--quiet", "--n-trials", "1"]
+    assert CliRunner().invoke(main, [*common, "--sampler", "grid", "--grid-points", "lr=3"]).exit_code == 0
+    resumed = CliRunner().invoke(main, [*common, "--sampler", "tpe"])
+    assert resumed.exit_code == 0, resumed.output

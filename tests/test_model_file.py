@@ -132,3 +132,17 @@ def test_load_model_refuses_text_and_missing_files(tmp_path):
         batchlr.load_model(tmp_path / "x.pt")
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "none.pt"), str(tmp_path)])
     assert result.exit_code == 1 and "no such model file" in result.output and "Traceback" not in result.output
+
+
+def test_a_model_file_naming_python_code_is_built_only_when_trusted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text("import torch\ndef net(shape, classes):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    info = {"model": "mine:net", "input_shape": [1, 8, 8], "classes": ["a", "b", "c"], "mean": [0.5], "std": [0.2]}
+    torch.save({"batchlr_model": 1, "info": info, "state_dict": network.state_dict()}, tmp_path / "m.pt")
+    with pytest.raises(BatchlrError, match="names the model mine:net, a Python function: .*trust_code=True"):
+        batchlr.load_model(tmp_path / "m.pt")
+    assert batchlr.load_model(tmp_path / "m.pt", trust_code=True).classes == ("a", "b", "c")
+    refused = CliRunner().invoke(main, ["predict", str(tmp_path / "m.pt"), str(tmp_path)])
+    assert refused.exit_code == 1 and "--trust-model-code" in refused.output

@@ -193,3 +193,37 @@ def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digit
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["fused_folds"] is False
     assert objective.execution.fuse_folds  # the next trial tries fused again
+
+
+def tied_and_unsaved(input_shape, num_classes):
+    """Weights tied between two layers and a buffer left out of the state dict: a fused fold's
+    module must still come back whole."""
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.outer = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+            self.outer.weight = self.inner.weight
+            self.head = torch.nn.Linear(64, num_classes)
+            self.register_buffer("offset", torch.zeros(64), persistent=False)
+
+        def forward(self, inputs):
+            return self.head(self.outer(torch.relu(self.inner(inputs.flatten(1)))) + self.offset)
+
+    return Model()
+
+
+def test_fused_folds_give_back_models_with_tied_weights_and_unsaved_buffers(digits):
+    objective = _objective(digits, f"{__name__}:tied_and_unsaved", "on")
+    assert objective.execution.fuse_folds
+    group, losses, _ = _trained_folds(objective, Hyperparameters(32, 0.01, "sgd", 0.9), 2, None)
+    model = group.models.module(1)
+    assert model.outer.weight is model.inner.weight and torch.equal(model.inner.weight, group.models.params["inner.weight"][1].detach().cpu())
+    assert torch.isfinite(losses).all()
+
+
+def test_separate_folds_run_one_fold_per_pass_and_fused_ones_all_at_once(digits):
+    separate, fused = _objective(digits, "convnet", "off"), _objective(digits, "convnet", "on")
+    hyperparameters = Hyperparameters(32, 0.01, "adam")
+    assert separate.fold_group(hyperparameters, separate.fold_indices, 0).models.passes == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert fused.fold_group(hyperparameters, fused.fold_indices, 0).models.passes == [slice(None)]

@@ -24,9 +24,11 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it (Ampere and
     newer), or a CPU with AVX-512 BF16 or AMX tiles. Elsewhere bf16 is emulated and slower."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_capability(device) >= (8, 0)  # Ampere: bf16 tensor cores
     if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        # Private functions of torch.cpu: a torch without them is taken to lack the instructions.
+        checks = (getattr(torch.cpu, name, lambda: False) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(check() for check in checks)
     return False
 
 
@@ -34,8 +36,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for ``--precision name`` on ``device``.
 
     Raises:
-        BatchlrUsageError: for fp16 on a device without float16 autocast (MPS supports it
-            only in recent torch) or bf16 on MPS.
+        BatchlrUsageError: for bf16 or fp16 on a device torch cannot autocast on.
     """
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
@@ -88,7 +89,9 @@ class Execution:
         """fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
 
         The scaler reads back whether a step's gradients overflowed: one device sync per step
-        under fp16 only.
+        under fp16 only. One scaler serves the one optimizer of all folds, so a step on which
+        any fold's fp16 gradients overflow is skipped for every fold (fused and separate folds
+        alike); bf16 and fp32 keep the folds wholly apart.
         """
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 

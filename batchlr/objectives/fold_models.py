@@ -35,9 +35,15 @@ class FoldModels(abc.ABC):
     def train(self, mode: bool = True) -> None:
         """Training mode (BatchNorm on batch statistics, dropout on), or eval mode."""
 
+    @property
     @abc.abstractmethod
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(k, b, classes) for ``inputs`` of (k, b, C, H, W): fold i's model on ``inputs[i]``."""
+    def passes(self) -> list[slice]:
+        """The groups of folds that run one forward and backward pass together."""
+
+    @abc.abstractmethod
+    def logits(self, inputs: torch.Tensor, folds: slice = slice(None)) -> torch.Tensor:
+        """(f, b, classes) for ``inputs`` of (f, b, C, H, W), one of :attr:`passes`: the
+        models of ``folds`` on their batches."""
 
     @abc.abstractmethod
     def module(self, fold: int) -> nn.Module:
@@ -61,8 +67,13 @@ class SeparateFolds(FoldModels):
         for model in self.models:
             model.train(mode)
 
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        return torch.stack([model(batch.contiguous(memory_format=self.memory_format)) for model, batch in zip(self.models, inputs)])
+    @property
+    def passes(self) -> list[slice]:
+        """Each fold alone: one fold's activations in memory at a time, as one model needs."""
+        return [slice(fold, fold + 1) for fold in range(self.count)]
+
+    def logits(self, inputs: torch.Tensor, folds: slice = slice(None)) -> torch.Tensor:
+        return torch.stack([model(batch.contiguous(memory_format=self.memory_format)) for model, batch in zip(self.models[folds], inputs)])
 
     def module(self, fold: int) -> nn.Module:
         return self.models[fold]
@@ -78,8 +89,9 @@ class FusedFolds(FoldModels):
         # its class inside the function (a new class every call).
         self.params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models]).requires_grad_(parameter.requires_grad) for name, parameter in models[0].named_parameters()}
         self.buffers = {name: torch.stack([dict(model.named_buffers())[name] for model in models]) for name, _ in models[0].named_buffers()}
-        self.template = copy.deepcopy(models[0])
-        skeleton = copy.deepcopy(models[0]).to("meta")  # shapes only: every tensor comes from the stacks
+        # The module the stacked tensors run through, and copy for module(). Not moved to the
+        # meta device, which would untie tied weights.
+        skeleton = copy.deepcopy(models[0])
 
         def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
             return functional_call(skeleton, (params, buffers), (batch,))
@@ -95,13 +107,23 @@ class FusedFolds(FoldModels):
     def train(self, mode: bool = True) -> None:
         self.skeleton.train(mode)
 
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+    @property
+    def passes(self) -> list[slice]:
+        """All folds at once: k times one model's activations."""
+        return [slice(None)]
+
+    def logits(self, inputs: torch.Tensor, folds: slice = slice(None)) -> torch.Tensor:
         return self.forward(self.params, self.buffers, inputs)
 
     def module(self, fold: int) -> nn.Module:
-        model = copy.deepcopy(self.template)
-        state = {name: tensor[fold].detach() for name, tensor in {**self.params, **self.buffers}.items()}
-        model.load_state_dict(state)
+        """Fold ``fold``'s model. Its tensors are set one by one rather than through a state
+        dict, which would miss tied weights (named twice) and non-persistent buffers."""
+        model = copy.deepcopy(self.skeleton)
+        with torch.no_grad():
+            for name, tensor in model.named_parameters():
+                tensor.copy_(self.params[name][fold])
+            for name, tensor in model.named_buffers():
+                tensor.copy_(self.buffers[name][fold])
         return model
 
 
@@ -124,6 +146,7 @@ def check_fusable(make_model: Callable[[], nn.Module], input_shape: tuple[int, i
         models = FusedFolds([make_model(), make_model()])
         models.train()
         models.logits(torch.zeros(2, 2, *input_shape, device=device)).sum().backward()
+        models.module(1)
     except torch.OutOfMemoryError:
         return  # a question of memory, not of torch.func: a trial that runs out fused trains separately
     except Exception as error:

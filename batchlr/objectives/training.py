@@ -106,14 +106,15 @@ def train_steps(group: FoldGroup, data: DeviceImages, steps: int, micro_batching
         batch = torch.stack([stream.next() for stream in group.batches])
         group.optimizer.zero_grad(set_to_none=True)
         for micro in micro_batching.split(batch):
-            labels = data.labels[micro]
-            with group.execution.autocast():
-                logits = group.models.logits(data.training_inputs(micro, generators))
-                losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=group.label_smoothing)
-            fold_losses = losses.view(count, -1).sum(dim=1)
-            group.scaler.scale(fold_losses.sum() / batch.shape[1]).backward()
-            loss_sum += fold_losses.detach()
-            correct += (logits.detach().argmax(dim=2) == labels).sum(dim=1)
+            labels, inputs = data.labels[micro], data.training_inputs(micro, generators)
+            for folds in group.models.passes:
+                with group.execution.autocast():
+                    logits = group.models.logits(inputs[folds], folds)
+                    losses = F.cross_entropy(logits.flatten(0, 1), labels[folds].flatten(), reduction="none", label_smoothing=group.label_smoothing)
+                fold_losses = losses.view(len(logits), -1).sum(dim=1)
+                group.scaler.scale(fold_losses.sum() / batch.shape[1]).backward()
+                loss_sum[folds] += fold_losses.detach()
+                correct[folds] += (logits.detach().argmax(dim=2) == labels[folds]).sum(dim=1)
         group.scaler.step(group.optimizer)
         group.scaler.update()
         group.scheduler.step()
@@ -126,22 +127,24 @@ def evaluate(models: FoldModels, data: DeviceImages, indices: list[torch.Tensor]
     """Each fold's accuracy on its ``indices`` (never augmented), as k values on the device, in
     passes of at most ``chunk_size`` images per fold.
 
-    The folds' index lists may differ in length: the shorter ones are padded with their first
-    index, and the padding is not counted.
+    The folds' index lists may differ in length: the shorter ones are padded with index 0, which
+    is not counted.
     """
     models.train(False)
     execution = execution or Execution(data.labels.device)
     device = data.labels.device
     lengths = torch.tensor([len(part) for part in indices], device=device)
     longest = max(len(part) for part in indices)
-    padded = torch.stack([F.pad(part, (0, longest - len(part)), value=int(part[0]) if len(part) else 0) for part in indices]) if longest else None
+    padded = torch.stack([F.pad(part, (0, longest - len(part))) for part in indices]) if longest else None
     correct = torch.zeros(len(indices), device=device, dtype=torch.long)
     for start in range(0, longest, chunk_size):
         chunk = padded[:, start : start + chunk_size]
         counted = torch.arange(start, start + chunk.shape[1], device=device) < lengths[:, None]
-        with execution.autocast():
-            logits = models.logits(data.inputs(chunk))
-        correct += ((logits.argmax(dim=2) == data.labels[chunk]) & counted).sum(dim=1)
+        inputs, labels = data.inputs(chunk), data.labels[chunk]
+        for folds in models.passes:
+            with execution.autocast():
+                logits = models.logits(inputs[folds], folds)
+            correct[folds] += ((logits.argmax(dim=2) == labels[folds]) & counted[folds]).sum(dim=1)
     return correct / lengths.clamp_min(1)
 
 

@@ -69,8 +69,11 @@ def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | N
         return None
     storage = open_storage(storage_url, access="write")
     study = optuna.load_study(study_name=study_name, storage=storage)
-    for path in paths:
-        upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
+    try:
+        for path in paths:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
+    except OSError as error:
+        raise BatchlrError(f"cannot write to the artifact directory {artifact_dir(storage_url, given)}: {error.strerror or error}") from None
     return artifact_dir(storage_url, given)
 
 

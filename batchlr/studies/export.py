@@ -31,8 +31,16 @@ VERSIONED = ("batchlr", "torch", "torchvision", "optuna")
 
 
 def versions() -> dict[str, str]:
-    """The installed versions of batchlr and what it trains with, read without importing them."""
-    return {name: metadata.version(name) for name in VERSIONED}
+    """The versions of batchlr and what it trains with, read without importing them ("unknown"
+    for a package not installed as a distribution, e.g. batchlr run from a source tree)."""
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {name: version(name) for name in VERSIONED}
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_CONFIG_BYTES = 1 << 20

@@ -203,7 +203,7 @@ def prepare(
     resolved, and for a new study under ``--lr auto`` the lr range found.
     """
     spec = reconcile(stored[0] if stored else None, requested, given, name)
-    if spec.grid_points and spec.sampler != "grid":
+    if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
     device = resolve_device(options.device)

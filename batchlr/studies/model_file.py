@@ -65,11 +65,12 @@ def save_model(path: Path, network: nn.Module, info: dict[str, Any]) -> None:
     write_atomically(path, lambda temporary: torch.save({"batchlr_model": MODEL_FORMAT, "info": info, "state_dict": state}, temporary))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> TrainedModel:
     """The model in the file ``path`` (written by ``batchlr refit``), on ``device``, in eval mode.
 
-    The file is read with ``weights_only=True``: it runs no code. A model of
-    ``package.module:function`` imports that module, as training did.
+    The file is read with ``weights_only=True``: it runs no code. A file may name a user's
+    model, ``package.module:function``, and building that imports and runs the module: only
+    with ``trust_code``, since a file from elsewhere could name any module on the path.
 
     Raises:
         BatchlrError: when the file is missing, not a batchlr model file (a bare state dict
@@ -92,6 +93,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     info = content.get("info")
     if not isinstance(info, dict) or any(key not in info for key in REQUIRED_INFO) or not _valid(info):
         raise BatchlrError(f"{path}: its info is damaged (it needs {', '.join(REQUIRED_INFO)}); write it again with batchlr refit")
+    if ":" in info["model"] and not trust_code:
+        raise BatchlrError(
+            f"{path} names the model {info['model']}, a Python function: building it imports and runs that module; "
+            "if you trust the file, pass trust_code=True (batchlr evaluate/predict --trust-model-code)"
+        )
     input_shape = tuple(int(side) for side in info["input_shape"])
     network = build_model(resolve_model(info["model"]), info["model"], input_shape, len(info["classes"]))
     try:

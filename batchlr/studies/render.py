@@ -234,13 +234,15 @@ def exported(path: Path, config: BestConfig) -> str:
     )
 
 
-def refitted(result: RefitResult, path: Path) -> str:
-    """What ``batchlr refit`` prints."""
-    return (
+def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:
+    """What ``batchlr refit`` prints, and a warning when the model could not be attached to the study."""
+    line = (
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
         f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
-        + (f", attached to the study's artifacts in {result.artifacts}" if result.artifacts else "")
     )
+    if isinstance(result.artifacts, Path):
+        return [f"{line}, attached to the study's artifacts in {result.artifacts}"], None
+    return [line], f"warning: the model was not attached to the study's artifacts: {result.artifacts}" if result.artifacts else None
 
 
 def evaluated(result: Evaluation) -> str:

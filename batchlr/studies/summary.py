@@ -33,8 +33,8 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
-    artifacts: Path | None = None
-    """The artifact store the model file was attached to, or ``None``."""
+    artifacts: Path | str | None = None
+    """The artifact store the model file was attached to, why it could not be, or ``None`` (no store)."""
 
 
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
