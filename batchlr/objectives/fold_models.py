@@ -87,8 +87,10 @@ class FusedFolds(FoldModels):
         self.count = len(models)
         # Not torch.func.stack_module_state, which refuses the models of a factory that defines
         # its class inside the function (a new class every call).
-        self.params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models]).requires_grad_(parameter.requires_grad) for name, parameter in models[0].named_parameters()}
-        self.buffers = {name: torch.stack([dict(model.named_buffers())[name] for model in models]) for name, _ in models[0].named_buffers()}
+        parameters = [dict(model.named_parameters()) for model in models]
+        buffers = [dict(model.named_buffers()) for model in models]
+        self.params = {name: torch.stack([fold[name].detach() for fold in parameters]).requires_grad_(tensor.requires_grad) for name, tensor in parameters[0].items()}
+        self.buffers = {name: torch.stack([fold[name] for fold in buffers]) for name in buffers[0]}
         # The module the stacked tensors run through, and copy for module(). Not moved to the
         # meta device, which would untie tied weights.
         skeleton = copy.deepcopy(models[0])

@@ -11,9 +11,9 @@ import numpy as np
 import optuna
 import torch
 
+from batchlr.errors import BatchlrError
 from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData
-from batchlr.errors import BatchlrError
 from batchlr.objectives.device import release_memory
 from batchlr.objectives.execution import Execution
 from batchlr.objectives.fold_models import check_fusable, fold_models
@@ -53,7 +53,7 @@ class CrossValidationObjective:
         self.model_name = model
         self.model_factory = resolve_model(model)
         # Once here, so that a factory returning no module fails before a study records a trial.
-        build_model(self.model_factory, model, data.input_shape, data.num_classes)
+        self.param_count = parameter_count(build_model(self.model_factory, model, data.input_shape, data.num_classes))
         self.settings = settings
         self.device = device
         self.seed = seed
@@ -98,7 +98,7 @@ class CrossValidationObjective:
             epoch_steps = group.batches[0].epoch_steps
             for key, value in {
                 "lr": hyperparameters.lr,
-                "param_count": parameter_count(group.models.module(0)),
+                "param_count": self.param_count,
                 "device": str(self.device),
                 "precision": self.execution.precision,
                 "fused_folds": self.execution.fuse_folds,
@@ -146,7 +146,7 @@ class CrossValidationObjective:
         activations at a time where fused ones hold all k: a batch that fits one model need
         not fit k. Optuna gives the trial the same parameters again."""
         fused = self.execution
-        self.execution = Execution.on(self.device, fused.precision, "off", fused.compile, ":" not in self.model_name)
+        self.execution = self._execution("off", fused.compile)
         try:
             return self(trial)
         finally:

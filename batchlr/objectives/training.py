@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+
 from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.execution import Execution
 from batchlr.objectives.fold_models import FoldModels

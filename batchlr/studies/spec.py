@@ -24,7 +24,7 @@ from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, PRECISIONS, TrainingSettings
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import GRID_PARAMS, LR_SCALING_RULES, grid_point_counts, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, is_finite_number, is_whole_number
+from batchlr.search.space import GRID_PARAMS, LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, grid_point_counts, is_finite_number, is_whole_number
 from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 
 if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
