@@ -1,13 +1,38 @@
-"""Writing files so that a kill or a full disk leaves the previous file intact."""
+"""Reading only regular files, and writing files so that a kill or a full disk leaves the previous file intact."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from batchlr.errors import BatchlrError
+
+
+def check_regular_file(path: Path, what: str) -> Path:
+    """``path`` once it is known to be a regular file (links followed), before anything opens it.
+
+    Opening a FIFO blocks until a writer comes, and a device or socket is never what a
+    user meant; each is refused here, before any reader can hang on it.
+
+    Raises:
+        BatchlrError: naming ``what`` the file is (e.g. "model file") when it is missing,
+            unreadable or not a regular file.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BatchlrError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise BatchlrError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise BatchlrError(f"{what} {path} is a directory; give a file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise BatchlrError(f"{what} {path} is {kind}, not a regular file; give a file")
+    return path
 
 
 def check_writable(path: Path) -> None:
