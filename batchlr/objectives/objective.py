@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
 from collections.abc import Callable
 
@@ -102,7 +100,6 @@ class CrossValidationObjective:
                 "device": str(self.device),
                 "precision": self.execution.precision,
                 "fused_folds": self.execution.fuse_folds,
-                "worker": {"host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)},
                 "steps_per_epoch": epoch_steps,
                 "optimizer_steps": sum(group.rounds),
                 "samples_seen": sum(group.rounds) * batch_size,

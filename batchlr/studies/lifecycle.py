@@ -12,7 +12,6 @@ import numpy as np
 import optuna
 import optuna_dashboard
 import torch
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError, Interrupted
@@ -29,7 +28,7 @@ from batchlr.search.space import Hyperparameters, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
-from batchlr.studies.retries import fail_orphaned_trials, queue_retry
+from batchlr.studies.retries import fail_orphaned_trials, queue_retry, this_worker
 from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, create_study_from, open_storage
 from batchlr.studies.workers import run_workers, stop_gracefully_on_signals
@@ -80,24 +79,34 @@ class OpenStudy:
         timeout: float | None,
         callbacks: Sequence[TrialCallback] = (),
         max_trials: int | None = None,
+        on_start: Callable[[optuna.Study], None] | None = None,
     ) -> None:
         """Run trials until ``n_trials`` have run here, ``timeout`` seconds have passed, or the
-        study holds ``max_trials`` finished (complete or pruned) trials, counting every worker's.
+        study holds ``max_trials`` finished (complete or pruned) trials, counting every worker's,
+        and no queued retry waits: retries run even once ``max_trials`` is reached.
 
-        On KeyboardInterrupt the running trial ends FAIL with user attr ``reason`` =
-        ``"interrupted"``, a copy with its params waits to run first when the study resumes
-        (system attr ``failed_trial`` names it), and the interrupt propagates. Before the first trial
-        and after the last, trials left RUNNING by workers that died are failed and retried
-        (see :func:`fail_orphaned_trials`).
+        Each trial records its worker (user attr ``worker``, see :func:`this_worker`) before
+        anything else, sampling included, and then calls ``on_start``. On KeyboardInterrupt
+        the running trial ends FAIL with user attr ``reason`` = ``"interrupted"``, a copy
+        with its params waits to run first when the study resumes (system attr
+        ``failed_trial`` names it), and the interrupt propagates. Before the first trial,
+        after each and after the last, trials left RUNNING by workers that died are failed
+        and retried (see :func:`fail_orphaned_trials`).
         """
-        callbacks = list(callbacks)
         fail_orphaned_trials(self.study, self.storage)
-        if max_trials is not None:
-            if len(self.study.get_trials(deepcopy=False, states=FINISHED)) >= max_trials:
-                return
-            callbacks.append(MaxTrialsCallback(max_trials, states=FINISHED))
+        stop = _StopAtMaxTrials(max_trials)
+        if stop.reached(self.study):
+            return
+
+        def sweep(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            fail_orphaned_trials(study, self.storage)
+
+        def run(trial: optuna.Trial) -> float | tuple[float, float]:
+            return self._interruptible(trial, on_start)
+
         try:
-            self.study.optimize(self._interruptible, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
+            # The sweep first, so that the stop rule sees the retries it queues.
+            self.study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[sweep, *callbacks, stop])
         finally:
             fail_orphaned_trials(self.study, self.storage)
 
@@ -108,7 +117,12 @@ class OpenStudy:
         lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, device)
         return lines, "\n".join(filter(None, (warning, self.creation_warning))) or None
 
-    def _interruptible(self, trial: optuna.Trial) -> float | tuple[float, float]:
+    def _interruptible(self, trial: optuna.Trial, on_start: Callable[[optuna.Study], None] | None) -> float | tuple[float, float]:
+        # First of all: a worker killed at any later moment leaves a trial that the next
+        # sweep ties to a dead pid, instead of one that waits for its heartbeat to go stale.
+        trial.set_user_attr("worker", this_worker(str(self.objective.device)))
+        if on_start:
+            on_start(self.study)
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
@@ -116,6 +130,25 @@ class OpenStudy:
             queue_retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
             trial.set_user_attr("reason", "interrupted")
             raise
+
+
+class _StopAtMaxTrials:
+    """An ``optimize`` callback that stops the study once it holds ``max_trials`` finished
+    trials and no retry waits (``None``: never)."""
+
+    def __init__(self, max_trials: int | None) -> None:
+        self.max_trials = max_trials
+
+    def reached(self, study: optuna.Study) -> bool:
+        if self.max_trials is None:
+            return False
+        trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.WAITING))
+        finished = sum(trial.state in FINISHED for trial in trials)
+        return finished >= self.max_trials and finished == len(trials)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.reached(study):
+            study.stop()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,12 +45,19 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     queue_retry(study, trial, limit=STALE_RETRIES)
 
 
+def this_worker(device: str) -> dict[str, object]:
+    """The user attr ``worker`` of a trial this process runs: the host and pid that
+    :func:`fail_orphaned_trials` checks, and the device."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
+
+
 def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
     """Fail and retry every RUNNING trial whose worker is gone.
 
-    A trial of a process of this host that no longer runs is failed at once; others (of
-    other hosts, or of processes that may live) are failed once their heartbeat is stale.
-    Trials of live workers keep their heartbeats and are left alone.
+    A trial of a process of this host that no longer runs (its user attr ``worker``, see
+    :func:`this_worker`, names it) is failed at once; others (of other hosts, or of
+    processes that may live) are failed once their heartbeat is stale. Trials of live
+    workers keep their heartbeats and are left alone.
     """
     if not storage.get_heartbeat_interval():
         return
