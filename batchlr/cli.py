@@ -124,11 +124,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--fuse-folds", type=click.Choice(FUSE_CHOICES), default="auto", help="Train a trial's folds as one fused model (torch.func): one pass for all folds per step. auto: on CUDA only.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the forward pass (compiling takes seconds to minutes per process).")
 @click.option("--objectives", type=OBJECTIVES, default="accuracy", help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
-@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this process.  [default: 20, or unlimited with --timeout]")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this process, or in each worker with --workers.  [default: 20, or unlimited with --timeout]")
 @click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
 @click.option("--max-trials", type=click.IntRange(min=1), help="Stop every worker once the study holds N finished (complete or pruned) trials.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
-@click.option("--heartbeat", type=click.IntRange(1, MAX_HEARTBEAT), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried once.")
+@click.option("--heartbeat", type=click.IntRange(1, MAX_HEARTBEAT), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried, twice at most.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points).")
 @click.option("--grid-points", type=GRID_POINTS, help="With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, batch_size or weight_decay, e.g. lr=12,batch_size=8.  [default: decades of lr, powers of two of batch_size]")
@@ -146,7 +146,7 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     from batchlr.studies.spec import StudySpec
     from batchlr.studies.workers import watch_parent, worker_arguments
 
-    watch_parent()
+    worker = watch_parent()
     option = file_over_environment(ctx, option)
     lr_auto = option["lr"] == "auto"
     settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model")}
@@ -155,11 +155,14 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
         option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments), option["cache_dir"], option["fuse_folds"], option["compile_model"]
     )
     opened = open_study(option["storage"], study_name, StudySpec.from_attrs(settings), given(ctx, list(settings)), options)
-    _echo(*opened.opening(mask_url(option["storage"])))
-    progress = "quiet" if option["quiet"] else "live" if sys.stdout.isatty() else "lines"
+    progress = "quiet" if option["quiet"] or worker else "live" if sys.stdout.isatty() else "lines"
     plan = TrialPlan(option["n_trials"], option["timeout"], option["max_trials"], option["workers"], tuple(worker_arguments(arguments)), progress)
+    # The `--workers` process speaks for its workers: one opening, one display, one outcome.
+    if not worker:
+        _echo(*opened.opening(mask_url(option["storage"]), plan))
     run_trials(opened, plan, options)
-    click.echo(render.outcome(opened.study, option["storage"]))
+    if not worker:
+        click.echo(render.outcome(opened.study, option["storage"]))
 
 
 def _echo(lines: list[str], warning: str | None = None) -> None:

@@ -1,6 +1,12 @@
 """Progress: a live display on a terminal, a line per trial otherwise, nothing with --quiet."""
 
 import io
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 
 import optuna
 from click.testing import CliRunner
@@ -19,12 +25,14 @@ def test_without_a_terminal_each_trial_is_one_line_and_quiet_prints_none(sqlite_
     assert not any(line.startswith("trial ") for line in quiet.splitlines()) and "best: trial" in quiet
 
 
-def test_live_display_counts_trials_and_fold_epochs():
+def test_live_display_counts_trials_and_fold_epochs_and_its_own_running_trial():
     output = io.StringIO()
     console = Console(file=output, force_terminal=True, width=150)
     study = optuna.create_study(direction="maximize")
     with StudyProgress("live", n_trials=2, rounds=3, folds=2, console=console) as progress:
         def objective(trial):
+            progress.on_start(trial.study)
+            assert "1 running" in progress.progress.tasks[0].description
             for done in range(1, 4):
                 progress.on_round(done)
                 assert progress.progress.tasks[1].completed == 2 * done
@@ -34,3 +42,56 @@ def test_live_display_counts_trials_and_fold_epochs():
         study_task = progress.progress.tasks[0]
         assert study_task.completed == 2 and "2 complete" in study_task.description and "best 0.6000" in study_task.description
     assert "trial    1  complete" in output.getvalue()
+
+
+def test_following_a_study_shows_each_trial_finished_since_the_first_look_once():
+    output = io.StringIO()
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: 0.1, n_trials=1)
+    with StudyProgress("live", n_trials=4, rounds=None, folds=0, console=Console(file=output, force_terminal=True, width=150)) as progress:
+        progress.follow(study)
+        running = [study.ask(), study.ask()]
+        progress.follow(study)
+        assert progress.progress.tasks[0].completed == 0 and "2 running" in progress.progress.tasks[0].description
+        study.tell(running[0], 0.7)
+        progress.follow(study)
+        progress.follow(study)
+        assert len(progress.progress.tasks) == 1, "no fold-epochs bar where no trial runs in this process"
+        assert progress.progress.tasks[0].completed == 1 and "1 running, best 0.7000" in progress.progress.tasks[0].description
+    shown = output.getvalue()
+    assert shown.count("trial    1  complete") == 1 and "trial    0" not in shown
+
+
+def on_a_terminal(*args: str, timeout: float = 240) -> str:
+    """What ``batchlr ARGS`` shows on a terminal (a pseudo-terminal), escape codes and all."""
+    controller, terminal = pty.openpty()
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "150", "TERM": "xterm"}
+    process = subprocess.Popen([sys.executable, "-m", "batchlr", *args], stdin=terminal, stdout=terminal, stderr=terminal, env=environment)
+    os.close(terminal)
+    shown, deadline = bytearray(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([controller], [], [], 1)[0]:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: every process writing to it ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=max(1, deadline - time.monotonic())) == 0, shown.decode(errors="replace")
+    return shown.decode(errors="replace")
+
+
+def test_on_a_terminal_workers_show_one_opening_one_live_display_and_one_outcome(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    shown = on_a_terminal(*ARGS, "--storage", storage, "--study", "w", "--workers", "2", "--heartbeat", "2")
+    assert shown.count("study w (") == 1 and shown.count("best: trial") == 1, shown
+    assert "2 local workers, 2 trials each (4 in all)" in shown
+    assert "fold-epochs" not in shown, "no worker draws a display of its own"
+    assert "trials: 4 complete, 0 pruned, 0 running" in shown, shown
+
+
+def test_on_a_terminal_the_running_count_includes_this_process_s_own_trial(tmp_path):
+    shown = on_a_terminal(*ARGS, "--storage", f"sqlite:///{tmp_path / 'one.db'}")
+    assert "trials: 0 complete, 0 pruned, 1 running" in shown, shown

@@ -117,14 +117,21 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     assert TrialState.RUNNING not in {t.state for t in trials}
 
 
-def test_workers_option_starts_local_workers(tmp_path):
+def test_workers_option_starts_local_workers_and_speaks_for_them_once(tmp_path):
     storage = f"sqlite:///{tmp_path / 'local.db'}"
-    command = [sys.executable, "-m", "batchlr", "run", *worker_args(storage, "w", 4), "--workers", "2"]
+    args = [*worker_args(storage, "w", 100), "--n-trials", "2"]
+    command = [sys.executable, "-m", "batchlr", "run", *args, "--workers", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     finished = optuna.load_study(study_name="w", storage=storage).get_trials(states=FINISHED)
-    assert 4 <= len(finished) <= 5
+    assert len(finished) == 4
     assert len({trial.user_attrs["worker"]["pid"] for trial in finished}) == 2
+    # One opening (saying what --n-trials means here), a line per trial of either worker, one outcome.
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("study w ") for line in lines) == 1, result.stdout
+    assert "  2 local workers, 2 trials each (4 in all), all stopping once the study holds 100 finished trials" in lines
+    assert sorted(line.split()[1] for line in lines if line.startswith("trial ")) == ["0", "1", "2", "3"], result.stdout
+    assert sum(line.startswith("best: ") for line in lines) == 1, result.stdout
 
 
 @pytest.mark.parametrize(
@@ -189,3 +196,4 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[3].user_attrs["reason"] == "worker lost" and trials[4].system_attrs["failed_trial"] == 3
     assert trials[4].params == {"x": 0.25}
+

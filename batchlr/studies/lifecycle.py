@@ -110,11 +110,14 @@ class OpenStudy:
         finally:
             fail_orphaned_trials(self.study, self.storage)
 
-    def opening(self, masked_storage: str) -> tuple[list[str], str | None]:
-        """What ``batchlr run`` prints before the first trial (see :func:`render.opening`)."""
+    def opening(self, masked_storage: str, plan: TrialPlan) -> tuple[list[str], str | None]:
+        """What ``batchlr run`` prints before the first trial (see :func:`render.opening`),
+        with what each of ``plan.workers`` local workers runs."""
         objective = self.objective
         device = f"{objective.device} ({objective.execution.describe()})"
         lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, device)
+        if plan.workers > 1:
+            lines.append(render.workers_line(plan.workers, plan.trials_per_process, plan.timeout, plan.max_trials))
         return lines, "\n".join(filter(None, (warning, self.creation_warning))) or None
 
     def _interruptible(self, trial: optuna.Trial, on_start: Callable[[optuna.Study], None] | None) -> float | tuple[float, float]:
@@ -156,7 +159,8 @@ class TrialPlan:
     """How many trials a run starts, in how many local processes, and how it shows them."""
 
     n_trials: int | None = None
-    """Trials this process runs; :data:`DEFAULT_N_TRIALS` when neither it nor ``timeout`` is set."""
+    """Trials each process runs (each worker's, with ``workers``); :data:`DEFAULT_N_TRIALS`
+    when neither it nor ``timeout`` is set."""
     timeout: float | None = None
     max_trials: int | None = None
     workers: int = 1
@@ -164,28 +168,40 @@ class TrialPlan:
     """The ``batchlr run`` options each worker gets (see :func:`batchlr.studies.workers.worker_arguments`)."""
     progress: Mode = "lines"
 
+    @property
+    def trials_per_process(self) -> int | None:
+        """The ``n_trials`` of each process's ``optimize``: None runs until the timeout."""
+        return self.n_trials if self.n_trials or self.timeout else DEFAULT_N_TRIALS
+
 
 def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
     """Run the plan's trials on the opened study, here or in ``plan.workers`` local processes.
+
+    With workers, this process runs no trial: it shows the study's progress, reading the
+    storage every :data:`batchlr.studies.workers.POLL_SECONDS`, while the workers run with none of their own.
 
     Raises:
         Interrupted: on Ctrl-C or SIGTERM, once the running trial is marked for a retry.
         SystemExit: with the first failing worker's exit code.
     """
+    n_trials = plan.trials_per_process
     if plan.workers > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
         opened.objective.release()
-        code = run_workers(plan.worker_arguments, plan.workers, options.device, options.seed)
+        total = n_trials * plan.workers if n_trials else None
+        with StudyProgress(plan.progress, total, rounds=None, folds=0) as progress:
+            progress.follow(opened.study)
+            code = run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, lambda: progress.follow(opened.study))
+            progress.follow(opened.study)
         if code:
             raise SystemExit(code)
         return
     stop_gracefully_on_signals()
-    n_trials = plan.n_trials if plan.n_trials or plan.timeout else DEFAULT_N_TRIALS
     objective = opened.objective
     try:
         with StudyProgress(plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k) as progress:
             objective.on_round = progress.on_round
-            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials)
+            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, progress.on_start)
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"

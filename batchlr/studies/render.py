@@ -90,6 +90,19 @@ def opening(
     return lines, weak_descent_warning(found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX")
 
 
+def workers_line(workers: int, trials_each: int | None, timeout: float | None, max_trials: int | None) -> str:
+    """The opening's line for ``run --workers``: what --n-trials, --timeout and --max-trials
+    mean with several local workers (``trials_each`` None: until the timeout)."""
+    parts = [f"  {workers} local workers"]
+    if trials_each:
+        parts.append(f"{trials_each} trials each ({trials_each * workers} in all)")
+    if timeout:
+        parts.append(f"each starting no trial after {timeout:g} s")
+    if max_trials:
+        parts.append(f"all stopping once the study holds {max_trials} finished trials")
+    return ", ".join(parts)
+
+
 def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
     """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
     data, space = objective.data, objective.space

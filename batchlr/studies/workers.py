@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from batchlr.errors import Interrupted
@@ -19,6 +19,8 @@ INTERRUPTED_EXIT = Interrupted.exit_code
 # The pid of the `batchlr run --workers N` process, in its workers' environment.
 PARENT_ENV = "BATCHLR_PARENT_PID"
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Seconds between two looks of the `--workers` process at its workers and the study.
+POLL_SECONDS = 1.0
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
@@ -46,9 +48,9 @@ def worker_environments(count: int, device: str) -> list[dict[str, str]]:
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(count)]
 
 
-def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) -> int:
-    """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all; returns the first
-    non-zero exit code, or 0.
+def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on_poll: Callable[[], None]) -> int:
+    """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all, calling
+    ``on_poll`` every :data:`POLL_SECONDS` meanwhile; returns the first non-zero exit code, or 0.
 
     Worker i gets ``--seed SEED+i`` (modulo 2**32) so the workers' samplers do not propose the same trials.
     The workers run in their own process groups: a Ctrl-C or SIGTERM here is passed on to
@@ -72,6 +74,9 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
+        while any(worker.poll() is None for worker in workers):
+            on_poll()
+            time.sleep(POLL_SECONDS)
         codes = [worker.wait() for worker in workers]
         # A worker killed by a signal returns -signum; report it as a shell would (128 + signum).
         return next((128 - code if code < 0 else code for code in codes if code), 0)
@@ -80,9 +85,10 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int) ->
             signal.signal(signum, handler)
 
 
-def watch_parent() -> None:
+def watch_parent() -> bool:
     """In a worker that :func:`run_workers` started: stop gracefully, as on SIGTERM, once the
     parent is gone, however it died (SIGKILL, SIGHUP, a crash), so that no worker outlives it.
+    Returns whether this process is such a worker (its parent speaks for it).
 
     Linux tells the worker at once (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread checks
     every second whether the parent still runs. Does nothing in a process that no
@@ -90,12 +96,12 @@ def watch_parent() -> None:
     """
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is None:
-        return
+        return False
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != int(parent):  # it died before prctl could ask to be told
             os.kill(os.getpid(), signal.SIGTERM)
-        return
+        return True
 
     def watch() -> None:
         while os.getppid() == int(parent):
@@ -103,6 +109,7 @@ def watch_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="batchlr-parent-watch", daemon=True).start()
+    return True
 
 
 def stop_gracefully_on_signals() -> None:
