@@ -197,3 +197,23 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
     assert trials[3].user_attrs["reason"] == "worker lost" and trials[4].system_attrs["failed_trial"] == 3
     assert trials[4].params == {"x": 0.25}
 
+def test_an_interrupt_that_a_finalizer_swallows_is_raised_again_without_a_traceback(capsys):
+    from batchlr.studies.workers import stop_gracefully_on_signals
+
+    class InterruptedWhileFinalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs, and raises, inside __del__
+
+    handlers, hook = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
+    try:
+        raise_if_interrupted = stop_gracefully_on_signals()
+        raise_if_interrupted()  # no signal yet: nothing to raise
+        InterruptedWhileFinalized()
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = hook
+    assert "Exception ignored" not in capsys.readouterr().err
+

@@ -196,12 +196,21 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         if code:
             raise SystemExit(code)
         return
-    stop_gracefully_on_signals()
+    raise_if_interrupted = stop_gracefully_on_signals()
     objective = opened.objective
     try:
         with StudyProgress(plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k) as progress:
-            objective.on_round = progress.on_round
-            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, progress.on_start)
+
+            def on_start(study: optuna.Study) -> None:
+                raise_if_interrupted()
+                progress.on_start(study)
+
+            def on_round(rounds_done: int) -> None:
+                raise_if_interrupted()
+                progress.on_round(rounds_done)
+
+            objective.on_round = on_round
+            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, on_start)
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"

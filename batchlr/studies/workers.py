@@ -112,16 +112,35 @@ def watch_parent() -> bool:
     return True
 
 
-def stop_gracefully_on_signals() -> None:
-    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt, and make a second one exit at once."""
+def stop_gracefully_on_signals() -> Callable[[], None]:
+    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt, and make a second one exit at once.
+
+    Python drops an exception raised while a finalizer runs (a weakref callback of the
+    garbage collector, say), so that KeyboardInterrupt can be lost and the run go on. The
+    function returned raises it again once a signal came: call it where a trial may stop
+    (its start, each round). The dropped one is not reported as an ignored exception.
+    """
+    received = threading.Event()
+    report_unraisable = sys.unraisablehook
+
+    def drop_lost_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+        if not (received.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            report_unraisable(unraisable)
 
     def exit_now(signum: int, frame: FrameType | None) -> None:
         os._exit(INTERRUPTED_EXIT)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.set()
         signal.signal(signal.SIGINT, exit_now)
         signal.signal(signal.SIGTERM, exit_now)
         raise KeyboardInterrupt
 
+    def raise_if_interrupted() -> None:
+        if received.is_set():
+            raise KeyboardInterrupt
+
+    sys.unraisablehook = drop_lost_interrupt
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    return raise_if_interrupted
