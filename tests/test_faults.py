@@ -37,9 +37,23 @@ def resume(storage: str, study: str, n_trials: int) -> list[str]:
     return ["run", "--storage", storage, "--study", study, "--device", "cpu", "-q", "--n-trials", str(n_trials)]
 
 
-def batchlr_processes() -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in listing if "-m batchlr run" in line]
+def children_of(parent: subprocess.Popen, count: int, timeout: float = 120) -> list[int]:
+    """The pids of the ``count`` processes ``parent`` started, once it has started them all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True).stdout
+        if len(pids := [int(pid) for pid in listing.split()]) >= count:
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"process {parent.pid} started fewer than {count} processes in {timeout} s")
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def retries_of(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
@@ -69,13 +83,15 @@ def fill(disk: Path) -> None:
 def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path, parent_signal):
     storage = f"sqlite:///{tmp_path / 'w.db'}"
     parent = start([*worker_args(storage, "w", 40), "--workers", "2"], tmp_path / "log")
+    workers = children_of(parent, 2)
     running_trial_of(storage, "w", pid=None)
     parent.send_signal(parent_signal)
-    parent.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while batchlr_processes() and time.monotonic() < deadline:
+    parent.wait(timeout=60)
+    # Generous: on a loaded machine a worker may need a while to end its trial and exit.
+    deadline = time.monotonic() + 120
+    while any(map(alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not batchlr_processes(), (tmp_path / "log").read_text()
+    assert not any(map(alive, workers)), (tmp_path / "log").read_text()
     stopped = optuna.load_study(study_name="w", storage=storage).trials
     assert TrialState.RUNNING not in {trial.state for trial in stopped}
     interrupted = [trial.number for trial in stopped if trial.user_attrs.get("reason") == "interrupted"]
