@@ -126,6 +126,7 @@ def test_workers_option_starts_local_workers_and_speaks_for_them_once(tmp_path):
     finished = optuna.load_study(study_name="w", storage=storage).get_trials(states=FINISHED)
     assert len(finished) == 4
     assert len({trial.user_attrs["worker"]["pid"] for trial in finished}) == 2
+    assert len({tuple(sorted(trial.params.items())) for trial in finished}) == 4, "the workers' samplers differ"
     # One opening (saying what --n-trials means here), a line per trial of either worker, one outcome.
     lines = result.stdout.splitlines()
     assert sum(line.startswith("study w ") for line in lines) == 1, result.stdout
@@ -197,6 +198,7 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
     assert trials[3].user_attrs["reason"] == "worker lost" and trials[4].system_attrs["failed_trial"] == 3
     assert trials[4].params == {"x": 0.25}
 
+
 def test_an_interrupt_that_a_finalizer_swallows_is_raised_again_without_a_traceback(capsys):
     from batchlr.studies.workers import stop_gracefully_on_signals
 
@@ -217,3 +219,14 @@ def test_an_interrupt_that_a_finalizer_swallows_is_raised_again_without_a_traceb
         sys.unraisablehook = hook
     assert "Exception ignored" not in capsys.readouterr().err
 
+
+def test_no_two_seeds_give_a_resumed_run_the_sampler_seed_of_another():
+    from batchlr.search.space import SEED_LIMIT
+    from batchlr.studies.lifecycle import sampler_seed
+
+    assert sampler_seed(7, 0) == 7, "a new study's sampler keeps the seed given"
+    # Two workers, seeds 0 and 1, opening the study before and after the first trial.
+    assert sampler_seed(1, 0) != sampler_seed(0, 1)
+    seeds = {sampler_seed(seed, trials) for seed in range(20) for trials in range(20)}
+    assert len(seeds) == 400 and all(0 <= seed < SEED_LIMIT for seed in seeds)
+    assert 0 <= sampler_seed(SEED_LIMIT - 1, 5) < SEED_LIMIT

@@ -24,7 +24,7 @@ from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
-from batchlr.search.space import Hyperparameters, default_momentum, offset_seed
+from batchlr.search.space import SEED_LIMIT, Hyperparameters, default_momentum
 from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
@@ -240,8 +240,7 @@ def open_study(
     study = optuna.load_study(
         storage=storage,
         study_name=name,
-        # Offsetting the seed by the trials already run keeps a resumed run from repeating them.
-        sampler=make_sampler(spec.sampler, objective.space, offset_seed(options.seed, previous_trials), spec.grid_points),
+        sampler=make_sampler(spec.sampler, objective.space, sampler_seed(options.seed, previous_trials), spec.grid_points),
         pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
     )
     cap = spec.training.max_micro_batch
@@ -250,6 +249,17 @@ def open_study(
     # Only the process that created the study says it: the folds are fixed from now on.
     duplicates = None if stored else render.split_duplicates_warning(split_duplicates(objective.data.images, objective.folds.fold_of), objective.data.sources)
     return OpenStudy(study, storage, spec, objective, previous_trials, duplicates)
+
+
+def sampler_seed(seed: int, previous_trials: int) -> int:
+    """The seed of a run's sampler: ``seed`` for a new study; for a resumed one, a seed drawn
+    from ``seed`` and the trials so far, so that the run repeats none of the earlier runs'
+    proposals, and that two runs with different seeds never share one (as ``seed +
+    previous_trials`` would: seed 1 with 0 trials so far and seed 0 with 1, say, two workers
+    of ``--workers``)."""
+    if not previous_trials:
+        return seed
+    return int(np.random.SeedSequence([seed, previous_trials]).generate_state(1)[0]) % SEED_LIMIT
 
 
 def prepare(
