@@ -230,3 +230,19 @@ def test_no_two_seeds_give_a_resumed_run_the_sampler_seed_of_another():
     seeds = {sampler_seed(seed, trials) for seed in range(20) for trials in range(20)}
     assert len(seeds) == 400 and all(0 <= seed < SEED_LIMIT for seed in seeds)
     assert 0 <= sampler_seed(SEED_LIMIT - 1, 5) < SEED_LIMIT
+
+
+def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    log = tmp_path / "log"
+    parent = start([*worker_args(storage, "c", 50), "--workers", "2"], log)
+    running_trial_of(storage, "c", pid=None)
+    parent.send_signal(signal.SIGINT)
+    assert parent.wait(timeout=120) == 130, log.read_text()
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if line.startswith("Error: ")] == [
+        "Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
+    ], lines
+    assert not any(line.startswith("best: ") for line in lines)
+    trials = optuna.load_study(study_name="c", storage=storage).trials
+    assert TrialState.RUNNING not in {trial.state for trial in trials}

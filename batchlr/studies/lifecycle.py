@@ -182,7 +182,7 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
 
     Raises:
         Interrupted: on Ctrl-C or SIGTERM, once the running trial is marked for a retry.
-        SystemExit: with the first failing worker's exit code.
+        WorkerFailed: with the first failing worker's error line and exit code.
     """
     n_trials = plan.trials_per_process
     if plan.workers > 1:
@@ -191,10 +191,8 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         total = n_trials * plan.workers if n_trials else None
         with StudyProgress(plan.progress, total, rounds=None, folds=0) as progress:
             progress.follow(opened.study)
-            code = run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, lambda: progress.follow(opened.study))
+            run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, lambda: progress.follow(opened.study))
             progress.follow(opened.study)
-        if code:
-            raise SystemExit(code)
         return
     raise_if_interrupted = stop_gracefully_on_signals()
     objective = opened.objective

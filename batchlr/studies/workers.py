@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from batchlr.errors import Interrupted
+from batchlr.errors import BatchlrError, Interrupted
 from batchlr.search.space import offset_seed
 
 INTERRUPTED_EXIT = Interrupted.exit_code
@@ -21,6 +21,8 @@ PARENT_ENV = "BATCHLR_PARENT_PID"
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Seconds between two looks of the `--workers` process at its workers and the study.
 POLL_SECONDS = 1.0
+# How the CLI starts the one line it prints for an error (see batchlr.cli.BatchlrGroup).
+ERROR_PREFIX = "Error: "
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
@@ -48,41 +50,87 @@ def worker_environments(count: int, device: str) -> list[dict[str, str]]:
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(count)]
 
 
-def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on_poll: Callable[[], None]) -> int:
+class WorkerFailed(BatchlrError):
+    """A worker of ``run --workers`` failed: its error line, said once for all of them, and its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Worker:
+    """A worker process whose stderr is passed on as it comes, less its error line (see
+    :class:`batchlr.cli.BatchlrGroup`), which is kept for the parent to say once."""
+
+    def __init__(self, command: list[str], environment: dict[str, str]) -> None:
+        self.process = subprocess.Popen(command, env=environment, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace")
+        self.error: str | None = None
+        self.reader = threading.Thread(target=self._read, name="batchlr-worker-stderr", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if line.startswith(ERROR_PREFIX):
+                self.error = line.removeprefix(ERROR_PREFIX).rstrip("\n")
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def failure(self) -> WorkerFailed | None:
+        """Why the ended worker failed, or None when it succeeded."""
+        code = self.process.wait()
+        self.reader.join()
+        if not code:
+            return None
+        if code > 0:
+            return WorkerFailed(self.error or f"a worker (pid {self.process.pid}) exited with {code}", code)
+        # Killed by a signal: exit as a shell reports it (128 + signum).
+        return WorkerFailed(
+            f"a worker (pid {self.process.pid}) was killed by {signal.Signals(-code).name}; completed trials are kept, "
+            "and its trial is retried by the other workers, or by the same command run again",
+            128 - code,
+        )
+
+
+def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on_poll: Callable[[], None]) -> None:
     """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all, calling
-    ``on_poll`` every :data:`POLL_SECONDS` meanwhile; returns the first non-zero exit code, or 0.
+    ``on_poll`` every :data:`POLL_SECONDS` meanwhile.
 
     Worker i gets ``--seed SEED+i`` (modulo 2**32) so the workers' samplers do not propose the same trials.
     The workers run in their own process groups: a Ctrl-C or SIGTERM here is passed on to
     each of them once (they end their running trials as FAIL, reason ``interrupted``), and a
     second one passes on again, which makes them exit at once.
+
+    Raises:
+        WorkerFailed: with the error line and exit code of the first worker that failed
+            (the others' error lines, the same more often than not, are not repeated).
     """
     workers = [
-        subprocess.Popen(
+        _Worker(
             # "--workers 1" last: a study file given with --config may ask for workers too.
             [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(offset_seed(seed, index)), "--workers", "1"],
-            env={**environment, PARENT_ENV: str(os.getpid())},
-            start_new_session=True,
+            {**environment, PARENT_ENV: str(os.getpid())},
         )
         for index, environment in enumerate(worker_environments(count, device))
     ]
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
+            if worker.process.poll() is None:
+                worker.process.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while any(worker.poll() is None for worker in workers):
+        while any(worker.process.poll() is None for worker in workers):
             on_poll()
             time.sleep(POLL_SECONDS)
-        codes = [worker.wait() for worker in workers]
-        # A worker killed by a signal returns -signum; report it as a shell would (128 + signum).
-        return next((128 - code if code < 0 else code for code in codes if code), 0)
+        failure = next(filter(None, (worker.failure() for worker in workers)), None)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if failure:
+        raise failure
 
 
 def watch_parent() -> bool:
