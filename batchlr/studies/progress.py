@@ -78,6 +78,8 @@ class StudyProgress:
     def follow(self, study: optuna.Study) -> None:
         """Show the trials of any process that finished since the previous call, and the
         study's counts; the first call only notes the trials finished before this run."""
+        if self.mode == "quiet":
+            return  # nothing to show: spare the storage a read every second
         trials = study.get_trials(deepcopy=False)
         finished = [trial for trial in trials if trial.state.is_finished()]
         if self.shown is None:
