@@ -110,7 +110,7 @@ def test_two_quick_interrupts_queue_one_retry(tmp_path):
     trial = running_trial_of(storage, "i", worker.pid)
     worker.send_signal(signal.SIGINT)
     worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=60) == 130
+    assert worker.wait(timeout=120) == 130
     again = batchlr(*resume(storage, "i", 1))
     assert again.returncode == 0, again.stderr
     trials = optuna.load_study(study_name="i", storage=storage).trials

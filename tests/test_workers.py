@@ -100,7 +100,7 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     worker = start(args, tmp_path / "log")
     trial = running_trial_of(storage, "s", worker.pid)
     worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=60) == 130
+    assert worker.wait(timeout=120) == 130
     log = (tmp_path / "log").read_text()
     assert "interrupted" in log and "Traceback" not in log and "Warning" not in log
     stopped = optuna.load_study(study_name="s", storage=storage).trials[trial.number]
