@@ -73,7 +73,7 @@ def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_
     log = tmp_path / "log"
     try:
         workers = [start(args, log) for _ in range(4)]
-        victim = running_trial_of(POSTGRES_URL, study, workers[0].pid)
+        running_trial_of(POSTGRES_URL, study, workers[0].pid)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait()
         assert wait_all(workers[1:]) == [0, 0, 0], log.read_text()
@@ -85,10 +85,12 @@ def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_
         assert 8 <= sum(state in FINISHED for state in states) <= 8 + 3
         kept = [trial.number for trial in before if trial.state == TrialState.COMPLETE]
         assert all(trials[number].state == TrialState.COMPLETE for number in kept)
-        assert trials[victim.number].state == TrialState.FAIL and trials[victim.number].user_attrs["reason"] == "worker lost"
+        # The trial it ran when killed (the one seen running, or the next if that just ended).
+        (victim,) = [trial for trial in trials if trial.user_attrs["worker"]["pid"] == workers[0].pid and trial.state not in FINISHED]
+        assert victim.state == TrialState.FAIL and victim.user_attrs["reason"] == "worker lost"
         retries = [trial for trial in trials if trial.system_attrs.get("failed_trial") == victim.number]
         # The victim may die before it samples: its retry then samples afresh.
-        assert len(retries) == 1 and retries[0].state in FINISHED and trials[victim.number].params.items() <= retries[0].params.items()
+        assert len(retries) == 1 and retries[0].state in FINISHED and victim.params.items() <= retries[0].params.items()
         assert len({trial.user_attrs.get("worker", {}).get("pid") for trial in trials} - {None}) >= 2
     finally:
         optuna.delete_study(study_name=study, storage=POSTGRES_URL)
