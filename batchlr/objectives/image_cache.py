@@ -30,7 +30,7 @@ import numpy as np
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically
-from batchlr.objectives.readers import ImageFolder
+from batchlr.objectives.image_files import ImageFolder
 
 CACHE_ENV = "BATCHLR_CACHE_DIR"
 # Hashed into every entry's name: raise it when a change to decoding changes what an entry holds.
@@ -61,7 +61,7 @@ class CacheEntry:
         root = str(folder.root.resolve())
         size = "x".join(map(str, image_size)) if image_size else "own-size"
         files = hashlib.sha256(f"{FORMAT_VERSION}\0{root}\0{size}\0".encode())
-        for source, file_bytes, modified_ns in zip(folder.sources, folder.file_bytes.tolist(), folder.modified_ns.tolist()):
+        for source, file_bytes, modified_ns in zip(folder.sources, folder.file_bytes.tolist(), folder.versions[:, 0].tolist()):
             files.update(f"{source}\0{file_bytes}\0{modified_ns}\0".encode())
         name = f"imagefolder-{hashlib.sha256(root.encode()).hexdigest()[:16]}-{size}-{files.hexdigest()[:32]}.npz"
         return cls((default_cache_dir() if cache_dir is None else cache_dir) / name, folder)

@@ -14,10 +14,8 @@ holds no torch state.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import multiprocessing
 import os
@@ -34,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from batchlr.errors import BatchlrError
+from batchlr.objectives.image_files import ImageFolder, list_image_folder
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -120,8 +119,6 @@ def read_mnist_like(raw: Path, download: Callable[[list[str]], None]) -> tuple[A
     return read_idx_split(raw, "train"), read_idx_split(raw, "t10k")
 
 
-# torchvision's ImageFolder extensions; importing torchvision for them would take a second.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # PIL's modes of one grey channel, with or without alpha; a palette image ("P") counts as colour.
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 # Files per worker task: enough that sending it costs little, few enough that progress shows;
@@ -133,63 +130,6 @@ PARALLEL_FROM_BYTES = 8 << 20
 _SIZES_SHOWN = 4  # by the error about a folder of mixed sizes, the commonest first
 
 Workers = concurrent.futures.Executor | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageFolder:
-    """The image files of a class-per-folder tree (torchvision's ImageFolder layout), none opened yet.
-
-    ``paths`` are in torchvision's order (by class, then folder path, then name), each file
-    once; ``labels`` (int64) holds each file's index in ``classes``, ``sources`` its path
-    relative to ``root``, and ``file_bytes`` and ``modified_ns`` (int64) its size and
-    modification time when the folder was listed.
-    """
-
-    root: Path
-    classes: tuple[str, ...]
-    paths: tuple[str, ...]
-    labels: np.ndarray
-    sources: tuple[str, ...]
-    file_bytes: np.ndarray
-    modified_ns: np.ndarray
-
-
-def list_image_folder(root: Path) -> ImageFolder:
-    """List the images under ``root``'s class folders, with their sizes and modification times, without opening any.
-
-    Links are followed, yet every file is listed once and every folder entered once (see
-    :func:`_image_files`). Files without an image extension are skipped, as torchvision does.
-    """
-    if not root.is_dir():
-        raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
-    try:
-        with os.scandir(root) as entries:
-            classes = sorted(entry.name for entry in entries if entry.is_dir())  # as torchvision's find_classes
-        samples = _image_files(str(root), classes, IMG_EXTENSIONS)
-    except OSError as error:
-        raise BatchlrError(f"imagefolder: {root}: {error}") from None
-    if len(classes) < 2:
-        found = f"one class folder ({classes[0]})" if classes else "no class folder"
-        raise BatchlrError(f"imagefolder: {root} has {found}; give the folder whose subfolders are the classes")
-    empty = sorted(set(classes) - {classes[label] for _, label in samples})
-    if empty:
-        raise BatchlrError(
-            f"imagefolder: class folder {', '.join(empty)} in {root} holds no image of its own (links to images or "
-            f"folders read elsewhere count once); add {'/'.join(IMG_EXTENSIONS)} files or remove the folder"
-        )
-    paths = tuple(path for path, _ in samples)
-    labels = np.fromiter((label for _, label in samples), dtype=np.int64, count=len(samples))
-    file_bytes, modified_ns = np.empty(len(paths), dtype=np.int64), np.empty(len(paths), dtype=np.int64)
-    for index, path in enumerate(paths):
-        try:
-            status = os.stat(path)
-        except OSError as error:  # gone since the walk
-            raise BatchlrError(f"imagefolder: cannot read {path} ({error.strerror}); remove or fix it") from None
-        file_bytes[index], modified_ns[index] = status.st_size, status.st_mtime_ns
-    # Every path starts with the root's, so slicing it off gives os.path.relpath's answer, ten times faster.
-    prefix = len(os.path.join(str(root), ""))
-    sources = tuple(path[prefix:] for path in paths)
-    return ImageFolder(root, tuple(classes), paths, labels, sources, file_bytes, modified_ns)
 
 
 def read_image_folder(root: Path, image_size: tuple[int, int] | None = None) -> tuple[Arrays, tuple[str, ...], tuple[str, ...]]:
@@ -365,58 +305,3 @@ def _serve_parent() -> None:
 def _exit_with(parent: BaseProcess) -> None:
     parent.join()  # returns once the parent has ended, even killed
     os._exit(1)
-
-
-def _image_files(root: str, classes: Sequence[str], extensions: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Every image file under the class folders once, as ``(path, class index)``, in
-    torchvision's order (by class, then folder path, then name).
-
-    Links to files and folders are followed, but a folder is entered once, and only after
-    the root, the class folders and every folder reached without a link are known, so a link
-    to an ancestor or into another class adds nothing and a loop ends. A file reached by
-    several paths (links, hard links) counts once: at its first path reached without a link,
-    so that a link in one class to another class's image leaves that image in its own class,
-    else at its first path.
-    """
-    entered = {_identity(os.stat(root)), *(_identity(os.stat(os.path.join(root, name))) for name in classes)}
-    direct = collections.deque((label, os.path.join(root, name), False) for label, name in enumerate(classes))
-    linked: collections.deque[tuple[int, str]] = collections.deque()
-    found: list[tuple[int, str, str, bool]] = []  # class, folder, file name, reached through a link
-    while direct or linked:
-        if direct:
-            label, folder, through_link = direct.popleft()
-        else:
-            label, folder = linked.popleft()
-            identity = _identity(os.stat(folder))
-            if identity in entered:
-                continue
-            entered.add(identity)
-            through_link = True
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                identity = _identity(entry.stat(follow_symlinks=False))
-                if identity not in entered:  # only a bind mount could enter a real folder twice
-                    entered.add(identity)
-                    direct.append((label, entry.path, through_link))
-            elif entry.is_dir():
-                linked.append((label, entry.path))
-            elif entry.name.lower().endswith(extensions):
-                found.append((label, folder, entry.name, through_link or entry.is_symlink()))
-    found.sort(key=lambda item: item[:3])
-    first: dict[tuple[int, int], tuple[bool, int]] = {}
-    for position, (_, folder, name, through_link) in enumerate(found):
-        path = os.path.join(folder, name)
-        try:
-            identity = _identity(os.stat(path))
-        except OSError as error:  # a link to nothing, or to itself
-            raise BatchlrError(f"imagefolder: cannot read {path} ({error.strerror}); remove or fix it") from None
-        if identity not in first or (through_link, position) < first[identity]:
-            first[identity] = (through_link, position)
-    return [(os.path.join(found[p][1], found[p][2]), found[p][0]) for p in sorted(p for _, p in first.values())]
-
-
-def _identity(status: os.stat_result) -> tuple[int, int]:
-    """What makes a file or folder the same one, whatever path reaches it."""
-    return status.st_dev, status.st_ino

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from batchlr.errors import BatchlrError
+from batchlr.files import check_regular_file
 from batchlr.objectives.data import ImageData, load_dataset
-from batchlr.objectives.readers import IMG_EXTENSIONS
+from batchlr.objectives.image_files import IMG_EXTENSIONS, walk_image_files
 from batchlr.studies.model_file import TrainedModel
 
 CHUNK = 256
@@ -88,19 +89,27 @@ def evaluate_model(model: TrainedModel, images: torch.Tensor, labels: torch.Tens
 
 
 def image_paths(arguments: list[Path]) -> list[Path]:
-    """The image files named, and those under the folders named (sorted, recursively).
+    """The image files named, and those under the folders named, found as training finds an
+    image folder's (:func:`~batchlr.objectives.image_files.walk_image_files`: links followed,
+    each file once), in the order of ``arguments``.
 
     Raises:
-        BatchlrError: for a path that does not exist, or no images at all.
+        BatchlrError: for a path that does not exist or is not a regular file or folder (a
+            FIFO, which would block its reader), or no images at all.
     """
+    is_folder = [argument.is_dir() for argument in arguments]
+    folders = [str(argument) for argument, folder in zip(arguments, is_folder) if folder]
+    try:
+        under = walk_image_files(folders)
+    except OSError as error:
+        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}") from None
+    in_folder: list[list[Path]] = [[] for _ in folders]
+    for file in under:
+        in_folder[file.label].append(Path(file.path))
+    next_folder = iter(in_folder)
     paths: list[Path] = []
-    for argument in arguments:
-        if argument.is_dir():
-            paths.extend(sorted(path for path in argument.rglob("*") if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS))
-        elif argument.is_file():
-            paths.append(argument)
-        else:
-            raise BatchlrError(f"{argument}: no such file or folder")
+    for argument, folder in zip(arguments, is_folder):
+        paths.extend(next(next_folder) if folder else [check_regular_file(argument, "image file")])
     if not paths:
         raise BatchlrError(f"no images ({', '.join(IMG_EXTENSIONS)}) in {', '.join(map(str, arguments))}")
     return paths
