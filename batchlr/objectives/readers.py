@@ -120,13 +120,16 @@ def read_mnist_like(raw: Path, download: Callable[[list[str]], None]) -> tuple[A
 
 
 # PIL's modes of one grey channel, with or without alpha; a palette image ("P") counts as colour.
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_DEEP_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # more than 8 bits
+GREY_MODES = frozenset({"1", "L", "LA", "La", *_DEEP_GREY_MODES})
 # Files per worker task: enough that sending it costs little, few enough that progress shows;
 # and at most 4 MiB of decoded pixels, so that blocks in flight take little memory.
 _CHUNK_FILES, _CHUNK_BYTES = 256, 4 << 20
 # Reading takes 40 to 70 ns per byte of PNG or JPEG file (100 us for a 2 KB 32x32 PNG) and
 # starting worker processes about 0.25 s, so with 2 cores the workers pay off from about 8 MB.
 PARALLEL_FROM_BYTES = 8 << 20
+# The most pixels fit_image scales an image up to whole before cropping (12 MB in RGB).
+_WHOLE_SCALED_PIXELS = 4 << 20
 _SIZES_SHOWN = 4  # by the error about a folder of mixed sizes, the commonest first
 
 Workers = concurrent.futures.Executor | None
@@ -193,8 +196,9 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
 def decode_images(folder: ImageFolder, shape: tuple[int, int, int], workers: Workers) -> np.ndarray:
     """Decode every image of ``folder`` into one new uint8 array of ``(len(folder.paths), *shape)``.
 
-    Each image becomes grey or RGB as ``shape``'s channels say (alpha dropped; 16-bit grey
-    keeps its high byte), then is fitted to ``shape``'s height and width by :func:`fit_image`.
+    Each image becomes grey or RGB as ``shape``'s channels say (alpha dropped; grey of more
+    than 8 bits scaled by its type's range, see :func:`_eight_bit`), then is fitted to
+    ``shape``'s height and width by :func:`fit_image`.
     """
     images = np.empty((len(folder.paths), *shape), dtype=np.uint8)
     decode = functools.partial(decode_files, channels=shape[0], size=(shape[1], shape[2]))
@@ -215,18 +219,28 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """``image`` scaled so that it covers ``size`` (height, width), keeping its aspect ratio, then
     cropped to ``size`` about its centre: for a square ``size``, torchvision's ``Resize(side)``
-    then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when it shrinks."""
+    then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when it shrinks.
+
+    The scaled image is made whole, as torchvision does, only while it is no larger than
+    ``image`` or :data:`_WHOLE_SCALED_PIXELS`; beyond (a narrow image scaled up: 1x20,000,000
+    to 32x32 would be 32x640,000,000 first) only the crop is made, from the part of ``image``
+    it covers, so memory holds ``image`` and the output alone. PIL takes that part's corners
+    as 32-bit floats, so a pixel may then differ from torchvision's by one level.
+    """
     height, width = size
     if height * image.width >= width * image.height:  # scaling the height to `height` leaves the width at least `width`
         scaled = (image.width * height // image.height, height)
     else:
         scaled = (width, image.height * width // image.width)
-    if scaled != image.size:
-        image = image.resize(scaled, Image.Resampling.BILINEAR)
-    if scaled == (width, height):
-        return image
     left, top = round((scaled[0] - width) / 2), round((scaled[1] - height) / 2)
-    return image.crop((left, top, left + width, top + height))
+    crop = (left, top, left + width, top + height)
+    if scaled[0] * scaled[1] <= max(image.width * image.height, _WHOLE_SCALED_PIXELS):
+        if scaled != image.size:
+            image = image.resize(scaled, Image.Resampling.BILINEAR)
+        return image if scaled == (width, height) else image.crop(crop)
+    x_scale, y_scale = image.width / scaled[0], image.height / scaled[1]
+    box = (crop[0] * x_scale, crop[1] * y_scale, crop[2] * x_scale, crop[3] * y_scale)
+    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
 
 
 def _run(task: Callable[[Sequence[str]], np.ndarray], paths: Sequence[str], chunk_files: int, workers: Workers) -> Iterator[np.ndarray]:
@@ -284,11 +298,39 @@ def _opened(path: str) -> Iterator[Image.Image]:
 
 
 def _with_channels(image: Image.Image, channels: int) -> Image.Image:
-    """``image`` as 8-bit grey (``channels`` 1) or RGB (3), without alpha."""
-    if image.mode.startswith("I;16"):  # 16-bit grey: keep the high byte, where PIL's conversion would clip at 255
-        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    """``image`` as 8-bit grey (``channels`` 1) or RGB (3), without alpha; grey of more than 8
+    bits first made 8-bit by :func:`_eight_bit`, where PIL's conversion would clip it at 255."""
+    if image.mode in _DEEP_GREY_MODES:
+        image = _eight_bit(image)
     mode = "L" if channels == 1 else "RGB"
     return image if image.mode == mode else image.convert(mode)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grey ``image`` of integers wider than 8 bits or of floats as 8-bit grey: integers mapped
+    from their type's range (0 to its largest value, negatives as 0) onto 0..255, rounded, so
+    16-bit grey is divided by 257; floats clipped to 0..1 (NaN as 0), then scaled to 0..255."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        return Image.fromarray(np.rint(np.clip(np.nan_to_num(pixels), 0, 1) * 255).astype(np.uint8))
+    largest = _largest_value(image)
+    if largest == np.iinfo(np.uint32).max:  # PIL holds unsigned 32-bit samples in its signed mode "I"
+        pixels = pixels.view(np.uint32)
+    wide = np.clip(pixels, 0, None).astype(np.uint64 if largest >> 16 else np.uint32)  # 32-bit values times 255 need 40 bits
+    return Image.fromarray(((wide * 255 + largest // 2) // largest).astype(np.uint8))
+
+
+def _largest_value(image: Image.Image) -> int:
+    """The largest value of the integer type ``image``'s file holds its samples in.
+
+    PIL reads 16-bit grey as "I;16" (PNG, TIFF) or as "I" scaled to 0..65535 (PGM, of any
+    maximum value); "I" from a TIFF holds integers of its BitsPerSample tag (258), signed
+    when its SampleFormat tag (339) is 2.
+    """
+    if image.mode == "I" and image.format == "TIFF":
+        bits, signed = image.tag_v2.get(258, (32,))[0], image.tag_v2.get(339, (1,))[0] == 2
+        return (1 << (bits - signed)) - 1
+    return int(np.iinfo(np.uint16).max)
 
 
 def _channels_first(pixels: np.ndarray) -> np.ndarray:
