@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -244,6 +245,78 @@ def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
     assert np.array_equal(after.images[index].numpy(), changed.transpose(2, 0, 1))
     assert not torch.equal(after.images[index], before.images[index])
     assert len(_cache_files(cache)) == 1 and _cache_files(cache) != stale
+
+
+def test_a_file_rewritten_at_the_same_size_with_its_modification_time_put_back_is_decoded_again(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    path = root / "dog" / "0.png"
+    before = _load(root, (32, 32), cache_dir=cache)
+    original = os.stat(path)
+    replacement = Image.fromarray(255 - np.asarray(Image.open(path)))
+    deadline = time.monotonic() + 60
+    while os.stat(path).st_ctime_ns == original.st_ctime_ns:  # until the clock has moved on since the listing
+        assert time.monotonic() < deadline, "the status change time never changed"
+        with path.open("r+b") as handle:  # in place: the same inode
+            handle.write(_png_bytes(replacement, len(path.read_bytes())))
+        os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
+    assert os.stat(path).st_size == original.st_size and os.stat(path).st_mtime_ns == original.st_mtime_ns
+    load_dataset.cache_clear()
+    after = _load(root, (32, 32), cache_dir=cache)
+    index = after.sources.index("dog/0.png")
+    assert np.array_equal(after.images[index].numpy(), np.asarray(replacement).transpose(2, 0, 1))
+    assert not torch.equal(after.images[index], before.images[index])
+
+
+def _png_bytes(image: Image.Image, size: int) -> bytes:
+    """``image`` as PNG bytes padded to ``size`` bytes (PIL ignores what follows the end chunk)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=0)
+    encoded = buffer.getvalue()
+    assert len(encoded) <= size
+    return encoded + bytes(size - len(encoded))
+
+
+def test_an_entry_of_another_folder_or_image_size_under_this_ones_name_is_not_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    pets, others = _mixed_folder(tmp_path / "pets"), tmp_path / "others"
+    for index, (height, width, mode) in enumerate([(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGB")]):
+        for name in ("cat", "dog"):  # the same names, labels and classes as pets, other pixels
+            _save(others / name / f"{index}.png", height, width, mode, seed=100 + index + 10 * len(name))
+    expected = _load(others, (32, 32), cache_dir=cache).images
+    small = _load(pets, (16, 16), cache_dir=cache)
+    entry = image_cache.CacheEntry.of(readers.list_image_folder(others), (32, 32), cache).path
+    for impostor in (image_cache.CacheEntry.of(readers.list_image_folder(pets), size, cache).path for size in [(32, 32), (16, 16)]):
+        _load(pets, (32, 32), cache_dir=cache)
+        entry.write_bytes(impostor.read_bytes())  # another folder's entry, then one of another image size
+        load_dataset.cache_clear()
+        loaded = _load(others, (32, 32), cache_dir=cache)
+        assert loaded.input_shape == (3, 32, 32) and torch.equal(loaded.images, expected)
+    assert small.input_shape == (3, 16, 16)
+
+
+def test_a_fifo_as_a_cache_entry_is_replaced_without_being_opened(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    cache.mkdir()
+    entry = image_cache.CacheEntry.of(readers.list_image_folder(root), (32, 32), cache).path
+    os.mkfifo(entry)  # opening it would block until a writer came
+    loaded: list = []
+    loader = threading.Thread(target=lambda: loaded.append(_load(root, (32, 32), cache_dir=cache)), daemon=True)
+    loader.start()
+    loader.join(timeout=60)
+    assert loaded, "loading blocked on the FIFO"
+    assert loaded[0].images.shape == (10, 3, 32, 32) and entry.is_file()
+
+
+def test_file_and_class_names_that_are_not_utf_8_are_read_and_cached(tmp_path):
+    root, cache = tmp_path / "scans", tmp_path / "cache"
+    café, odd = os.fsdecode(b"caf\xe9"), os.fsdecode(b"\xff\xfe.png")  # Latin-1 bytes: not UTF-8
+    _save(root / café / odd, 8, 8)
+    _save(root / "dog" / "a.png", 8, 8, seed=1)
+    first = _load(root, cache_dir=cache)
+    assert first.classes == (café, "dog") and f"{café}/{odd}" in first.sources
+    load_dataset.cache_clear()
+    again = _load(root, cache_dir=cache)
+    assert torch.equal(again.images, first.images) and again.sources == first.sources and len(_cache_files(cache)) == 1
 
 
 def test_another_image_size_is_another_entry_and_both_stay(tmp_path):
