@@ -7,6 +7,7 @@ happen inside the commands that need them, so that ``batchlr --help`` answers at
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -45,6 +46,10 @@ class BatchlrGroup(click.Group):
         """Print every error as the single line ``Error: ...``, without click's usage block."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            # A file or class name need not be UTF-8 (Python escapes its odd bytes as surrogates):
+            # print its bytes as they are, as `ls` does, rather than fail under a strict locale.
+            sys.stdout.reconfigure(errors="surrogateescape")
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as error:

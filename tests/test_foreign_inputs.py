@@ -328,3 +328,32 @@ def test_every_key_of_a_study_file_refuses_a_value_of_the_wrong_type(tmp_path, v
     for key in keys:
         path.write_text(f"{key} = {value}\n")
         assert key in error_line(invoke("run", "--config", str(path)), 2), key
+
+
+def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refit_evaluate_and_predict(tmp_path):
+    """Under a strict UTF-8 output (PYTHONIOENCODING=utf-8), names print as their bytes."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for name in (b"caf\xe9", b"dog"):  # Latin-1, not UTF-8
+        for index in range(6):
+            path = root / os.fsdecode(name) / os.fsdecode(b"\xff%d.png" % index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+    def batchlr_command(*args: str) -> bytes:
+        done = subprocess.run([sys.executable, "-m", "batchlr", *args], env=environment, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return done.stdout
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    batchlr_command("run", "--storage", storage, "--dataset", f"imagefolder:{root}", "--study", "s", *TINY, "--batch-size", "4:4")
+    batchlr_command("refit", "s", "--storage", storage, "-o", "m.pt", "--device", "cpu")
+    assert b"caf\xe9 " in batchlr_command("evaluate", "m.pt", "--dataset", f"imagefolder:{root}", "--device", "cpu")
+    assert b"/dog/\xff0.png: " in batchlr_command("predict", "m.pt", str(root), "--device", "cpu")
