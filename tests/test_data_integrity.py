@@ -20,7 +20,7 @@ from batchlr.cli import main
 from batchlr.errors import BatchlrError
 from batchlr.objectives.duplicates import split_duplicates
 from batchlr.objectives.folds import HOLDOUT, HOLDOUT_FRACTION, FoldAssignment, assign_folds, images_needed
-from batchlr.objectives.readers import read_image_folder
+from batchlr.objectives.readers import decode_files, read_image_folder
 from batchlr.studies.inference import image_paths
 from batchlr.studies.spec import FOLDS_ATTR
 from tests.test_data import _write_cifar
@@ -140,9 +140,11 @@ def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
     os.mkfifo(root / "dog" / "pipe.png")  # opening it would block until a writer came
     with pytest.raises(BatchlrError, match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; give a file$"):
         _read(root)
-    for arguments in ([root / "dog"], [root / "dog" / "pipe.png"]):
-        with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
-            image_paths(arguments)
+    # predict: named, it is refused at once; in a folder, when its images are read.
+    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+        image_paths([root / "dog" / "pipe.png"])
+    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+        decode_files([str(path) for path in image_paths([root / "dog"])], 3, (8, 8))
 
 
 def _run(tmp_path: Path, dataset: str, *extra: str):

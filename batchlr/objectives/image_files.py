@@ -1,9 +1,9 @@
 """Finding image files: the one walk of folders that training (an image folder's class folders)
 and ``predict`` (the folders it is given) share, so both read the same files.
 
-Nothing here opens a file: every file is known, by ``os.stat``, to be a regular file before a
-reader opens it (a FIFO would block its reader for ever). Names need not be UTF-8: they are
-the ``str`` that ``os.fsdecode`` gives, and :func:`os.fsencode` gives their bytes back.
+Nothing here opens a file (the readers refuse one that is not a regular file before opening
+it). Names need not be UTF-8: they are the ``str`` that ``os.fsdecode`` gives, and
+:func:`os.fsencode` gives their bytes back.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import stat
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from batchlr.errors import BatchlrError
-from batchlr.files import check_regular_file
 
 # torchvision's ImageFolder extensions; importing torchvision for them would take a second.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -65,7 +63,7 @@ def list_image_folder(root: Path) -> ImageFolder:
     Raises:
         BatchlrError: when ``root`` is not a folder of at least two class folders each holding
             an image, two class names differ only in their Unicode form, or an image's path
-            is not a regular file.
+            leads nowhere.
     """
     if not root.is_dir():
         raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
@@ -115,8 +113,7 @@ def walk_image_files(folders: Sequence[str], also_entered: Iterable[str] = ()) -
     in its own class, else at its first path.
 
     Raises:
-        BatchlrError: when an image's path leads nowhere, or to a FIFO, device or socket
-            (which a reader would block on, or read nonsense from).
+        BatchlrError: when an image's path leads nowhere (a link to nothing, or to itself).
     """
     entered = {_identity(os.stat(folder)) for folder in (*also_entered, *folders)}
     direct = collections.deque((label, folder, False) for label, folder in enumerate(folders))
@@ -152,8 +149,6 @@ def walk_image_files(folders: Sequence[str], also_entered: Iterable[str] = ()) -
             status = os.stat(path)
         except OSError as error:  # a link to nothing, or to itself
             raise BatchlrError(f"cannot read {path} ({error.strerror}); remove or fix it") from None
-        if not stat.S_ISREG(status.st_mode):
-            check_regular_file(Path(path), "image file")  # raises, naming what the file is
         identity = _identity(status)
         if identity not in first or (through_link, position) < first[identity][:2]:
             first[identity] = (through_link, position, status)

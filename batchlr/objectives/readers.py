@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from batchlr.errors import BatchlrError
+from batchlr.files import check_regular_file
 from batchlr.objectives.image_files import ImageFolder, list_image_folder
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -287,7 +288,9 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
 
 @contextlib.contextmanager
 def _opened(path: str) -> Iterator[Image.Image]:
-    """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it is one line naming it."""
+    """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it,
+    or a path that is not a regular file (a FIFO would block the open for ever), is one line naming it."""
+    check_regular_file(Path(path), "image file")
     try:
         with Image.open(path) as image:
             yield image
