@@ -120,6 +120,12 @@ def test_a_class_folder_that_links_to_another_class_is_a_clear_error(tmp_path):
         read_image_folder(root)
 
 
+def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_path):
+    root = _image_folder(tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301"))  # é, and e with an accent
+    with pytest.raises(BatchlrError, match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name in different Unicode forms; rename one$"):
+        read_image_folder(root)
+
+
 def test_predict_lists_a_folder_exactly_as_training_reads_it(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     extra = tmp_path / "extra"

@@ -164,8 +164,8 @@ def _check_distinct(root: Path, classes: Sequence[str]) -> None:
         normal = unicodedata.normalize("NFC", name)
         if normal in seen:
             raise BatchlrError(
-                f"imagefolder: class folders {seen[normal]!r} and {name!r} in {root} have the same name in different "
-                "Unicode forms; rename one"
+                f"imagefolder: class folders {ascii(seen[normal])} and {ascii(name)} in {root} have the same name in "
+                "different Unicode forms; rename one"
             )
         seen[normal] = name
 
