@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -290,8 +291,9 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
 def _opened(path: str) -> Iterator[Image.Image]:
     """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it,
     or a path that is not a regular file (a FIFO would block the open for ever), is one line naming it."""
-    check_regular_file(Path(path), "image file")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            check_regular_file(Path(path), "image file")  # raises, naming what the file is
         with Image.open(path) as image:
             yield image
     # What PIL raises for a file it cannot read: UnidentifiedImageError and truncation are
