@@ -89,9 +89,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     import optuna
 
     ctx.meta["batchlr.debug"] = debug
-    # As under `python -m`: a --model module in the working directory imports without PYTHONPATH.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     # batchlr prints one line per trial and one per error itself; Optuna's own log (a traceback
     # for every failed or interrupted trial) is for --debug.
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
