@@ -175,7 +175,7 @@ def _nan_weights(path: Path) -> None:
         ({"input_shape": [1, 100000, 100000]}, r"input_shape \[1, 100000, 100000\] exceeds the largest batchlr trains on: sides up to 4096"),
         ({"input_shape": [100000, 64, 64], "mean": [0.5], "std": [0.25]}, "exceeds the largest batchlr trains on"),
         ({"mean": [float("nan")]}, r"mean \[nan\] or std \[0.25\] is out of range"),
-        ({"std": [1e-300]}, "is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from 1e-07 to 1"),
+        ({"std": [1e-300]}, "is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from 1e-06 to 1"),
         ({"mean": [1e300]}, "is out of range"),
         ({"nan_weights": True}, r"its weights hold NaN or infinite values \(0.weight\)"),
     ],

@@ -39,9 +39,10 @@ MAX_INPUT_VALUES = 3 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 image of the largest ``--image-size``. Its height and width are at most that side too. Loading
 builds the model and runs two such images through it: a larger claim is refused first."""
 
-MIN_STD = 1e-7
-"""The smallest std a model file may hold: training clamps std to 1e-6 (float32 rounds it just
-below); less would overflow the normalisation's float32 scale."""
+MIN_STD = 1e-6
+"""The smallest std a model file may hold, the floor training clamps std to (see
+:class:`batchlr.objectives.batches.Normalisation`); a far smaller one overflows the float32
+scale of the normalisation."""
 
 
 class TrainedModel(nn.Module):
