@@ -172,6 +172,7 @@ def _nan_weights(path: Path) -> None:
         ({"batchlr_model": "1"}, r"is not a batchlr model file \(its format, batchlr_model, is '1', not a number from 1\)"),
         ({"batchlr_model": True}, "is not a batchlr model file"),
         ({"classes": ["a", "b", "a"]}, "its info is damaged \\(class 'a' is named twice\\)"),
+        ({"classes": [str(index) for index in range(100_001)]}, "classes is not a list of 2 to 100,000 names"),
         ({"input_shape": [1, 100000, 100000]}, r"input_shape \[1, 100000, 100000\] exceeds the largest batchlr trains on: sides up to 4096"),
         ({"input_shape": [100000, 64, 64], "mean": [0.5], "std": [0.25]}, "exceeds the largest batchlr trains on"),
         ({"mean": [float("nan")]}, r"mean \[nan\] or std \[0.25\] is out of range"),

@@ -14,6 +14,7 @@ on that same data set scores only those.
 
 from __future__ import annotations
 
+import collections
 import math
 import reprlib
 from pathlib import Path
@@ -38,6 +39,10 @@ MAX_INPUT_VALUES = 3 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 """The most values (channels × height × width) a model file's input shape may have: an RGB
 image of the largest ``--image-size``. Its height and width are at most that side too. Loading
 builds the model and runs two such images through it: a larger claim is refused first."""
+
+MAX_CLASSES = 100_000
+"""The most classes a model file may name (ImageNet-21k has 21,841): loading builds a head of
+one output per class before it reads a weight, so a longer list is refused first."""
 
 MIN_STD = 1e-6
 """The smallest std a model file may hold, the floor training clamps std to (see
@@ -174,11 +179,11 @@ def _info_problem(info: object) -> str | None:
         return "input_shape is not [channels, height, width] in whole numbers"
     if max(shape[1:]) > MAX_IMAGE_SIDE or math.prod(shape) > MAX_INPUT_VALUES:
         return f"input_shape {shape} exceeds the largest batchlr trains on: sides up to {MAX_IMAGE_SIDE}, {MAX_INPUT_VALUES:,} values"
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(name, str) for name in classes)):
-        return "classes is not a list of two or more names"
-    twice = next((name for index, name in enumerate(classes) if name in classes[:index]), None)
-    if twice is not None:
-        return f"class {reprlib.repr(twice)} is named twice"
+    if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(name, str) for name in classes)):
+        return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
+    twice = [name for name, count in collections.Counter(classes).items() if count > 1]
+    if twice:
+        return f"class {reprlib.repr(twice[0])} is named twice"
     if not all(isinstance(values, list) and len(values) == shape[0] and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values) for values in (mean, std)):
         return f"mean and std are not {shape[0]} numbers each, one per channel"
     if not all(0 <= value <= 1 for value in mean) or not all(MIN_STD <= value <= 1 for value in std):
