@@ -94,9 +94,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     import optuna
 
     ctx.meta["batchlr.debug"] = debug
-    # As under `python -m`: a --model module in the working directory imports without PYTHONPATH.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     # batchlr prints one line per trial and one per error itself; Optuna's own log (a traceback
     # for every failed or interrupted trial) is for --debug.
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
@@ -329,7 +326,8 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 @JSON_OPTION
 def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, trust_code: bool, as_json: bool) -> None:
     """Score a model file written by refit on a data set: its official test split where it has
-    one, else all its images, resized as the model was trained.
+    one; else, on the data set the model trained on, the hold-out its study set aside; else
+    all its images; resized as the model was trained.
 
     \b
     batchlr evaluate model.pt --dataset imagefolder:photos/val
@@ -340,9 +338,8 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
     from batchlr.studies.model_file import load_model
 
     model = load_model(model_file, resolve_device(device), trust_code)
-    images, labels, split = evaluation_data(model, dataset, data_dir, cache_dir)
-    result = evaluate_model(model, images, labels, dataset, split)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result))
+    result = evaluate_model(model, evaluation_data(model, dataset, data_dir, cache_dir), dataset)
+    _echo([json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result)], result.note)
 
 
 @main.command()

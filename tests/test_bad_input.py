@@ -51,6 +51,9 @@ USER_MODELS = {
     "model_missing_dependency": "import batchlr_no_such_dependency\n",
     "model_raises_on_import": "raise RuntimeError('needs a GPU\\nto import')\n",
     "model_exits_on_import": "raise SystemExit(3)\n",
+    "model_exits_in_build": "import sys\ndef build(shape, classes):\n    sys.exit(0)\n",
+    "model_exits_in_forward": "import sys\nfrom torch import nn\nclass Quits(nn.Linear):\n    def forward(self, x):\n        sys.exit(0)\n"
+    "def build(shape, classes):\n    return Quits(1, classes)\n",
 }
 STUDY_FILES = {
     "folds_float.toml": b"folds = 2.7\n",
@@ -163,6 +166,9 @@ CASES = [
     (["run", "--model", "model_missing_dependency:build"], 2, "batchlr_no_such_dependency"),
     (["run", "--model", "model_raises_on_import:build"], 2, "raised RuntimeError: needs a GPU to import"),
     (["run", "--model", "model_exits_on_import:build"], 2, "raised SystemExit"),
+    # An exit(0) in a user's model is an error naming it, not a silent success.
+    (["run", "--model", "model_exits_in_build:build"], 1, "--model model_exits_in_build:build: build((1, 8, 8), 10) called exit(0)"),
+    (["run", "--model", "model_exits_in_forward:build"], 1, "fails in its forward pass: SystemExit: 0"),
     # Study files of the wrong types or encoding.
     (["run", "--config", "{inputs}/folds_float.toml"], 2, "folds = 2.7 is not a whole number"),
     (["run", "--config", "{inputs}/optimizers_numbers.toml"], 2, "unknown optimizer"),
