@@ -18,6 +18,7 @@ from batchlr.objectives.settings import parse_augment, parse_image_size
 from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_grid_points, parse_lr_range, parse_optimizers, parse_range
 from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
+from batchlr.whole_numbers import whole_number
 
 MAX_EPOCHS = 10_000
 MAX_HEARTBEAT = 86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
@@ -53,8 +54,9 @@ class FiniteFloatRange(click.FloatRange):
 def _micro_batch(text: str) -> int | str:
     if text == AUTO:
         return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
+    number = whole_number(text)
+    if number is not None and number > 0:
+        return number
     raise BatchlrUsageError(f"{text!r} is neither a positive number nor {AUTO}")
 
 

@@ -117,6 +117,11 @@ CASES = [
     (["run", "--storage", "sqlite:///{db}", "--study", "empty"], 1, "not made by batchlr"),
     (["run", "--budget", "steps"], 2, "--steps"),
     (["run", "--max-micro-batch", "0"], 2, "auto"),
+    # Digits str.isdigit() takes and int() refuses: one parser for every option of whole numbers.
+    (["run", "--max-micro-batch", "\u00b2"], 2, "auto"),
+    (["run", "--image-size", "3\u00b2"], 2, "--image-size"),
+    (["run", "--sampler", "grid", "--grid-points", "lr=1\u00b2"], 2, "--grid-points"),
+    (["run", "--image-size", "9" * 5000], 2, "--image-size"),
     (["run", "--n-trials", "0"], 2, "--n-trials"),
     (["run", "--timeout", "-5"], 2, "--timeout"),
     (["run", "--warmup", "-1"], 2, "--warmup"),
