@@ -62,6 +62,9 @@ STUDY_FILES = {
     "timeout_nan.toml": b"timeout = nan\n",
     "latin1.toml": 'study = "caf\u00e9"\n'.encode("latin-1"),
     "deep.toml": b"folds = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "study_list.toml": b'study = ["a", "b"]\n',
+    "folds_list.toml": b"folds = [2, 3]\n",
+    "lr_nested_list.toml": b"lr = [[0.1], 1]\n",
 }
 
 
@@ -178,6 +181,10 @@ CASES = [
     (["run", "--config", "{inputs}/timeout_nan.toml"], 2, "--timeout"),
     (["run", "--config", "{inputs}/latin1.toml"], 2, "not UTF-8"),
     (["run", "--config", "{inputs}/deep.toml"], 2, "nests too deeply"),
+    (["run", "--config", "{inputs}/study_list.toml"], 2, "study = ['a', 'b'] is a list; study takes one value"),
+    (["run", "--config", "{inputs}/folds_list.toml"], 2, "folds = [2, 3] is a list"),
+    (["run", "--config", "{inputs}/lr_nested_list.toml"], 2, "is not a list of strings or numbers"),
+    (["run", "--config", "{inputs}"], 2, "is a directory"),
 ]
 
 
@@ -195,3 +202,17 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert snapshot(existing) == before
     assert notes.read_text().startswith("my notes")
 
+
+
+def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
+    # Opening a FIFO blocks until a writer comes: in a subprocess, so that a hang fails the test.
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "study.toml"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "batchlr", "run", "--config", str(fifo), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"Error: --config {fifo} is a FIFO, not a regular file; give a file"], result.stderr
+    assert not (tmp_path / "x.db").exists()
