@@ -125,6 +125,8 @@ CASES = [
     (["run", "--image-size", "3\u00b2"], 2, "--image-size"),
     (["run", "--sampler", "grid", "--grid-points", "lr=1\u00b2"], 2, "--grid-points"),
     (["run", "--image-size", "9" * 5000], 2, "--image-size"),
+    # Sizes bounded before the study exists: the snapshot shows nothing stored.
+    (["run", "--storage", "sqlite:///{db}", "--study", "huge", "--sampler", "grid", "--grid-points", "lr=1000,batch_size=1000,weight_decay=1000", "--weight-decay", "1e-5:1e-2"], 2, "more than 100,000"),
     (["run", "--n-trials", "0"], 2, "--n-trials"),
     (["run", "--timeout", "-5"], 2, "--timeout"),
     (["run", "--warmup", "-1"], 2, "--warmup"),
