@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from batchlr.objectives.noise_scale import NoiseScale
     from batchlr.objectives.objective import CrossValidationObjective
     from batchlr.search.space import SearchSpace
+    from batchlr.studies.artifacts import Attachment
     from batchlr.studies.export import BestConfig
     from batchlr.studies.inference import Evaluation, Prediction
 
@@ -240,9 +241,10 @@ def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
         f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
     )
-    if isinstance(result.artifacts, Path):
-        return [f"{line}, attached to the study's artifacts in {result.artifacts}"], None
-    return [line], f"warning: the model was not attached to the study's artifacts: {result.artifacts}" if result.artifacts else None
+    if result.artifacts is None:
+        return [line], None
+    lines, warning = attached("model", result.artifacts)
+    return [line, *lines], warning
 
 
 def evaluated(result: Evaluation) -> str:
@@ -262,13 +264,11 @@ def predictions(results: Sequence[Prediction]) -> str:
     return "\n".join(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top) for result in results)
 
 
-def report_written(files: Sequence[Path], directory: Path, attached: Path | str | None) -> tuple[list[str], str | None]:
+def report_written(files: Sequence[Path], directory: Path, attachment: Attachment) -> tuple[list[str], str | None]:
     """What ``batchlr report`` prints: the files and where they were attached, and a warning
-    saying why they were not, or None."""
-    line = f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
-    if isinstance(attached, Path):
-        return [f"{line}; attached to the study's artifacts in {attached}"], None
-    return [line], f"warning: not attached to the study's artifacts: {attached}" if attached else None
+    saying which were not and why, or None."""
+    lines, warning = attached("report", attachment)
+    return [f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}", *lines], warning
 
 
 def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[str], str | None]:
@@ -317,12 +317,17 @@ def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
     return lines, weak_descent_warning(result.loss_drop, "try more --lr-count, another --optimizer or --batch-size")
 
 
-def attached(what: str, study: str, store: Path | None) -> tuple[list[str], str | None]:
-    """What ``lr-find --study`` and ``noise-scale --study`` add: where the figure went, or a
-    warning that the study's storage has no artifact store."""
-    if store is None:
-        return [], f"warning: the {what} was not attached: study {study}'s storage has no artifact store; give --artifacts DIR"
-    return [f"attached the {what} to study {study}'s artifacts in {store}"], None
+def attached(what: str, attachment: Attachment) -> tuple[list[str], str | None]:
+    """Where ``refit``'s model, ``report``'s files or a probe's figure (``what``) were attached,
+    or a warning naming exactly the files attached, those not, and why."""
+    if not attachment.missed:
+        return [f"attached the {what} to study {attachment.study}'s artifacts in {attachment.store}"], None
+    missed = f"{', '.join(path.name for path in attachment.missed)}; {attachment.reason}"
+    if not attachment.attached:
+        return [], f"warning: not attached to the study's artifacts: {missed}"
+    total = len(attachment.attached) + len(attachment.missed)
+    names = ", ".join(path.name for path in attachment.attached)
+    return [], f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts in {attachment.store}: {names}; not attached: {missed}"
 
 
 def lr_range_record(result: LrRangeTest) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_text_atomically
-from batchlr.studies.artifacts import attach
+from batchlr.studies.artifacts import Attachment, attach
 from batchlr.studies.figures import FIGURES
 from batchlr.studies.plotting import save_png, to_plotly
 from batchlr.studies.render import format_params, training_phrase
@@ -22,16 +22,12 @@ from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import best_complete_trial, load_existing_study
 
 
-def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Path | str | None]:
+def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Attachment]:
     """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage, its
-    page and figures then attached to the study's artifacts; returns the files and the artifact
-    store (``None``: the storage has none), or why they could not be attached (a read-only
-    storage, say: the report itself only reads)."""
+    page and figures then attached to the study's artifacts; returns the files and what was
+    attached (on a read-only storage, say, nothing: the report itself only reads)."""
     files = write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
-    try:
-        return files, attach(storage_url, study_name, files, artifacts)
-    except BatchlrError as error:
-        return files, str(error)
+    return files, attach(storage_url, study_name, files, artifacts)
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:

@@ -8,9 +8,8 @@ each study's directions.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.study import StudyDirection
@@ -18,6 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.spec import study_spec_or_none
+
+if TYPE_CHECKING:
+    from batchlr.studies.artifacts import Attachment
 
 REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "refit_images")
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
@@ -33,8 +35,8 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
-    artifacts: Path | str | None = None
-    """The artifact store the model file was attached to, why it could not be, or ``None`` (no store)."""
+    artifacts: Attachment | None = None
+    """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
