@@ -279,8 +279,8 @@ def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[s
     except ValueError:
         private = False
     warning = None if private else (
-        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read and "
-        "change these studies; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
+        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read "
+        "these studies and their files; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
     )
     return [line], warning
 
