@@ -146,3 +146,46 @@ def test_log_axes_have_few_plain_labels():
     assert [tick_label(tick) for tick in log_ticks([1e-4, 0.9])] == ["1e-4", "1e-3", "0.01", "0.1", "1"]
     assert [tick_label(tick) for tick in log_ticks([1e-3, 8e-3])] == ["1e-3", "2e-3", "5e-3", "0.01"]
     assert len(log_ticks([1, 1e12])) <= 8 and len(log_ticks([1, 2**20], whole=True)) <= 8
+
+
+def _study_of_fold_scores(storage: str, scores: list[list[float]]) -> optuna.Study:
+    """A batchlr study made without training: a complete trial per list of fold scores, the first best."""
+    from batchlr.studies.spec import StudySpec
+
+    study = optuna.create_study(study_name="folds", storage=storage, direction="maximize")
+    for key, value in StudySpec().to_attrs().items():
+        study.set_user_attr(key, value)
+    distributions = {"optimizer": optuna.distributions.CategoricalDistribution(["adam"]), "batch_size": optuna.distributions.IntDistribution(16, 512, log=True), "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    for index, folds in enumerate(scores):
+        params = {"optimizer": "adam", "batch_size": 16 * 2**index, "lr": 10.0 ** -(index + 1)}
+        attrs = {"fold_scores": folds, "fold_curves": [folds], "train_seconds": 1.0 + index, "images_per_second": 100.0}
+        study.add_trial(optuna.trial.create_trial(value=0.9 - index / 10, params=params, distributions=distributions, user_attrs=attrs, intermediate_values={0: 0.9 - index / 10}))
+    return study
+
+
+def test_a_report_of_fold_scores_that_are_not_finite_is_whole(sqlite_url, tmp_path):
+    nan, inf = float("nan"), float("inf")
+    _study_of_fold_scores(sqlite_url, [[0.9, nan, 0.95], [inf, 0.8, 0.8], [0.7, 0.7, 0.7]])
+    result = CliRunner().invoke(main, ["report", "folds", "--storage", sqlite_url, "--output", str(tmp_path / "report")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert len(list((tmp_path / "report").iterdir())) == 7
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "0.9000 ± nan (standard error over 3 folds; trial 0)" in page and "0.9000 nan 0.9500" in page
+
+
+def test_a_report_that_fails_while_drawing_writes_no_file(sqlite_url, tmp_path, monkeypatch):
+    from batchlr.studies import report
+
+    study = _study_of_fold_scores(sqlite_url, [[0.9, 0.9], [0.8, 0.8]])
+    drawn = []
+
+    def fails_on_the_fifth(figure):
+        drawn.append(figure)
+        if len(drawn) == 5:
+            raise RuntimeError("out of memory")
+        return b"\x89PNG"
+
+    monkeypatch.setattr(report, "png", fails_on_the_fifth)
+    with pytest.raises(RuntimeError):
+        report.write_report(study, tmp_path / "report")
+    assert list((tmp_path / "report").iterdir()) == []

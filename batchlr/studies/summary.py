@@ -8,6 +8,8 @@ each study's directions.
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +143,24 @@ def metric_labels(study: optuna.Study) -> list[str]:
         return list(study.metric_names)
     count = len(study.directions)
     return ["value"] if count == 1 else [f"value {index}" for index in range(count)]
+
+
+def fold_scores(trial: FrozenTrial) -> list[float]:
+    """``trial``'s validation accuracy on each fold (user attr ``fold_scores``); a fold whose
+    training diverged scores nan. Anything but a list of numbers (a study damaged, or written
+    by other code) reads as no scores."""
+    scores = trial.user_attrs.get("fold_scores")
+    if not isinstance(scores, list) or not all(isinstance(score, (int, float)) and not isinstance(score, bool) for score in scores):
+        return []
+    return [float(score) for score in scores]
+
+
+def standard_error(scores: list[float]) -> float:
+    """The standard error of the mean of ``scores``: nan for fewer than two, or when one is
+    not finite (where ``statistics.stdev`` of Python 3.11 raises AttributeError)."""
+    if len(scores) < 2 or not all(map(math.isfinite, scores)):
+        return math.nan
+    return statistics.stdev(scores) / math.sqrt(len(scores))
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
