@@ -218,3 +218,18 @@ def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"Error: --config {fifo} is a FIFO, not a regular file; give a file"], result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(tmp_path):
+    # A fresh process, CXX a compiler that is not there, and an empty inductor cache, so nothing compiled before can answer.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    command = [sys.executable, "-m", "batchlr", "run", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "c", *TINY, "--n-trials", "1", "--compile"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: --compile: torch.compile does not work on cpu") and "leave --compile off" in lines[0]
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}") == []
