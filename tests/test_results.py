@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
-from batchlr.studies.storage import mask_command_line
+from batchlr.studies.spec import load_spec
+from batchlr.studies.storage import mask_command_line, open_storage
 
 
 def invoke(*args: str, expect: int = 0):
@@ -103,6 +104,12 @@ def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
     _, storage, _ = cfg_study
     note = optuna_dashboard.get_note(optuna.load_study(study_name="cfg", storage=storage))
     assert "digits" in note and "2-fold" in note and "batchlr run --config" in note
+    # The images each fold's model trains on, not those of the whole data set.
+    _, folds, _ = load_spec(open_storage(storage, access="read"), "cfg")
+    train, validate = ({len(folds.train_val(fold)[part]) for fold in range(2)} for part in (0, 1))
+    assert train == validate == {718, 719}  # digits' 1,437 images outside the hold-out, in two folds
+    assert "Training split of digits: 1,797 images of shape" in note and "2-fold cross-validation on 1,437 of them: each fold's model trains on 718 to 719 and validates on 718 to 719" in note
+    assert f"; {len(folds.holdout()):,} held out for the test score of `batchlr refit`" in note
     masked = mask_command_line(["batchlr", "run", "--storage=postgresql://u:secret@h/db?x=1", "--storage", "postgresql://u:pw@h/d"])
     assert "secret" not in masked and "pw@" not in masked and "x=1" in masked
 

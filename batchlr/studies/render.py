@@ -92,18 +92,32 @@ def opening(
 
 
 def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
-    """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
-    data, space = objective.data, objective.space
+    """The study's note in optuna-dashboard (markdown): what it searches, on what (the images
+    each fold's model trains and validates on, and those held out), and how it was started."""
+    data, space, folds = objective.data, objective.space, objective.folds
     settings = {key: value for key, value in spec.to_attrs().items() if value is not None}
     rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
+    parts = [folds.train_val(fold) for fold in range(folds.k)]
+    in_folds = sum(len(validate) for _, validate in parts)
+    if data.test_images is None:
+        kept_out = f"{len(folds.holdout()):,} held out"
+    else:
+        kept_out = f"the official test split ({len(data.test_images):,} images) kept out"
     return (
-        f"# batchlr study\n\n{data.name}: {len(data.labels)} training images of shape {data.input_shape}, "
-        f"{data.num_classes} classes; {spec.folds}-fold cross-validation, "
-        f"{'official test split' if data.test_images is not None else '20 % hold-out'} kept out.\n\n"
+        f"# batchlr study\n\nTraining split of {data.name}: {len(data.labels):,} images of shape {data.input_shape}, "
+        f"{data.num_classes} classes. {folds.k}-fold cross-validation on {in_folds:,} of them: each fold's model trains on "
+        f"{_count_range([len(train) for train, _ in parts])} and validates on {_count_range([len(validate) for _, validate in parts])}; "
+        f"{kept_out} for the test score of `batchlr refit`.\n\n"
         f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
         f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
         f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
     )
+
+
+def _count_range(counts: list[int]) -> str:
+    """``2,942``, or ``2,942 to 2,943`` where the folds differ."""
+    low, high = min(counts), max(counts)
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def trial_line(trial: FrozenTrial) -> str:
