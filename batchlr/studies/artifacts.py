@@ -43,12 +43,20 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     """Optuna's directory store, each file written under a temporary name and renamed once
     whole: Optuna's own writes in place, so a full disk left a partial file behind."""
 
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.folder = folder
+
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self.folder / artifact_id
+        if path.parent != self.folder or artifact_id in (".", ".."):  # Optuna's ids are UUIDs: a file name
+            raise ValueError(f"invalid artifact id {artifact_id!r}")
+
         def copy(temporary: Path) -> None:
             with temporary.open("wb") as written:
                 shutil.copyfileobj(content_body, written)
 
-        write_atomically(Path(self._base_path) / artifact_id, copy)
+        write_atomically(path, copy)
 
 
 def _mimetype(path: Path) -> str:
@@ -81,7 +89,7 @@ def artifact_store(storage_url: str, given: Path | None, create: bool = False) -
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BatchlrError(f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR") from None
-    return AtomicArtifactStore(str(folder)) if folder.is_dir() else None
+    return AtomicArtifactStore(folder) if folder.is_dir() else None
 
 
 def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | None) -> Attachment:
