@@ -169,8 +169,8 @@ def _file_value(param: click.Parameter, key: str, value: Any, path: Path) -> Any
     option's text, see :class:`ParsedParam`); click converts it from there.
 
     Every key of a study file passes here. Click converts with int() or str(), which would
-    make ``folds = 2.7`` a silent 2, ``study = ["a", "b"]`` a study named "['a', 'b']", and
-    a table or a date an error deep inside a run.
+    make ``folds = 2.7`` a silent 2 and a table or a date an error deep inside a run; and
+    an array joined for any option made ``study = ["a", "b"]`` a study named "a,b".
     """
     kind = param.type
     if isinstance(value, list):
