@@ -255,7 +255,7 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_na
         _echo(*render.lr_range(result))
     if study_name:
         figure = lr_range_figure(result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}")
-        _echo(*render.attached("LR range test", study_name, attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
+        _echo(*render.attached("LR range test", attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
 
 
 @main.command("noise-scale")
@@ -283,7 +283,7 @@ def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: 
     if study_name:
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, f"{option['model']}, {when}")
-        _echo(*render.attached("noise-scale curve", study_name, attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
+        _echo(*render.attached("noise-scale curve", attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
 
 
 def _check_study(storage: str, study_name: str | None) -> None:

@@ -14,7 +14,6 @@ import json
 import warnings
 from pathlib import Path
 
-import matplotlib.figure
 import numpy as np
 import optuna
 import pytest
@@ -239,7 +238,8 @@ def test_an_export_reads_back_as_written(tmp_path, suffix):
 
 def _half_then_disk_full(target) -> None:
     """A write that gets half a file into ``target`` and then finds the disk full."""
-    Path(target).write_bytes(b"half a file")
+    with open(target, "wb") as half:
+        half.write(b"half a file")
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -260,7 +260,7 @@ def test_a_failed_report_leaves_the_previous_files(tmp_path, monkeypatch):
     written = write_report(study, output)
     before = {path: path.read_bytes() for path in written}
     assert len(written) >= 3 and all(content[:4] == b"\x89PNG" for path, content in before.items() if path.suffix == ".png")
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, target, *args, **kwargs: _half_then_disk_full(target))
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: _half_then_disk_full(self))  # each PNG, drawn before any is written
     with pytest.raises(BatchlrError, match="cannot write"):
         write_report(study, output)
     assert {path: path.read_bytes() for path in written} == before and sorted(output.iterdir()) == sorted(written)

@@ -92,8 +92,6 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     save_model(output, group.models.module(0), info)
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number, len(test), len(train)), strict=True):
         study.set_user_attr(key, value)
-    try:
-        attached: Path | str | None = attach(storage_url, study_name, [output], artifacts)
-    except BatchlrError as error:  # the model is saved and scored: say so rather than fail
-        attached = str(error)
+    # The model is saved and scored: a store that cannot take it is a warning, not a failure.
+    attached = attach(storage_url, study_name, [output], artifacts)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached)
