@@ -1,5 +1,14 @@
 """``python -m batchlr``: the CLI, also how ``batchlr run --workers`` starts its workers."""
 
-from batchlr.cli import main
+import os
+import sys
+
+# `python -m` puts the working directory first on sys.path, where a torch.py or yaml.py lying
+# there would replace the real module in every command. batchlr is imported by now; the
+# working directory is on the path only while a --model function imports (objectives.models).
+if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
+    del sys.path[0]
+
+from batchlr.cli import main  # noqa: E402 (after the path is cleaned)
 
 main()

@@ -7,6 +7,7 @@ happen inside the commands that need them, so that ``batchlr --help`` answers at
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -45,6 +46,10 @@ class BatchlrGroup(click.Group):
         """Print every error as the single line ``Error: ...``, without click's usage block."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            # A file or class name need not be UTF-8 (Python escapes its odd bytes as surrogates):
+            # print its bytes as they are, as `ls` does, rather than fail under a strict locale.
+            sys.stdout.reconfigure(errors="surrogateescape")
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as error:
@@ -89,9 +94,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     import optuna
 
     ctx.meta["batchlr.debug"] = debug
-    # As under `python -m`: a --model module in the working directory imports without PYTHONPATH.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     # batchlr prints one line per trial and one per error itself; Optuna's own log (a traceback
     # for every failed or interrupted trial) is for --debug.
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
@@ -256,7 +258,7 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_na
         _echo(*render.lr_range(result))
     if study_name:
         figure = lr_range_figure(result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}")
-        _echo(*render.attached("LR range test", study_name, attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
+        _echo(*render.attached("LR range test", attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
 
 
 @main.command("noise-scale")
@@ -284,7 +286,7 @@ def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: 
     if study_name:
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, f"{option['model']}, {when}")
-        _echo(*render.attached("noise-scale curve", study_name, attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
+        _echo(*render.attached("noise-scale curve", attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
 
 
 def _check_study(storage: str, study_name: str | None) -> None:
@@ -327,7 +329,8 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 @JSON_OPTION
 def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, trust_code: bool, as_json: bool) -> None:
     """Score a model file written by refit on a data set: its official test split where it has
-    one, else all its images, resized as the model was trained.
+    one; else, on the data set the model trained on, the hold-out its study set aside; else
+    all its images; resized as the model was trained.
 
     \b
     batchlr evaluate model.pt --dataset imagefolder:photos/val
@@ -338,9 +341,8 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
     from batchlr.studies.model_file import load_model
 
     model = load_model(model_file, resolve_device(device), trust_code)
-    images, labels, split = evaluation_data(model, dataset, data_dir, cache_dir)
-    result = evaluate_model(model, images, labels, dataset, split)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result))
+    result = evaluate_model(model, evaluation_data(model, dataset, data_dir, cache_dir), dataset)
+    _echo([json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result)], result.note)
 
 
 @main.command()

@@ -18,6 +18,7 @@ from batchlr.objectives.settings import parse_augment, parse_image_size
 from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_grid_points, parse_lr_range, parse_optimizers, parse_range
 from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
+from batchlr.whole_numbers import whole_number
 
 MAX_EPOCHS = 10_000
 MAX_HEARTBEAT = 86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
@@ -25,10 +26,15 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 class ParsedParam(click.ParamType):
-    """An option value read by one of batchlr's parse functions, whose errors become click's."""
+    """An option value read by one of batchlr's parse functions, whose errors become click's.
 
-    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
-        self.name, self.parse = name, parse
+    ``joiner`` makes a study file's array the option's text: ``":"`` for a range
+    (``[16, 512]`` is ``16:512``), ``","`` for a list (``["adam", "sgd"]`` is ``adam,sgd``);
+    an option without one takes no array.
+    """
+
+    def __init__(self, name: str, parse: Callable[[str], Any], joiner: str | None = None) -> None:
+        self.name, self.parse, self.joiner = name, parse, joiner
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):  # already parsed
@@ -53,8 +59,9 @@ class FiniteFloatRange(click.FloatRange):
 def _micro_batch(text: str) -> int | str:
     if text == AUTO:
         return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
+    number = whole_number(text)
+    if number is not None and number > 0:
+        return number
     raise BatchlrUsageError(f"{text!r} is neither a positive number nor {AUTO}")
 
 
@@ -70,16 +77,16 @@ def _objectives(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
-BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int))
-LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_lr_range(text))
-OPTIMIZERS = ParsedParam("names", parse_optimizers)
+BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int), joiner=":")
+LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_lr_range(text), joiner=":")
+OPTIMIZERS = ParsedParam("names", parse_optimizers, joiner=",")
 MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
-OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives)
+OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives, joiner=",")
 STUDY_NAME = ParsedParam("name", _study_name)
 IMAGE_SIZE = ParsedParam("n|hxw", parse_image_size)
-AUGMENT = ParsedParam("none|flip|crop|flip,crop", parse_augment)
-WEIGHT_DECAY = ParsedParam("w|min:max", parse_weight_decay)
-GRID_POINTS = ParsedParam("name=n,...", parse_grid_points)
+AUGMENT = ParsedParam("none|flip|crop|flip,crop", parse_augment, joiner=",")
+WEIGHT_DECAY = ParsedParam("w|min:max", parse_weight_decay, joiner=":")
+GRID_POINTS = ParsedParam("name=n,...", parse_grid_points, joiner=",")
 SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.
@@ -158,12 +165,22 @@ def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | No
 
 
 def _file_value(param: click.Parameter, key: str, value: Any, path: Path) -> Any:
-    """A study file's value, once its TOML type suits the option; click converts it from there.
+    """A study file's value, once its TOML type suits the option (an array joined into the
+    option's text, see :class:`ParsedParam`); click converts it from there.
 
-    Click converts with int() or str(), which would make ``folds = 2.7`` a silent 2 and a
-    table or a date an error deep inside a run.
+    Every key of a study file passes here. Click converts with int() or str(), which would
+    make ``folds = 2.7`` a silent 2 and a table or a date an error deep inside a run; and
+    an array joined for any option made ``study = ["a", "b"]`` a study named "a,b".
     """
-    kind, number = param.type, isinstance(value, (int, float)) and not isinstance(value, bool)
+    kind = param.type
+    if isinstance(value, list):
+        joiner = kind.joiner if isinstance(kind, ParsedParam) else None
+        if joiner is None:
+            raise BatchlrUsageError(f"--config {path}: {key} = {reprlib.repr(value)} is a list; {key} takes one value")
+        if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+            raise BatchlrUsageError(f"--config {path}: {key} = {reprlib.repr(value)} is not a list of strings or numbers")
+        return joiner.join(map(str, value))
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(param, click.Option) and param.is_flag:
         expected, fits = "true or false", isinstance(value, bool)
     elif isinstance(kind, click.types.IntParamType):

@@ -1,6 +1,9 @@
 """Refit and report attach their files to the study with Optuna's artifact store."""
 
+import errno
+import shutil
 import uuid
+from pathlib import Path
 
 import optuna
 from click.testing import CliRunner
@@ -21,7 +24,8 @@ def test_refit_and_report_attach_the_model_and_figures_beside_a_sqlite_file(tmp_
     refit = invoke("refit", "a", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu")
     report = invoke("report", "a", "--storage", storage, "--output", str(tmp_path / "report"))
     store_dir = tmp_path / "studies-artifacts"
-    assert f"attached to the study's artifacts in {store_dir}" in refit.output and str(store_dir) in report.output
+    assert f"attached the model to study a's artifacts in {store_dir}" in refit.output
+    assert f"attached the report to study a's artifacts in {store_dir}" in report.output
     metas = get_all_artifact_meta(optuna.load_study(study_name="a", storage=storage))
     by_name = {meta.filename: meta for meta in metas}
     assert "m.pt" in by_name and "index.html" in by_name and sum(name.endswith(".png") for name in by_name) >= 5
@@ -32,13 +36,16 @@ def test_refit_and_report_attach_the_model_and_figures_beside_a_sqlite_file(tmp_
     assert (tmp_path / "got.png").read_bytes() == (tmp_path / "report" / png.filename).read_bytes()
 
 
-def test_a_postgresql_study_attaches_only_to_a_given_store(tmp_path):
+def test_a_postgresql_study_attaches_only_to_a_given_store_and_says_how(tmp_path):
     postgres_url, study = "postgresql://postgres@127.0.0.1:5432/test", f"pg-artifacts-{uuid.uuid4().hex[:8]}"
     invoke("run", "--storage", postgres_url, "--study", study, "--folds", "2", "--epochs", "1", "--n-trials", "2", "--device", "cpu", "--quiet")
+    how = "the storage has no artifact store: give --artifacts DIR (a store every worker reaches) to attach files to a study on a server storage"
+    refit = invoke("refit", study, "--storage", postgres_url, "--output", str(tmp_path / "m.pt"), "--device", "cpu")
+    assert f"warning: not attached to the study's artifacts: m.pt; {how}" in refit.stderr and (tmp_path / "m.pt").is_file()
     plain = invoke("report", study, "--storage", postgres_url, "--output", str(tmp_path / "r1"))
-    assert "attached" not in plain.output
+    assert "warning: not attached to the study's artifacts: index.html, a-lr-over-batch-size.png" in plain.stderr and how in plain.stderr
     given = invoke("report", study, "--storage", postgres_url, "--output", str(tmp_path / "r2"), "--artifacts", str(tmp_path / "shared"))
-    assert f"attached to the study's artifacts in {tmp_path / 'shared'}" in given.output
+    assert f"attached the report to study {study}'s artifacts in {tmp_path / 'shared'}" in given.output
     assert len(get_all_artifact_meta(optuna.load_study(study_name=study, storage=postgres_url))) == len(list((tmp_path / "r2").iterdir()))
 
 
@@ -59,5 +66,33 @@ def test_refit_keeps_its_model_and_warns_when_the_store_cannot_be_written(tmp_pa
     invoke("run", "--storage", storage, "--study", "w", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu", "--quiet")
     (tmp_path / "blocked").write_text("a file where the store's directory would go")
     result = CliRunner().invoke(main, ["refit", "w", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu", "--artifacts", str(tmp_path / "blocked" / "store")])
-    assert result.exit_code == 0 and "warning: the model was not attached to the study's artifacts: cannot create the artifact directory" in result.output
+    assert result.exit_code == 0 and "warning: not attached to the study's artifacts: m.pt; cannot create the artifact directory" in result.output
     assert (tmp_path / "m.pt").is_file() and "Traceback" not in result.output
+
+
+def test_a_store_that_fails_midway_keeps_no_partial_file_and_the_warning_names_what_was_attached(tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    invoke("run", "--storage", storage, "--study", "f", "--folds", "2", "--epochs", "1", "--n-trials", "3", "--device", "cpu", "--quiet")
+    store = tmp_path / "store"
+    copies = []
+
+    def full_after_the_first_file(source, destination, *args):
+        """Copy as shutil does, but the store's second file runs out of space after 64 KB."""
+        if Path(destination.name).parent == store:
+            copies.append(destination.name)
+            if len(copies) == 2:
+                destination.write(b"x" * 65536)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        copy_file(source, destination, *args)
+
+    copy_file = shutil.copyfileobj
+    monkeypatch.setattr(shutil, "copyfileobj", full_after_the_first_file)
+    result = CliRunner().invoke(main, ["report", "f", "--storage", storage, "--output", str(tmp_path / "report"), "--artifacts", str(store)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    warning = result.stderr.strip().splitlines()[-1]
+    assert warning.startswith(f"warning: attached 1 of 7 files to the study's artifacts in {store}: index.html; not attached: a-lr-over-batch-size.png, "), warning
+    assert "No space left on device" in warning
+    metas = get_all_artifact_meta(optuna.load_study(study_name="f", storage=storage))
+    assert [meta.filename for meta in metas] == ["index.html"]
+    assert sorted(path.name for path in store.iterdir()) == [metas[0].artifact_id]  # no partial file, no temporary one
+    assert (store / metas[0].artifact_id).read_bytes() == (tmp_path / "report" / "index.html").read_bytes()

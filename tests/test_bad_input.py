@@ -51,6 +51,9 @@ USER_MODELS = {
     "model_missing_dependency": "import batchlr_no_such_dependency\n",
     "model_raises_on_import": "raise RuntimeError('needs a GPU\\nto import')\n",
     "model_exits_on_import": "raise SystemExit(3)\n",
+    "model_exits_in_build": "import sys\ndef build(shape, classes):\n    sys.exit(0)\n",
+    "model_exits_in_forward": "import sys\nfrom torch import nn\nclass Quits(nn.Linear):\n    def forward(self, x):\n        sys.exit(0)\n"
+    "def build(shape, classes):\n    return Quits(1, classes)\n",
 }
 STUDY_FILES = {
     "folds_float.toml": b"folds = 2.7\n",
@@ -62,6 +65,9 @@ STUDY_FILES = {
     "timeout_nan.toml": b"timeout = nan\n",
     "latin1.toml": 'study = "caf\u00e9"\n'.encode("latin-1"),
     "deep.toml": b"folds = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "study_list.toml": b'study = ["a", "b"]\n',
+    "folds_list.toml": b"folds = [2, 3]\n",
+    "lr_nested_list.toml": b"lr = [[0.1], 1]\n",
 }
 
 
@@ -117,6 +123,13 @@ CASES = [
     (["run", "--storage", "sqlite:///{db}", "--study", "empty"], 1, "not made by batchlr"),
     (["run", "--budget", "steps"], 2, "--steps"),
     (["run", "--max-micro-batch", "0"], 2, "auto"),
+    # Digits str.isdigit() takes and int() refuses: one parser for every option of whole numbers.
+    (["run", "--max-micro-batch", "\u00b2"], 2, "auto"),
+    (["run", "--image-size", "3\u00b2"], 2, "--image-size"),
+    (["run", "--sampler", "grid", "--grid-points", "lr=1\u00b2"], 2, "--grid-points"),
+    (["run", "--image-size", "9" * 5000], 2, "--image-size"),
+    # Sizes bounded before the study exists: the snapshot shows nothing stored.
+    (["run", "--storage", "sqlite:///{db}", "--study", "huge", "--sampler", "grid", "--grid-points", "lr=1000,batch_size=1000,weight_decay=1000", "--weight-decay", "1e-5:1e-2"], 2, "more than 100,000"),
     (["run", "--n-trials", "0"], 2, "--n-trials"),
     (["run", "--timeout", "-5"], 2, "--timeout"),
     (["run", "--warmup", "-1"], 2, "--warmup"),
@@ -163,6 +176,9 @@ CASES = [
     (["run", "--model", "model_missing_dependency:build"], 2, "batchlr_no_such_dependency"),
     (["run", "--model", "model_raises_on_import:build"], 2, "raised RuntimeError: needs a GPU to import"),
     (["run", "--model", "model_exits_on_import:build"], 2, "raised SystemExit"),
+    # An exit(0) in a user's model is an error naming it, not a silent success.
+    (["run", "--model", "model_exits_in_build:build"], 1, "--model model_exits_in_build:build: build((1, 8, 8), 10) called exit(0)"),
+    (["run", "--model", "model_exits_in_forward:build"], 1, "fails in its forward pass: SystemExit: 0"),
     # Study files of the wrong types or encoding.
     (["run", "--config", "{inputs}/folds_float.toml"], 2, "folds = 2.7 is not a whole number"),
     (["run", "--config", "{inputs}/optimizers_numbers.toml"], 2, "unknown optimizer"),
@@ -173,6 +189,10 @@ CASES = [
     (["run", "--config", "{inputs}/timeout_nan.toml"], 2, "--timeout"),
     (["run", "--config", "{inputs}/latin1.toml"], 2, "not UTF-8"),
     (["run", "--config", "{inputs}/deep.toml"], 2, "nests too deeply"),
+    (["run", "--config", "{inputs}/study_list.toml"], 2, "study = ['a', 'b'] is a list; study takes one value"),
+    (["run", "--config", "{inputs}/folds_list.toml"], 2, "folds = [2, 3] is a list"),
+    (["run", "--config", "{inputs}/lr_nested_list.toml"], 2, "is not a list of strings or numbers"),
+    (["run", "--config", "{inputs}"], 2, "is a directory"),
 ]
 
 
@@ -190,3 +210,32 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert snapshot(existing) == before
     assert notes.read_text().startswith("my notes")
 
+
+
+def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
+    # Opening a FIFO blocks until a writer comes: in a subprocess, so that a hang fails the test.
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "study.toml"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "batchlr", "run", "--config", str(fifo), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"Error: --config {fifo} is a FIFO, not a regular file; give a file"], result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(tmp_path):
+    # A fresh process, CXX a compiler that is not there, and an empty inductor cache, so nothing compiled before can answer.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    command = [sys.executable, "-m", "batchlr", "run", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "c", *TINY, "--n-trials", "1", "--compile"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: --compile: torch.compile does not work on cpu") and "leave --compile off" in lines[0]
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}") == []

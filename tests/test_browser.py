@@ -61,7 +61,7 @@ def test_dashboard_shows_the_report_figures_attached_to_the_study(sqlite_url, da
     args = ["run", "--storage", sqlite_url, "--study", "attached", "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "3"]
     assert CliRunner().invoke(main, args).exit_code == 0
     reported = CliRunner().invoke(main, ["report", "attached", "--storage", sqlite_url, "--output", str(tmp_path / "report")])
-    assert reported.exit_code == 0 and "attached to the study's artifacts" in reported.output
+    assert reported.exit_code == 0 and "attached the report to study attached's artifacts" in reported.output
     base = dashboard(sqlite_url)
     wait = WebDriverWait(browser, 60)
     browser.get(f"{base}/dashboard/")

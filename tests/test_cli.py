@@ -76,6 +76,7 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     args = ["run", "--storage", storage, "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
     result = invoke(*args, "--study", "my model", "--model", "my_models:linear")
     assert result.exit_code == 0, result.output
+    assert str(tmp_path) not in sys.path  # on the path only while my_models imported
     assert optuna.load_study(study_name="my model", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
     # The suggested next command pastes into a shell as it is.
     see_it = next(line for line in result.output.splitlines() if line.startswith("see it:"))

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
@@ -33,3 +34,38 @@ def test_a_taken_port_is_one_line_and_no_address_is_announced(sqlite_url):
         result = CliRunner().invoke(main, ["dashboard", "--storage", sqlite_url, "--port", str(port)])
     assert result.exit_code == 1 and "in use" in result.stderr
     assert "http://" not in result.stdout
+
+
+def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_path):
+    import base64
+
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+
+    from batchlr.studies.artifacts import attach
+
+    study = optuna.create_study(study_name="kept", storage=sqlite_url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"batch_size": 32}, distributions={"batch_size": optuna.distributions.IntDistribution(16, 64)}, value=0.5))
+    (tmp_path / "m.pt").write_bytes(b"the refit model")
+    store = attach(sqlite_url, "kept", [tmp_path / "m.pt"], None).store
+    artifact = get_all_artifact_meta(study)[0].artifact_id
+    base = dashboard(sqlite_url)
+    study_id = study._study_id
+
+    def request(method: str, path: str, body: dict | None = None) -> int:
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{base}{path}", data=data, method=method), timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    upload = {"file": "data:text/plain;base64," + base64.b64encode(b"orphan").decode(), "filename": "x.txt"}
+    assert request("DELETE", f"/api/artifacts/{study_id}/{artifact}") == 405
+    assert request("POST", f"/api/artifacts/{study_id}", upload) == 405
+    assert request("POST", f"/api/artifacts/{study_id}/{study.trials[0]._trial_id}", upload) == 405
+    assert request("DELETE", f"/api/studies/{study_id}") == 405  # would remove every artifact of the study first
+    with urllib.request.urlopen(f"{base}/artifacts/{study_id}/{artifact}", timeout=30) as response:
+        assert response.read() == b"the refit model"
+    assert [path.name for path in store.iterdir()] == [artifact]
+    assert [meta.artifact_id for meta in get_all_artifact_meta(optuna.load_study(study_name="kept", storage=sqlite_url))] == [artifact]

@@ -20,7 +20,8 @@ from batchlr.cli import main
 from batchlr.errors import BatchlrError
 from batchlr.objectives.duplicates import split_duplicates
 from batchlr.objectives.folds import HOLDOUT, HOLDOUT_FRACTION, FoldAssignment, assign_folds, images_needed
-from batchlr.objectives.readers import read_image_folder
+from batchlr.objectives.readers import decode_files, read_image_folder
+from batchlr.studies.inference import image_paths
 from batchlr.studies.spec import FOLDS_ATTR
 from tests.test_data import _write_cifar
 
@@ -44,12 +45,21 @@ def _image_folder(root: Path, per_class: int | tuple[int, int], classes: tuple[s
 
 
 def _read(root: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """read_image_folder in a thread, failing rather than hanging if a link loop never ends."""
+    """read_image_folder in a thread, failing rather than hanging if a link loop never ends or a FIFO is opened."""
     result: list = []
-    reader = threading.Thread(target=lambda: result.append(read_image_folder(root)), daemon=True)
+
+    def read() -> None:
+        try:
+            result.append(read_image_folder(root))
+        except BatchlrError as error:
+            result.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout=60)
-    assert result, "reading the image folder did not end within 60 s (a link loop?) or raised"
+    assert result, "reading the image folder did not end within 60 s (a link loop? a FIFO opened?)"
+    if isinstance(result[0], BatchlrError):
+        raise result[0]
     (images, labels), _, sources = result[0]
     return images, labels, sources
 
@@ -108,6 +118,39 @@ def test_a_class_folder_that_links_to_another_class_is_a_clear_error(tmp_path):
     (root / "kitten").symlink_to(root / "cat")
     with pytest.raises(BatchlrError, match="class folder kitten .* holds no image of its own"):
         read_image_folder(root)
+
+
+def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_path):
+    root = _image_folder(tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301"))  # é, and e with an accent
+    with pytest.raises(BatchlrError, match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name in different Unicode forms; rename one$"):
+        read_image_folder(root)
+
+
+def test_predict_lists_a_folder_exactly_as_training_reads_it(tmp_path):
+    root = _image_folder(tmp_path / "pets", 3)
+    extra = tmp_path / "extra"
+    _png(extra / "a.png", seed=50)
+    (root / "cat" / "more").symlink_to(extra)  # a linked sub-folder: training reads it
+    (root / "dog" / "alias.png").symlink_to(root / "cat" / "1.png")  # the same file twice: once
+    (root / "cat" / "root").symlink_to(root)  # a loop
+    _, _, sources = _read(root)
+    listed = image_paths([root / "cat", root / "dog"])
+    assert [os.path.relpath(path, root) for path in listed] == list(sources)
+    assert "cat/more/a.png" in sources
+    # A file named is listed as named, before or after the folders.
+    assert image_paths([extra / "a.png", root / "dog"]) == [extra / "a.png", *(root / "dog" / name for name in ("0.png", "1.png", "2.png", "alias.png"))]
+
+
+def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
+    root = _image_folder(tmp_path / "pets", 3)
+    os.mkfifo(root / "dog" / "pipe.png")  # opening it would block until a writer came
+    with pytest.raises(BatchlrError, match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; give a file$"):
+        _read(root)
+    # predict: named, it is refused at once; in a folder, when its images are read.
+    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+        image_paths([root / "dog" / "pipe.png"])
+    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+        decode_files([str(path) for path in image_paths([root / "dog"])], 3, (8, 8))
 
 
 def _run(tmp_path: Path, dataset: str, *extra: str):

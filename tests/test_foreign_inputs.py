@@ -14,7 +14,6 @@ import json
 import warnings
 from pathlib import Path
 
-import matplotlib.figure
 import numpy as np
 import optuna
 import pytest
@@ -239,7 +238,8 @@ def test_an_export_reads_back_as_written(tmp_path, suffix):
 
 def _half_then_disk_full(target) -> None:
     """A write that gets half a file into ``target`` and then finds the disk full."""
-    Path(target).write_bytes(b"half a file")
+    with open(target, "wb") as half:
+        half.write(b"half a file")
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -260,7 +260,7 @@ def test_a_failed_report_leaves_the_previous_files(tmp_path, monkeypatch):
     written = write_report(study, output)
     before = {path: path.read_bytes() for path in written}
     assert len(written) >= 3 and all(content[:4] == b"\x89PNG" for path, content in before.items() if path.suffix == ".png")
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, target, *args, **kwargs: _half_then_disk_full(target))
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: _half_then_disk_full(self))  # each PNG, drawn before any is written
     with pytest.raises(BatchlrError, match="cannot write"):
         write_report(study, output)
     assert {path: path.read_bytes() for path in written} == before and sorted(output.iterdir()) == sorted(written)
@@ -328,3 +328,32 @@ def test_every_key_of_a_study_file_refuses_a_value_of_the_wrong_type(tmp_path, v
     for key in keys:
         path.write_text(f"{key} = {value}\n")
         assert key in error_line(invoke("run", "--config", str(path)), 2), key
+
+
+def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refit_evaluate_and_predict(tmp_path):
+    """Under a strict UTF-8 output (PYTHONIOENCODING=utf-8), names print as their bytes."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for name in (b"caf\xe9", b"dog"):  # Latin-1, not UTF-8
+        for index in range(6):
+            path = root / os.fsdecode(name) / os.fsdecode(b"\xff%d.png" % index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+    def batchlr_command(*args: str) -> bytes:
+        done = subprocess.run([sys.executable, "-m", "batchlr", *args], env=environment, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return done.stdout
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    batchlr_command("run", "--storage", storage, "--dataset", f"imagefolder:{root}", "--study", "s", *TINY, "--batch-size", "4:4")
+    batchlr_command("refit", "s", "--storage", storage, "-o", "m.pt", "--device", "cpu")
+    assert b"caf\xe9 " in batchlr_command("evaluate", "m.pt", "--dataset", f"imagefolder:{root}", "--device", "cpu")
+    assert b"/dog/\xff0.png: " in batchlr_command("predict", "m.pt", str(root), "--device", "cpu")

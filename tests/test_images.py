@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import os
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,20 +93,45 @@ def test_a_folder_of_one_size_loads_as_it_is(tmp_path):
     assert np.array_equal(data.images[0].numpy(), pixels.transpose(2, 0, 1))
 
 
-def test_a_grey_folder_loads_as_one_channel_and_16_bit_grey_keeps_its_high_byte(tmp_path):
+def test_a_grey_folder_loads_as_one_channel(tmp_path):
     root = tmp_path / "scans"
     for index, mode in enumerate(["L", "1", "LA", "I;16"]):
         _save(root / "a" / f"{index}.png", 16, 16, mode, seed=index)
         _save(root / "b" / f"{index}.png", 16, 16, "L", seed=10 + index)
     data = _load(root)
     assert data.input_shape == (1, 16, 16) and data.images.dtype == torch.uint8
-    sixteen_bit = np.asarray(Image.open(root / "a" / "3.png"))
-    assert sixteen_bit.dtype == np.uint16 and sixteen_bit.max() > 255  # what PIL would clip to 255
-    assert np.array_equal(data.images[data.sources.index("a/3.png"), 0].numpy(), (sixteen_bit >> 8).astype(np.uint8))
     # A palette image counts as colour, whatever its palette.
     _save(root / "b" / "palette.png", 16, 16, "P")
     load_dataset.cache_clear()
     assert _load(root).input_shape == (3, 16, 16)
+
+
+def _unsigned_32_bit_tiff(path: Path, pixels: np.ndarray) -> None:
+    """Write grey ``pixels`` as an uncompressed little-endian TIFF of unsigned 32-bit samples
+    (PIL writes its 32-bit images as signed)."""
+    height, width = pixels.shape
+    tags = [(256, width), (257, height), (258, 32), (259, 1), (262, 1), (273, 0), (277, 1), (278, height), (279, pixels.nbytes), (339, 1)]
+    start = 8 + 2 + 12 * len(tags) + 4  # the pixels follow the header and the one directory
+    entries = b"".join(struct.pack("<HHII", tag, 4, 1, start if tag == 273 else value) for tag, value in tags)
+    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(tags)) + entries + bytes(4) + pixels.astype("<u4").tobytes())
+
+
+def test_grey_of_more_than_8_bits_is_scaled_by_its_types_range_and_floats_from_0_to_1(tmp_path):
+    root = tmp_path / "scans"
+    sixteen = np.array([[0, 128, 129, 257, 30000, 65535]], dtype=np.uint16)
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(sixteen).save(root / "a" / "16.png")
+    Image.fromarray(sixteen).save(root / "a" / "16.pgm")  # PIL reads it as mode "I"
+    Image.fromarray(np.array([[0, -5, 1 << 23, 1 << 30, 2**31 - 1, 2**31 - 1]], dtype=np.int32)).save(root / "a" / "32.tif")
+    _unsigned_32_bit_tiff(root / "a" / "u32.tif", np.array([[0, 1 << 23, 1 << 31, 3 << 30, 2**32 - 1, 0]], dtype=np.uint32))
+    Image.fromarray(np.array([[0, 0.5, 1, 2, -1, np.nan]], dtype=np.float32)).save(root / "a" / "float.tif")
+    _save(root / "b" / "grey.png", 1, 6, "L")
+    data = _load(root)
+    pixels = {source: data.images[index, 0, 0].tolist() for index, source in enumerate(data.sources)}
+    assert pixels["a/16.png"] == pixels["a/16.pgm"] == [0, 0, 1, 1, 117, 255]  # divided by 257, rounded
+    assert pixels["a/32.tif"] == [0, 0, 1, 128, 255, 255]  # 0..2**31-1, negatives as 0
+    assert pixels["a/u32.tif"] == [0, 0, 128, 191, 255, 0]
+    assert pixels["a/float.tif"] == [0, 128, 255, 255, 0, 0]  # clipped to 0..1, NaN as 0
 
 
 def test_resizing_scales_the_shorter_side_then_crops_the_centre():
@@ -129,6 +156,40 @@ def test_resizing_a_square_matches_torchvisions_resize_then_centre_crop(height, 
     image = Image.fromarray(np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8))
     expected = transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image))
     assert np.array_equal(np.asarray(readers.fit_image(image, (32, 32))), np.asarray(expected))
+
+
+def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch):
+    # 1 pixel high, 20,000,000 wide, 200 in the middle: fitted to 32x32, the middle scaled up.
+    pixels = np.zeros((1, 20_000_000), dtype=np.uint8)
+    pixels[0, 9_999_000:10_001_000] = 200
+    (tmp_path / "lines" / "a").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "lines" / "a" / "wide.png")
+    _save(tmp_path / "lines" / "b" / "small.png", 8, 8, "L")
+    made = []
+    resize = Image.Image.resize
+
+    def recording_resize(image, size, *args, **kwargs):
+        made.append(size[0] * size[1])
+        assert made[-1] <= 32 * 32, f"scaled to {size} before cropping"
+        return resize(image, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    fitted = readers.decode_files([str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32))  # as predict reads it
+    assert fitted.shape == (1, 1, 32, 32) and (fitted == 200).all()
+    data = _load(tmp_path / "lines", (32, 32))
+    assert torch.equal(data.images[data.sources.index("a/wide.png")], torch.from_numpy(fitted[0])) and made
+
+
+def test_cropping_first_stays_within_one_level_of_torchvisions_pixels(monkeypatch):
+    from torchvision import transforms
+
+    monkeypatch.setattr(readers, "_WHOLE_SCALED_PIXELS", 0)  # crop first even where the scaled image is small
+    rng = np.random.default_rng(3)
+    for height, width in [(5, 90), (90, 7), (20, 33), (1, 100)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        expected = np.asarray(transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image)))
+        fitted = np.asarray(readers.fit_image(image, (32, 32)))
+        assert fitted.shape == expected.shape and np.abs(fitted.astype(int) - expected).max() <= 1
 
 
 def test_built_in_sets_resize_with_the_same_function():
@@ -184,6 +245,78 @@ def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
     assert np.array_equal(after.images[index].numpy(), changed.transpose(2, 0, 1))
     assert not torch.equal(after.images[index], before.images[index])
     assert len(_cache_files(cache)) == 1 and _cache_files(cache) != stale
+
+
+def test_a_file_rewritten_at_the_same_size_with_its_modification_time_put_back_is_decoded_again(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    path = root / "dog" / "0.png"
+    before = _load(root, (32, 32), cache_dir=cache)
+    original = os.stat(path)
+    replacement = Image.fromarray(255 - np.asarray(Image.open(path)))
+    deadline = time.monotonic() + 60
+    while os.stat(path).st_ctime_ns == original.st_ctime_ns:  # until the clock has moved on since the listing
+        assert time.monotonic() < deadline, "the status change time never changed"
+        with path.open("r+b") as handle:  # in place: the same inode
+            handle.write(_png_bytes(replacement, len(path.read_bytes())))
+        os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
+    assert os.stat(path).st_size == original.st_size and os.stat(path).st_mtime_ns == original.st_mtime_ns
+    load_dataset.cache_clear()
+    after = _load(root, (32, 32), cache_dir=cache)
+    index = after.sources.index("dog/0.png")
+    assert np.array_equal(after.images[index].numpy(), np.asarray(replacement).transpose(2, 0, 1))
+    assert not torch.equal(after.images[index], before.images[index])
+
+
+def _png_bytes(image: Image.Image, size: int) -> bytes:
+    """``image`` as PNG bytes padded to ``size`` bytes (PIL ignores what follows the end chunk)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=0)
+    encoded = buffer.getvalue()
+    assert len(encoded) <= size
+    return encoded + bytes(size - len(encoded))
+
+
+def test_an_entry_of_another_folder_or_image_size_under_this_ones_name_is_not_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    pets, others = _mixed_folder(tmp_path / "pets"), tmp_path / "others"
+    for index, (height, width, mode) in enumerate([(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGB")]):
+        for name in ("cat", "dog"):  # the same names, labels and classes as pets, other pixels
+            _save(others / name / f"{index}.png", height, width, mode, seed=100 + index + 10 * len(name))
+    expected = _load(others, (32, 32), cache_dir=cache).images
+    small = _load(pets, (16, 16), cache_dir=cache)
+    entry = image_cache.CacheEntry.of(readers.list_image_folder(others), (32, 32), cache).path
+    for impostor in (image_cache.CacheEntry.of(readers.list_image_folder(pets), size, cache).path for size in [(32, 32), (16, 16)]):
+        _load(pets, (32, 32), cache_dir=cache)
+        entry.write_bytes(impostor.read_bytes())  # another folder's entry, then one of another image size
+        load_dataset.cache_clear()
+        loaded = _load(others, (32, 32), cache_dir=cache)
+        assert loaded.input_shape == (3, 32, 32) and torch.equal(loaded.images, expected)
+    assert small.input_shape == (3, 16, 16)
+
+
+def test_a_fifo_as_a_cache_entry_is_replaced_without_being_opened(tmp_path):
+    root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
+    cache.mkdir()
+    entry = image_cache.CacheEntry.of(readers.list_image_folder(root), (32, 32), cache).path
+    os.mkfifo(entry)  # opening it would block until a writer came
+    loaded: list = []
+    loader = threading.Thread(target=lambda: loaded.append(_load(root, (32, 32), cache_dir=cache)), daemon=True)
+    loader.start()
+    loader.join(timeout=60)
+    assert loaded, "loading blocked on the FIFO"
+    assert loaded[0].images.shape == (10, 3, 32, 32) and entry.is_file()
+
+
+def test_file_and_class_names_that_are_not_utf_8_are_read_and_cached(tmp_path):
+    root, cache = tmp_path / "scans", tmp_path / "cache"
+    café, odd = os.fsdecode(b"caf\xe9"), os.fsdecode(b"\xff\xfe.png")  # Latin-1 bytes: not UTF-8
+    _save(root / café / odd, 8, 8)
+    _save(root / "dog" / "a.png", 8, 8, seed=1)
+    first = _load(root, cache_dir=cache)
+    assert first.classes == (café, "dog") and f"{café}/{odd}" in first.sources
+    load_dataset.cache_clear()
+    again = _load(root, cache_dir=cache)
+    assert torch.equal(again.images, first.images) and again.sources == first.sources and len(_cache_files(cache)) == 1
 
 
 def test_another_image_size_is_another_entry_and_both_stay(tmp_path):

@@ -2,6 +2,7 @@
 with no other input, and refuse files that are not batchlr's in one line."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from PIL import Image
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
+from batchlr.objectives.models import convnet
 
 CLASSES = ("airplane", "automobile", "bird")
 
@@ -131,7 +133,7 @@ def test_load_model_refuses_text_and_missing_files(tmp_path):
     with pytest.raises(BatchlrError, match="not a model file batchlr can read"):
         batchlr.load_model(tmp_path / "x.pt")
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "none.pt"), str(tmp_path)])
-    assert result.exit_code == 1 and "no such model file" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "model file" in result.output and "does not exist" in result.output and "Traceback" not in result.output
 
 
 def test_a_model_file_naming_python_code_is_built_only_when_trusted(tmp_path, monkeypatch):
@@ -146,3 +148,125 @@ def test_a_model_file_naming_python_code_is_built_only_when_trusted(tmp_path, mo
     assert batchlr.load_model(tmp_path / "m.pt", trust_code=True).classes == ("a", "b", "c")
     refused = CliRunner().invoke(main, ["predict", str(tmp_path / "m.pt"), str(tmp_path)])
     assert refused.exit_code == 1 and "--trust-model-code" in refused.output
+
+
+def _hand_made(path: Path, shape: list[int], classes: list[str], *, scale: float = 1.0, **info) -> Path:
+    """A model file of a convnet with random weights (times ``scale``), ``info`` over the defaults."""
+    torch.manual_seed(0)
+    network = convnet(tuple(shape), len(classes))
+    state = {name: tensor * scale for name, tensor in network.state_dict().items()}
+    fields = {"model": "convnet", "input_shape": shape, "classes": classes, "mean": [0.5] * shape[0], "std": [0.25] * shape[0], **info}
+    torch.save({"batchlr_model": 1, "info": fields, "state_dict": state}, path)
+    return path
+
+
+def _nan_weights(path: Path) -> None:
+    content = torch.load(path, weights_only=True)
+    content["state_dict"]["0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(content, path)
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ({"batchlr_model": "1"}, r"is not a batchlr model file \(its format, batchlr_model, is '1', not a number from 1\)"),
+        ({"batchlr_model": True}, "is not a batchlr model file"),
+        ({"classes": ["a", "b", "a"]}, "its info is damaged \\(class 'a' is named twice\\)"),
+        ({"classes": [str(index) for index in range(100_001)]}, "classes is not a list of 2 to 100,000 names"),
+        ({"input_shape": [1, 100000, 100000]}, r"input_shape \[1, 100000, 100000\] exceeds the largest batchlr trains on: sides up to 4096"),
+        ({"input_shape": [100000, 64, 64], "mean": [0.5], "std": [0.25]}, "exceeds the largest batchlr trains on"),
+        ({"mean": [float("nan")]}, r"mean \[nan\] or std \[0.25\] is out of range"),
+        ({"std": [1e-300]}, "is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from 1e-06 to 1"),
+        ({"mean": [1e300]}, "is out of range"),
+        ({"nan_weights": True}, r"its weights hold NaN or infinite values \(0.weight\)"),
+    ],
+)
+def test_load_model_refuses_unusable_contents_before_building(tmp_path, info, message, monkeypatch):
+    path = _hand_made(tmp_path / "m.pt", [1, 8, 8], ["a", "b", "c"])
+    content = torch.load(path, weights_only=True)
+    for key, value in info.items():
+        if key == "batchlr_model":
+            content[key] = value
+        elif key != "nan_weights":
+            content["info"][key] = value
+    torch.save(content, path)
+    if "nan_weights" in info:
+        _nan_weights(path)
+    # Nothing is built, let alone allocated, for a file refused on its info.
+    monkeypatch.setattr("batchlr.objectives.models.build_model", lambda *args: pytest.fail("built a refused model"))
+    with pytest.raises(BatchlrError, match=message):
+        batchlr.load_model(path)
+    result = CliRunner().invoke(main, ["predict", str(path), str(path)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "unexpected" not in result.output, result.output
+
+
+def test_a_fifo_as_the_model_file_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "batchlr", "predict", str(fifo), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == f"Error: model file {fifo} is a FIFO, not a regular file; give a file\n"
+
+
+def test_a_model_with_overflowing_outputs_prints_no_nan(tmp_path):
+    path = _hand_made(tmp_path / "m.pt", [3, 8, 8], ["a", "b"], scale=1e30)
+    Image.new("RGB", (8, 8), (200, 30, 90)).save(tmp_path / "x.png")
+    result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "outputs overflow to NaN or infinity" in result.output and "nan" not in result.output
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_model_of_other_channels_is_one_line_in_predict_and_evaluate(tmp_path, channels):
+    path = _hand_made(tmp_path / "m.pt", [channels, 8, 8], [str(digit) for digit in range(10)])
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    predicted = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "x.png")])
+    assert predicted.exit_code == 1, predicted.output
+    assert predicted.output == f"Error: the model takes {channels}-channel images but image files are read with 3; only grey (1 channel) and RGB (3) images convert into each other\n"
+    evaluated = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "digits"])
+    assert evaluated.exit_code == 1 and evaluated.output.startswith(f"Error: the model takes {channels}-channel images but digits has 1;"), evaluated.output
+
+
+def test_evaluate_reads_the_test_split_alone(tmp_path, shared_data):
+    # The shared MNIST folder holds only the t10k files, as a machine used only to evaluate would.
+    path = _hand_made(tmp_path / "m.pt", [1, 8, 8], [str(digit) for digit in range(10)])
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "mnist", "--data-dir", str(shared_data / "mnist"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["images"] == 10_000 and report["split"] == "official test split" and report["note"] is None
+    missing = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "cifar10", "--data-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "lacks test_batch (it needs its test files)" in missing.output
+
+
+def test_evaluate_on_the_training_folder_scores_the_hold_out_alone(cifar_model):
+    path, _ = cifar_model
+    info = torch.load(path, weights_only=True)["info"]
+    train = info["dataset"].removeprefix("imagefolder:")
+    holdout, total = info["holdout"], len(list(Path(train).rglob("*.png")))
+    assert abs(len(holdout) - 0.2 * total) <= 3 and all((Path(train) / name).is_file() for name in holdout)
+    command = ["evaluate", str(path), "--dataset", f"imagefolder:{train}", "--device", "cpu", "--cache-dir", str(path.parent / "cache")]
+    result = CliRunner().invoke(main, [*command, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["split"] == "hold-out set aside when the study was created" and report["images"] == len(holdout)
+    assert report["accuracy"] == pytest.approx(info["test_accuracy"], abs=0.02)  # refit scored it in its own precision
+    assert f"only the {len(holdout)} images of the hold-out its study set aside are scored, not the {total - len(holdout):,} others" in result.stderr
+
+
+def test_evaluate_warns_when_an_older_model_file_cannot_tell_its_hold_out(cifar_model, tmp_path):
+    path, _ = cifar_model
+    content = torch.load(path, weights_only=True)
+    del content["info"]["holdout"]
+    torch.save(content, tmp_path / "old.pt")
+    train = content["info"]["dataset"].removeprefix("imagefolder:")
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "old.pt"), "--dataset", f"imagefolder:{train}", "--device", "cpu", "--cache-dir", str(path.parent / "cache")])
+    total = len(list(Path(train).rglob("*.png")))
+    assert result.exit_code == 0 and "(all images): accuracy" in result.stdout and f"on {total:,} images" in result.stdout
+    assert "this accuracy counts images it trained on; refit to score the hold-out alone" in result.stderr
+
+
+def test_a_trusted_model_function_that_exits_is_an_error_naming_it(tmp_path):
+    (tmp_path / "quitter.py").write_text("import sys\ndef net(shape, classes):\n    sys.exit(0)\n")
+    path = _hand_made(tmp_path / "m.pt", [1, 8, 8], ["a", "b"], model="quitter:net")
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+    result = CliRunner().invoke(main, ["predict", str(path), str(tmp_path / "x.png"), "--trust-model-code"])
+    assert result.exit_code == 1 and "--model quitter:net: net((1, 8, 8), 2) called exit(0)" in result.output, result.output

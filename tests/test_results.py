@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
-from batchlr.studies.storage import mask_command_line
+from batchlr.studies.spec import load_spec
+from batchlr.studies.storage import mask_command_line, open_storage
 
 
 def invoke(*args: str, expect: int = 0):
@@ -103,6 +104,12 @@ def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
     _, storage, _ = cfg_study
     note = optuna_dashboard.get_note(optuna.load_study(study_name="cfg", storage=storage))
     assert "digits" in note and "2-fold" in note and "batchlr run --config" in note
+    # The images each fold's model trains on, not those of the whole data set.
+    _, folds, _ = load_spec(open_storage(storage, access="read"), "cfg")
+    train, validate = ({len(folds.train_val(fold)[part]) for fold in range(2)} for part in (0, 1))
+    assert train == validate == {718, 719}  # digits' 1,437 images outside the hold-out, in two folds
+    assert "Training split of digits: 1,797 images of shape" in note and "2-fold cross-validation on 1,437 of them: each fold's model trains on 718 to 719 and validates on 718 to 719" in note
+    assert f"; {len(folds.holdout()):,} held out for the test score of `batchlr refit`" in note
     masked = mask_command_line(["batchlr", "run", "--storage=postgresql://u:secret@h/db?x=1", "--storage", "postgresql://u:pw@h/d"])
     assert "secret" not in masked and "pw@" not in masked and "x=1" in masked
 
@@ -146,3 +153,46 @@ def test_log_axes_have_few_plain_labels():
     assert [tick_label(tick) for tick in log_ticks([1e-4, 0.9])] == ["1e-4", "1e-3", "0.01", "0.1", "1"]
     assert [tick_label(tick) for tick in log_ticks([1e-3, 8e-3])] == ["1e-3", "2e-3", "5e-3", "0.01"]
     assert len(log_ticks([1, 1e12])) <= 8 and len(log_ticks([1, 2**20], whole=True)) <= 8
+
+
+def _study_of_fold_scores(storage: str, scores: list[list[float]]) -> optuna.Study:
+    """A batchlr study made without training: a complete trial per list of fold scores, the first best."""
+    from batchlr.studies.spec import StudySpec
+
+    study = optuna.create_study(study_name="folds", storage=storage, direction="maximize")
+    for key, value in StudySpec().to_attrs().items():
+        study.set_user_attr(key, value)
+    distributions = {"optimizer": optuna.distributions.CategoricalDistribution(["adam"]), "batch_size": optuna.distributions.IntDistribution(16, 512, log=True), "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    for index, folds in enumerate(scores):
+        params = {"optimizer": "adam", "batch_size": 16 * 2**index, "lr": 10.0 ** -(index + 1)}
+        attrs = {"fold_scores": folds, "fold_curves": [folds], "train_seconds": 1.0 + index, "images_per_second": 100.0}
+        study.add_trial(optuna.trial.create_trial(value=0.9 - index / 10, params=params, distributions=distributions, user_attrs=attrs, intermediate_values={0: 0.9 - index / 10}))
+    return study
+
+
+def test_a_report_of_fold_scores_that_are_not_finite_is_whole(sqlite_url, tmp_path):
+    nan, inf = float("nan"), float("inf")
+    _study_of_fold_scores(sqlite_url, [[0.9, nan, 0.95], [inf, 0.8, 0.8], [0.7, 0.7, 0.7]])
+    result = CliRunner().invoke(main, ["report", "folds", "--storage", sqlite_url, "--output", str(tmp_path / "report")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert len(list((tmp_path / "report").iterdir())) == 7
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "0.9000 ± nan (standard error over 3 folds; trial 0)" in page and "0.9000 nan 0.9500" in page
+
+
+def test_a_report_that_fails_while_drawing_writes_no_file(sqlite_url, tmp_path, monkeypatch):
+    from batchlr.studies import report
+
+    study = _study_of_fold_scores(sqlite_url, [[0.9, 0.9], [0.8, 0.8]])
+    drawn = []
+
+    def fails_on_the_fifth(figure):
+        drawn.append(figure)
+        if len(drawn) == 5:
+            raise RuntimeError("out of memory")
+        return b"\x89PNG"
+
+    monkeypatch.setattr(report, "png", fails_on_the_fifth)
+    with pytest.raises(RuntimeError):
+        report.write_report(study, tmp_path / "report")
+    assert list((tmp_path / "report").iterdir()) == []

@@ -114,8 +114,7 @@ def load_dataset(
         images = (digits.images[:, None] * (255 / 16)).round().astype(np.uint8)
         return _image_data(spec, _resized(spec, (images, digits.target.astype(np.int64)), None, image_size, device), MNIST_CLASSES)
     if spec in ("mnist", "fashion-mnist"):
-        folder = "MNIST" if spec == "mnist" else "FashionMNIST"
-        raw = data_dir / folder / "raw"
+        raw = _mnist_raw(spec, data_dir)
         train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
         return _image_data(spec, _resized(spec, train, test, image_size, device), MNIST_CLASSES if spec == "mnist" else FASHION_MNIST_CLASSES)
     folder = data_dir / readers.CIFAR_FOLDER
@@ -124,6 +123,38 @@ def load_dataset(
         return _image_data(spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES)
     keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
     return _image_data(spec, _resized(spec, _subset(train, keep), _subset(test, keep), image_size, device), CIFAR2_CLASSES)
+
+
+def load_test_split(spec: str, data_dir: Path, image_size: tuple[int, int] | None = None) -> ImageData | None:
+    """The official test split alone of ``spec`` (mnist, fashion-mnist, cifar10, cifar2), as the
+    images of an :class:`ImageData`, fitted to ``image_size``; None for a data set without
+    one. Only the test files are read, or downloaded when missing: scoring a model needs
+    no training files.
+
+    Raises:
+        BatchlrError: when the test files are missing and cannot be downloaded, or damaged.
+    """
+    if spec in ("mnist", "fashion-mnist"):
+        folder = _mnist_raw(spec, data_dir)
+        files, read = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"], lambda: readers.read_idx_split(folder, "t10k")
+    elif spec in ("cifar10", "cifar2"):
+        folder = data_dir / readers.CIFAR_FOLDER
+        files, read = [readers.CIFAR_TEST_FILE], lambda: readers.read_cifar_batch(folder / readers.CIFAR_TEST_FILE)
+    else:
+        return None
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        _downloader("cifar10" if spec == "cifar2" else spec, data_dir, folder, needs="its test files")(missing)
+    test = read()
+    if spec == "cifar2":
+        test = _subset(test, [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES])
+    classes = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": readers.CIFAR10_CLASSES}.get(spec, CIFAR2_CLASSES)
+    return _image_data(spec, _resized(spec, test, None, image_size, None), classes)
+
+
+def _mnist_raw(spec: str, data_dir: Path) -> Path:
+    """Where torchvision keeps ``spec``'s (mnist or fashion-mnist) IDX files under ``data_dir``."""
+    return data_dir / ("MNIST" if spec == "mnist" else "FashionMNIST") / "raw"
 
 
 def _load_image_folder(
@@ -147,9 +178,9 @@ def _load_image_folder(
     return dataclasses.replace(_image_data(spec, ((images, folder.labels), None), folder.classes), sources=folder.sources)
 
 
-def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[list[str]], None]:
-    """Fetch ``spec`` into ``data_dir`` with torchvision, or fail naming the files missing and
-    where they belong; a failed download takes away the folders it made."""
+def _downloader(spec: str, data_dir: Path, expected: Path, needs: str = "its training and test files") -> Callable[[list[str]], None]:
+    """Fetch ``spec`` into ``data_dir`` with torchvision, or fail naming the files missing, where
+    they belong and which the caller ``needs``; a failed download takes away the folders it made."""
 
     def download(missing: list[str]) -> None:
         import torchvision.datasets as tvd
@@ -162,7 +193,7 @@ def _downloader(spec: str, data_dir: Path, expected: Path) -> Callable[[list[str
             if made is not None:
                 shutil.rmtree(data_dir / made, ignore_errors=True)
             raise BatchlrError(
-                f"{spec}: {expected} lacks {', '.join(missing)} (it needs its training and test files), and they could not be "
+                f"{spec}: {expected} lacks {', '.join(missing)} (it needs {needs}), and they could not be "
                 f"downloaded ({type(error).__name__}: no network?); put them there or point --data-dir at a copy"
             ) from None
 

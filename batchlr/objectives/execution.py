@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 
 import torch
 
-from batchlr.errors import BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.settings import FUSE_CHOICES
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,6 +46,32 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def check_compile(device: torch.device) -> None:
+    """Compile a tiny function on ``device`` once per process, so that ``--compile`` without a
+    working compiler fails here, before a study is created, and not in its first trial.
+
+    Raises:
+        BatchlrError: when torch.compile fails, with the first line of its error.
+    """
+    failure = _compile_failure(device)
+    if failure:
+        raise BatchlrError(
+            f"--compile: torch.compile does not work on {device} ({failure}); it needs a working C++ compiler "
+            "(e.g. apt install g++, or set CXX to one): install one, or leave --compile off"
+        )
+
+
+@functools.cache
+def _compile_failure(device: torch.device) -> str | None:
+    """The first line of torch.compile's error on a tiny function on ``device``, or None when it works."""
+    try:
+        torch.compile(lambda tensor: tensor * 2 + 1)(torch.ones(4, device=device))
+    except Exception as error:  # inductor's errors have no common base but Exception; any means compile fails here
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return lines[0][:300] if lines else type(error).__name__
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Execution:
     """How this process trains: ``precision`` resolved (fp32, bf16 or fp16), ``fuse_folds``,
@@ -73,6 +100,8 @@ class Execution:
             # cuDNN then times its convolution algorithms once per shape and keeps the fastest:
             # a trial runs thousands of steps of one batch shape.
             torch.backends.cudnn.benchmark = True
+        if compile:
+            check_compile(device)
         return cls(device, resolve_precision(precision, device), fused, compile, builtin_model and not fused and device.type != "mps")
 
     @property

@@ -1,18 +1,21 @@
 """A cache of decoded image folders: a folder is decoded once, and later runs load it in about a second.
 
 An entry is one uncompressed ``.npz`` file of plain arrays: ``images`` (uint8 N×C×H×W),
-``labels``, and ``classes`` and ``sources`` as unicode arrays. It holds no pickle, so loading
-one runs no code. Its name holds a digest of the folder's resolved path and the image size,
-and a digest of those with every image file's relative path, size and modification time: a
-file added, removed, renamed, rewritten or touched gives the folder another name, so an entry
-is never stale, only unused. Writing a new entry removes the entries of the same folder and
-image size under other names (the stale ones); those of other image sizes stay, so switching
+``labels``, ``classes`` and ``sources`` as unicode arrays, and ``key``, the digest its name is
+made from. It holds no pickle, so loading one runs no code. The key is a digest of the
+folder's resolved path, the image size, and every image file's relative path, size,
+modification time, status change time and inode number: a file added, removed, renamed,
+rewritten or touched gives the folder another key (even written at the same size with its
+modification time put back: that changes its status change time), so an entry is never
+stale, only unused. Writing a new entry removes the entries of the same folder and image
+size under other names (the stale ones); those of other image sizes stay, so switching
 between sizes decodes each size once. Entries of folders that no longer exist stay until the
 cache directory is deleted.
 
-Caching never fails a run: an entry that cannot be read, or whose labels and file names are
-not the folder's, is ignored and written afresh, and a cache directory that cannot be
-written costs one warning line on stderr.
+Caching never fails a run: an entry that is not a regular file, cannot be read, or whose key,
+labels, file names or image size are not the folder's (one copied or renamed from another
+folder's entry) is ignored and written afresh, and a cache directory that cannot be written
+costs one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from batchlr.errors import BatchlrError
-from batchlr.files import write_atomically
-from batchlr.objectives.readers import ImageFolder
+from batchlr.files import check_regular_file, write_atomically
+from batchlr.objectives.image_files import ImageFolder
 
 CACHE_ENV = "BATCHLR_CACHE_DIR"
 # Hashed into every entry's name: raise it when a change to decoding changes what an entry holds.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -53,27 +56,36 @@ class CacheEntry:
 
     path: Path
     folder: ImageFolder
+    image_size: tuple[int, int] | None
+    key: str
 
     @classmethod
     def of(cls, folder: ImageFolder, image_size: tuple[int, int] | None, cache_dir: Path | None) -> CacheEntry:
         """The entry of ``folder`` at ``image_size`` (None: the images' own size) in ``cache_dir``
-        (None: :func:`default_cache_dir`), from the sizes and modification times of its files."""
-        root = str(folder.root.resolve())
+        (None: :func:`default_cache_dir`), from the status of its files (see the module's doc)."""
+        root = os.fsencode(folder.root.resolve())  # a path's bytes, which need not be UTF-8
         size = "x".join(map(str, image_size)) if image_size else "own-size"
-        files = hashlib.sha256(f"{FORMAT_VERSION}\0{root}\0{size}\0".encode())
-        for source, file_bytes, modified_ns in zip(folder.sources, folder.file_bytes.tolist(), folder.modified_ns.tolist()):
-            files.update(f"{source}\0{file_bytes}\0{modified_ns}\0".encode())
-        name = f"imagefolder-{hashlib.sha256(root.encode()).hexdigest()[:16]}-{size}-{files.hexdigest()[:32]}.npz"
-        return cls((default_cache_dir() if cache_dir is None else cache_dir) / name, folder)
+        files = hashlib.sha256(b"\0".join([str(FORMAT_VERSION).encode(), root, size.encode(), b""]))
+        files.update(b"\0".join(map(os.fsencode, folder.sources)))
+        files.update(folder.file_bytes.tobytes())
+        files.update(folder.versions.tobytes())
+        key = files.hexdigest()
+        name = f"imagefolder-{hashlib.sha256(root).hexdigest()[:16]}-{size}-{key[:32]}.npz"
+        return cls((default_cache_dir() if cache_dir is None else cache_dir) / name, folder, image_size, key)
 
     def load(self, check_fits: Callable[[tuple[int, int, int]], None]) -> np.ndarray | None:
-        """The cached images, or None when there is no readable entry whose labels and file names
-        are the folder's; ``check_fits`` gets the images' (channels, height, width) before they
-        are read, and may raise to stop."""
+        """The cached images, or None when there is no readable entry of this key whose labels,
+        file names and image size are the folder's; ``check_fits`` gets the images' (channels,
+        height, width) before they are read, and may raise to stop."""
+        try:
+            check_regular_file(self.path, "cache entry")  # a FIFO would block np.load for ever
+        except BatchlrError:
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as stored:
                 if (
-                    tuple(stored["classes"].tolist()) != self.folder.classes
+                    str(stored["key"]) != self.key
+                    or tuple(stored["classes"].tolist()) != self.folder.classes
                     or not np.array_equal(stored["labels"], self.folder.labels)
                     or tuple(stored["sources"].tolist()) != self.folder.sources
                 ):
@@ -81,7 +93,9 @@ class CacheEntry:
                 with stored.zip.open("images.npy") as member:
                     np.lib.format.read_magic(member)
                     shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                if dtype != np.uint8 or len(shape) != 4 or shape[0] != len(self.folder.paths):
+                if dtype != np.uint8 or len(shape) != 4 or shape[0] != len(self.folder.paths) or shape[1] not in (1, 3):
+                    return None
+                if self.image_size is not None and tuple(shape[2:]) != self.image_size:
                     return None
                 check_fits(shape[1:])
                 return stored["images"]
@@ -94,7 +108,7 @@ class CacheEntry:
         warn on stderr and go on."""
         arrays = {
             "images": images, "labels": self.folder.labels,
-            "classes": np.array(self.folder.classes), "sources": np.array(self.folder.sources),
+            "classes": np.array(self.folder.classes), "sources": np.array(self.folder.sources), "key": np.array(self.key),
         }  # fmt: skip
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import math
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -159,7 +163,8 @@ def resolve_model(name: str) -> ModelFactory:
     if not module_name or not function_name:
         raise BatchlrUsageError(f"--model {name!r}: give package.module:function, with both a module and a function")
     try:
-        factory = getattr(importlib.import_module(module_name), function_name)
+        with _working_directory_on_path():
+            factory = getattr(importlib.import_module(module_name), function_name)
     except ImportError as error:
         raise BatchlrUsageError(f"--model {name}: cannot import {module_name} ({_one_line(error)})") from None
     except AttributeError:
@@ -168,7 +173,46 @@ def resolve_model(name: str) -> ModelFactory:
         raise BatchlrUsageError(f"--model {name}: importing {module_name} raised {type(error).__name__}: {_one_line(error)}") from None
     if not callable(factory):
         raise BatchlrUsageError(f"--model {name}: {function_name} is not callable")
-    return factory
+    return _exits_as_errors(factory, name)
+
+
+@contextlib.contextmanager
+def _working_directory_on_path() -> Iterator[None]:
+    """The working directory first on ``sys.path`` while the block runs, as under ``python -m``,
+    so that a ``--model`` module beside the user imports without PYTHONPATH.
+
+    Only here: on the path for a whole command, a ``torch.py`` or ``yaml.py`` lying in the
+    working directory would be imported in place of the real module by any command. The
+    module imported keeps working after, since it stays in ``sys.modules``.
+    """
+    directory = os.getcwd()
+    if directory in sys.path:
+        yield  # put there by the user (PYTHONPATH) or Python: theirs to keep
+        return
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        sys.path.remove(directory)
+
+
+def _exits_as_errors(factory: ModelFactory, name: str) -> ModelFactory:
+    """``factory``, a user's function, with a ``SystemExit`` it raises made an error naming it:
+    every caller (the model check, training, the memory probe) goes through this wrapper, and
+    an exit would otherwise end batchlr silently, with the function's exit status. A
+    KeyboardInterrupt stays one: it is the user's."""
+
+    @functools.wraps(factory)
+    def call(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        try:
+            return factory(input_shape, num_classes)
+        except SystemExit as error:
+            raise BatchlrError(
+                f"--model {name}: {_called(factory)}{(input_shape, num_classes)} called exit({_one_line(error)}); "
+                "a model function must return a torch.nn.Module"
+            ) from None
+
+    return call
 
 
 def build_model(factory: ModelFactory, name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -215,7 +259,7 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
             output = model.eval()(batch)
     except torch.OutOfMemoryError:
         raise
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # a user's forward is theirs to fix, an exit() in it included
         raise BatchlrError(f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward pass: {type(error).__name__}: {_one_line(error)}") from None
     finally:
         for module, training in zip(model.modules(), modes):

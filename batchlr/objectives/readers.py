@@ -14,15 +14,14 @@ holds no torch state.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import multiprocessing
 import os
 import pickle
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 from batchlr.errors import BatchlrError
+from batchlr.files import check_regular_file
+from batchlr.objectives.image_files import ImageFolder, list_image_folder
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -120,76 +121,20 @@ def read_mnist_like(raw: Path, download: Callable[[list[str]], None]) -> tuple[A
     return read_idx_split(raw, "train"), read_idx_split(raw, "t10k")
 
 
-# torchvision's ImageFolder extensions; importing torchvision for them would take a second.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # PIL's modes of one grey channel, with or without alpha; a palette image ("P") counts as colour.
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_DEEP_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # more than 8 bits
+GREY_MODES = frozenset({"1", "L", "LA", "La", *_DEEP_GREY_MODES})
 # Files per worker task: enough that sending it costs little, few enough that progress shows;
 # and at most 4 MiB of decoded pixels, so that blocks in flight take little memory.
 _CHUNK_FILES, _CHUNK_BYTES = 256, 4 << 20
 # Reading takes 40 to 70 ns per byte of PNG or JPEG file (100 us for a 2 KB 32x32 PNG) and
 # starting worker processes about 0.25 s, so with 2 cores the workers pay off from about 8 MB.
 PARALLEL_FROM_BYTES = 8 << 20
+# The most pixels fit_image scales an image up to whole before cropping (12 MB in RGB).
+_WHOLE_SCALED_PIXELS = 4 << 20
 _SIZES_SHOWN = 4  # by the error about a folder of mixed sizes, the commonest first
 
 Workers = concurrent.futures.Executor | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageFolder:
-    """The image files of a class-per-folder tree (torchvision's ImageFolder layout), none opened yet.
-
-    ``paths`` are in torchvision's order (by class, then folder path, then name), each file
-    once; ``labels`` (int64) holds each file's index in ``classes``, ``sources`` its path
-    relative to ``root``, and ``file_bytes`` and ``modified_ns`` (int64) its size and
-    modification time when the folder was listed.
-    """
-
-    root: Path
-    classes: tuple[str, ...]
-    paths: tuple[str, ...]
-    labels: np.ndarray
-    sources: tuple[str, ...]
-    file_bytes: np.ndarray
-    modified_ns: np.ndarray
-
-
-def list_image_folder(root: Path) -> ImageFolder:
-    """List the images under ``root``'s class folders, with their sizes and modification times, without opening any.
-
-    Links are followed, yet every file is listed once and every folder entered once (see
-    :func:`_image_files`). Files without an image extension are skipped, as torchvision does.
-    """
-    if not root.is_dir():
-        raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
-    try:
-        with os.scandir(root) as entries:
-            classes = sorted(entry.name for entry in entries if entry.is_dir())  # as torchvision's find_classes
-        samples = _image_files(str(root), classes, IMG_EXTENSIONS)
-    except OSError as error:
-        raise BatchlrError(f"imagefolder: {root}: {error}") from None
-    if len(classes) < 2:
-        found = f"one class folder ({classes[0]})" if classes else "no class folder"
-        raise BatchlrError(f"imagefolder: {root} has {found}; give the folder whose subfolders are the classes")
-    empty = sorted(set(classes) - {classes[label] for _, label in samples})
-    if empty:
-        raise BatchlrError(
-            f"imagefolder: class folder {', '.join(empty)} in {root} holds no image of its own (links to images or "
-            f"folders read elsewhere count once); add {'/'.join(IMG_EXTENSIONS)} files or remove the folder"
-        )
-    paths = tuple(path for path, _ in samples)
-    labels = np.fromiter((label for _, label in samples), dtype=np.int64, count=len(samples))
-    file_bytes, modified_ns = np.empty(len(paths), dtype=np.int64), np.empty(len(paths), dtype=np.int64)
-    for index, path in enumerate(paths):
-        try:
-            status = os.stat(path)
-        except OSError as error:  # gone since the walk
-            raise BatchlrError(f"imagefolder: cannot read {path} ({error.strerror}); remove or fix it") from None
-        file_bytes[index], modified_ns[index] = status.st_size, status.st_mtime_ns
-    # Every path starts with the root's, so slicing it off gives os.path.relpath's answer, ten times faster.
-    prefix = len(os.path.join(str(root), ""))
-    sources = tuple(path[prefix:] for path in paths)
-    return ImageFolder(root, tuple(classes), paths, labels, sources, file_bytes, modified_ns)
 
 
 def read_image_folder(root: Path, image_size: tuple[int, int] | None = None) -> tuple[Arrays, tuple[str, ...], tuple[str, ...]]:
@@ -253,8 +198,9 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
 def decode_images(folder: ImageFolder, shape: tuple[int, int, int], workers: Workers) -> np.ndarray:
     """Decode every image of ``folder`` into one new uint8 array of ``(len(folder.paths), *shape)``.
 
-    Each image becomes grey or RGB as ``shape``'s channels say (alpha dropped; 16-bit grey
-    keeps its high byte), then is fitted to ``shape``'s height and width by :func:`fit_image`.
+    Each image becomes grey or RGB as ``shape``'s channels say (alpha dropped; grey of more
+    than 8 bits scaled by its type's range, see :func:`_eight_bit`), then is fitted to
+    ``shape``'s height and width by :func:`fit_image`.
     """
     images = np.empty((len(folder.paths), *shape), dtype=np.uint8)
     decode = functools.partial(decode_files, channels=shape[0], size=(shape[1], shape[2]))
@@ -275,18 +221,28 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """``image`` scaled so that it covers ``size`` (height, width), keeping its aspect ratio, then
     cropped to ``size`` about its centre: for a square ``size``, torchvision's ``Resize(side)``
-    then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when it shrinks."""
+    then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when it shrinks.
+
+    The scaled image is made whole, as torchvision does, only while it is no larger than
+    ``image`` or :data:`_WHOLE_SCALED_PIXELS`; beyond (a narrow image scaled up: 1x20,000,000
+    to 32x32 would be 32x640,000,000 first) only the crop is made, from the part of ``image``
+    it covers, so memory holds ``image`` and the output alone. PIL takes that part's corners
+    as 32-bit floats, so a pixel may then differ from torchvision's by one level.
+    """
     height, width = size
     if height * image.width >= width * image.height:  # scaling the height to `height` leaves the width at least `width`
         scaled = (image.width * height // image.height, height)
     else:
         scaled = (width, image.height * width // image.width)
-    if scaled != image.size:
-        image = image.resize(scaled, Image.Resampling.BILINEAR)
-    if scaled == (width, height):
-        return image
     left, top = round((scaled[0] - width) / 2), round((scaled[1] - height) / 2)
-    return image.crop((left, top, left + width, top + height))
+    crop = (left, top, left + width, top + height)
+    if scaled[0] * scaled[1] <= max(image.width * image.height, _WHOLE_SCALED_PIXELS):
+        if scaled != image.size:
+            image = image.resize(scaled, Image.Resampling.BILINEAR)
+        return image if scaled == (width, height) else image.crop(crop)
+    x_scale, y_scale = image.width / scaled[0], image.height / scaled[1]
+    box = (crop[0] * x_scale, crop[1] * y_scale, crop[2] * x_scale, crop[3] * y_scale)
+    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
 
 
 def _run(task: Callable[[Sequence[str]], np.ndarray], paths: Sequence[str], chunk_files: int, workers: Workers) -> Iterator[np.ndarray]:
@@ -333,8 +289,11 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
 
 @contextlib.contextmanager
 def _opened(path: str) -> Iterator[Image.Image]:
-    """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it is one line naming it."""
+    """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it,
+    or a path that is not a regular file (a FIFO would block the open for ever), is one line naming it."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            check_regular_file(Path(path), "image file")  # raises, naming what the file is
         with Image.open(path) as image:
             yield image
     # What PIL raises for a file it cannot read: UnidentifiedImageError and truncation are
@@ -344,11 +303,39 @@ def _opened(path: str) -> Iterator[Image.Image]:
 
 
 def _with_channels(image: Image.Image, channels: int) -> Image.Image:
-    """``image`` as 8-bit grey (``channels`` 1) or RGB (3), without alpha."""
-    if image.mode.startswith("I;16"):  # 16-bit grey: keep the high byte, where PIL's conversion would clip at 255
-        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    """``image`` as 8-bit grey (``channels`` 1) or RGB (3), without alpha; grey of more than 8
+    bits first made 8-bit by :func:`_eight_bit`, where PIL's conversion would clip it at 255."""
+    if image.mode in _DEEP_GREY_MODES:
+        image = _eight_bit(image)
     mode = "L" if channels == 1 else "RGB"
     return image if image.mode == mode else image.convert(mode)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grey ``image`` of integers wider than 8 bits or of floats as 8-bit grey: integers mapped
+    from their type's range (0 to its largest value, negatives as 0) onto 0..255, rounded, so
+    16-bit grey is divided by 257; floats clipped to 0..1 (NaN as 0), then scaled to 0..255."""
+    pixels = np.asarray(image)
+    if image.mode == "F":
+        return Image.fromarray(np.rint(np.clip(np.nan_to_num(pixels), 0, 1) * 255).astype(np.uint8))
+    largest = _largest_value(image)
+    if largest == np.iinfo(np.uint32).max:  # PIL holds unsigned 32-bit samples in its signed mode "I"
+        pixels = pixels.view(np.uint32)
+    wide = np.clip(pixels, 0, None).astype(np.uint64 if largest >> 16 else np.uint32)  # 32-bit values times 255 need 40 bits
+    return Image.fromarray(((wide * 255 + largest // 2) // largest).astype(np.uint8))
+
+
+def _largest_value(image: Image.Image) -> int:
+    """The largest value of the integer type ``image``'s file holds its samples in.
+
+    PIL reads 16-bit grey as "I;16" (PNG, TIFF) or as "I" scaled to 0..65535 (PGM, of any
+    maximum value); "I" from a TIFF holds integers of its BitsPerSample tag (258), signed
+    when its SampleFormat tag (339) is 2.
+    """
+    if image.mode == "I" and image.format == "TIFF":
+        bits, signed = image.tag_v2.get(258, (32,))[0], image.tag_v2.get(339, (1,))[0] == 2
+        return (1 << (bits - signed)) - 1
+    return int(np.iinfo(np.uint16).max)
 
 
 def _channels_first(pixels: np.ndarray) -> np.ndarray:
@@ -365,58 +352,3 @@ def _serve_parent() -> None:
 def _exit_with(parent: BaseProcess) -> None:
     parent.join()  # returns once the parent has ended, even killed
     os._exit(1)
-
-
-def _image_files(root: str, classes: Sequence[str], extensions: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Every image file under the class folders once, as ``(path, class index)``, in
-    torchvision's order (by class, then folder path, then name).
-
-    Links to files and folders are followed, but a folder is entered once, and only after
-    the root, the class folders and every folder reached without a link are known, so a link
-    to an ancestor or into another class adds nothing and a loop ends. A file reached by
-    several paths (links, hard links) counts once: at its first path reached without a link,
-    so that a link in one class to another class's image leaves that image in its own class,
-    else at its first path.
-    """
-    entered = {_identity(os.stat(root)), *(_identity(os.stat(os.path.join(root, name))) for name in classes)}
-    direct = collections.deque((label, os.path.join(root, name), False) for label, name in enumerate(classes))
-    linked: collections.deque[tuple[int, str]] = collections.deque()
-    found: list[tuple[int, str, str, bool]] = []  # class, folder, file name, reached through a link
-    while direct or linked:
-        if direct:
-            label, folder, through_link = direct.popleft()
-        else:
-            label, folder = linked.popleft()
-            identity = _identity(os.stat(folder))
-            if identity in entered:
-                continue
-            entered.add(identity)
-            through_link = True
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                identity = _identity(entry.stat(follow_symlinks=False))
-                if identity not in entered:  # only a bind mount could enter a real folder twice
-                    entered.add(identity)
-                    direct.append((label, entry.path, through_link))
-            elif entry.is_dir():
-                linked.append((label, entry.path))
-            elif entry.name.lower().endswith(extensions):
-                found.append((label, folder, entry.name, through_link or entry.is_symlink()))
-    found.sort(key=lambda item: item[:3])
-    first: dict[tuple[int, int], tuple[bool, int]] = {}
-    for position, (_, folder, name, through_link) in enumerate(found):
-        path = os.path.join(folder, name)
-        try:
-            identity = _identity(os.stat(path))
-        except OSError as error:  # a link to nothing, or to itself
-            raise BatchlrError(f"imagefolder: cannot read {path} ({error.strerror}); remove or fix it") from None
-        if identity not in first or (through_link, position) < first[identity]:
-            first[identity] = (through_link, position)
-    return [(os.path.join(found[p][1], found[p][2]), found[p][0]) for p in sorted(p for _, p in first.values())]
-
-
-def _identity(status: os.stat_result) -> tuple[int, int]:
-    """What makes a file or folder the same one, whatever path reaches it."""
-    return status.st_dev, status.st_ino

@@ -15,6 +15,7 @@ from typing import Any
 
 from batchlr.errors import BatchlrUsageError
 from batchlr.objectives.micro_batches import MicroBatching
+from batchlr.whole_numbers import whole_number
 
 ROUNDS_PER_STEP_BUDGET = 10
 BUDGET_KINDS: tuple[str, ...] = ("epochs", "steps")
@@ -110,10 +111,10 @@ def parse_image_size(text: str) -> tuple[int, int]:
     Raises:
         BatchlrUsageError: for malformed text or a side outside 1..:data:`MAX_IMAGE_SIDE`.
     """
-    parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+    sides = [side for side in map(whole_number, text.lower().split("x")) if side is not None]
+    if len(sides) not in (1, 2) or len(sides) != text.lower().count("x") + 1:
         raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
-    height, width = int(parts[0]), int(parts[-1])
+    height, width = sides[0], sides[-1]
     if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
         raise BatchlrUsageError(f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels")
     return height, width

@@ -13,6 +13,7 @@ import optuna
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.search.weight_decay import SWITCH_PARAM, WeightDecay
+from batchlr.whole_numbers import whole_number
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop", "adamw")
 """Optimizers a study can search, by the names stored in the ``optimizer`` param; ``adamw`` is
@@ -306,10 +307,11 @@ def grid_point_counts(text: str | None) -> dict[str, int]:
     """The counts of ``--grid-points`` text by param (see :func:`parse_grid_points`)."""
     counts: dict[str, int] = {}
     for part in filter(None, (text or "").replace(" ", "").split(",")):
-        name, equals, count = part.partition("=")
-        if name not in GRID_PARAMS or not equals or not count.isdigit() or not 2 <= int(count) <= MAX_GRID_POINTS:
+        name, equals, count_text = part.partition("=")
+        count = whole_number(count_text)
+        if name not in GRID_PARAMS or not equals or count is None or not 2 <= count <= MAX_GRID_POINTS:
             raise BatchlrUsageError(f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8")
-        counts[name] = int(count)
+        counts[name] = count
     return counts
 
 

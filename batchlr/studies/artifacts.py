@@ -9,18 +9,54 @@ workers may not share a disk): give a directory they all reach, or nothing is at
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from batchlr.errors import BatchlrError
+from batchlr.files import write_atomically
 from batchlr.studies.plotting import Figure, save_png
 from batchlr.studies.storage import open_storage, sqlite_path
 
 ARTIFACTS_ENV = "BATCHLR_ARTIFACTS"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    """What one attach did: the store's directory (``None``: the storage has none), the files
+    attached, those not, and why not."""
+
+    study: str
+    store: Path | None
+    attached: tuple[Path, ...] = ()
+    missed: tuple[Path, ...] = ()
+    reason: str | None = None
+
+
+class AtomicArtifactStore(FileSystemArtifactStore):
+    """Optuna's directory store, each file written under a temporary name and renamed once
+    whole: Optuna's own writes in place, so a full disk left a partial file behind."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.folder = folder
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self.folder / artifact_id
+        if path.parent != self.folder or artifact_id in (".", ".."):  # Optuna's ids are UUIDs: a file name
+            raise ValueError(f"invalid artifact id {artifact_id!r}")
+
+        def copy(temporary: Path) -> None:
+            with temporary.open("wb") as written:
+                shutil.copyfileobj(content_body, written)
+
+        write_atomically(path, copy)
 
 
 def _mimetype(path: Path) -> str:
@@ -38,7 +74,7 @@ def artifact_dir(storage_url: str, given: Path | None) -> Path | None:
     return None if database is None else database.with_name(f"{database.stem}-artifacts")
 
 
-def artifact_store(storage_url: str, given: Path | None, create: bool = False) -> FileSystemArtifactStore | None:
+def artifact_store(storage_url: str, given: Path | None, create: bool = False) -> AtomicArtifactStore | None:
     """The store of a storage's studies (see :func:`artifact_dir`), its directory made when
     ``create``; ``None`` when there is none, or it does not exist and is not to be made.
 
@@ -53,31 +89,36 @@ def artifact_store(storage_url: str, given: Path | None, create: bool = False) -
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BatchlrError(f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR") from None
-    return FileSystemArtifactStore(str(folder)) if folder.is_dir() else None
+    return AtomicArtifactStore(folder) if folder.is_dir() else None
 
 
-def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | None) -> Path | None:
-    """Upload ``paths`` to study ``study_name``'s artifacts; returns the store's directory, or
-    ``None`` when the storage has no store (nothing is attached). Optuna cannot take an
-    artifact off a study, so each report and refit adds its files beside the earlier ones.
+def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | None) -> Attachment:
+    """Upload ``paths`` to study ``study_name``'s artifacts, in order, up to the first that
+    fails; returns what was attached and what not, and why. Optuna cannot take an artifact
+    off a study, so each report and refit adds its files beside the earlier ones.
 
-    Raises:
-        BatchlrError: when the store or the storage cannot be written.
+    Never raises for a store or storage that cannot be written: the caller's files are
+    already made, so the returned :class:`Attachment` says what happened instead.
     """
-    store = artifact_store(storage_url, given, create=True)
-    if store is None:
-        return None
-    storage = open_storage(storage_url, access="write")
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    folder = artifact_dir(storage_url, given)
+    if folder is None:
+        reason = "the storage has no artifact store: give --artifacts DIR (a store every worker reaches) to attach files to a study on a server storage"
+        return Attachment(study_name, None, missed=tuple(paths), reason=reason)
+    attached: list[Path] = []
     try:
+        store = artifact_store(storage_url, given, create=True)
+        assert store is not None  # the directory was just made
+        storage = open_storage(storage_url, access="write")
+        study = optuna.load_study(study_name=study_name, storage=storage)
         for path in paths:
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
-    except OSError as error:
-        raise BatchlrError(f"cannot write to the artifact directory {artifact_dir(storage_url, given)}: {error.strerror or error}") from None
-    return artifact_dir(storage_url, given)
+            attached.append(path)
+    except BatchlrError as error:
+        return Attachment(study_name, folder, tuple(attached), tuple(paths[len(attached) :]), str(error))
+    return Attachment(study_name, folder, tuple(attached))
 
 
-def attach_figure(storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None) -> Path | None:
+def attach_figure(storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None) -> Attachment:
     """Draw ``figure`` as the PNG ``filename`` and attach it to the study (see :func:`attach`)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / filename

@@ -9,20 +9,24 @@ from typing import Any
 
 import tomli_w
 
-from batchlr.errors import BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.files import check_regular_file
 from batchlr.studies.spec import CREATION_KEYS, META_KEYS, StudySpec
 
 
 def read_run_config(path: Path, options: Collection[str]) -> dict[str, Any]:
-    """The options in a TOML study file, as the strings and numbers the CLI takes.
-
-    Keys are option names with underscores (``n_trials``, ``batch_size``, ``study``). An
-    array is an option's list: numbers a range (``[16, 512]`` is ``"16:512"``), names a
-    comma-separated list (``["adam", "sgd"]`` is ``"adam,sgd"``).
+    """The options in a TOML study file, keyed by option name with underscores (``n_trials``,
+    ``batch_size``, ``study``), their values as TOML gave them: whether each suits its option
+    is for the CLI to check (``batchlr.cli_options``).
 
     Raises:
-        BatchlrUsageError: for a file that is missing or not TOML, or a key that is no option.
+        BatchlrUsageError: for a file that is missing, not a regular file (a FIFO would block
+            the read for ever) or not TOML, or a key that is no option.
     """
+    try:
+        check_regular_file(path, "--config")
+    except BatchlrError as error:
+        raise BatchlrUsageError(str(error)) from None
     try:
         with path.open("rb") as handle:
             table = tomllib.load(handle)
@@ -33,7 +37,7 @@ def read_run_config(path: Path, options: Collection[str]) -> dict[str, Any]:
     unknown = sorted(set(table) - set(options))
     if unknown:
         raise BatchlrUsageError(f"--config {path}: unknown key {', '.join(unknown)}; keys are run's options with underscores, e.g. n_trials")
-    return {key: _option_text(value) if isinstance(value, list) else value for key, value in table.items()}
+    return table
 
 
 def _option_text(values: list[Any]) -> str:

@@ -23,7 +23,7 @@ from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.search.pruners import make_pruner
-from batchlr.search.samplers import make_sampler
+from batchlr.search.samplers import bounded_grid, make_sampler
 from batchlr.search.space import SEED_LIMIT, Hyperparameters, default_momentum
 from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
@@ -271,6 +271,8 @@ def prepare(
     spec = reconcile(stored[0] if stored else None, requested, given, name)
     if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
+    if spec.sampler == "grid":
+        bounded_grid(spec.space, spec.grid_points)  # before anything loads or is stored
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
     device = resolve_device(options.device)
     data = load_dataset(spec.dataset, spec.data_dir, spec.image_size, options.cache_dir, device)

@@ -6,24 +6,48 @@ A file is what ``torch.save`` writes of a dict of tensors, strings, numbers, lis
 only, so that ``torch.load(path, weights_only=True)`` reads it without running any code::
 
     {"batchlr_model": 1, "info": {...}, "state_dict": {...}}
+
+A model trained on a data set without a test split records, as ``info["holdout"]``, the
+names (:func:`image_names`) of the images held out from its training, so that ``evaluate``
+on that same data set scores only those.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import reprlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from batchlr.errors import BatchlrError
-from batchlr.files import write_atomically
+from batchlr.files import check_regular_file, write_atomically
+from batchlr.objectives.settings import MAX_IMAGE_SIDE
+
+if TYPE_CHECKING:
+    from batchlr.objectives.data import ImageData
 
 MODEL_FORMAT = 1
 """Version of the file's layout; a file of a newer one is refused rather than misread."""
 
 REQUIRED_INFO = ("model", "input_shape", "classes", "mean", "std")
+
+MAX_INPUT_VALUES = 3 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+"""The most values (channels × height × width) a model file's input shape may have: an RGB
+image of the largest ``--image-size``. Its height and width are at most that side too. Loading
+builds the model and runs two such images through it: a larger claim is refused first."""
+
+MAX_CLASSES = 100_000
+"""The most classes a model file may name (ImageNet-21k has 21,841): loading builds a head of
+one output per class before it reads a weight, so a longer list is refused first."""
+
+MIN_STD = 1e-6
+"""The smallest std a model file may hold, the floor training clamps std to (see
+:class:`batchlr.objectives.batches.Normalisation`); a far smaller one overflows the float32
+scale of the normalisation."""
 
 
 class TrainedModel(nn.Module):
@@ -49,7 +73,30 @@ class TrainedModel(nn.Module):
         from batchlr.objectives.readers import decode_files
 
         channels, height, width = self.input_shape
+        check_channels(channels, 1 if channels == 1 else 3, "image files are read with")
         return torch.from_numpy(decode_files([str(path) for path in paths], channels, (height, width)))
+
+
+def check_channels(model_channels: int, image_channels: int, images: str) -> None:
+    """Refuse images of ``image_channels`` channels for a model taking ``model_channels``, unless
+    the counts are equal or are grey (1) and RGB (3), which convert into each other as training
+    converts them (repeated grey, or luma). ``images`` completes "but ..." in the error, e.g.
+    "mnist has". The one check of ``predict`` and ``evaluate`` alike.
+
+    Raises:
+        BatchlrError: for any other pair, a 2- or 4-channel model for grey or RGB images, say.
+    """
+    if image_channels != model_channels and {image_channels, model_channels} != {1, 3}:
+        raise BatchlrError(
+            f"the model takes {model_channels}-channel images but {images} {image_channels}; "
+            "only grey (1 channel) and RGB (3) images convert into each other"
+        )
+
+
+def image_names(data: ImageData) -> tuple[str, ...]:
+    """What a model file's ``holdout`` calls each image of ``data``: its path relative to the
+    image folder, or for a built-in data set its index, as text."""
+    return data.sources or tuple(str(index) for index in range(len(data.images)))
 
 
 def model_info(
@@ -73,46 +120,75 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code:
     with ``trust_code``, since a file from elsewhere could name any module on the path.
 
     Raises:
-        BatchlrError: when the file is missing, not a batchlr model file (a bare state dict
-            of batchlr before 0.2 included: refit again), of a newer format, or its weights do
-            not fit the model it names.
+        BatchlrError: when the file is missing or not a regular file (a FIFO would block), not
+            a batchlr model file (a bare state dict of batchlr before 0.2 included: refit
+            again), of a newer format, when its info is damaged or out of bounds (see
+            :func:`_info_problem`), or its weights are not finite or do not fit the model it names.
     """
     from batchlr.objectives.models import build_model, resolve_model
 
-    path = Path(path)
+    path = check_regular_file(Path(path), "model file")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BatchlrError(f"{path}: no such model file") from None
     except Exception as error:  # what unpickling a damaged or foreign file raises varies
         raise BatchlrError(f"{path} is not a model file batchlr can read ({type(error).__name__}); write one with batchlr refit") from None
     if not isinstance(content, dict) or "batchlr_model" not in content:
         raise BatchlrError(f"{path} is not a batchlr model file (a bare state dict holds no model name, classes or normalisation); write one with batchlr refit")
-    if not isinstance(content["batchlr_model"], int) or content["batchlr_model"] > MODEL_FORMAT:
-        raise BatchlrError(f"{path} was written by a newer batchlr (model format {content['batchlr_model']}); upgrade batchlr to read it")
+    version = content["batchlr_model"]
+    if type(version) is not int or version < 1:  # a bool is an int to isinstance
+        raise BatchlrError(f"{path} is not a batchlr model file (its format, batchlr_model, is {reprlib.repr(version)}, not a number from 1); write one with batchlr refit")
+    if version > MODEL_FORMAT:
+        raise BatchlrError(f"{path} was written by a newer batchlr (model format {version}); upgrade batchlr to read it")
     info = content.get("info")
-    if not isinstance(info, dict) or any(key not in info for key in REQUIRED_INFO) or not _valid(info):
-        raise BatchlrError(f"{path}: its info is damaged (it needs {', '.join(REQUIRED_INFO)}); write it again with batchlr refit")
+    problem = _info_problem(info)
+    if problem:
+        raise BatchlrError(f"{path}: its info is damaged ({problem}); write it again with batchlr refit")
     if ":" in info["model"] and not trust_code:
         raise BatchlrError(
             f"{path} names the model {info['model']}, a Python function: building it imports and runs that module; "
             "if you trust the file, pass trust_code=True (batchlr evaluate/predict --trust-model-code)"
         )
-    input_shape = tuple(int(side) for side in info["input_shape"])
+    state = content.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(tensor, torch.Tensor) for tensor in state.values()):
+        raise BatchlrError(f"{path}: its weights are damaged (state_dict is not a dict of tensors); write it again with batchlr refit")
+    diverged = next((name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if diverged is not None:
+        raise BatchlrError(f"{path}: its weights hold NaN or infinite values ({diverged}): the model is unusable; refit it, with a lower learning rate if its training diverged")
+    input_shape = tuple(info["input_shape"])
     network = build_model(resolve_model(info["model"]), info["model"], input_shape, len(info["classes"]))
     try:
-        network.load_state_dict(content["state_dict"])
+        network.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as error:
         raise BatchlrError(f"{path}: its weights do not fit --model {info['model']} ({' '.join(str(error).split())[:200]})") from None
     return TrainedModel(network, info).to(device).eval()
 
 
-def _valid(info: dict[str, Any]) -> bool:
+def _info_problem(info: object) -> str | None:
+    """What is wrong with a model file's ``info``, in a few words; None when it is usable.
+
+    Bounds what loading will allocate (:data:`MAX_INPUT_VALUES`) and keeps the normalisation
+    to what training writes (means of pixels scaled to 0..1, stds from :data:`MIN_STD` to 1),
+    so that predictions never come out NaN from it.
+    """
+    if not isinstance(info, dict) or any(key not in info for key in REQUIRED_INFO):
+        return f"it needs {', '.join(REQUIRED_INFO)}"
     shape, classes, mean, std = info["input_shape"], info["classes"], info["mean"], info["std"]
-    return (
-        isinstance(info["model"], str)
-        and isinstance(shape, list) and len(shape) == 3 and all(isinstance(side, int) and side > 0 for side in shape)
-        and isinstance(classes, list) and len(classes) >= 2 and all(isinstance(name, str) for name in classes)
-        and all(isinstance(values, list) and len(values) == shape[0] for values in (mean, std))
-        and all(isinstance(value, (int, float)) and math.isfinite(value) for value in mean + std) and min(std) > 0
-    )  # fmt: skip
+    if not isinstance(info["model"], str):
+        return "model is not a name"
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(side) is int and side > 0 for side in shape)):
+        return "input_shape is not [channels, height, width] in whole numbers"
+    if max(shape[1:]) > MAX_IMAGE_SIDE or math.prod(shape) > MAX_INPUT_VALUES:
+        return f"input_shape {shape} exceeds the largest batchlr trains on: sides up to {MAX_IMAGE_SIDE}, {MAX_INPUT_VALUES:,} values"
+    if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(name, str) for name in classes)):
+        return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
+    twice = [name for name, count in collections.Counter(classes).items() if count > 1]
+    if twice:
+        return f"class {reprlib.repr(twice[0])} is named twice"
+    if not all(isinstance(values, list) and len(values) == shape[0] and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values) for values in (mean, std)):
+        return f"mean and std are not {shape[0]} numbers each, one per channel"
+    if not all(0 <= value <= 1 for value in mean) or not all(MIN_STD <= value <= 1 for value in std):
+        return f"mean {reprlib.repr(mean)} or std {reprlib.repr(std)} is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from {MIN_STD:g} to 1"
+    holdout = info.get("holdout")
+    if holdout is not None and not (isinstance(holdout, list) and all(isinstance(name, str) for name in holdout)):
+        return "holdout is not a list of image names"
+    return None

@@ -9,6 +9,7 @@ with every minor tick.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,8 +170,8 @@ def to_matplotlib(figure: Figure) -> Any:
     return canvas
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Draw ``figure`` with matplotlib into the PNG ``path``, replacing a previous file only once the new one is whole."""
+def png(figure: Figure) -> bytes:
+    """``figure`` drawn with matplotlib as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed or assumed
@@ -178,10 +179,17 @@ def save_png(figure: Figure, path: Path) -> None:
 
     canvas = to_matplotlib(figure)
     try:
-        # The temporary file's name ends in .tmp, so the format cannot come from it.
-        write_atomically(path, lambda temporary: canvas.savefig(temporary, dpi=110, format="png"))
+        drawn = io.BytesIO()
+        canvas.savefig(drawn, dpi=110, format="png")
+        return drawn.getvalue()
     finally:
         pyplot.close(canvas)
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    """Draw ``figure`` into the PNG ``path``, replacing a previous file only once the new one is whole."""
+    drawn = png(figure)
+    write_atomically(path, lambda temporary: temporary.write_bytes(drawn))
 
 
 def _transparent(color: str, alpha: float = 0.2) -> str:

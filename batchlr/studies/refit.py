@@ -18,7 +18,7 @@ from batchlr.search.space import Hyperparameters
 from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.artifacts import attach
 from batchlr.studies.export import versions
-from batchlr.studies.model_file import model_info, save_model
+from batchlr.studies.model_file import image_names, model_info, save_model
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, load_existing_study
@@ -58,10 +58,13 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     if data.test_images is not None:
         images = DeviceImages(data.test_images.to(objective.device), data.test_labels.to(objective.device), objective.normalisation)
         test, split = torch.arange(len(images), device=objective.device), "official test split"
+        holdout = None
     else:
         images = objective.images
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
+        names = image_names(data)
+        holdout = [names[index] for index in objective.folds.holdout()]  # evaluate scores these alone
     accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
     spec = stored[0]
     info = model_info(
@@ -72,6 +75,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         std=objective.normalisation.std,
         image_size=list(spec.image_size) if spec.image_size else None,
         dataset=spec.dataset,
+        holdout=holdout,
         study=study_name,
         trial=best.number,
         params=best.params,
@@ -88,8 +92,6 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     save_model(output, group.models.module(0), info)
     for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number, len(test), len(train)), strict=True):
         study.set_user_attr(key, value)
-    try:
-        attached: Path | str | None = attach(storage_url, study_name, [output], artifacts)
-    except BatchlrError as error:  # the model is saved and scored: say so rather than fail
-        attached = str(error)
+    # The model is saved and scored: a store that cannot take it is a warning, not a failure.
+    attached = attach(storage_url, study_name, [output], artifacts)
     return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached)

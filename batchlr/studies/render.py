@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from batchlr.objectives.noise_scale import NoiseScale
     from batchlr.objectives.objective import CrossValidationObjective
     from batchlr.search.space import SearchSpace
+    from batchlr.studies.artifacts import Attachment
     from batchlr.studies.export import BestConfig
     from batchlr.studies.inference import Evaluation, Prediction
 
@@ -104,18 +105,32 @@ def workers_line(workers: int, trials_each: int | None, timeout: float | None, m
 
 
 def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
-    """The study's note in optuna-dashboard (markdown): what it searches, on what, and how it was started."""
-    data, space = objective.data, objective.space
+    """The study's note in optuna-dashboard (markdown): what it searches, on what (the images
+    each fold's model trains and validates on, and those held out), and how it was started."""
+    data, space, folds = objective.data, objective.space, objective.folds
     settings = {key: value for key, value in spec.to_attrs().items() if value is not None}
     rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
+    parts = [folds.train_val(fold) for fold in range(folds.k)]
+    in_folds = sum(len(validate) for _, validate in parts)
+    if data.test_images is None:
+        kept_out = f"{len(folds.holdout()):,} held out"
+    else:
+        kept_out = f"the official test split ({len(data.test_images):,} images) kept out"
     return (
-        f"# batchlr study\n\n{data.name}: {len(data.labels)} training images of shape {data.input_shape}, "
-        f"{data.num_classes} classes; {spec.folds}-fold cross-validation, "
-        f"{'official test split' if data.test_images is not None else '20 % hold-out'} kept out.\n\n"
+        f"# batchlr study\n\nTraining split of {data.name}: {len(data.labels):,} images of shape {data.input_shape}, "
+        f"{data.num_classes} classes. {folds.k}-fold cross-validation on {in_folds:,} of them: each fold's model trains on "
+        f"{_count_range([len(train) for train, _ in parts])} and validates on {_count_range([len(validate) for _, validate in parts])}; "
+        f"{kept_out} for the test score of `batchlr refit`.\n\n"
         f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
         f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
         f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
     )
+
+
+def _count_range(counts: list[int]) -> str:
+    """``2,942``, or ``2,942 to 2,943`` where the folds differ."""
+    low, high = min(counts), max(counts)
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -253,9 +268,10 @@ def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
         f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
     )
-    if isinstance(result.artifacts, Path):
-        return [f"{line}, attached to the study's artifacts in {result.artifacts}"], None
-    return [line], f"warning: the model was not attached to the study's artifacts: {result.artifacts}" if result.artifacts else None
+    if result.artifacts is None:
+        return [line], None
+    lines, warning = attached("model", result.artifacts)
+    return [line, *lines], warning
 
 
 def evaluated(result: Evaluation) -> str:
@@ -275,13 +291,11 @@ def predictions(results: Sequence[Prediction]) -> str:
     return "\n".join(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top) for result in results)
 
 
-def report_written(files: Sequence[Path], directory: Path, attached: Path | str | None) -> tuple[list[str], str | None]:
+def report_written(files: Sequence[Path], directory: Path, attachment: Attachment) -> tuple[list[str], str | None]:
     """What ``batchlr report`` prints: the files and where they were attached, and a warning
-    saying why they were not, or None."""
-    line = f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}"
-    if isinstance(attached, Path):
-        return [f"{line}; attached to the study's artifacts in {attached}"], None
-    return [line], f"warning: not attached to the study's artifacts: {attached}" if attached else None
+    saying which were not and why, or None."""
+    lines, warning = attached("report", attachment)
+    return [f"wrote {files[0]} and {len(files) - 1} PNGs in {directory}", *lines], warning
 
 
 def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[str], str | None]:
@@ -292,8 +306,8 @@ def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[s
     except ValueError:
         private = False
     warning = None if private else (
-        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read and "
-        "change these studies; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
+        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read "
+        "these studies and their files; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
     )
     return [line], warning
 
@@ -330,12 +344,17 @@ def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
     return lines, weak_descent_warning(result.loss_drop, "try more --lr-count, another --optimizer or --batch-size")
 
 
-def attached(what: str, study: str, store: Path | None) -> tuple[list[str], str | None]:
-    """What ``lr-find --study`` and ``noise-scale --study`` add: where the figure went, or a
-    warning that the study's storage has no artifact store."""
-    if store is None:
-        return [], f"warning: the {what} was not attached: study {study}'s storage has no artifact store; give --artifacts DIR"
-    return [f"attached the {what} to study {study}'s artifacts in {store}"], None
+def attached(what: str, attachment: Attachment) -> tuple[list[str], str | None]:
+    """Where ``refit``'s model, ``report``'s files or a probe's figure (``what``) were attached,
+    or a warning naming exactly the files attached, those not, and why."""
+    if not attachment.missed:
+        return [f"attached the {what} to study {attachment.study}'s artifacts in {attachment.store}"], None
+    missed = f"{', '.join(path.name for path in attachment.missed)}; {attachment.reason}"
+    if not attachment.attached:
+        return [], f"warning: not attached to the study's artifacts: {missed}"
+    total = len(attachment.attached) + len(attachment.missed)
+    names = ", ".join(path.name for path in attachment.attached)
+    return [], f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts in {attachment.store}: {names}; not attached: {missed}"
 
 
 def lr_range_record(result: LrRangeTest) -> dict[str, Any]:

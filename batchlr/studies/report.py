@@ -5,33 +5,28 @@ from __future__ import annotations
 
 import html
 import math
-import statistics
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
-from batchlr.files import write_text_atomically
-from batchlr.studies.artifacts import attach
+from batchlr.files import write_atomically, write_text_atomically
+from batchlr.studies.artifacts import Attachment, attach
 from batchlr.studies.figures import FIGURES
-from batchlr.studies.plotting import save_png, to_plotly
+from batchlr.studies.plotting import png, to_plotly
 from batchlr.studies.render import format_params, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, load_existing_study
+from batchlr.studies.summary import best_complete_trial, fold_scores, load_existing_study, standard_error
 
 
-def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Path | str | None]:
+def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Attachment]:
     """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage, its
-    page and figures then attached to the study's artifacts; returns the files and the artifact
-    store (``None``: the storage has none), or why they could not be attached (a read-only
-    storage, say: the report itself only reads)."""
+    page and figures then attached to the study's artifacts; returns the files and what was
+    attached (on a read-only storage, say, nothing: the report itself only reads)."""
     files = write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
-    try:
-        return files, attach(storage_url, study_name, files, artifacts)
-    except BatchlrError as error:
-        return files, str(error)
+    return files, attach(storage_url, study_name, files, artifacts)
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
@@ -41,7 +36,8 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
     The page opens with the key numbers (the CV estimate with its standard error over folds,
     and the test score once ``refit`` has run, with why the two differ), then each figure
     interactive (plotly, inline: the page works offline). A figure the study has too little
-    for is left out with a note. Each file is written whole or not at all.
+    for is left out with a note. The page and every PNG are drawn before the first file is
+    written, and each file is written whole or not at all.
 
     Raises:
         BatchlrError: for a study batchlr did not make, or without a complete trial, before
@@ -53,7 +49,8 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise BatchlrError(f"cannot create {output}: {error.strerror}") from None
-    sections, written = [], []
+    sections: list[str] = []
+    pngs: dict[Path, bytes] = {}
     for index, (name, make) in enumerate(FIGURES.items()):
         try:
             figure = make(study, spec)
@@ -61,14 +58,15 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
             sections.append(f"<h2>{html.escape(name)}</h2><p>not drawn: {html.escape(str(reason))}</p>")
             continue
         plot = to_plotly(figure)
-        sections.append(plot.to_html(full_html=False, include_plotlyjs="inline" if not written else False))
+        sections.append(plot.to_html(full_html=False, include_plotlyjs="inline" if not pngs else False))
         if figure.caption:
             sections.append(f"<p class='caption'>{html.escape(figure.caption)}</p>")
-        written.append(output / f"{chr(ord('a') + index)}-{name}.png")
-        save_png(figure, written[-1])
-    page = output / "index.html"
-    write_text_atomically(page, _page(study, spec, best, sections))
-    return [page, *written]
+        pngs[output / f"{chr(ord('a') + index)}-{name}.png"] = png(figure)
+    page = _page(study, spec, best, sections)
+    for path, drawn in pngs.items():
+        write_atomically(path, lambda temporary, drawn=drawn: temporary.write_bytes(drawn))
+    write_text_atomically(output / "index.html", page)
+    return [output / "index.html", *pngs]
 
 
 def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict[str, str]:
@@ -76,8 +74,8 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
     folds, and the refit's test accuracy with a sentence on why it differs from the CV estimate."""
     attrs, refit = best.user_attrs, study.user_attrs
     states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    folds = attrs.get("fold_scores", [])
-    error = statistics.stdev(folds) / math.sqrt(len(folds)) if len(folds) > 1 else math.nan
+    folds = fold_scores(best)
+    error = standard_error(folds)
     rows = {
         "data set / model": f"{spec.dataset} / {spec.model}",
         "folds × training": f"{spec.folds} × {training_phrase(spec)}",

@@ -8,9 +8,10 @@ each study's directions.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import math
+import statistics
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.study import StudyDirection
@@ -18,6 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.spec import study_spec_or_none
+
+if TYPE_CHECKING:
+    from batchlr.studies.artifacts import Attachment
 
 REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "refit_images")
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
@@ -33,8 +37,8 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
-    artifacts: Path | str | None = None
-    """The artifact store the model file was attached to, why it could not be, or ``None`` (no store)."""
+    artifacts: Attachment | None = None
+    """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
 _SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
@@ -139,6 +143,24 @@ def metric_labels(study: optuna.Study) -> list[str]:
         return list(study.metric_names)
     count = len(study.directions)
     return ["value"] if count == 1 else [f"value {index}" for index in range(count)]
+
+
+def fold_scores(trial: FrozenTrial) -> list[float]:
+    """``trial``'s validation accuracy on each fold (user attr ``fold_scores``); a fold whose
+    training diverged scores nan. Anything but a list of numbers (a study damaged, or written
+    by other code) reads as no scores."""
+    scores = trial.user_attrs.get("fold_scores")
+    if not isinstance(scores, list) or not all(isinstance(score, (int, float)) and not isinstance(score, bool) for score in scores):
+        return []
+    return [float(score) for score in scores]
+
+
+def standard_error(scores: list[float]) -> float:
+    """The standard error of the mean of ``scores``: nan for fewer than two, or when one is
+    not finite (where ``statistics.stdev`` of Python 3.11 raises AttributeError)."""
+    if len(scores) < 2 or not all(map(math.isfinite, scores)):
+        return math.nan
+    return statistics.stdev(scores) / math.sqrt(len(scores))
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
