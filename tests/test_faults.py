@@ -262,7 +262,12 @@ class FlakyProxy:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
+        # shutdown before close: closing a socket that the other direction's thread is blocked
+        # reading sends no FIN, so the server would keep the session (and its locks) for ever,
+        # which no restarting server does.
         for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 end.close()
 
