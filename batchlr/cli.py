@@ -69,6 +69,15 @@ class BatchlrGroup(click.Group):
             # A reader such as `head` closed our output: stop quietly, as Unix tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(141) from None
+        except SystemExit as error:
+            # batchlr raises errors, it never exits inside a command: this is a model's code
+            # (a --model function, a trusted model file's), and its status would hide the failure.
+            if ctx.meta.get("batchlr.debug"):
+                raise
+            raise click.ClickException(
+                f"a model's code called exit({error.code!r}); a model function must return a torch.nn.Module and "
+                "its forward pass return logits or raise (run with --debug for the traceback)"
+            ) from None
         except Exception as error:
             if ctx.meta.get("batchlr.debug"):
                 raise

@@ -239,3 +239,35 @@ def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: --compile: torch.compile does not work on cpu") and "leave --compile off" in lines[0]
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}") == []
+
+
+def test_a_model_that_exits_while_training_fails_its_trial_with_one_line(tmp_path):
+    # The model check runs the forward pass in eval mode; only training reaches this exit().
+    (tmp_path / "quits_training.py").write_text(
+        "import sys\nfrom torch import nn\nclass Quits(nn.Sequential):\n    def forward(self, x):\n"
+        "        if self.training:\n            sys.exit(0)\n        return super().forward(x)\n"
+        "def build(shape, classes):\n    return Quits(nn.Flatten(), nn.LazyLinear(classes))\n"
+    )
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    args = ["run", "--storage", storage, "--study", "q", "--model", "quits_training:build", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--fuse-folds", "off", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == "Error: --model quits_training:build: its code called exit(0) in trial 0; a model must return or raise"
+    import optuna
+
+    assert [trial.state for trial in optuna.load_study(study_name="q", storage=storage).trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_an_exit_inside_any_command_is_an_error_not_a_silent_success():
+    # batchlr never exits inside a command, so an exit() there is a model's code wherever it
+    # runs (refit, predict with --trust-model-code): a status 0 would report success.
+    from batchlr.cli import BatchlrGroup
+
+    group = BatchlrGroup(name="batchlr")
+
+    @group.command()
+    def quits() -> None:
+        raise SystemExit(0)
+
+    result = CliRunner().invoke(group, ["quits"])
+    assert result.exit_code == 1 and result.output.startswith("Error: a model's code called exit(0)"), result.output

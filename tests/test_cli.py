@@ -55,12 +55,20 @@ def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option
     assert len(optuna.load_study(study_name="tiny", storage=study_db).trials) == 3
 
 
-USER_MODELS = """
+USER_LAYERS = """
 from torch import nn
 
 def linear(input_shape, num_classes):
     channels, height, width = input_shape
     return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, num_classes))
+"""
+
+USER_MODELS = """
+
+def linear(input_shape, num_classes):
+    import my_layers  # beside this file, imported only when the model is built
+
+    return my_layers.linear(input_shape, num_classes)
 
 def not_a_module(input_shape, num_classes):
     return "linear"
@@ -69,6 +77,7 @@ def not_a_module(input_shape, num_classes):
 
 def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(USER_MODELS)
+    (tmp_path / "my_layers.py").write_text(USER_LAYERS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
     (tmp_path / "two words").mkdir()
@@ -76,7 +85,8 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     args = ["run", "--storage", storage, "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
     result = invoke(*args, "--study", "my model", "--model", "my_models:linear")
     assert result.exit_code == 0, result.output
-    assert str(tmp_path) not in sys.path  # on the path only while my_models imported
+    # First on the path only while my_models imported; last after, for what its functions import.
+    assert sys.path.index(str(tmp_path)) == len(sys.path) - 1
     assert optuna.load_study(study_name="my model", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
     # The suggested next command pastes into a shell as it is.
     see_it = next(line for line in result.output.splitlines() if line.startswith("see it:"))

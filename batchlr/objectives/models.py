@@ -179,11 +179,12 @@ def resolve_model(name: str) -> ModelFactory:
 @contextlib.contextmanager
 def _working_directory_on_path() -> Iterator[None]:
     """The working directory first on ``sys.path`` while the block runs, as under ``python -m``,
-    so that a ``--model`` module beside the user imports without PYTHONPATH.
+    so that a ``--model`` module beside the user imports without PYTHONPATH, and last after it.
 
-    Only here: on the path for a whole command, a ``torch.py`` or ``yaml.py`` lying in the
-    working directory would be imported in place of the real module by any command. The
-    module imported keeps working after, since it stays in ``sys.modules``.
+    First only here: first on the path for a whole command, a ``torch.py`` or ``yaml.py`` lying
+    in the working directory would be imported in place of the real module by any command.
+    Last afterwards, so that a model function which imports a module beside it when called
+    still finds it, while every installed module is found before a file of its name there.
     """
     directory = os.getcwd()
     if directory in sys.path:
@@ -194,6 +195,7 @@ def _working_directory_on_path() -> Iterator[None]:
         yield
     finally:
         sys.path.remove(directory)
+        sys.path.append(directory)
 
 
 def _exits_as_errors(factory: ModelFactory, name: str) -> ModelFactory:

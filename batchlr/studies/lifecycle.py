@@ -133,6 +133,10 @@ class OpenStudy:
             queue_retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
             trial.set_user_attr("reason", "interrupted")
             raise
+        except SystemExit as error:
+            # Only a model's own code exits inside a trial; as an error, the trial ends FAIL
+            # instead of RUNNING with no worker left to run it.
+            raise BatchlrError(f"--model {self.spec.model}: its code called exit({error.code!r}) in trial {trial.number}; a model must return or raise") from None
 
 
 class _StopAtMaxTrials:
