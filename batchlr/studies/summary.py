@@ -37,7 +37,7 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
-    artifacts: Attachment | None = None
+    artifacts: Attachment
     """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
