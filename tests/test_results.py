@@ -155,11 +155,11 @@ def test_log_axes_have_few_plain_labels():
     assert len(log_ticks([1, 1e12])) <= 8 and len(log_ticks([1, 2**20], whole=True)) <= 8
 
 
-def _study_of_fold_scores(storage: str, scores: list[list[float]]) -> optuna.Study:
+def _study_of_fold_scores(storage: str, scores: list[list[float]], name: str = "folds") -> optuna.Study:
     """A batchlr study made without training: a complete trial per list of fold scores, the first best."""
     from batchlr.studies.spec import StudySpec
 
-    study = optuna.create_study(study_name="folds", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     for key, value in StudySpec().to_attrs().items():
         study.set_user_attr(key, value)
     distributions = {"optimizer": optuna.distributions.CategoricalDistribution(["adam"]), "batch_size": optuna.distributions.IntDistribution(16, 512, log=True), "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
