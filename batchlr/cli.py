@@ -8,7 +8,6 @@ happen inside the commands that need them, so that ``batchlr --help`` answers at
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from batchlr.cli_options import (
     WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.json_text import json_text
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import FUSE_CHOICES, PRECISIONS
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
@@ -212,7 +212,7 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
         click.echo(render_run_config(study.study_name, mask_url(storage), study_spec(study)), nl=False)
         return
     report = describe(study, top)
-    click.echo(json.dumps(report, indent=2) if as_json else render.study_report(report))
+    click.echo(json_text(report, indent=2) if as_json else render.study_report(report))
 
 
 @main.command()
@@ -262,7 +262,7 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_na
     _check_study(storage, study_name)
     result = run_lr_find(**option, plot=plot)
     if as_json:
-        click.echo(json.dumps(render.lr_range_record(result)))
+        click.echo(json_text(render.lr_range_record(result)))
     else:
         _echo(*render.lr_range(result))
     if study_name:
@@ -291,7 +291,7 @@ def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: 
 
     _check_study(storage, study_name)
     result = run_noise_scale(**option)
-    click.echo(json.dumps(render.noise_scale_record(result)) if as_json else "\n".join(render.noise_scale(result, option["epochs"])))
+    click.echo(json_text(render.noise_scale_record(result)) if as_json else "\n".join(render.noise_scale(result, option["epochs"])))
     if study_name:
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, f"{option['model']}, {when}")
@@ -351,7 +351,7 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
 
     model = load_model(model_file, resolve_device(device), trust_code)
     result = evaluate_model(model, evaluation_data(model, dataset, data_dir, cache_dir), dataset)
-    _echo([json.dumps(result.to_dict(), indent=2) if as_json else render.evaluated(result)], result.note)
+    _echo([json_text(result.to_dict(), indent=2) if as_json else render.evaluated(result)], result.note)
 
 
 @main.command()
@@ -375,7 +375,7 @@ def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str,
     from batchlr.studies.model_file import load_model
 
     results = predict_images(load_model(model_file, resolve_device(device), trust_code), image_paths(list(images)), top_k)
-    click.echo(json.dumps([{"path": result.path, "top": [{"class": name, "probability": p} for name, p in result.top]} for result in results], indent=2) if as_json else render.predictions(results))
+    click.echo(json_text([{"path": result.path, "top": [{"class": name, "probability": p} for name, p in result.top]} for result in results], indent=2) if as_json else render.predictions(results))
 
 
 @main.command()

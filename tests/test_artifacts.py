@@ -6,10 +6,14 @@ import uuid
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from click.testing import CliRunner
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
 from batchlr.cli import main
+from tests.test_results import _study_of_fold_scores
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def invoke(*args: str):
@@ -96,3 +100,33 @@ def test_a_store_that_fails_midway_keeps_no_partial_file_and_the_warning_names_w
     assert [meta.filename for meta in metas] == ["index.html"]
     assert sorted(path.name for path in store.iterdir()) == [metas[0].artifact_id]  # no partial file, no temporary one
     assert (store / metas[0].artifact_id).read_bytes() == (tmp_path / "report" / "index.html").read_bytes()
+
+
+def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_the_store(tmp_path):
+    study, role = f"pg-read-only-{uuid.uuid4().hex[:8]}", f"batchlr_read_only_{uuid.uuid4().hex[:8]}"
+    _study_of_fold_scores(POSTGRES_URL, [[0.9, 0.9], [0.8, 0.8]], name=study)
+    admin = sqlalchemy.create_engine(POSTGRES_URL.replace("postgresql:", "postgresql+psycopg:"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+            # Privileges to write, so that what refuses is the read-only session, not a missing grant.
+            connection.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+            connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        store, report = tmp_path / "store", tmp_path / "report"
+        storage = f"postgresql://{role}@127.0.0.1:5432/test"
+        result = CliRunner().invoke(main, ["report", study, "--storage", storage, "--output", str(report), "--artifacts", str(store)])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {report / 'index.html'} and 6 PNGs in {report}" in result.stdout
+        warning = result.stderr.strip()
+        assert warning.startswith("warning: not attached to the study's artifacts: index.html, a-lr-over-batch-size.png, "), warning
+        assert "the database is read-only" in warning and "running trial" not in warning
+        assert not store.exists() or list(store.iterdir()) == []  # the file written before the link was refused is gone
+        assert get_all_artifact_meta(optuna.load_study(study_name=study, storage=POSTGRES_URL)) == []
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")  # its grants, which DROP ROLE refuses to leave
+            connection.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
+        optuna.delete_study(study_name=study, storage=POSTGRES_URL)

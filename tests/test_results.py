@@ -155,11 +155,11 @@ def test_log_axes_have_few_plain_labels():
     assert len(log_ticks([1, 1e12])) <= 8 and len(log_ticks([1, 2**20], whole=True)) <= 8
 
 
-def _study_of_fold_scores(storage: str, scores: list[list[float]]) -> optuna.Study:
+def _study_of_fold_scores(storage: str, scores: list[list[float]], name: str = "folds") -> optuna.Study:
     """A batchlr study made without training: a complete trial per list of fold scores, the first best."""
     from batchlr.studies.spec import StudySpec
 
-    study = optuna.create_study(study_name="folds", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     for key, value in StudySpec().to_attrs().items():
         study.set_user_attr(key, value)
     distributions = {"optimizer": optuna.distributions.CategoricalDistribution(["adam"]), "batch_size": optuna.distributions.IntDistribution(16, 512, log=True), "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
@@ -196,3 +196,43 @@ def test_a_report_that_fails_while_drawing_writes_no_file(sqlite_url, tmp_path, 
     with pytest.raises(RuntimeError):
         report.write_report(study, tmp_path / "report")
     assert list((tmp_path / "report").iterdir()) == []
+
+
+def _strict_json(text: str):
+    """``text`` parsed as JSON that every reader takes: Python's own parser accepts NaN and Infinity."""
+    def refuse(word: str):
+        raise AssertionError(f"{word} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(("recorded", "read"), [([float("nan"), 0.5], [None, 0.5]), (["a", 0.5], [])])
+def test_show_and_export_read_fold_scores_as_the_report_does(sqlite_url, tmp_path, recorded, read):
+    _study_of_fold_scores(sqlite_url, [recorded, [0.8, 0.8]])
+    shown = invoke("show", "folds", "--storage", sqlite_url).output
+    assert f"best trial 0: accuracy 0.9000, folds {'nan 0.5000' if read else '-'}" in shown
+    report = _strict_json(invoke("show", "folds", "--storage", sqlite_url, "--json").output)
+    assert report["best"]["user_attrs"]["fold_scores"] == read and report["top"][0]["user_attrs"]["fold_scores"] == read
+    for name in ("best.json", "best.yaml"):
+        invoke("export", "folds", "--storage", sqlite_url, "--output", str(tmp_path / name))
+        scores = batchlr.load_config(tmp_path / name).fold_scores
+        assert [None if score != score else score for score in scores] == read  # a diverged fold reads back as nan
+    assert _strict_json((tmp_path / "best.json").read_text())["fold_scores"] == read
+
+
+def test_json_text_writes_numbers_that_are_not_finite_as_null():
+    from batchlr.json_text import json_text
+
+    nan, inf = float("nan"), float("inf")
+    assert json_text({"a": [nan, inf, (1.5, -inf)], "b": "NaN", "c": 2}) == '{"a": [null, null, [1.5, null]], "b": "NaN", "c": 2}'
+
+
+def test_refit_writes_the_fold_scores_as_the_report_reads_them(sqlite_url, tmp_path):
+    invoke("run", "--storage", sqlite_url, "--study", "r", "--dataset", "digits", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu", "--quiet")
+    study = optuna.load_study(study_name="r", storage=sqlite_url)
+    trained = study.trials[0]
+    damaged = {**trained.user_attrs, "fold_scores": ["a", 0.5]}
+    study.add_trial(optuna.trial.create_trial(value=1.0, params=trained.params, distributions=trained.distributions, user_attrs=damaged))
+    invoke("refit", "r", "--storage", sqlite_url, "--output", str(tmp_path / "m.pt"), "--device", "cpu")
+    info = torch.load(tmp_path / "m.pt", weights_only=True)["info"]
+    assert info["trial"] == 1 and info["fold_scores"] == []

@@ -10,21 +10,26 @@ workers may not share a disk): give a directory they all reach, or nothing is at
 from __future__ import annotations
 
 import dataclasses
+import json
 import mimetypes
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import BinaryIO
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX  # the key get_all_artifact_meta and the dashboard read
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically
 from batchlr.studies.plotting import Figure, save_png
-from batchlr.studies.storage import open_storage, sqlite_path
+from batchlr.studies.storage import open_storage, sqlite_path, storage_fault
+from batchlr.studies.summary import load_existing_study
 
 ARTIFACTS_ENV = "BATCHLR_ARTIFACTS"
+UNLINKED_REMEDY = "the files are kept; run the command again with a storage that can be written to attach them"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +111,38 @@ def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | N
         return Attachment(study_name, None, missed=tuple(paths), reason=reason)
     attached: list[Path] = []
     try:
+        # The storage first, so that one refusing to be written (a read-only SQLite file) leaves no store directory.
+        storage = open_storage(storage_url, access="write")
+        study = load_existing_study(storage, study_name)
         store = artifact_store(storage_url, given, create=True)
         assert store is not None  # the directory was just made
-        storage = open_storage(storage_url, access="write")
-        study = optuna.load_study(study_name=study_name, storage=storage)
         for path in paths:
-            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, storage=storage, mimetype=_mimetype(path))
+            _upload(store, storage, study, path)
             attached.append(path)
-    except BatchlrError as error:
-        return Attachment(study_name, folder, tuple(attached), tuple(paths[len(attached) :]), str(error))
+    except Exception as error:
+        fault = error if isinstance(error, BatchlrError) else storage_fault(error, storage_url, UNLINKED_REMEDY)
+        if fault is None:
+            raise
+        return Attachment(study_name, folder, tuple(attached), tuple(paths[len(attached) :]), str(fault))
     return Attachment(study_name, folder, tuple(attached))
+
+
+def _upload(store: AtomicArtifactStore, storage: optuna.storages.BaseStorage, study: optuna.Study, path: Path) -> None:
+    """Write ``path`` to ``store`` and link it to ``study``, as ``optuna.artifacts.upload_artifact``
+    does; a link the storage refuses (a read-only database) takes the file out of the store
+    again, where nothing would ever find it.
+
+    Raises:
+        BatchlrError: when the store cannot be written (see :meth:`AtomicArtifactStore.write`).
+    """
+    meta = ArtifactMeta(artifact_id=str(uuid.uuid4()), filename=path.name, mimetype=_mimetype(path), encoding=None)
+    with path.open("rb") as content:
+        store.write(meta.artifact_id, content)
+    try:
+        storage.set_study_system_attr(study._study_id, ARTIFACTS_ATTR_PREFIX + meta.artifact_id, json.dumps(dataclasses.asdict(meta)))
+    except BaseException:
+        store.remove(meta.artifact_id)
+        raise
 
 
 def attach_figure(storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None) -> Attachment:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -17,12 +18,13 @@ import yaml
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import write_text_atomically
+from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
 from batchlr.studies.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, fastest_within, load_existing_study
+from batchlr.studies.summary import best_complete_trial, fastest_within, fold_scores, load_existing_study
 
 if TYPE_CHECKING:  # torch loads when a config makes an optimizer: exporting needs none of it
     import torch
@@ -55,7 +57,8 @@ class BestConfig:
     ``optimizer`` and ``weight_decay`` read them, :meth:`make_optimizer` builds the torch
     optimizer and :meth:`make_loss` the loss. ``settings`` is everything the study was created
     with (data set, image size, model, folds, budget, schedule, warmup, LR scaling,
-    augmentation, ...), as ``batchlr show --json`` prints it.
+    augmentation, ...), as ``batchlr show --json`` prints it. ``fold_scores`` holds nan for a
+    fold whose training diverged, written as null.
     """
 
     study: str
@@ -143,7 +146,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         metric=METRIC,
         direction=study.directions[0].name.lower(),
         params=dict(trial.params),
-        fold_scores=list(trial.user_attrs.get("fold_scores", [])),
+        fold_scores=fold_scores(trial),
         train_seconds=trial.user_attrs.get("train_seconds"),
         settings=study_spec(study),
         versions=versions(),
@@ -180,9 +183,10 @@ def config_language(path: Path, language: str | None = None) -> str:
 
 
 def write_config(config: BestConfig, path: Path, language: str | None = None) -> None:
-    """Write ``config`` to ``path`` in ``language`` (json or yaml; default: by the suffix)."""
+    """Write ``config`` to ``path`` in ``language`` (json or yaml; default: by the suffix), a
+    number that is not finite as null in either (see :mod:`batchlr.json_text`)."""
     record = config.to_dict()
-    text = yaml.safe_dump(record, sort_keys=False) if config_language(path, language) == "yaml" else json.dumps(record, indent=2) + "\n"
+    text = yaml.safe_dump(finite_or_null(record), sort_keys=False) if config_language(path, language) == "yaml" else json_text(record, indent=2) + "\n"
     write_text_atomically(path, text)
 
 
@@ -232,7 +236,7 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metric": (lambda value: isinstance(value, str), "a metric name"),
     "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
     "params": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and _scalar(item) for key, item in value.items()), "a table of param names and values"),
-    "fold_scores": (lambda value: isinstance(value, list) and all(map(is_finite_number, value)), "a list of finite numbers"),
+    "fold_scores": (lambda value: isinstance(value, list) and all(score is None or is_finite_number(score) for score in value), "a list of finite numbers, null for a fold that diverged"),
     "train_seconds": (lambda value: value is None or (is_finite_number(value) and value >= 0), "a number of seconds, or null"),
     "settings": (lambda value: isinstance(value, Mapping), "a table of settings"),
     "versions": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and isinstance(item, str) for key, item in value.items()), "a table of version strings"),
@@ -264,7 +268,7 @@ def _from_record(record: Any) -> BestConfig:
         metric=record["metric"],
         direction=record["direction"],
         params=dict(record["params"]),
-        fold_scores=[float(score) for score in record["fold_scores"]],
+        fold_scores=[math.nan if score is None else float(score) for score in record["fold_scores"]],
         train_seconds=None if seconds is None else float(seconds),
         settings=StudySpec.from_attrs(record["settings"]),
         versions=dict(record["versions"]),

@@ -21,7 +21,7 @@ from batchlr.studies.export import versions
 from batchlr.studies.model_file import image_names, model_info, save_model
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, load_existing_study
+from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, fold_scores, load_existing_study
 
 
 def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None, artifacts: Path | None = None) -> RefitResult:
@@ -81,7 +81,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         params=best.params,
         hyperparameters=dataclasses.asdict(hyperparameters),
         cv_accuracy=best.values[0],
-        fold_scores=best.user_attrs.get("fold_scores"),
+        fold_scores=fold_scores(best),
         test_accuracy=accuracy,
         test_split=split,
         train_images=len(train),

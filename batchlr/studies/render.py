@@ -268,8 +268,6 @@ def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:
         f"test accuracy {result.test_accuracy:.4f} on the {result.test_split} ({result.test_samples} samples); "
         f"trial {result.trial} retrained on {result.train_samples} samples in {result.seconds:.1f} s; model in {path}"
     )
-    if result.artifacts is None:
-        return [line], None
     lines, warning = attached("model", result.artifacts)
     return [line, *lines], warning
 

@@ -147,15 +147,16 @@ def open_storage(url: str, *, access: Access, heartbeat: int | None = None) -> o
         raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from None
 
 
-def storage_fault(error: BaseException, url: str) -> BatchlrError | None:
-    """The one-line error for the storage at ``url`` failing while in use, or None when
-    ``error`` is no storage fault. Looks through the chain of causes, since Optuna wraps the
-    database's errors (StorageInternalError) or hides them behind its own (an AssertionError)."""
+def storage_fault(error: BaseException, url: str, remedy: str = FAULT_REMEDY) -> BatchlrError | None:
+    """The one-line error for the storage at ``url`` failing while in use, ending in
+    ``remedy`` (by default that of a run), or None when ``error`` is no storage fault. Looks
+    through the chain of causes, since Optuna wraps the database's errors
+    (StorageInternalError) or hides them behind its own (an AssertionError)."""
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, sqlalchemy.exc.DBAPIError | sqlite3.Error):
             detail = redact(str(getattr(cause, "orig", None) or cause).strip().splitlines()[0])
-            return BatchlrError(f"the storage failed: {_fault_cause(detail, cause, url)} ({detail}); {FAULT_REMEDY}")
+            return BatchlrError(f"the storage failed: {_fault_cause(detail, cause, url)} ({detail}); {remedy}")
         cause = cause.__cause__ or cause.__context__
     return None
 

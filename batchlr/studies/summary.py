@@ -37,7 +37,7 @@ class RefitResult:
     train_samples: int
     test_samples: int
     seconds: float
-    artifacts: Attachment | None = None
+    artifacts: Attachment
     """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
@@ -164,14 +164,16 @@ def standard_error(scores: list[float]) -> float:
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial as JSON values: number, values, params and what batchlr recorded on it."""
+    """A trial as JSON values: number, values, params and what batchlr recorded on it, its
+    fold scores as :func:`fold_scores` reads them."""
+    attrs = trial.user_attrs if "fold_scores" not in trial.user_attrs else {**trial.user_attrs, "fold_scores": fold_scores(trial)}
     return {
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.values[0] if trial.values else None,
         "values": trial.values,
         "params": trial.params,
-        "user_attrs": trial.user_attrs,
+        "user_attrs": attrs,
     }
 
 
