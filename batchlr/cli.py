@@ -27,7 +27,7 @@ from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import FUSE_CHOICES, PRECISIONS
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
 from batchlr.search.space import DEFAULT_OPTIMIZERS, DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
-from batchlr.studies.storage import DEFAULT_HEARTBEAT, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
+from batchlr.studies.storage import DEFAULT_HEARTBEAT, FAULT_REMEDY, RETRY_REMEDY, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
 
 
 class BatchlrGroup(click.Group):
@@ -82,7 +82,8 @@ class BatchlrGroup(click.Group):
             if ctx.meta.get("batchlr.debug"):
                 raise
             if not isinstance(error, BatchlrError):
-                error = storage_fault(error, ctx.meta.get("batchlr.storage", "")) or error
+                remedy = FAULT_REMEDY if ctx.invoked_subcommand == "run" else RETRY_REMEDY
+                error = storage_fault(error, ctx.meta.get("batchlr.storage", ""), remedy) or error
             if isinstance(error, BatchlrUsageError):
                 raise click.UsageError(str(error)) from None
             if isinstance(error, BatchlrError):

@@ -33,6 +33,8 @@ SCHEMA_RACE_RETRIES = 4
 # glitch) before a worker gives up, about half a minute in all.
 RECONNECT_DELAYS = (1, 2, 4, 8, 16)
 FAULT_REMEDY = "completed trials are kept; fix it, then run the same command to retry the running trial"
+# What other commands, which leave no trial behind, say instead.
+RETRY_REMEDY = "fix it, then run the same command again"
 # What installs each driver SQLAlchemy may ask for.
 DRIVER_PACKAGES = {
     "psycopg": "pip install 'batchlr[postgres]'",
