@@ -35,6 +35,7 @@ from PIL import Image
 from batchlr.errors import BatchlrError
 from batchlr.files import check_regular_file
 from batchlr.objectives.image_files import ImageFolder, list_image_folder
+from batchlr.objectives.settings import MAX_IMAGE_SIDE
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -175,8 +176,9 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
     height and width are ``image_size`` when given, else the one size of all the images.
 
     Raises:
-        BatchlrError: when a file is not an image, or the images have several sizes and no
-            ``image_size`` says what to make them.
+        BatchlrError: when a file is not an image, or, without ``image_size``, the images have
+            several sizes or a side over :data:`~batchlr.objectives.settings.MAX_IMAGE_SIDE`
+            (a model trained on them could not be loaded).
     """
     headers = np.empty((len(folder.paths), 3), dtype=np.int64)
     _fill(headers, _run(_read_headers, folder.paths, _CHUNK_FILES, workers), "reading image headers")
@@ -192,7 +194,13 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
             f"imagefolder: {folder.root} holds images of {len(sizes)} sizes (height x width): {listed}{more}; "
             "give --image-size N or HxW to resize them while loading"
         )
-    return channels, int(sizes[0, 0]), int(sizes[0, 1])
+    height, width = int(sizes[0, 0]), int(sizes[0, 1])
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise BatchlrError(
+            f"imagefolder: {folder.root} holds images of {height}x{width} (height x width), larger than the {MAX_IMAGE_SIDE} "
+            f"pixels a side batchlr trains on; give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
+        )
+    return channels, height, width
 
 
 def decode_images(folder: ImageFolder, shape: tuple[int, int, int], workers: Workers) -> np.ndarray:
