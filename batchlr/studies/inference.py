@@ -4,6 +4,7 @@ set batchlr reads; and the most probable classes of image files."""
 from __future__ import annotations
 
 import dataclasses
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +152,15 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     each file once), in the order of ``arguments``.
 
     Raises:
-        BatchlrError: for a path that does not exist or is not a regular file or folder (a
-            FIFO, which would block its reader), or no images at all.
+        BatchlrError: for a path that does not exist, cannot be read or is not a regular file
+            or folder (a FIFO, which would block its reader), or no images at all.
     """
-    is_folder = [argument.is_dir() for argument in arguments]
+    is_folder = [_is_folder(argument) for argument in arguments]
     folders = [str(argument) for argument, folder in zip(arguments, is_folder) if folder]
     try:
         under = walk_image_files(folders)
     except OSError as error:
-        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}") from None
+        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}; make it readable or leave it out") from None
     in_folder: list[list[Path]] = [[] for _ in folders]
     for file in under:
         in_folder[file.label].append(Path(file.path))
@@ -170,6 +171,20 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     if not paths:
         raise BatchlrError(f"no images ({', '.join(IMG_EXTENSIONS)}) in {', '.join(map(str, arguments))}")
     return paths
+
+
+def _is_folder(argument: Path) -> bool:
+    """Whether ``argument`` is a folder (links followed), else a file of some kind.
+
+    Raises:
+        BatchlrError: when nothing is there (either was meant: ``x/`` names a folder), or it cannot be read.
+    """
+    try:
+        return stat.S_ISDIR(argument.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise BatchlrError(f"{argument}: no such file or folder; give image files or folders of them") from None
+    except OSError as error:
+        raise BatchlrError(f"cannot read {argument}: {error.strerror}; make it readable or leave it out") from None
 
 
 @dataclasses.dataclass(frozen=True)
