@@ -61,8 +61,8 @@ class EvaluationSet:
 def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir: Path | None) -> EvaluationSet:
     """The images of ``dataset`` to score the model on: its official test split where it has one
     (read alone: its training files are not needed); else, when it is the data set the model
-    was trained on, the hold-out its study set aside (the model trained on the rest); else all
-    its images.
+    was trained on, wherever it is now (see :func:`_trained_on`), the hold-out its study set
+    aside (the model trained on the rest); else all its images.
 
     Raises:
         BatchlrError: when the data set holds a class the model does not know, or has channels
@@ -73,7 +73,7 @@ def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir
     if test is not None:
         return _scored(model, test, None, "official test split")
     data = load_dataset(dataset, data_dir, (height, width), cache_dir)
-    if check_dataset_name(dataset) != model.info.get("dataset"):
+    if not _trained_on(model, dataset, data):
         return _scored(model, data, None, "all images")
     holdout = model.info.get("holdout")
     if holdout is None:  # a model file from before batchlr recorded the hold-out
@@ -88,6 +88,17 @@ def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir
     if not len(chosen):
         raise BatchlrError(f"{dataset} no longer holds any image of the hold-out the model was scored on, and the model trained on the others; evaluate it on another data set")
     return _scored(model, data, chosen, "hold-out set aside when the study was created", note)
+
+
+def _trained_on(model: TrainedModel, dataset: str, data: ImageData) -> bool:
+    """Whether ``data``, read as ``dataset``, is what the model trained on: the data set its study
+    named (the same folder, images added since included), or the same images, names and classes
+    wherever they are (a folder copied or moved), as the ``data_fingerprint`` refit records says.
+    A model file without that fingerprint (before batchlr wrote it) is judged by name alone."""
+    if check_dataset_name(dataset) == model.info.get("dataset"):
+        return True
+    recorded = model.info.get("data_fingerprint")
+    return recorded is not None and recorded == data.content_fingerprint()
 
 
 def _scored(model: TrainedModel, data: ImageData, indices: torch.Tensor | None, split: str, note: str | None = None) -> EvaluationSet:

@@ -8,8 +8,10 @@ only, so that ``torch.load(path, weights_only=True)`` reads it without running a
     {"batchlr_model": 1, "info": {...}, "state_dict": {...}}
 
 A model trained on a data set without a test split records, as ``info["holdout"]``, the
-names (:func:`image_names`) of the images held out from its training, so that ``evaluate``
-on that same data set scores only those.
+names (:func:`image_names`) of the images held out from its training, and as
+``info["data_fingerprint"]`` a digest of that data set's content
+(:meth:`~batchlr.objectives.data.ImageData.content_fingerprint`), so that ``evaluate`` on that
+same data set, even copied or moved, scores only those.
 """
 
 from __future__ import annotations
