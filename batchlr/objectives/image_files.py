@@ -1,9 +1,9 @@
 """Finding image files: the one walk of folders that training (an image folder's class folders)
 and ``predict`` (the folders it is given) share, so both read the same files.
 
-Nothing here opens a file (the readers refuse one that is not a regular file before opening
-it). Names need not be UTF-8: they are the ``str`` that ``os.fsdecode`` gives, and
-:func:`os.fsencode` gives their bytes back.
+Nothing here opens a file (the readers open each without blocking and refuse one that is not
+a regular file before reading it). Names need not be UTF-8: they are the ``str`` that
+``os.fsdecode`` gives, and :func:`os.fsencode` gives their bytes back.
 """
 
 from __future__ import annotations
