@@ -30,9 +30,15 @@ def check_regular_file(path: Path, what: str) -> Path:
     if stat.S_ISDIR(mode):
         raise BatchlrError(f"{what} {path} is a directory; give a file")
     if not stat.S_ISREG(mode):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
-        raise BatchlrError(f"{what} {path} is {kind}, not a regular file; give a file")
+        raise BatchlrError(f"{what} {path} is {file_kind(mode)}, not a regular file; give a file")
     return path
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``os.stat``'s ``st_mode`` ``mode`` that is not a regular file is, as
+    "a FIFO", "a socket", "a device", "a directory", or else "not a regular file"."""
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a directory"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def check_writable(path: Path) -> None:

@@ -144,13 +144,54 @@ def test_predict_lists_a_folder_exactly_as_training_reads_it(tmp_path):
 def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     os.mkfifo(root / "dog" / "pipe.png")  # opening it would block until a writer came
-    with pytest.raises(BatchlrError, match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; give a file$"):
+    with pytest.raises(BatchlrError, match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; remove it or replace it with an image file$"):
         _read(root)
     # predict: named, it is refused at once; in a folder, when its images are read.
     with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
         image_paths([root / "dog" / "pipe.png"])
     with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
         decode_files([str(path) for path in image_paths([root / "dog"])], 3, (8, 8))
+
+
+def test_a_fifo_put_in_an_images_place_after_any_check_is_refused_without_blocking(tmp_path, monkeypatch):
+    _png(tmp_path / "image.png", seed=0)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    # The FIFO is swapped in after whatever check of the path ran: the path's status says image.
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: real_stat(tmp_path / "image.png" if str(path) == str(fifo) else path, *args, **kwargs))
+    result: list = []
+
+    def decode() -> None:
+        try:
+            result.append(decode_files([str(fifo)], 3, (8, 8)))
+        except BatchlrError as error:
+            result.append(error)
+
+    reader = threading.Thread(target=decode, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if not result:  # the FIFO was opened for reading: a writer lets the open return and the thread end
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("decoding opened the FIFO and blocked")
+    assert str(result[0]) == f"image file {fifo} is a FIFO, not a regular file; remove it or replace it with an image file"
+
+
+def test_predict_words_a_bad_image_a_missing_path_and_an_unreadable_folder_for_what_they_are(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(BatchlrError, match=rf"^cannot decode image file {bad} \(not an image format PIL reads\); remove it or replace it with an image file$"):
+        decode_files([str(bad)], 3, (8, 8))
+    with pytest.raises(BatchlrError, match=f"^{tmp_path}/nosuchdir: no such file or folder; give image files or folders of them$"):
+        image_paths([Path(f"{tmp_path}/nosuchdir/")])
+    (tmp_path / "locked").mkdir()
+
+    def refuse(*args, **kwargs):  # as scandir does for a folder without read permission (the tests may run as root)
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with pytest.raises(BatchlrError, match=f"^cannot read {tmp_path}/locked: Permission denied; make it readable or leave it out$"):
+        image_paths([tmp_path / "locked"])
 
 
 def _run(tmp_path: Path, dataset: str, *extra: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -487,3 +488,43 @@ def test_sources_are_relative_to_the_root_however_it_is_written(tmp_path, monkey
     folder = readers.list_image_folder(Path("..//pets/"))
     assert folder.sources == tuple(os.path.relpath(path, tmp_path / "pets") for path in folder.paths)
     assert folder.sources[0] == "cat/0.png"
+
+
+def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_pointing_at_image_size(tmp_path, monkeypatch):
+    from batchlr.objectives.settings import MAX_IMAGE_SIDE
+    from batchlr.studies.model_file import _info_problem
+
+    # The widest images batchlr trains on at their own size make a model file load_model reads.
+    for name in ("a", "b"):
+        _save(tmp_path / "widest" / name / "0.png", 1, MAX_IMAGE_SIDE, "L")
+    shape = list(_load(tmp_path / "widest").input_shape)
+    assert shape == [1, 1, MAX_IMAGE_SIDE] and _info_problem({"model": "m", "input_shape": shape, "classes": ["a", "b"], "mean": [0.5], "std": [0.5]}) is None
+    root = tmp_path / "wide"
+    for name in ("a", "b"):
+        _save(root / name / "0.png", 8, MAX_IMAGE_SIDE + 1, "L")
+    message = (
+        f"imagefolder: {root} holds images of 8x{MAX_IMAGE_SIDE + 1} (height x width), larger than the {MAX_IMAGE_SIDE} pixels "
+        f"a side batchlr trains on; give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
+    )
+    with pytest.raises(BatchlrError, match=f"^{re.escape(message)}$"):
+        _load(root)
+    assert _load(root, (8, 64)).input_shape == (1, 8, 64)
+    # An entry a batchlr without the bound cached is not loaded in its place.
+    monkeypatch.setattr(readers, "MAX_IMAGE_SIDE", MAX_IMAGE_SIDE + 1)
+    _load(root, cache_dir=tmp_path / "cache")
+    monkeypatch.undo()
+    load_dataset.cache_clear()
+    with pytest.raises(BatchlrError, match=re.escape(message)):
+        _load(root, cache_dir=tmp_path / "cache")
+
+
+def test_more_class_folders_than_a_model_file_may_name_are_refused(tmp_path, monkeypatch):
+    from batchlr.objectives import image_files
+    from batchlr.studies import model_file
+
+    assert model_file.MAX_CLASSES is image_files.MAX_CLASSES  # one bound: what trains, loads
+    monkeypatch.setattr(image_files, "MAX_CLASSES", 2)
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "many" / name / "0.png", 8, 8)
+    with pytest.raises(BatchlrError, match=f"^imagefolder: {tmp_path}/many has 3 class folders, more than the 2 classes batchlr trains on; give the folder whose subfolders are the classes, or merge classes$"):
+        _load(tmp_path / "many")

@@ -252,6 +252,26 @@ def test_evaluate_on_the_training_folder_scores_the_hold_out_alone(cifar_model):
     assert f"only the {len(holdout)} images of the hold-out its study set aside are scored, not the {total - len(holdout):,} others" in result.stderr
 
 
+def test_evaluate_knows_the_training_folder_copied_elsewhere_by_its_content_not_its_names(cifar_model, tmp_path):
+    path, _ = cifar_model
+    info = torch.load(path, weights_only=True)["info"]
+    train = Path(info["dataset"].removeprefix("imagefolder:"))
+    total = len(list(train.rglob("*.png")))
+    command = ["evaluate", str(path), "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    shutil.copytree(train, tmp_path / "copy")
+    copied = CliRunner().invoke(main, [*command, "--dataset", f"imagefolder:{tmp_path / 'copy'}"])
+    assert copied.exit_code == 0, copied.output
+    assert json.loads(copied.stdout)["split"] == "hold-out set aside when the study was created"
+    assert json.loads(copied.stdout)["images"] == len(info["holdout"]) and "only the" in copied.stderr
+    # The same class and file names with other pixels are other images: all of them are scored.
+    shutil.copytree(train, tmp_path / "alike")
+    for image in (tmp_path / "alike").rglob("*.png"):
+        Image.fromarray(255 - np.asarray(Image.open(image))).save(image)
+    alike = CliRunner().invoke(main, [*command, "--dataset", f"imagefolder:{tmp_path / 'alike'}"])
+    assert alike.exit_code == 0, alike.output
+    assert json.loads(alike.stdout)["split"] == "all images" and json.loads(alike.stdout)["images"] == total and alike.stderr == ""
+
+
 def test_evaluate_warns_when_an_older_model_file_cannot_tell_its_hold_out(cifar_model, tmp_path):
     path, _ = cifar_model
     content = torch.load(path, weights_only=True)

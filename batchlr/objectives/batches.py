@@ -16,6 +16,11 @@ import torch.nn.functional as F
 STATISTICS_CHUNK = 1024
 """Images read at a time while the normalisation counts pixel values."""
 
+MIN_STD = 1e-6
+"""The floor of a channel's std (of pixels scaled to 0..1): an image set of one colour has std
+0, which the normalisation divides by. A model file's std is refused below it
+(:mod:`batchlr.studies.model_file`): a far smaller one overflows the float32 scale."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Normalisation:
@@ -41,7 +46,7 @@ class Normalisation:
         pixels = counts.sum(dim=1).clamp_min(2)
         mean = counts @ values / pixels
         variance = (counts @ values.square() / pixels - mean.square()) * pixels / (pixels - 1)
-        std = variance.clamp_min(0).sqrt().clamp_min(1e-6)
+        std = variance.clamp_min(0).sqrt().clamp_min(MIN_STD)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,18 @@ class ImageData:
     def labels_fingerprint(self) -> str:
         """A digest of the training labels, to check stored folds still fit the data."""
         return hashlib.sha256(self.labels.numpy().tobytes()).hexdigest()[:16]
+
+    def content_fingerprint(self) -> str:
+        """A digest of the training split's content: its class names, and each image's name,
+        label, shape and pixels. Equal for a copy of an image folder read from anywhere; another
+        once any of these differs, so that files named alike (0.png, ...) with other pixels are
+        other data. About 0.1 s per 150 MB of pixels."""
+        digest = hashlib.sha256(repr((len(self.classes), len(self.sources), tuple(self.images.shape))).encode())
+        # fsencode: names need not be UTF-8 (see batchlr.objectives.image_files).
+        digest.update(b"\0".join(map(os.fsencode, (*self.classes, *self.sources))))
+        digest.update(self.labels.numpy().tobytes())
+        digest.update(np.ascontiguousarray(self.images.numpy()))  # hashed in place: no copy of the data set
+        return digest.hexdigest()[:32]
 
 
 def check_dataset_name(spec: str) -> str:

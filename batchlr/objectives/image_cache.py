@@ -34,6 +34,7 @@ import numpy as np
 from batchlr.errors import BatchlrError
 from batchlr.files import check_regular_file, write_atomically
 from batchlr.objectives.image_files import ImageFolder
+from batchlr.objectives.settings import MAX_IMAGE_SIDE
 
 CACHE_ENV = "BATCHLR_CACHE_DIR"
 # Hashed into every entry's name: raise it when a change to decoding changes what an entry holds.
@@ -96,6 +97,8 @@ class CacheEntry:
                 if dtype != np.uint8 or len(shape) != 4 or shape[0] != len(self.folder.paths) or shape[1] not in (1, 3):
                     return None
                 if self.image_size is not None and tuple(shape[2:]) != self.image_size:
+                    return None
+                if max(shape[2:]) > MAX_IMAGE_SIDE:  # written before sides were bounded: reading the headers refuses it
                     return None
                 check_fits(shape[1:])
                 return stored["images"]

@@ -1,9 +1,9 @@
 """Finding image files: the one walk of folders that training (an image folder's class folders)
 and ``predict`` (the folders it is given) share, so both read the same files.
 
-Nothing here opens a file (the readers refuse one that is not a regular file before opening
-it). Names need not be UTF-8: they are the ``str`` that ``os.fsdecode`` gives, and
-:func:`os.fsencode` gives their bytes back.
+Nothing here opens a file (the readers open each without blocking and refuse one that is not
+a regular file before reading it). Names need not be UTF-8: they are the ``str`` that
+``os.fsdecode`` gives, and :func:`os.fsencode` gives their bytes back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from batchlr.errors import BatchlrError
+from batchlr.objectives.settings import MAX_CLASSES
 
 # torchvision's ImageFolder extensions; importing torchvision for them would take a second.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -61,15 +62,20 @@ def list_image_folder(root: Path) -> ImageFolder:
     :func:`walk_image_files`). Files without an image extension are skipped, as torchvision does.
 
     Raises:
-        BatchlrError: when ``root`` is not a folder of at least two class folders each holding
-            an image, two class names differ only in their Unicode form, or an image's path
-            leads nowhere.
+        BatchlrError: when ``root`` is not a folder of 2 to :data:`~batchlr.objectives.settings.MAX_CLASSES`
+            class folders each holding an image, two class names differ only in their Unicode
+            form, or an image's path leads nowhere.
     """
     if not root.is_dir():
         raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
     try:
         with os.scandir(root) as entries:
             classes = sorted(entry.name for entry in entries if entry.is_dir())  # as torchvision's find_classes
+        if len(classes) > MAX_CLASSES:  # before walking them: a model of so many classes could not be loaded
+            raise BatchlrError(
+                f"imagefolder: {root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} classes batchlr trains on; "
+                "give the folder whose subfolders are the classes, or merge classes"
+            )
         _check_distinct(root, classes)
         files = walk_image_files([os.path.join(root, name) for name in classes], also_entered=[str(root)])
     except OSError as error:

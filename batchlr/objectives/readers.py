@@ -33,8 +33,9 @@ import numpy as np
 from PIL import Image
 
 from batchlr.errors import BatchlrError
-from batchlr.files import check_regular_file
+from batchlr.files import file_kind
 from batchlr.objectives.image_files import ImageFolder, list_image_folder
+from batchlr.objectives.settings import MAX_IMAGE_SIDE
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -175,8 +176,9 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
     height and width are ``image_size`` when given, else the one size of all the images.
 
     Raises:
-        BatchlrError: when a file is not an image, or the images have several sizes and no
-            ``image_size`` says what to make them.
+        BatchlrError: when a file is not an image, or, without ``image_size``, the images have
+            several sizes or a side over :data:`~batchlr.objectives.settings.MAX_IMAGE_SIDE`
+            (a model trained on them could not be loaded).
     """
     headers = np.empty((len(folder.paths), 3), dtype=np.int64)
     _fill(headers, _run(_read_headers, folder.paths, _CHUNK_FILES, workers), "reading image headers")
@@ -192,7 +194,13 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
             f"imagefolder: {folder.root} holds images of {len(sizes)} sizes (height x width): {listed}{more}; "
             "give --image-size N or HxW to resize them while loading"
         )
-    return channels, int(sizes[0, 0]), int(sizes[0, 1])
+    height, width = int(sizes[0, 0]), int(sizes[0, 1])
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise BatchlrError(
+            f"imagefolder: {folder.root} holds images of {height}x{width} (height x width), larger than the {MAX_IMAGE_SIDE} "
+            f"pixels a side batchlr trains on; give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
+        )
+    return channels, height, width
 
 
 def decode_images(folder: ImageFolder, shape: tuple[int, int, int], workers: Workers) -> np.ndarray:
@@ -290,16 +298,38 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
 @contextlib.contextmanager
 def _opened(path: str) -> Iterator[Image.Image]:
     """The image at ``path``, opened (PIL reads its header, not its pixels); a failure to read it,
-    or a path that is not a regular file (a FIFO would block the open for ever), is one line naming it."""
+    or a path that is not a regular file, is one line naming it."""
+    with os.fdopen(_open_regular(path), "rb") as handle:
+        try:
+            with Image.open(handle) as image:
+                yield image
+        # What PIL raises for a file it cannot read: UnidentifiedImageError and truncation are
+        # OSErrors, a header with impossible values is a ValueError, a huge image a bomb error.
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            # PIL names a file it cannot identify by its handle (<_io.BufferedReader name=3>): the path is named already.
+            reason = "not an image format PIL reads" if isinstance(error, Image.UnidentifiedImageError) else error
+            raise BatchlrError(f"cannot decode image file {path} ({reason}); remove it or replace it with an image file") from None
+
+
+def _open_regular(path: str) -> int:
+    """A descriptor of ``path`` open for reading, once it is known to be a regular file.
+
+    Opened without blocking, then checked by the descriptor's own status: a check of the path
+    before opening it would leave a moment in which a FIFO put in its place blocks the open
+    until a writer comes. O_NONBLOCK changes nothing for reading a regular file.
+
+    Raises:
+        BatchlrError: when the file cannot be opened, or is a FIFO, device, socket or directory.
+    """
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            check_regular_file(Path(path), "image file")  # raises, naming what the file is
-        with Image.open(path) as image:
-            yield image
-    # What PIL raises for a file it cannot read: UnidentifiedImageError and truncation are
-    # OSErrors, a header with impossible values is a ValueError, a huge image a bomb error.
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BatchlrError(f"imagefolder: cannot decode {path} ({error}); remove or replace it") from None
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise BatchlrError(f"cannot open image file {path} ({error.strerror}); make it readable or remove it") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise BatchlrError(f"image file {path} is {file_kind(mode)}, not a regular file; remove it or replace it with an image file")
+    return descriptor
 
 
 def _with_channels(image: Image.Image, channels: int) -> Image.Image:

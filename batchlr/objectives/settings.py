@@ -78,6 +78,14 @@ AUGMENTATIONS: tuple[str, ...] = ("flip", "crop")
 """Random horizontal flips, and random crops of the image after reflection padding."""
 
 MAX_IMAGE_SIDE = 4096
+"""The largest height or width batchlr trains on: of ``--image-size``, and of an image folder's
+images loaded at their own size. A model file's input shape is refused beyond it
+(:mod:`batchlr.studies.model_file`), so training never writes a model that cannot be loaded."""
+
+MAX_CLASSES = 100_000
+"""The most classes batchlr trains on (ImageNet-21k has 21,841): of an image folder's class
+folders, and of a model file's class names, which loading builds one output each for before it
+reads a weight."""
 
 FUSE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 """``--fuse-folds``: ``auto`` fuses on CUDA only. On the CPU fused folds measured 2.7x (fp32) to

@@ -4,6 +4,7 @@ set batchlr reads; and the most probable classes of image files."""
 from __future__ import annotations
 
 import dataclasses
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,8 @@ class EvaluationSet:
 def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir: Path | None) -> EvaluationSet:
     """The images of ``dataset`` to score the model on: its official test split where it has one
     (read alone: its training files are not needed); else, when it is the data set the model
-    was trained on, the hold-out its study set aside (the model trained on the rest); else all
-    its images.
+    was trained on, wherever it is now (see :func:`_trained_on`), the hold-out its study set
+    aside (the model trained on the rest); else all its images.
 
     Raises:
         BatchlrError: when the data set holds a class the model does not know, or has channels
@@ -72,7 +73,7 @@ def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir
     if test is not None:
         return _scored(model, test, None, "official test split")
     data = load_dataset(dataset, data_dir, (height, width), cache_dir)
-    if check_dataset_name(dataset) != model.info.get("dataset"):
+    if not _trained_on(model, dataset, data):
         return _scored(model, data, None, "all images")
     holdout = model.info.get("holdout")
     if holdout is None:  # a model file from before batchlr recorded the hold-out
@@ -87,6 +88,17 @@ def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir
     if not len(chosen):
         raise BatchlrError(f"{dataset} no longer holds any image of the hold-out the model was scored on, and the model trained on the others; evaluate it on another data set")
     return _scored(model, data, chosen, "hold-out set aside when the study was created", note)
+
+
+def _trained_on(model: TrainedModel, dataset: str, data: ImageData) -> bool:
+    """Whether ``data``, read as ``dataset``, is what the model trained on: the data set its study
+    named (the same folder, images added since included), or the same images, names and classes
+    wherever they are (a folder copied or moved), as the ``data_fingerprint`` refit records says.
+    A model file without that fingerprint (before batchlr wrote it) is judged by name alone."""
+    if check_dataset_name(dataset) == model.info.get("dataset"):
+        return True
+    recorded = model.info.get("data_fingerprint")
+    return recorded is not None and recorded == data.content_fingerprint()
 
 
 def _scored(model: TrainedModel, data: ImageData, indices: torch.Tensor | None, split: str, note: str | None = None) -> EvaluationSet:
@@ -151,15 +163,15 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     each file once), in the order of ``arguments``.
 
     Raises:
-        BatchlrError: for a path that does not exist or is not a regular file or folder (a
-            FIFO, which would block its reader), or no images at all.
+        BatchlrError: for a path that does not exist, cannot be read or is not a regular file
+            or folder (a FIFO, which would block its reader), or no images at all.
     """
-    is_folder = [argument.is_dir() for argument in arguments]
+    is_folder = [_is_folder(argument) for argument in arguments]
     folders = [str(argument) for argument, folder in zip(arguments, is_folder) if folder]
     try:
         under = walk_image_files(folders)
     except OSError as error:
-        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}") from None
+        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}; make it readable or leave it out") from None
     in_folder: list[list[Path]] = [[] for _ in folders]
     for file in under:
         in_folder[file.label].append(Path(file.path))
@@ -170,6 +182,20 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     if not paths:
         raise BatchlrError(f"no images ({', '.join(IMG_EXTENSIONS)}) in {', '.join(map(str, arguments))}")
     return paths
+
+
+def _is_folder(argument: Path) -> bool:
+    """Whether ``argument`` is a folder (links followed), else a file of some kind.
+
+    Raises:
+        BatchlrError: when nothing is there (either was meant: ``x/`` names a folder), or it cannot be read.
+    """
+    try:
+        return stat.S_ISDIR(argument.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise BatchlrError(f"{argument}: no such file or folder; give image files or folders of them") from None
+    except OSError as error:
+        raise BatchlrError(f"cannot read {argument}: {error.strerror}; make it readable or leave it out") from None
 
 
 @dataclasses.dataclass(frozen=True)

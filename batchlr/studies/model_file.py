@@ -8,8 +8,10 @@ only, so that ``torch.load(path, weights_only=True)`` reads it without running a
     {"batchlr_model": 1, "info": {...}, "state_dict": {...}}
 
 A model trained on a data set without a test split records, as ``info["holdout"]``, the
-names (:func:`image_names`) of the images held out from its training, so that ``evaluate``
-on that same data set scores only those.
+names (:func:`image_names`) of the images held out from its training, and as
+``info["data_fingerprint"]`` a digest of that data set's content
+(:meth:`~batchlr.objectives.data.ImageData.content_fingerprint`), so that ``evaluate`` on that
+same data set, even copied or moved, scores only those.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import nn
 
 from batchlr.errors import BatchlrError
 from batchlr.files import check_regular_file, write_atomically
-from batchlr.objectives.settings import MAX_IMAGE_SIDE
+from batchlr.objectives.batches import MIN_STD
+from batchlr.objectives.settings import MAX_CLASSES, MAX_IMAGE_SIDE
 
 if TYPE_CHECKING:
     from batchlr.objectives.data import ImageData
@@ -39,15 +42,6 @@ MAX_INPUT_VALUES = 3 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 """The most values (channels × height × width) a model file's input shape may have: an RGB
 image of the largest ``--image-size``. Its height and width are at most that side too. Loading
 builds the model and runs two such images through it: a larger claim is refused first."""
-
-MAX_CLASSES = 100_000
-"""The most classes a model file may name (ImageNet-21k has 21,841): loading builds a head of
-one output per class before it reads a weight, so a longer list is refused first."""
-
-MIN_STD = 1e-6
-"""The smallest std a model file may hold, the floor training clamps std to (see
-:class:`batchlr.objectives.batches.Normalisation`); a far smaller one overflows the float32
-scale of the normalisation."""
 
 
 class TrainedModel(nn.Module):

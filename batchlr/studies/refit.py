@@ -58,13 +58,14 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     if data.test_images is not None:
         images = DeviceImages(data.test_images.to(objective.device), data.test_labels.to(objective.device), objective.normalisation)
         test, split = torch.arange(len(images), device=objective.device), "official test split"
-        holdout = None
+        holdout = fingerprint = None
     else:
         images = objective.images
         test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
         split = "hold-out set aside when the study was created"
         names = image_names(data)
         holdout = [names[index] for index in objective.folds.holdout()]  # evaluate scores these alone
+        fingerprint = data.content_fingerprint()  # how evaluate knows this data wherever it is copied or moved
     accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
     spec = stored[0]
     info = model_info(
@@ -76,6 +77,7 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         image_size=list(spec.image_size) if spec.image_size else None,
         dataset=spec.dataset,
         holdout=holdout,
+        data_fingerprint=fingerprint,
         study=study_name,
         trial=best.number,
         params=best.params,
