@@ -271,3 +271,17 @@ def test_an_exit_inside_any_command_is_an_error_not_a_silent_success():
 
     result = CliRunner().invoke(group, ["quits"])
     assert result.exit_code == 1 and result.output.startswith("Error: a model's code called exit(0)"), result.output
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_status_130():
+    from batchlr.cli import BatchlrGroup
+
+    group = BatchlrGroup(name="batchlr")
+
+    @group.command()
+    def loads() -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C while a run still loads its data
+
+    result = CliRunner().invoke(group, ["loads"])
+    # click starts a fresh line first, after the ^C a terminal echoes.
+    assert result.exit_code == 130 and result.output.strip() == "Error: interrupted; run the same command again", result.output

@@ -201,20 +201,39 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
     assert trials[4].params == {"x": 0.25}
 
 
-def test_an_interrupt_that_a_finalizer_swallows_is_raised_again_without_a_traceback(capsys):
-    from batchlr.studies.workers import stop_gracefully_on_signals
+def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_check(capsys):
+    from batchlr.studies.workers import PARENT_GONE, stop_gracefully_on_signals
 
     class InterruptedWhileFinalized:
         def __del__(self) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # its handler runs, and raises, inside __del__
 
-    handlers, hook = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
+    signals = (signal.SIGINT, signal.SIGTERM, PARENT_GONE)
+    handlers, hook = {signum: signal.getsignal(signum) for signum in signals}, sys.unraisablehook
     try:
-        raise_if_interrupted = stop_gracefully_on_signals()
-        raise_if_interrupted()  # no signal yet: nothing to raise
-        InterruptedWhileFinalized()
+        interrupts = stop_gracefully_on_signals()
+        interrupts.check()  # no signal yet: nothing to raise
+        # Outside computing (a storage lock may be held), a signal is only noted...
+        os.kill(os.getpid(), PARENT_GONE)
+        os.kill(os.getpid(), PARENT_GONE)  # the kernel repeats it as the dead parent's threads end
         with pytest.raises(KeyboardInterrupt):
-            raise_if_interrupted()
+            interrupts.check()  # ...and raised at the next check
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.computing():
+                pass  # a signal that came before the block raises on entering it
+
+        interrupts = stop_gracefully_on_signals()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.computing():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(60)  # interrupted at once, long before this ends
+        assert signal.getsignal(PARENT_GONE) == signal.SIG_IGN  # later repeats do not end it harder
+
+        interrupts = stop_gracefully_on_signals()
+        with interrupts.computing():
+            InterruptedWhileFinalized()  # Python drops what a finalizer raises...
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()  # ...and the next check raises it again
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
@@ -242,9 +261,12 @@ def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
     parent.send_signal(signal.SIGINT)
     assert parent.wait(timeout=120) == 130, log.read_text()
     lines = log.read_text().splitlines()
-    assert [line for line in lines if line.startswith("Error: ")] == [
-        "Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
-    ], lines
+    # One line for all workers: the first worker's, which on a loaded machine may still have
+    # been starting (it then had no trial to mark).
+    assert [line for line in lines if line.startswith("Error: ")] in (
+        ["Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"],
+        ["Error: interrupted; run the same command again"],
+    ), lines
     assert not any(line.startswith("best: ") for line in lines)
     trials = optuna.load_study(study_name="c", storage=storage).trials
     assert TrialState.RUNNING not in {trial.state for trial in trials}

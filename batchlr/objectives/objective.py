@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import optuna
@@ -61,6 +62,9 @@ class CrossValidationObjective:
         self.images = DeviceImages(data.images.to(device), data.labels.to(device), self.normalisation, augmentation)
         self.on_round: Callable[[int], None] | None = None
         """Called with the rounds done after each round of a trial, e.g. to show progress."""
+        self.computing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        """Entered around each round's training and validation, which take no lock of the
+        storage's: where a signal may interrupt the trial at once."""
         self.fold_indices = [
             tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold)) for fold in range(folds.k)
         ]
@@ -108,7 +112,7 @@ class CrossValidationObjective:
             }.items():
                 trial.set_user_attr(key, value)
             epoch_images = epoch_steps * batch_size * group.models.count
-            for result in train_in_lockstep(group, self.images, micro_batching):
+            for result in _each_computing(train_in_lockstep(group, self.images, micro_batching), self.computing):
                 results.append(result)
                 if self.on_round:
                     self.on_round(len(results))
@@ -202,3 +206,13 @@ def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, 
         attrs["reason"] = reason
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+def _each_computing(rounds: Iterator[RoundResult], computing: Callable[[], contextlib.AbstractContextManager[None]]) -> Iterator[RoundResult]:
+    """``rounds``, each computed inside ``computing()``, and handed on outside it."""
+    while True:
+        with computing():
+            result = next(rounds, None)
+        if result is None:
+            return
+        yield result

@@ -124,9 +124,9 @@ class OpenStudy:
         # First of all: a worker killed at any later moment leaves a trial that the next
         # sweep ties to a dead pid, instead of one that waits for its heartbeat to go stale.
         trial.set_user_attr("worker", this_worker(str(self.objective.device)))
-        if on_start:
-            on_start(self.study)
         try:
+            if on_start:
+                on_start(self.study)
             return self.objective(trial)
         except KeyboardInterrupt:
             # Queued for the next run of the study, as a dead worker's trial is.
@@ -198,21 +198,23 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
             run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, lambda: progress.follow(opened.study))
             progress.follow(opened.study)
         return
-    raise_if_interrupted = stop_gracefully_on_signals()
+    interrupts = stop_gracefully_on_signals()
     objective = opened.objective
     try:
         with StudyProgress(plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k) as progress:
 
             def on_start(study: optuna.Study) -> None:
-                raise_if_interrupted()
+                interrupts.check()
                 progress.on_start(study)
 
             def on_round(rounds_done: int) -> None:
-                raise_if_interrupted()
+                interrupts.check()
                 progress.on_round(rounds_done)
 
             objective.on_round = on_round
+            objective.computing = interrupts.computing
             opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, on_start)
+            interrupts.check()  # a signal after the last trial began still ends the run as interrupted
     except KeyboardInterrupt:
         raise Interrupted(
             "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"

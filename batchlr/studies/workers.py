@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from batchlr.errors import BatchlrError, Interrupted
@@ -19,6 +20,10 @@ INTERRUPTED_EXIT = Interrupted.exit_code
 # The pid of the `batchlr run --workers N` process, in its workers' environment.
 PARENT_ENV = "BATCHLR_PARENT_PID"
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# What a worker is sent once its parent is gone. Linux sends it again as each of the dead
+# parent's threads exits, so it stops a worker gracefully, and a repeat is ignored rather than
+# taken, as a second SIGTERM is, for a demand to exit at once (which would leave the trial RUNNING).
+PARENT_GONE = signal.SIGHUP
 # Seconds between two looks of the `--workers` process at its workers and the study.
 POLL_SECONDS = 1.0
 # How the CLI starts the one line it prints for an error (see batchlr.cli.BatchlrGroup).
@@ -134,7 +139,7 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on
 
 
 def watch_parent() -> bool:
-    """In a worker that :func:`run_workers` started: stop gracefully, as on SIGTERM, once the
+    """In a worker that :func:`run_workers` started: stop gracefully (:data:`PARENT_GONE`) once the
     parent is gone, however it died (SIGKILL, SIGHUP, a crash), so that no worker outlives it.
     Returns whether this process is such a worker (its parent speaks for it).
 
@@ -146,49 +151,81 @@ def watch_parent() -> bool:
     if parent is None:
         return False
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, PARENT_GONE)
         if os.getppid() != int(parent):  # it died before prctl could ask to be told
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), PARENT_GONE)
         return True
 
     def watch() -> None:
         while os.getppid() == int(parent):
             time.sleep(1)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), PARENT_GONE)
 
     threading.Thread(target=watch, name="batchlr-parent-watch", daemon=True).start()
     return True
 
 
-def stop_gracefully_on_signals() -> Callable[[], None]:
-    """Turn the first SIGINT or SIGTERM into KeyboardInterrupt, and make a second one exit at once.
+class Interrupts:
+    """How a process that runs trials stops on SIGINT, SIGTERM or :data:`PARENT_GONE`: gracefully,
+    and only where that is safe.
 
-    Python drops an exception raised while a finalizer runs (a weakref callback of the
-    garbage collector, say), so that KeyboardInterrupt can be lost and the run go on. The
-    function returned raises it again once a signal came: call it where a trial may stop
-    (its start, each round). The dropped one is not reported as an ignored exception.
+    An exception raised by a signal handler lands between any two bytecodes, also while a lock
+    of the storage's (Optuna's cache, SQLAlchemy's pool) is taken and before its release is
+    set up, and the cleanup that then fails the trial waits for that lock for ever. So the first
+    signal raises KeyboardInterrupt at once only inside :meth:`computing` (a trial's training
+    and validation, which hold no such lock); elsewhere it is noted, and :meth:`check` raises it
+    (call it where a trial may stop: its start, each round, the run's end). A later SIGINT or
+    SIGTERM exits at once; a later :data:`PARENT_GONE` is ignored.
     """
-    received = threading.Event()
-    report_unraisable = sys.unraisablehook
 
-    def drop_lost_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
-        if not (received.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
-            report_unraisable(unraisable)
+    def __init__(self) -> None:
+        self.received = threading.Event()
+        self._computing = False
 
-    def exit_now(signum: int, frame: FrameType | None) -> None:
-        os._exit(INTERRUPTED_EXIT)
+    def install(self) -> Interrupts:
+        """Take SIGINT, SIGTERM and :data:`PARENT_GONE` over in this process."""
+        report_unraisable = sys.unraisablehook
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        received.set()
-        signal.signal(signal.SIGINT, exit_now)
-        signal.signal(signal.SIGTERM, exit_now)
-        raise KeyboardInterrupt
+        def drop_lost_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+            # Python drops an exception raised while a finalizer runs (a weakref callback of the
+            # garbage collector, say); :meth:`check` raises it again, so it is no error to show.
+            if not (self.received.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+                report_unraisable(unraisable)
 
-    def raise_if_interrupted() -> None:
-        if received.is_set():
+        sys.unraisablehook = drop_lost_interrupt
+        for signum in (signal.SIGINT, signal.SIGTERM, PARENT_GONE):
+            signal.signal(signum, self._interrupt)
+        return self
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt once a signal came."""
+        if self.received.is_set():
             raise KeyboardInterrupt
 
-    sys.unraisablehook = drop_lost_interrupt
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    return raise_if_interrupted
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """A block where a signal raises KeyboardInterrupt at once: it takes no lock that the
+        cleanup of an interrupted trial needs."""
+        self._computing = True
+        try:
+            self.check()  # a signal that came before the block began
+            yield
+        finally:
+            self._computing = False
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.received.set()
+        signal.signal(signal.SIGINT, _exit_now)
+        signal.signal(signal.SIGTERM, _exit_now)
+        signal.signal(PARENT_GONE, signal.SIG_IGN)
+        if self._computing:
+            raise KeyboardInterrupt
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(INTERRUPTED_EXIT)
+
+
+def stop_gracefully_on_signals() -> Interrupts:
+    """Stop this process gracefully on signals from now on (see :class:`Interrupts`)."""
+    return Interrupts().install()
