@@ -21,7 +21,7 @@ from batchlr.cli_options import (
     MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, TRUST_CODE_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
     WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
 )  # fmt: skip
-from batchlr.errors import BatchlrError, BatchlrUsageError, Interrupted
+from batchlr.errors import ERROR_PREFIX, BatchlrError, BatchlrUsageError, Interrupted
 from batchlr.json_text import json_text
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import FUSE_CHOICES, PRECISIONS
@@ -53,12 +53,12 @@ class BatchlrGroup(click.Group):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.ClickException as error:
-            click.echo(f"Error: {redact(error.format_message())}", err=True)
+            click.echo(f"{ERROR_PREFIX}{redact(error.format_message())}", err=True)
             code = error.exit_code
         except click.Abort:
             # Ctrl-C before a run's trials take signals over, or in any other command: nothing
             # was half written (files and studies are written whole), so it can simply be rerun.
-            click.echo("Error: interrupted; run the same command again", err=True)
+            click.echo(f"{ERROR_PREFIX}interrupted; run the same command again", err=True)
             code = Interrupted.exit_code
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+ERROR_PREFIX = "Error: "
+"""How the CLI starts the one line it prints for an error (the ``--workers`` process finds its workers' by it)."""
+
 
 class BatchlrError(Exception):
     """A problem with the user's input or environment, stated in one line.

@@ -80,6 +80,11 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """:func:`write_atomically` for bytes."""
+    write_atomically(path, lambda temporary: temporary.write_bytes(data))
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     """:func:`write_atomically` for UTF-8 text."""
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The one reader of whole numbers typed in option text (``--image-size 32``, ``lr=12``, ``64``)."""
+"""Reading whole numbers typed in option text (``--image-size 32``, ``lr=12``, ``--max-micro-batch 64``)."""
 
 from __future__ import annotations
 

@@ -30,6 +30,9 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
 CIFAR2_CLASSES = ("airplane", "bird")
+_CLASSES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": readers.CIFAR10_CLASSES, "cifar2": CIFAR2_CLASSES}
+_CIFAR2_KEEP = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
+"""The CIFAR-10 labels that cifar2 keeps."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +132,12 @@ def load_dataset(
     if spec in ("mnist", "fashion-mnist"):
         raw = _mnist_raw(spec, data_dir)
         train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
-        return _image_data(spec, _resized(spec, train, test, image_size, device), MNIST_CLASSES if spec == "mnist" else FASHION_MNIST_CLASSES)
+        return _image_data(spec, _resized(spec, train, test, image_size, device), _CLASSES[spec])
     folder = data_dir / readers.CIFAR_FOLDER
     train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
     if spec == "cifar10":
         return _image_data(spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES)
-    keep = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
-    return _image_data(spec, _resized(spec, _subset(train, keep), _subset(test, keep), image_size, device), CIFAR2_CLASSES)
+    return _image_data(spec, _resized(spec, _subset(train, _CIFAR2_KEEP), _subset(test, _CIFAR2_KEEP), image_size, device), CIFAR2_CLASSES)
 
 
 def load_test_split(spec: str, data_dir: Path, image_size: tuple[int, int] | None = None) -> ImageData | None:
@@ -160,9 +162,8 @@ def load_test_split(spec: str, data_dir: Path, image_size: tuple[int, int] | Non
         _downloader("cifar10" if spec == "cifar2" else spec, data_dir, folder, needs="its test files")(missing)
     test = read()
     if spec == "cifar2":
-        test = _subset(test, [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES])
-    classes = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": readers.CIFAR10_CLASSES}.get(spec, CIFAR2_CLASSES)
-    return _image_data(spec, _resized(spec, test, None, image_size, None), classes)
+        test = _subset(test, _CIFAR2_KEEP)
+    return _image_data(spec, _resized(spec, test, None, image_size, None), _CLASSES[spec])
 
 
 def _mnist_raw(spec: str, data_dir: Path) -> Path:

@@ -188,7 +188,7 @@ def _working_directory_on_path() -> Iterator[None]:
     """
     directory = os.getcwd()
     if directory in sys.path:
-        yield  # put there by the user (PYTHONPATH) or Python: theirs to keep
+        yield  # put there by the user (PYTHONPATH), by Python, or last by an earlier import here
         return
     sys.path.insert(0, directory)
     try:

@@ -119,8 +119,8 @@ def parse_image_size(text: str) -> tuple[int, int]:
     Raises:
         BatchlrUsageError: for malformed text or a side outside 1..:data:`MAX_IMAGE_SIDE`.
     """
-    sides = [side for side in map(whole_number, text.lower().split("x")) if side is not None]
-    if len(sides) not in (1, 2) or len(sides) != text.lower().count("x") + 1:
+    sides = list(map(whole_number, text.lower().split("x")))
+    if len(sides) not in (1, 2) or None in sides:
         raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
     height, width = sides[0], sides[-1]
     if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):

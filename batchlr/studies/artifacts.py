@@ -48,14 +48,8 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     """Optuna's directory store, each file written under a temporary name and renamed once
     whole: Optuna's own writes in place, so a full disk left a partial file behind."""
 
-    def __init__(self, folder: Path) -> None:
-        super().__init__(folder)
-        self.folder = folder
-
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        path = self.folder / artifact_id
-        if path.parent != self.folder or artifact_id in (".", ".."):  # Optuna's ids are UUIDs: a file name
-            raise ValueError(f"invalid artifact id {artifact_id!r}")
+        path = self._get_filepath(artifact_id)  # Optuna's own check that the id names a file inside the store
 
         def copy(temporary: Path) -> None:
             with temporary.open("wb") as written:

@@ -119,14 +119,15 @@ def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:
     """(d) Each fold's score of the best trials (those within :data:`SPREAD_MARGIN` of the best,
     so that a failed trial does not flatten the others' spread), and their mean."""
     ranked = top_trials(study, SPREAD_TRIALS)
-    top = [trial for trial in ranked if fold_scores(trial) and trial.values[0] >= ranked[0].values[0] - SPREAD_MARGIN] if ranked else []
+    scores = {trial.number: fold_scores(trial) for trial in ranked}
+    top = [trial for trial in ranked if scores[trial.number] and trial.values[0] >= ranked[0].values[0] - SPREAD_MARGIN] if ranked else []
     if not top:
         raise ValueError("no complete trial with fold scores")
     labels = [f"trial {trial.number}" for trial in top]
-    folds = [(label, score) for label, trial in zip(labels, top) for score in fold_scores(trial)]
+    folds = [(label, score) for label, trial in zip(labels, top) for score in scores[trial.number]]
     return Figure("Fold scores of the best trials", "", "validation accuracy", [
         Series("points", [label for label, _ in folds], [score for _, score in folds], "a fold", OKABE_ITO[0], size=6),
-        Series("points", labels, [statistics.fmean(fold_scores(trial)) for trial in top], "mean", OKABE_ITO[7], marker="dash", size=18),
+        Series("points", labels, [statistics.fmean(scores[trial.number]) for trial in top], "mean", OKABE_ITO[7], marker="dash", size=18),
     ], categories=labels)  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batchlr.files import write_atomically
+from batchlr.files import write_bytes_atomically
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 GREY = "#999999"
@@ -188,8 +188,7 @@ def png(figure: Figure) -> bytes:
 
 def save_png(figure: Figure, path: Path) -> None:
     """Draw ``figure`` into the PNG ``path``, replacing a previous file only once the new one is whole."""
-    drawn = png(figure)
-    write_atomically(path, lambda temporary: temporary.write_bytes(drawn))
+    write_bytes_atomically(path, png(figure))
 
 
 def _transparent(color: str, alpha: float = 0.2) -> str:

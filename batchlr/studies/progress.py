@@ -63,7 +63,8 @@ class StudyProgress:
         """A trial of this process started: it counts as running from now on."""
         if self.trial_task is not None and self.rounds is not None:
             self.progress.reset(self.trial_task, total=self.rounds * self.folds)
-        self._describe(study.get_trials(deepcopy=False))
+        if self.study_task is not None:  # only a live display shows the study's counts
+            self._describe(study.get_trials(deepcopy=False))
 
     def on_round(self, rounds_done: int) -> None:
         """The running trial finished ``rounds_done`` rounds of every fold."""
@@ -73,7 +74,8 @@ class StudyProgress:
     def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """A trial of this process finished."""
         self._show_finished(trial)
-        self._describe(study.get_trials(deepcopy=False))
+        if self.study_task is not None:  # only a live display shows the study's counts
+            self._describe(study.get_trials(deepcopy=False))
 
     def follow(self, study: optuna.Study) -> None:
         """Show the trials of any process that finished since the previous call, and the

@@ -61,10 +61,11 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         holdout = fingerprint = None
     else:
         images = objective.images
-        test = torch.as_tensor(objective.folds.holdout(), device=objective.device)
+        indices = objective.folds.holdout()
+        test = torch.as_tensor(indices, device=objective.device)
         split = "hold-out set aside when the study was created"
         names = image_names(data)
-        holdout = [names[index] for index in objective.folds.holdout()]  # evaluate scores these alone
+        holdout = [names[index] for index in indices]  # evaluate scores these alone
         fingerprint = data.content_fingerprint()  # how evaluate knows this data wherever it is copied or moved
     accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
     spec = stored[0]

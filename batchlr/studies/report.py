@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
-from batchlr.files import write_atomically, write_text_atomically
+from batchlr.files import write_bytes_atomically, write_text_atomically
 from batchlr.studies.artifacts import Attachment, attach
 from batchlr.studies.figures import FIGURES
 from batchlr.studies.plotting import png, to_plotly
@@ -64,7 +64,7 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         pngs[output / f"{chr(ord('a') + index)}-{name}.png"] = png(figure)
     page = _page(study, spec, best, sections)
     for path, drawn in pngs.items():
-        write_atomically(path, lambda temporary, drawn=drawn: temporary.write_bytes(drawn))
+        write_bytes_atomically(path, drawn)
     write_text_atomically(output / "index.html", page)
     return [output / "index.html", *pngs]
 

@@ -149,9 +149,9 @@ def open_storage(url: str, *, access: Access, heartbeat: int | None = None) -> o
         raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from None
 
 
-def storage_fault(error: BaseException, url: str, remedy: str = FAULT_REMEDY) -> BatchlrError | None:
+def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError | None:
     """The one-line error for the storage at ``url`` failing while in use, ending in
-    ``remedy`` (by default that of a run), or None when ``error`` is no storage fault. Looks
+    ``remedy`` (:data:`FAULT_REMEDY` for a run), or None when ``error`` is no storage fault. Looks
     through the chain of causes, since Optuna wraps the database's errors
     (StorageInternalError) or hides them behind its own (an AssertionError)."""
     cause: BaseException | None = error

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from batchlr.errors import BatchlrError, Interrupted
+from batchlr.errors import ERROR_PREFIX, BatchlrError, Interrupted
 from batchlr.search.space import offset_seed
 
 INTERRUPTED_EXIT = Interrupted.exit_code
@@ -26,8 +26,6 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PARENT_GONE = signal.SIGHUP
 # Seconds between two looks of the `--workers` process at its workers and the study.
 POLL_SECONDS = 1.0
-# How the CLI starts the one line it prints for an error (see batchlr.cli.BatchlrGroup).
-ERROR_PREFIX = "Error: "
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
