@@ -17,23 +17,74 @@ import click
 
 from batchlr import __version__
 from batchlr.cli_options import (
-    ARTIFACTS_OPTION, ATTACH_OPTIONS, AUGMENT, BATCH_OPTION, BATCH_RANGE, CACHE_DIR_OPTION, DATA_DIR_OPTION, DATA_OPTIONS, DATASET_OPTION, DEVICE_OPTION, JSON_OPTION, LR_RANGE, MAX_EPOCHS, MAX_HEARTBEAT, MICRO_BATCH,
-    MODEL_FILE_ARGUMENT, MOMENTUM_OPTION, TRUST_CODE_OPTION, OBJECTIVES, OPTIMIZER_OPTION, OPTIMIZERS, SEED_OPTION, STORAGE_OPTION, STUDY_ARGUMENT, STUDY_NAME,
-    WEIGHT_DECAY, GRID_POINTS, FiniteFloatRange, file_over_environment, given, output_option, read_config_file,
-)  # fmt: skip
+    ARTIFACTS_OPTION,
+    ATTACH_OPTIONS,
+    AUGMENT,
+    BATCH_OPTION,
+    BATCH_RANGE,
+    CACHE_DIR_OPTION,
+    DATA_DIR_OPTION,
+    DATA_OPTIONS,
+    DATASET_OPTION,
+    DEVICE_OPTION,
+    GRID_POINTS,
+    JSON_OPTION,
+    LR_RANGE,
+    MAX_EPOCHS,
+    MAX_HEARTBEAT,
+    MICRO_BATCH,
+    MODEL_FILE_ARGUMENT,
+    MOMENTUM_OPTION,
+    OBJECTIVES,
+    OPTIMIZER_OPTION,
+    OPTIMIZERS,
+    SEED_OPTION,
+    STORAGE_OPTION,
+    STUDY_ARGUMENT,
+    STUDY_NAME,
+    TRUST_CODE_OPTION,
+    WEIGHT_DECAY,
+    FiniteFloatRange,
+    file_over_environment,
+    given,
+    output_option,
+    read_config_file,
+)
 from batchlr.errors import ERROR_PREFIX, BatchlrError, BatchlrUsageError, Interrupted
 from batchlr.json_text import json_text
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import FUSE_CHOICES, PRECISIONS
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import DEFAULT_OPTIMIZERS, DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES, MAX_LR, OPTIMIZER_NAMES
-from batchlr.studies.storage import DEFAULT_HEARTBEAT, FAULT_REMEDY, RETRY_REMEDY, STORAGE_ENV, mask_command_line, mask_url, redact, remember_secrets, storage_fault
+from batchlr.search.space import (
+    DEFAULT_OPTIMIZERS,
+    DEFAULT_REFERENCE_BATCH_SIZE,
+    LR_SCALING_RULES,
+    MAX_LR,
+    OPTIMIZER_NAMES,
+)
+from batchlr.studies.storage import (
+    DEFAULT_HEARTBEAT,
+    FAULT_REMEDY,
+    RETRY_REMEDY,
+    STORAGE_ENV,
+    mask_command_line,
+    mask_url,
+    redact,
+    remember_secrets,
+    storage_fault,
+)
 
 
 class BatchlrGroup(click.Group):
     """Turns :class:`BatchlrError` into one line and its exit code; ``--debug`` shows tracebacks."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
         """Keep the arguments as given: the study note records them, and --workers passes them on."""
         arguments = list(args)
         for text in (*arguments, os.environ.get(STORAGE_ENV, "")):
@@ -97,7 +148,9 @@ class BatchlrGroup(click.Group):
             ) from None
 
 
-@click.group(cls=BatchlrGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(
+    cls=BatchlrGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.version_option(__version__, prog_name="batchlr")
 @click.option("--debug", is_flag=True, help="Show the traceback of any error.")
 @click.pass_context
@@ -112,41 +165,178 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=read_config_file, help="TOML file of run options (keys with underscores); flags override it.")
-@click.option("--study", "study_name", type=STUDY_NAME, help="Study name.  [default: DATASET-MODEL]")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=read_config_file,
+    help="TOML file of run options (keys with underscores); flags override it.",
+)
+@click.option(
+    "--study", "study_name", type=STUDY_NAME, help="Study name.  [default: DATASET-MODEL]"
+)
 @STORAGE_OPTION
 @DATA_OPTIONS
 @click.option("--folds", type=click.IntRange(2, 100), default=3, help="Cross-validation folds.")
 @click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), default=10, help="Epochs per fold.")
-@click.option("--batch-size", default="16:512", type=BATCH_RANGE, help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.")
-@click.option("--lr", default="1e-4:1", type=LR_RANGE, help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.")
-@click.option("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), type=OPTIMIZERS, help=f"Comma-separated subset of {','.join(OPTIMIZER_NAMES)}.")
-@click.option("--weight-decay", default="0", type=WEIGHT_DECAY, help="W for every trial, or MIN:MAX searched on a log scale (param weight_decay); decoupled under adamw.")
-@click.option("--try-no-weight-decay", is_flag=True, help="With --weight-decay MIN:MAX, also try none (param use_weight_decay).")
+@click.option(
+    "--batch-size",
+    default="16:512",
+    type=BATCH_RANGE,
+    help="MIN:MAX, sampled on a log scale; MAX is capped at the smallest training fold.",
+)
+@click.option(
+    "--lr",
+    default="1e-4:1",
+    type=LR_RANGE,
+    help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.",
+)
+@click.option(
+    "--optimizers",
+    default=",".join(DEFAULT_OPTIMIZERS),
+    type=OPTIMIZERS,
+    help=f"Comma-separated subset of {','.join(OPTIMIZER_NAMES)}.",
+)
+@click.option(
+    "--weight-decay",
+    default="0",
+    type=WEIGHT_DECAY,
+    help="W for every trial, or MIN:MAX searched on a log scale (param weight_decay); decoupled under adamw.",
+)
+@click.option(
+    "--try-no-weight-decay",
+    is_flag=True,
+    help="With --weight-decay MIN:MAX, also try none (param use_weight_decay).",
+)
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum for sgd.")
-@click.option("--label-smoothing", type=FiniteFloatRange(0, 1, max_open=True), default=0.0, help="Label smoothing of the training loss.")
-@click.option("--augment", default="none", type=AUGMENT, help="Augment training batches on the device: random horizontal flips, random crops after reflection padding, or both.")
-@click.option("--crop-padding", type=click.IntRange(min=1), help="Pixels of reflection padding before --augment crop.  [default: an eighth of the image side, 4 for 32x32]")
-@click.option("--lr-scaling", type=click.Choice(LR_SCALING_RULES), default="none", help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).")
-@click.option("--reference-batch-size", type=click.IntRange(min=1), default=DEFAULT_REFERENCE_BATCH_SIZE, help="B0 of --lr-scaling.")
-@click.option("--warmup", type=FiniteFloatRange(0, MAX_EPOCHS), default=0.0, help="Epochs of linear learning-rate warmup.")
-@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="constant", help="Learning-rate schedule over each fold's steps.")
-@click.option("--budget", type=click.Choice(["epochs", "steps"]), help="Train each fold for --epochs epochs, or for --steps optimizer steps.  [default: epochs, or steps with --steps]")
-@click.option("--steps", type=click.IntRange(1, MAX_EPOCHS * 10_000), help="Optimizer steps per fold; implies --budget steps.")
-@click.option("--max-micro-batch", type=MICRO_BATCH, help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", help="Autocast of the forward pass and loss; parameters and optimizer state stay fp32. auto: bf16 where the device computes it natively (recent GPUs, CPUs with AVX-512 BF16 or AMX), else fp32.")
-@click.option("--fuse-folds", type=click.Choice(FUSE_CHOICES), default="auto", help="Train a trial's folds as one fused model (torch.func): one pass for all folds per step. auto: on CUDA only.")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the forward pass (compiling takes seconds to minutes per process).")
-@click.option("--objectives", type=OBJECTIVES, default="accuracy", help="accuracy,time also minimises training seconds (a Pareto front; no pruning).")
-@click.option("--n-trials", type=click.IntRange(min=1), help="Trials to run in this process, or in each worker with --workers.  [default: 20, or unlimited with --timeout]")
-@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Stop starting new trials after SEC seconds.")
-@click.option("--max-trials", type=click.IntRange(min=1), help="Stop every worker once the study holds N finished (complete or pruned) trials.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.")
-@click.option("--heartbeat", type=click.IntRange(1, MAX_HEARTBEAT), default=DEFAULT_HEARTBEAT, help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried, twice at most.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines.")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="tpe", help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points).")
-@click.option("--grid-points", type=GRID_POINTS, help="With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, batch_size or weight_decay, e.g. lr=12,batch_size=8.  [default: decades of lr, powers of two of batch_size]")
-@click.option("--pruner", type=click.Choice(PRUNER_NAMES), default="median", help="median, hyperband, wilcoxon (paired test against the best trial) or none.")
+@click.option(
+    "--label-smoothing",
+    type=FiniteFloatRange(0, 1, max_open=True),
+    default=0.0,
+    help="Label smoothing of the training loss.",
+)
+@click.option(
+    "--augment",
+    default="none",
+    type=AUGMENT,
+    help="Augment training batches on the device: random horizontal flips, random crops after reflection padding, or both.",
+)
+@click.option(
+    "--crop-padding",
+    type=click.IntRange(min=1),
+    help="Pixels of reflection padding before --augment crop.  [default: an eighth of the image side, 4 for 32x32]",
+)
+@click.option(
+    "--lr-scaling",
+    type=click.Choice(LR_SCALING_RULES),
+    default="none",
+    help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).",
+)
+@click.option(
+    "--reference-batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_REFERENCE_BATCH_SIZE,
+    help="B0 of --lr-scaling.",
+)
+@click.option(
+    "--warmup",
+    type=FiniteFloatRange(0, MAX_EPOCHS),
+    default=0.0,
+    help="Epochs of linear learning-rate warmup.",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULE_NAMES),
+    default="constant",
+    help="Learning-rate schedule over each fold's steps.",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["epochs", "steps"]),
+    help="Train each fold for --epochs epochs, or for --steps optimizer steps.  [default: epochs, or steps with --steps]",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, MAX_EPOCHS * 10_000),
+    help="Optimizer steps per fold; implies --budget steps.",
+)
+@click.option(
+    "--max-micro-batch",
+    type=MICRO_BATCH,
+    help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    help="Autocast of the forward pass and loss; parameters and optimizer state stay fp32. auto: bf16 where the device computes it natively (recent GPUs, CPUs with AVX-512 BF16 or AMX), else fp32.",
+)
+@click.option(
+    "--fuse-folds",
+    type=click.Choice(FUSE_CHOICES),
+    default="auto",
+    help="Train a trial's folds as one fused model (torch.func): one pass for all folds per step. auto: on CUDA only.",
+)
+@click.option(
+    "--compile",
+    "compile_model",
+    is_flag=True,
+    help="torch.compile the forward pass (compiling takes seconds to minutes per process).",
+)
+@click.option(
+    "--objectives",
+    type=OBJECTIVES,
+    default="accuracy",
+    help="accuracy,time also minimises training seconds (a Pareto front; no pruning).",
+)
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    help="Trials to run in this process, or in each worker with --workers.  [default: 20, or unlimited with --timeout]",
+)
+@click.option(
+    "--timeout",
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Stop starting new trials after SEC seconds.",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1),
+    help="Stop every worker once the study holds N finished (complete or pruned) trials.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Local worker processes: one per GPU when several are visible, else sharing the CPU cores.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(1, MAX_HEARTBEAT),
+    default=DEFAULT_HEARTBEAT,
+    help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried, twice at most.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines."
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(SAMPLER_NAMES),
+    default="tpe",
+    help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points).",
+)
+@click.option(
+    "--grid-points",
+    type=GRID_POINTS,
+    help="With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, batch_size or weight_decay, e.g. lr=12,batch_size=8.  [default: decades of lr, powers of two of batch_size]",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(PRUNER_NAMES),
+    default="median",
+    help="median, hyperband, wilcoxon (paired test against the best trial) or none.",
+)
 @click.pass_context
 def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     """Create a study, or resume the one named --study, and run trials in this process.
@@ -163,14 +353,38 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
     worker = watch_parent()
     option = file_over_environment(ctx, option)
     lr_auto = option["lr"] == "auto"
-    settings = {key: value for key, value in option.items() if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model")}
+    settings = {
+        key: value
+        for key, value in option.items()
+        if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model")
+    }
     arguments = ctx.meta["batchlr.arguments"]
     options = RunOptions(
-        option["seed"], option["device"], lr_auto, option["heartbeat"], mask_command_line(arguments), option["cache_dir"], option["fuse_folds"], option["compile_model"]
+        option["seed"],
+        option["device"],
+        lr_auto,
+        option["heartbeat"],
+        mask_command_line(arguments),
+        option["cache_dir"],
+        option["fuse_folds"],
+        option["compile_model"],
     )
-    opened = open_study(option["storage"], study_name, StudySpec.from_attrs(settings), given(ctx, list(settings)), options)
+    opened = open_study(
+        option["storage"],
+        study_name,
+        StudySpec.from_attrs(settings),
+        given(ctx, list(settings)),
+        options,
+    )
     progress = "quiet" if option["quiet"] or worker else "live" if sys.stdout.isatty() else "lines"
-    plan = TrialPlan(option["n_trials"], option["timeout"], option["max_trials"], option["workers"], tuple(worker_arguments(arguments)), progress)
+    plan = TrialPlan(
+        option["n_trials"],
+        option["timeout"],
+        option["max_trials"],
+        option["workers"],
+        tuple(worker_arguments(arguments)),
+        progress,
+    )
     # The `--workers` process speaks for its workers: one opening, one display, one outcome.
     if not worker:
         _echo(*opened.opening(mask_url(option["storage"]), plan))
@@ -199,9 +413,15 @@ def studies(storage: str) -> None:
 @main.command()
 @STUDY_ARGUMENT
 @STORAGE_OPTION
-@click.option("--top", type=click.IntRange(min=1), default=5, help="Rows in the table of best trials.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=5, help="Rows in the table of best trials."
+)
 @JSON_OPTION
-@click.option("--as-config", is_flag=True, help="Print the TOML study file that reproduces the study (for run --config).")
+@click.option(
+    "--as-config",
+    is_flag=True,
+    help="Print the TOML study file that reproduces the study (for run --config).",
+)
 def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool) -> None:
     """Print a study's best trial and its top trials."""
     from batchlr.studies import render
@@ -212,7 +432,9 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
 
     study = load_existing_study(open_storage(storage, access="read"), study_name)
     if as_config:
-        click.echo(render_run_config(study.study_name, mask_url(storage), study_spec(study)), nl=False)
+        click.echo(
+            render_run_config(study.study_name, mask_url(storage), study_spec(study)), nl=False
+        )
         return
     report = describe(study, top)
     click.echo(json_text(report, indent=2) if as_json else render.study_report(report))
@@ -223,9 +445,26 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
 @click.argument("delta", metavar="[DELTA]", type=FiniteFloatRange(min=0), required=False)
 @STORAGE_OPTION
 @output_option("File to write: .json, or .yaml/.yml.")
-@click.option("--format", "language", type=click.Choice(["json", "yaml"]), help="File format.  [default: by the --output suffix]")
-@click.option("--pick", type=click.Choice(["best", "fastest-within"]), default="best", help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.")
-def export(study_name: str, delta: float | None, storage: str, output: Path, language: str | None, pick: str) -> None:
+@click.option(
+    "--format",
+    "language",
+    type=click.Choice(["json", "yaml"]),
+    help="File format.  [default: by the --output suffix]",
+)
+@click.option(
+    "--pick",
+    type=click.Choice(["best", "fastest-within"]),
+    default="best",
+    help="best: the most accurate trial; fastest-within DELTA: the fastest trial within DELTA accuracy of it.",
+)
+def export(
+    study_name: str,
+    delta: float | None,
+    storage: str,
+    output: Path,
+    language: str | None,
+    pick: str,
+) -> None:
     """Write a study's best configuration for use with batchlr.load_config.
 
     \b
@@ -236,7 +475,9 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, lan
     from batchlr.studies.export import export_trial
 
     if (pick == "fastest-within") != (delta is not None):
-        raise click.UsageError("give DELTA exactly with --pick fastest-within, e.g. --pick fastest-within 0.01")
+        raise click.UsageError(
+            "give DELTA exactly with --pick fastest-within, e.g. --pick fastest-within 0.01"
+        )
     click.echo(render.exported(output, export_trial(storage, study_name, output, delta, language)))
 
 
@@ -245,14 +486,45 @@ def export(study_name: str, delta: float | None, storage: str, output: Path, lan
 @BATCH_OPTION
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
-@click.option("--start-lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=1e-7, help="First learning rate of the sweep.")
-@click.option("--end-lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=10.0, help="Last learning rate of the sweep.")
-@click.option("--lr-count", type=click.IntRange(min=20), default=100, help="Learning rates tried between them, one optimizer step each.")
-@click.option("--steps", "old_lr_count", type=click.IntRange(min=20), hidden=True, help="The old name of --lr-count.")
+@click.option(
+    "--start-lr",
+    type=FiniteFloatRange(0, MAX_LR, min_open=True),
+    default=1e-7,
+    help="First learning rate of the sweep.",
+)
+@click.option(
+    "--end-lr",
+    type=FiniteFloatRange(0, MAX_LR, min_open=True),
+    default=10.0,
+    help="Last learning rate of the sweep.",
+)
+@click.option(
+    "--lr-count",
+    type=click.IntRange(min=20),
+    default=100,
+    help="Learning rates tried between them, one optimizer step each.",
+)
+@click.option(
+    "--steps",
+    "old_lr_count",
+    type=click.IntRange(min=20),
+    hidden=True,
+    help="The old name of --lr-count.",
+)
 @JSON_OPTION
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the loss curve as a PNG.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Save the loss curve as a PNG."
+)
 @ATTACH_OPTIONS
-def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_name: str | None, storage: str, artifacts: Path | None, **option: Any) -> None:
+def lr_find(
+    as_json: bool,
+    plot: Path | None,
+    old_lr_count: int | None,
+    study_name: str | None,
+    storage: str,
+    artifacts: Path | None,
+    **option: Any,
+) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.studies import render
     from batchlr.studies.artifacts import attach_figure
@@ -260,7 +532,9 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_na
     from batchlr.studies.probes import run_lr_find
 
     if old_lr_count is not None:
-        click.echo("warning: lr-find --steps is now --lr-count; --steps goes in the next release", err=True)
+        click.echo(
+            "warning: lr-find --steps is now --lr-count; --steps goes in the next release", err=True
+        )
         option["lr_count"] = old_lr_count
     _check_study(storage, study_name)
     result = run_lr_find(**option, plot=plot)
@@ -269,23 +543,57 @@ def lr_find(as_json: bool, plot: Path | None, old_lr_count: int | None, study_na
     else:
         _echo(*render.lr_range(result))
     if study_name:
-        figure = lr_range_figure(result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}")
-        _echo(*render.attached("LR range test", attach_figure(storage, study_name, figure, "lr-find.png", artifacts)))
+        figure = lr_range_figure(
+            result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}"
+        )
+        _echo(
+            *render.attached(
+                "LR range test",
+                attach_figure(storage, study_name, figure, "lr-find.png", artifacts),
+            )
+        )
 
 
 @main.command("noise-scale")
 @DATA_OPTIONS
-@click.option("--small-batch", type=click.IntRange(min=1), default=32, help="The smaller of the two batch sizes the estimator compares.")
-@click.option("--big-batch", type=click.IntRange(min=2), default=1024, help="The larger one; at most the training samples.")
-@click.option("--repeats", type=click.IntRange(min=1), default=20, help="Big batches drawn; the estimate averages over them.")
-@click.option("--epochs", type=click.IntRange(0, MAX_EPOCHS), default=0, help="Train this long first; 0 measures at initialisation.")
+@click.option(
+    "--small-batch",
+    type=click.IntRange(min=1),
+    default=32,
+    help="The smaller of the two batch sizes the estimator compares.",
+)
+@click.option(
+    "--big-batch",
+    type=click.IntRange(min=2),
+    default=1024,
+    help="The larger one; at most the training samples.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=20,
+    help="Big batches drawn; the estimate averages over them.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(0, MAX_EPOCHS),
+    default=0,
+    help="Train this long first; 0 measures at initialisation.",
+)
 @BATCH_OPTION
-@click.option("--lr", type=FiniteFloatRange(0, MAX_LR, min_open=True), default=1e-3, help="Learning rate of that training.")
+@click.option(
+    "--lr",
+    type=FiniteFloatRange(0, MAX_LR, min_open=True),
+    default=1e-3,
+    help="Learning rate of that training.",
+)
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
 @JSON_OPTION
 @ATTACH_OPTIONS
-def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: Path | None, **option: Any) -> None:
+def noise_scale(
+    as_json: bool, study_name: str | None, storage: str, artifacts: Path | None, **option: Any
+) -> None:
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
     from batchlr.studies import render
     from batchlr.studies.artifacts import attach_figure
@@ -294,11 +602,20 @@ def noise_scale(as_json: bool, study_name: str | None, storage: str, artifacts: 
 
     _check_study(storage, study_name)
     result = run_noise_scale(**option)
-    click.echo(json_text(render.noise_scale_record(result)) if as_json else "\n".join(render.noise_scale(result, option["epochs"])))
+    click.echo(
+        json_text(render.noise_scale_record(result))
+        if as_json
+        else "\n".join(render.noise_scale(result, option["epochs"]))
+    )
     if study_name:
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, f"{option['model']}, {when}")
-        _echo(*render.attached("noise-scale curve", attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)))
+        _echo(
+            *render.attached(
+                "noise-scale curve",
+                attach_figure(storage, study_name, figure, "noise-scale.png", artifacts),
+            )
+        )
 
 
 def _check_study(storage: str, study_name: str | None) -> None:
@@ -310,25 +627,48 @@ def _check_study(storage: str, study_name: str | None) -> None:
         load_existing_study(open_storage(storage, access="read"), study_name)
 
 
-
 @main.command()
 @STUDY_ARGUMENT
 @STORAGE_OPTION
-@output_option("Where to save the model file (weights, classes, preprocessing; batchlr.load_model reads it).")
+@output_option(
+    "Where to save the model file (weights, classes, preprocessing; batchlr.load_model reads it)."
+)
 @DATA_DIR_OPTION
 @CACHE_DIR_OPTION
 @DEVICE_OPTION
 @SEED_OPTION
 @ARTIFACTS_OPTION
 @click.pass_context
-def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_dir: Path, cache_dir: Path | None, device: str, seed: int, artifacts: Path | None) -> None:
+def refit(
+    ctx: click.Context,
+    study_name: str,
+    storage: str,
+    output: Path,
+    data_dir: Path,
+    cache_dir: Path | None,
+    device: str,
+    seed: int,
+    artifacts: Path | None,
+) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies import render
     from batchlr.studies.lifecycle import RunOptions
     from batchlr.studies.refit import refit_best
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
-    _echo(*render.refitted(refit_best(storage, study_name, output, RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir), given_dir, artifacts), output))
+    _echo(
+        *render.refitted(
+            refit_best(
+                storage,
+                study_name,
+                output,
+                RunOptions(seed, device, heartbeat=None, cache_dir=cache_dir),
+                given_dir,
+                artifacts,
+            ),
+            output,
+        )
+    )
 
 
 @main.command()
@@ -339,7 +679,15 @@ def refit(ctx: click.Context, study_name: str, storage: str, output: Path, data_
 @DEVICE_OPTION
 @TRUST_CODE_OPTION
 @JSON_OPTION
-def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | None, device: str, trust_code: bool, as_json: bool) -> None:
+def evaluate(
+    model_file: Path,
+    dataset: str,
+    data_dir: Path,
+    cache_dir: Path | None,
+    device: str,
+    trust_code: bool,
+    as_json: bool,
+) -> None:
     """Score a model file written by refit on a data set: its official test split where it has
     one; else, on the data set the model trained on, the hold-out its study set aside; else
     all its images; resized as the model was trained.
@@ -354,17 +702,29 @@ def evaluate(model_file: Path, dataset: str, data_dir: Path, cache_dir: Path | N
 
     model = load_model(model_file, resolve_device(device), trust_code)
     result = evaluate_model(model, evaluation_data(model, dataset, data_dir, cache_dir), dataset)
-    _echo([json_text(result.to_dict(), indent=2) if as_json else render.evaluated(result)], result.note)
+    _echo(
+        [json_text(result.to_dict(), indent=2) if as_json else render.evaluated(result)],
+        result.note,
+    )
 
 
 @main.command()
 @MODEL_FILE_ARGUMENT
-@click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, help="Classes to show per image.")
 @DEVICE_OPTION
 @TRUST_CODE_OPTION
 @JSON_OPTION
-def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str, trust_code: bool, as_json: bool) -> None:
+def predict(
+    model_file: Path,
+    images: tuple[Path, ...],
+    top_k: int,
+    device: str,
+    trust_code: bool,
+    as_json: bool,
+) -> None:
     """Print the most probable classes of images (of any size: resized as the model was trained),
     and of the images in folders.
 
@@ -377,8 +737,23 @@ def predict(model_file: Path, images: tuple[Path, ...], top_k: int, device: str,
     from batchlr.studies.inference import predict as predict_images
     from batchlr.studies.model_file import load_model
 
-    results = predict_images(load_model(model_file, resolve_device(device), trust_code), image_paths(list(images)), top_k)
-    click.echo(json_text([{"path": result.path, "top": [{"class": name, "probability": p} for name, p in result.top]} for result in results], indent=2) if as_json else render.predictions(results))
+    results = predict_images(
+        load_model(model_file, resolve_device(device), trust_code), image_paths(list(images)), top_k
+    )
+    click.echo(
+        json_text(
+            [
+                {
+                    "path": result.path,
+                    "top": [{"class": name, "probability": p} for name, p in result.top],
+                }
+                for result in results
+            ],
+            indent=2,
+        )
+        if as_json
+        else render.predictions(results)
+    )
 
 
 @main.command()
@@ -398,7 +773,9 @@ def report(study_name: str, storage: str, output: Path, artifacts: Path | None) 
 
 @main.command()
 @STORAGE_OPTION
-@click.option("--host", default="127.0.0.1", help="Interface to serve on; 0.0.0.0 exposes it to the network.")
+@click.option(
+    "--host", default="127.0.0.1", help="Interface to serve on; 0.0.0.0 exposes it to the network."
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, help="Port to serve on.")
 @ARTIFACTS_OPTION
 def dashboard(storage: str, host: str, port: int, artifacts: Path | None) -> None:
@@ -406,4 +783,10 @@ def dashboard(storage: str, host: str, port: int, artifacts: Path | None) -> Non
     from batchlr.studies import render
     from batchlr.studies.dashboard import serve_dashboard
 
-    serve_dashboard(storage, host, port, lambda: _echo(*render.dashboard_address(mask_url(storage), host, port)), artifacts)
+    serve_dashboard(
+        storage,
+        host,
+        port,
+        lambda: _echo(*render.dashboard_address(mask_url(storage), host, port)),
+        artifacts,
+    )

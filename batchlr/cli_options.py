@@ -15,13 +15,22 @@ from click.core import ParameterSource
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.settings import parse_augment, parse_image_size
-from batchlr.search.space import OPTIMIZER_NAMES, SEED_LIMIT, parse_grid_points, parse_lr_range, parse_optimizers, parse_range
+from batchlr.search.space import (
+    OPTIMIZER_NAMES,
+    SEED_LIMIT,
+    parse_grid_points,
+    parse_lr_range,
+    parse_optimizers,
+    parse_range,
+)
 from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 from batchlr.whole_numbers import whole_number
 
 MAX_EPOCHS = 10_000
-MAX_HEARTBEAT = 86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
+MAX_HEARTBEAT = (
+    86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
+)
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -67,7 +76,9 @@ def _micro_batch(text: str) -> int | str:
 
 def _study_name(text: str) -> str:
     if not text.strip():
-        raise BatchlrUsageError("--study is empty; give a name, or leave --study out for DATASET-MODEL")
+        raise BatchlrUsageError(
+            "--study is empty; give a name, or leave --study out for DATASET-MODEL"
+        )
     return text
 
 
@@ -78,7 +89,9 @@ def _objectives(text: str) -> tuple[str, ...]:
 
 
 BATCH_RANGE = ParsedParam("min:max", lambda text: parse_range(text, int), joiner=":")
-LR_RANGE = ParsedParam("min:max|auto", lambda text: text if text == "auto" else parse_lr_range(text), joiner=":")
+LR_RANGE = ParsedParam(
+    "min:max|auto", lambda text: text if text == "auto" else parse_lr_range(text), joiner=":"
+)
 OPTIMIZERS = ParsedParam("names", parse_optimizers, joiner=",")
 MICRO_BATCH = ParsedParam("n|auto", _micro_batch)
 OBJECTIVES = ParsedParam("accuracy|accuracy,time", _objectives, joiner=",")
@@ -91,27 +104,93 @@ SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 # Options and arguments several commands share, declared once.
 STUDY_ARGUMENT = click.argument("study_name", metavar="STUDY")
-TRUST_CODE_OPTION = click.option("--trust-model-code", "trust_code", is_flag=True, help="Build a model file's package.module:function model, which imports and runs that module.")
-MODEL_FILE_ARGUMENT = click.argument("model_file", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path))
+TRUST_CODE_OPTION = click.option(
+    "--trust-model-code",
+    "trust_code",
+    is_flag=True,
+    help="Build a model file's package.module:function model, which imports and runs that module.",
+)
+MODEL_FILE_ARGUMENT = click.argument(
+    "model_file", metavar="MODEL", type=click.Path(dir_okay=False, path_type=Path)
+)
+
+
 def _note_storage(ctx: click.Context, param: click.Parameter, url: str) -> str:
     """Keep the storage URL where the error handler can find it, to name a fault of its disk."""
     ctx.meta["batchlr.storage"] = url
     return url
 
 
-STORAGE_OPTION = click.option("--storage", envvar=STORAGE_ENV, default=DEFAULT_STORAGE, show_envvar=True, callback=_note_storage, help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
-ARTIFACTS_OPTION = click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), envvar="BATCHLR_ARTIFACTS", show_envvar=True, help="The studies' artifact store, which optuna-dashboard shows.  [default: NAME-artifacts beside a SQLite file NAME.db; none for PostgreSQL]")
+STORAGE_OPTION = click.option(
+    "--storage",
+    envvar=STORAGE_ENV,
+    default=DEFAULT_STORAGE,
+    show_envvar=True,
+    callback=_note_storage,
+    help="Optuna storage URL: sqlite:///FILE or postgresql://USER@HOST/DB.",
+)
+ARTIFACTS_OPTION = click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BATCHLR_ARTIFACTS",
+    show_envvar=True,
+    help="The studies' artifact store, which optuna-dashboard shows.  [default: NAME-artifacts beside a SQLite file NAME.db; none for PostgreSQL]",
+)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), envvar="BATCHLR_DATA_DIR", show_envvar=True, help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).")
-IMAGE_SIZE_OPTION = click.option("--image-size", type=IMAGE_SIZE, help="Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a centre crop.  [default: images as they are, all one size]")
-CACHE_DIR_OPTION = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BATCHLR_CACHE_DIR", show_envvar=True, help="Where decoded image folders are cached, so the next run loads in a second.  [default: ~/.cache/batchlr]")
-DEVICE_OPTION = click.option("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
-SEED_OPTION = click.option("--seed", type=SEED, default=0, help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out).")
-DATASET_OPTION = click.option("--dataset", default="digits", help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.")
-MODEL_OPTION = click.option("--model", default="convnet", help="convnet, convnet-bn, resnet20, any torchvision classification model by name (untrained; e.g. resnet18, mobilenet_v3_small; grey images are repeated to 3 channels), or package.module:function.")
-OPTIMIZER_OPTION = click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adam", help="Optimizer to train with.")
-MOMENTUM_OPTION = click.option("--momentum", type=FiniteFloatRange(0, 1, max_open=True), default=0.9, help="Momentum of sgd and rmsprop.")
-BATCH_OPTION = click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size to train with.")
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    envvar="BATCHLR_DATA_DIR",
+    show_envvar=True,
+    help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).",
+)
+IMAGE_SIZE_OPTION = click.option(
+    "--image-size",
+    type=IMAGE_SIZE,
+    help="Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a centre crop.  [default: images as they are, all one size]",
+)
+CACHE_DIR_OPTION = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BATCHLR_CACHE_DIR",
+    show_envvar=True,
+    help="Where decoded image folders are cached, so the next run loads in a second.  [default: ~/.cache/batchlr]",
+)
+DEVICE_OPTION = click.option(
+    "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+)
+SEED_OPTION = click.option(
+    "--seed",
+    type=SEED,
+    default=0,
+    help="Seeds model initialisation and shuffles (and a new study's sampler, folds and hold-out).",
+)
+DATASET_OPTION = click.option(
+    "--dataset",
+    default="digits",
+    help="digits, mnist, fashion-mnist, cifar10, cifar2 or imagefolder:PATH.",
+)
+MODEL_OPTION = click.option(
+    "--model",
+    default="convnet",
+    help="convnet, convnet-bn, resnet20, any torchvision classification model by name (untrained; e.g. resnet18, mobilenet_v3_small; grey images are repeated to 3 channels), or package.module:function.",
+)
+OPTIMIZER_OPTION = click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZER_NAMES),
+    default="adam",
+    help="Optimizer to train with.",
+)
+MOMENTUM_OPTION = click.option(
+    "--momentum",
+    type=FiniteFloatRange(0, 1, max_open=True),
+    default=0.9,
+    help="Momentum of sgd and rmsprop.",
+)
+BATCH_OPTION = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=64, help="Batch size to train with."
+)
 
 
 def output_option(meaning: str, *, directory: bool = False) -> Decorator:
@@ -132,16 +211,33 @@ def options(*decorators: Decorator) -> Decorator:
 
 
 ATTACH_OPTIONS = options(
-    click.option("--study", "study_name", type=STUDY_NAME, help="Attach the curve (PNG) to this study's artifacts, which optuna-dashboard shows."),
+    click.option(
+        "--study",
+        "study_name",
+        type=STUDY_NAME,
+        help="Attach the curve (PNG) to this study's artifacts, which optuna-dashboard shows.",
+    ),
     STORAGE_OPTION,
     ARTIFACTS_OPTION,
 )
-DATA_OPTIONS = options(DATASET_OPTION, DATA_DIR_OPTION, IMAGE_SIZE_OPTION, CACHE_DIR_OPTION, MODEL_OPTION, DEVICE_OPTION, SEED_OPTION)
+DATA_OPTIONS = options(
+    DATASET_OPTION,
+    DATA_DIR_OPTION,
+    IMAGE_SIZE_OPTION,
+    CACHE_DIR_OPTION,
+    MODEL_OPTION,
+    DEVICE_OPTION,
+    SEED_OPTION,
+)
 
 
 def given(ctx: click.Context, names: list[str]) -> set[str]:
     """The options the user set (a flag, the environment or a study file), not left at their defaults."""
-    return {name for name in names if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+    return {
+        name
+        for name in names
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    }
 
 
 def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | None) -> None:
@@ -150,15 +246,24 @@ def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | No
         return
     from batchlr.studies.config import read_run_config
 
-    params = {option.name: option for option in ctx.command.params if option.name and option.name != "config"}
+    params = {
+        option.name: option
+        for option in ctx.command.params
+        if option.name and option.name != "config"
+    }
     names = {name: name for name in params} | {"study": "study_name"}
     try:
         table = read_run_config(path, names)
     except UnicodeDecodeError:
         raise BatchlrUsageError(f"--config {path} is not UTF-8 text; save it as UTF-8") from None
     except RecursionError:
-        raise BatchlrUsageError(f"--config {path} nests too deeply; a study file holds only option = value lines") from None
-    values = {names[key]: _file_value(params[names[key]], key, value, path) for key, value in table.items()}
+        raise BatchlrUsageError(
+            f"--config {path} nests too deeply; a study file holds only option = value lines"
+        ) from None
+    values = {
+        names[key]: _file_value(params[names[key]], key, value, path)
+        for key, value in table.items()
+    }
     remember_secrets(str(values.get("storage", "")))
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta["batchlr.config"] = values
@@ -176,9 +281,15 @@ def _file_value(param: click.Parameter, key: str, value: Any, path: Path) -> Any
     if isinstance(value, list):
         joiner = kind.joiner if isinstance(kind, ParsedParam) else None
         if joiner is None:
-            raise BatchlrUsageError(f"--config {path}: {key} = {reprlib.repr(value)} is a list; {key} takes one value")
-        if not all(isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
-            raise BatchlrUsageError(f"--config {path}: {key} = {reprlib.repr(value)} is not a list of strings or numbers")
+            raise BatchlrUsageError(
+                f"--config {path}: {key} = {reprlib.repr(value)} is a list; {key} takes one value"
+            )
+        if not all(
+            isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value
+        ):
+            raise BatchlrUsageError(
+                f"--config {path}: {key} = {reprlib.repr(value)} is not a list of strings or numbers"
+            )
         return joiner.join(map(str, value))
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(param, click.Option) and param.is_flag:
@@ -206,5 +317,6 @@ def file_over_environment(ctx: click.Context, values: dict[str, Any]) -> dict[st
     return values | {
         param.name: param.type_cast_value(ctx, from_file[param.name])
         for param in ctx.command.params
-        if param.name in from_file and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT
+        if param.name in from_file
+        and ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT
     }

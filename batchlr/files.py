@@ -37,7 +37,13 @@ def check_regular_file(path: Path, what: str) -> Path:
 def file_kind(mode: int) -> str:
     """What a file of ``os.stat``'s ``st_mode`` ``mode`` that is not a regular file is, as
     "a FIFO", "a socket", "a device", "a directory", or else "not a regular file"."""
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a directory"))
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISDIR, "a directory"),
+    )
     return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
@@ -46,11 +52,17 @@ def check_writable(path: Path) -> None:
     if path.is_dir():
         raise BatchlrError(f"cannot write {path}: it is a directory; give a file name")
     if not path.parent.is_dir():
-        raise BatchlrError(f"cannot write {path}: there is no directory {path.parent}; create it first")
+        raise BatchlrError(
+            f"cannot write {path}: there is no directory {path.parent}; create it first"
+        )
     try:
-        probe, probe_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        probe, probe_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
     except OSError as error:
-        raise BatchlrError(f"cannot write {path}: {error.strerror}; choose a writable directory") from None
+        raise BatchlrError(
+            f"cannot write {path}: {error.strerror}; choose a writable directory"
+        ) from None
     os.close(probe)
     os.unlink(probe_name)
 
@@ -75,7 +87,9 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(temporary, 0o644 & ~_umask())
         os.replace(temporary, path)
     except OSError as error:
-        raise BatchlrError(f"cannot write {path}: {error.strerror or error}; the previous file, if any, is unchanged") from None
+        raise BatchlrError(
+            f"cannot write {path}: {error.strerror or error}; the previous file, if any, is unchanged"
+        ) from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -46,21 +46,36 @@ def peak_rss_kib(command: list[str], cwd: Path, env: dict[str, str]) -> int:
     """Run ``command`` and return its peak resident set size in KiB; exit with its last error line if it fails."""
     errors = cwd / "stderr.txt"
     with errors.open("w") as stderr:
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        child = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         # Popen.wait reaps the child without its resource usage; wait4 returns both.
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        sys.exit(f"memory: batchlr run in {cwd.name} failed: {last_line(errors.read_text(), child.returncode)}")
+        sys.exit(
+            f"memory: batchlr run in {cwd.name} failed: {last_line(errors.read_text(), child.returncode)}"
+        )
     return usage.ru_maxrss  # KiB on Linux
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="2000,12000", help="comma-separated image counts, at least two")
-    parser.add_argument("--image-size", type=int, default=32, help="side of the generated square images")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per size; the table shows their median")
-    parser.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parents[1], help="the batchlr source tree to measure")
+    parser.add_argument(
+        "--sizes", default="2000,12000", help="comma-separated image counts, at least two"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=32, help="side of the generated square images"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per size; the table shows their median"
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="the batchlr source tree to measure",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the pixels")
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
@@ -76,11 +91,19 @@ def main() -> None:
     batchlr_run = [sys.executable, "-m", "batchlr", "run"]
     with tempfile.TemporaryDirectory(prefix="batchlr-memory-") as temporary:
         work = Path(temporary)
-        usage = subprocess.run([*batchlr_run, "--help"], cwd=work, env=env, capture_output=True, text=True)
+        usage = subprocess.run(
+            [*batchlr_run, "--help"], cwd=work, env=env, capture_output=True, text=True
+        )
         if usage.returncode != 0:
-            sys.exit(f"memory: batchlr from {args.checkout} does not start: {last_line(usage.stderr, usage.returncode)}")
-        caches = "--cache-dir" in usage.stdout  # a checkout that caches decoded folders must not write the user's cache
-        print(f"batchlr from {args.checkout}; {args.image_size}x{args.image_size} RGB PNGs; {args.repeats} run(s) per size")
+            sys.exit(
+                f"memory: batchlr from {args.checkout} does not start: {last_line(usage.stderr, usage.returncode)}"
+            )
+        caches = (
+            "--cache-dir" in usage.stdout
+        )  # a checkout that caches decoded folders must not write the user's cache
+        print(
+            f"batchlr from {args.checkout}; {args.image_size}x{args.image_size} RGB PNGs; {args.repeats} run(s) per size"
+        )
         print(f"{'images':>7}  {'peak RSS MiB':>12}  runs")
         medians = []
         for size in sizes:
@@ -92,8 +115,22 @@ def main() -> None:
                 run_dir = work / f"run{size}-{repeat}"
                 run_dir.mkdir()
                 command = [
-                    *batchlr_run, "--dataset", f"imagefolder:{folder}", "--model", "convnet", "--folds", "2", "--epochs", "1",
-                    "--n-trials", "1", "--batch-size", "64:64", "--storage", f"sqlite:///{run_dir / 'x.db'}", "--quiet",
+                    *batchlr_run,
+                    "--dataset",
+                    f"imagefolder:{folder}",
+                    "--model",
+                    "convnet",
+                    "--folds",
+                    "2",
+                    "--epochs",
+                    "1",
+                    "--n-trials",
+                    "1",
+                    "--batch-size",
+                    "64:64",
+                    "--storage",
+                    f"sqlite:///{run_dir / 'x.db'}",
+                    "--quiet",
                 ]
                 if caches:
                     command += ["--cache-dir", str(run_dir / "cache")]

@@ -56,26 +56,51 @@ def synthetic(count: int, seed: int = 0) -> ImageData:
     labels = torch.arange(count) % 10
     images = torch.randint(0, 200, (count, 3, 32, 32), generator=generator, dtype=torch.uint8)
     images[torch.arange(count), labels % 3, (labels * 3) % 32] += 50
-    return ImageData(f"synthetic-{count}", images, labels, tuple(f"class{index}" for index in range(10)))
+    return ImageData(
+        f"synthetic-{count}", images, labels, tuple(f"class{index}" for index in range(10))
+    )
 
 
 class Setup:
     """What every contender shares: the data, folds, model, batch size and device."""
 
-    def __init__(self, data: ImageData, folds: int, model: str, batch_size: int, epochs: int, device: torch.device) -> None:
-        self.data, self.model, self.batch_size, self.epochs, self.device = data, model, batch_size, epochs, device
-        self.folds = assign_folds(data.labels.numpy(), folds, seed=0, holdout=data.test_images is None)
+    def __init__(
+        self,
+        data: ImageData,
+        folds: int,
+        model: str,
+        batch_size: int,
+        epochs: int,
+        device: torch.device,
+    ) -> None:
+        self.data, self.model, self.batch_size, self.epochs, self.device = (
+            data,
+            model,
+            batch_size,
+            epochs,
+            device,
+        )
+        self.folds = assign_folds(
+            data.labels.numpy(), folds, seed=0, holdout=data.test_images is None
+        )
         self.split = [self.folds.train_val(fold) for fold in range(folds)]
-        self.normalisation = Normalisation.of(data.images, np.flatnonzero(self.folds.fold_of != HOLDOUT))
+        self.normalisation = Normalisation.of(
+            data.images, np.flatnonzero(self.folds.fold_of != HOLDOUT)
+        )
         self.factory = resolve_model(model)
 
     def new_model(self) -> torch.nn.Module:
-        return build_model(self.factory, self.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        return build_model(
+            self.factory, self.model, self.data.input_shape, self.data.num_classes
+        ).to(self.device)
 
     @property
     def train_images(self) -> int:
         """Images one trial trains on: every fold's whole batches, every epoch."""
-        return sum(len(train) // self.batch_size * self.batch_size for train, _ in self.split) * self.epochs
+        return (
+            sum(len(train) // self.batch_size * self.batch_size for train, _ in self.split)
+            * self.epochs
+        )
 
 
 class PilImages(torch.utils.data.Dataset):
@@ -83,7 +108,10 @@ class PilImages(torch.utils.data.Dataset):
 
     def __init__(self, data: ImageData, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         mode = "L" if data.images.shape[1] == 1 else "RGB"
-        self.images = [Image.fromarray(image.permute(1, 2, 0).squeeze(2).numpy(), mode) for image in data.images]
+        self.images = [
+            Image.fromarray(image.permute(1, 2, 0).squeeze(2).numpy(), mode)
+            for image in data.images
+        ]
         self.labels, self.transform = data.labels.tolist(), transform
 
     def __len__(self) -> int:
@@ -94,7 +122,13 @@ class PilImages(torch.utils.data.Dataset):
 
 
 def peer_dataloader(setup: Setup) -> Trial:
-    transform = transforms.Compose([transforms.ToImage(), transforms.ToDtype(torch.float32, scale=True), transforms.Normalize(setup.normalisation.mean, setup.normalisation.std)])
+    transform = transforms.Compose(
+        [
+            transforms.ToImage(),
+            transforms.ToDtype(torch.float32, scale=True),
+            transforms.Normalize(setup.normalisation.mean, setup.normalisation.std),
+        ]
+    )
     dataset = PilImages(setup.data, transform)
     pin = setup.device.type == "cuda"
 
@@ -102,11 +136,20 @@ def peer_dataloader(setup: Setup) -> Trial:
         for train, val in setup.split:
             model = setup.new_model()
             optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, train), batch_size=setup.batch_size, shuffle=True, drop_last=True, pin_memory=pin)
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, train),
+                batch_size=setup.batch_size,
+                shuffle=True,
+                drop_last=True,
+                pin_memory=pin,
+            )
             for _ in range(setup.epochs):
                 model.train()
                 for images, labels in loader:
-                    images, labels = images.to(setup.device, non_blocking=True), labels.to(setup.device, non_blocking=True)
+                    images, labels = (
+                        images.to(setup.device, non_blocking=True),
+                        labels.to(setup.device, non_blocking=True),
+                    )
                     loss = F.cross_entropy(model(images), labels)
                     optimizer.zero_grad()
                     loss.backward()
@@ -114,8 +157,14 @@ def peer_dataloader(setup: Setup) -> Trial:
                 model.eval()
                 correct = 0
                 with torch.no_grad():
-                    for images, labels in torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, val), batch_size=256):
-                        correct += (model(images.to(setup.device)).argmax(1) == labels.to(setup.device)).sum().item()
+                    for images, labels in torch.utils.data.DataLoader(
+                        torch.utils.data.Subset(dataset, val), batch_size=256
+                    ):
+                        correct += (
+                            (model(images.to(setup.device)).argmax(1) == labels.to(setup.device))
+                            .sum()
+                            .item()
+                        )
 
     return trial
 
@@ -128,7 +177,10 @@ def peer_tensors(setup: Setup) -> Trial:
 
     def trial() -> None:
         for train, val in setup.split:
-            train, val = torch.as_tensor(train, device=setup.device), torch.as_tensor(val, device=setup.device)
+            train, val = (
+                torch.as_tensor(train, device=setup.device),
+                torch.as_tensor(val, device=setup.device),
+            )
             model = setup.new_model()
             optimizer = torch.optim.Adam(model.parameters(), lr=LR)
             for _ in range(setup.epochs):
@@ -142,16 +194,31 @@ def peer_tensors(setup: Setup) -> Trial:
                     optimizer.step()
                 model.eval()
                 with torch.no_grad():
-                    correct = sum((model(images[chunk]).argmax(1) == labels[chunk]).sum() for chunk in val.split(256))
+                    correct = sum(
+                        (model(images[chunk]).argmax(1) == labels[chunk]).sum()
+                        for chunk in val.split(256)
+                    )
                 correct.item()
 
     return trial
 
 
-def batchlr_objective(setup: Setup, precision: str, fuse: str, compile: bool, channels_last: bool = True) -> tuple[Trial, str]:
+def batchlr_objective(
+    setup: Setup, precision: str, fuse: str, compile: bool, channels_last: bool = True
+) -> tuple[Trial, str]:
     settings = TrainingSettings(budget=Budget("epochs", setup.epochs), precision=precision)
     space = SearchSpace(batch_size=(1, 1 << 20))
-    objective = CrossValidationObjective(setup.data, setup.folds, space, setup.model, settings, setup.device, seed=0, fuse_folds=fuse, compile=compile)
+    objective = CrossValidationObjective(
+        setup.data,
+        setup.folds,
+        space,
+        setup.model,
+        settings,
+        setup.device,
+        seed=0,
+        fuse_folds=fuse,
+        compile=compile,
+    )
     if not channels_last:  # to measure what channels_last gives: batchlr before it trained so
         objective.execution = dataclasses.replace(objective.execution, channels_last=False)
 
@@ -160,7 +227,9 @@ def batchlr_objective(setup: Setup, precision: str, fuse: str, compile: bool, ch
         study.enqueue_trial({"batch_size": setup.batch_size, "lr": LR, "optimizer": "adam"})
         study.optimize(objective, n_trials=1)
         if study.trials[0].state != optuna.trial.TrialState.COMPLETE:
-            raise RuntimeError(f"the batchlr trial ended {study.trials[0].state.name}: {study.trials[0].user_attrs.get('reason')}")
+            raise RuntimeError(
+                f"the batchlr trial ended {study.trials[0].state.name}: {study.trials[0].user_attrs.get('reason')}"
+            )
 
     layout = "" if objective.execution.channels_last or objective.execution.fuse_folds else ", NCHW"
     return trial, f"batchlr {objective.execution.describe()}{layout}"
@@ -173,7 +242,9 @@ def training_flops_per_image(setup: Setup) -> float:
     model = setup.new_model()
     images = torch.zeros(8, *setup.data.input_shape, device=setup.device)
     with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(images), torch.zeros(8, dtype=torch.long, device=setup.device)).backward()
+        F.cross_entropy(
+            model(images), torch.zeros(8, dtype=torch.long, device=setup.device)
+        ).backward()
     return counter.get_total_flops() / 8
 
 
@@ -189,8 +260,14 @@ def timed(trial: Trial, device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="imagefolder:../shared/data/cifar10-subset/train", help="any batchlr data set")
-    parser.add_argument("--synthetic", type=int, metavar="N", help="use N random 32x32 images instead of --data")
+    parser.add_argument(
+        "--data",
+        default="imagefolder:../shared/data/cifar10-subset/train",
+        help="any batchlr data set",
+    )
+    parser.add_argument(
+        "--synthetic", type=int, metavar="N", help="use N random 32x32 images instead of --data"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--model", default="convnet-bn")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -201,9 +278,21 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="batchlr precisions to time")
     parser.add_argument("--fuse", default="off,on", help="batchlr --fuse-folds values to time")
     parser.add_argument("--compile", action="store_true", help="also time batchlr with --compile")
-    parser.add_argument("--nchw", action="store_true", help="also time batchlr's separate folds without channels_last")
-    parser.add_argument("--peers", default="dataloader,tensors", help="hand-written peers to time: dataloader, tensors")
-    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak in the fastest precision, for the fraction reached")
+    parser.add_argument(
+        "--nchw",
+        action="store_true",
+        help="also time batchlr's separate folds without channels_last",
+    )
+    parser.add_argument(
+        "--peers",
+        default="dataloader,tensors",
+        help="hand-written peers to time: dataloader, tensors",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's dense peak in the fastest precision, for the fraction reached",
+    )
     args = parser.parse_args()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -211,7 +300,10 @@ def main() -> None:
     data = synthetic(args.synthetic) if args.synthetic else load_dataset(args.data, args.data_dir)
     setup = Setup(data, args.folds, args.model, args.batch_size, args.epochs, device)
     contenders: list[tuple[str, Trial]] = []
-    peers = {"dataloader": ("(a) peer-dataloader", peer_dataloader), "tensors": ("(b) peer-tensors", peer_tensors)}
+    peers = {
+        "dataloader": ("(a) peer-dataloader", peer_dataloader),
+        "tensors": ("(b) peer-tensors", peer_tensors),
+    }
     for name in filter(None, args.peers.split(",")):
         label, make = peers[name]
         contenders.append((label, make(setup)))
@@ -222,8 +314,14 @@ def main() -> None:
                     trial, label = batchlr_objective(setup, precision, fuse, compile, channels_last)
                     contenders.append((f"(c) {label}", trial))
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{data.name}: {len(data.labels)} images {data.input_shape}, {args.model}, batch {args.batch_size}, {args.folds} folds x {args.epochs} epochs on {device} ({device_name}); median of {args.repeats} after a warm-up")
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{data.name}: {len(data.labels)} images {data.input_shape}, {args.model}, batch {args.batch_size}, {args.folds} folds x {args.epochs} epochs on {device} ({device_name}); median of {args.repeats} after a warm-up"
+    )
     seconds: dict[str, list[float]] = {label: [] for label, _ in contenders}
     memory: dict[str, float] = {}
     for repeat in range(args.repeats + 1):
@@ -238,17 +336,25 @@ def main() -> None:
     flops = training_flops_per_image(setup)
     medians = {label: statistics.median(times) for label, times in seconds.items()}
     references = [medians.get(label) for label in ("(a) peer-dataloader", "(b) peer-tensors")]
-    print(f"{'contender':<44} {'s/trial':>8} {'train img/s':>11} {'vs (a)':>7} {'vs (b)':>7} {'TFLOP/s':>8}" + (f" {'GPU GiB':>8}" if memory else "") + (f" {'of peak':>7}" if args.peak_tflops else ""))
+    print(
+        f"{'contender':<44} {'s/trial':>8} {'train img/s':>11} {'vs (a)':>7} {'vs (b)':>7} {'TFLOP/s':>8}"
+        + (f" {'GPU GiB':>8}" if memory else "")
+        + (f" {'of peak':>7}" if args.peak_tflops else "")
+    )
     for label, median in medians.items():
         rate = setup.train_images / median
-        ratios = [f"{reference / median:>6.2f}x" if reference else f"{'-':>7}" for reference in references]
+        ratios = [
+            f"{reference / median:>6.2f}x" if reference else f"{'-':>7}" for reference in references
+        ]
         line = f"{label:<44} {median:>8.2f} {rate:>11.0f} {ratios[0]} {ratios[1]} {rate * flops / 1e12:>8.3f}"
         if memory:
             line += f" {memory[label]:>8.2f}"
         if args.peak_tflops:
             line += f" {rate * flops / 1e12 / args.peak_tflops:>7.1%}"
         print(line)
-    print(f"s/trial includes validation and building the models; img/s counts training images only ({setup.train_images} per trial, {flops / 1e6:.1f} MFLOP each)")
+    print(
+        f"s/trial includes validation and building the models; img/s counts training images only ({setup.train_images} per trial, {flops / 1e6:.1f} MFLOP each)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,20 +33,44 @@ from batchlr.search.space import SearchSpace
 PRECISIONS = ("fp32", "auto")
 
 
-def demo_study(precision: str, trials: int, storage: str, device: str) -> tuple[optuna.Study, float]:
-    command = [sys.executable, "-m", "batchlr", "run", "--study", f"demo-{precision}", "--storage", storage, "--n-trials", str(trials), "--precision", precision, "--device", device, "--quiet"]
+def demo_study(
+    precision: str, trials: int, storage: str, device: str
+) -> tuple[optuna.Study, float]:
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "run",
+        "--study",
+        f"demo-{precision}",
+        "--storage",
+        storage,
+        "--n-trials",
+        str(trials),
+        "--precision",
+        precision,
+        "--device",
+        device,
+        "--quiet",
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"batchlr run --precision {precision} failed: {result.stderr.strip()[-500:]}")
-    return optuna.load_study(study_name=f"demo-{precision}", storage=storage), time.perf_counter() - started
+    return optuna.load_study(
+        study_name=f"demo-{precision}", storage=storage
+    ), time.perf_counter() - started
 
 
-def one_trial(data_name: str, epochs: int, seed: int, precision: str, device: torch.device) -> tuple[float, float]:
+def one_trial(
+    data_name: str, epochs: int, seed: int, precision: str, device: torch.device
+) -> tuple[float, float]:
     data = load_dataset(data_name, Path("data"))
     folds = assign_folds(data.labels.numpy(), 3, seed=seed, holdout=data.test_images is None)
     settings = TrainingSettings(budget=Budget("epochs", epochs), precision=precision)
-    objective = CrossValidationObjective(data, folds, SearchSpace(batch_size=(1, 1 << 20)), "convnet-bn", settings, device, seed=seed)
+    objective = CrossValidationObjective(
+        data, folds, SearchSpace(batch_size=(1, 1 << 20)), "convnet-bn", settings, device, seed=seed
+    )
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"batch_size": 64, "lr": 1e-3, "optimizer": "adam"})
     study.optimize(objective, n_trials=1)
@@ -67,13 +91,22 @@ def main() -> None:
     print(f"{'run':<40} {'fp32':>7} {'auto':>7} {'auto-fp32':>9} {'fp32 s':>7} {'auto s':>7}")
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'precision.db'}"
-        studies = {precision: demo_study(precision, args.trials, storage, args.device) for precision in PRECISIONS}
+        studies = {
+            precision: demo_study(precision, args.trials, storage, args.device)
+            for precision in PRECISIONS
+        }
     best = {precision: study.best_value for precision, (study, _) in studies.items()}
-    print(f"{f'digits demo, {args.trials} trials, best CV':<40} {best['fp32']:>7.4f} {best['auto']:>7.4f} {best['auto'] - best['fp32']:>+9.4f} {studies['fp32'][1]:>7.1f} {studies['auto'][1]:>7.1f}")
+    print(
+        f"{f'digits demo, {args.trials} trials, best CV':<40} {best['fp32']:>7.4f} {best['auto']:>7.4f} {best['auto'] - best['fp32']:>+9.4f} {studies['fp32'][1]:>7.1f} {studies['auto'][1]:>7.1f}"
+    )
     for seed in map(int, args.seeds.split(",")):
-        (fp32, fp32_seconds), (auto, auto_seconds) = (one_trial(args.data, args.epochs, seed, precision, device) for precision in PRECISIONS)
+        (fp32, fp32_seconds), (auto, auto_seconds) = (
+            one_trial(args.data, args.epochs, seed, precision, device) for precision in PRECISIONS
+        )
         label = f"{args.data.rsplit('/', 2)[-2] if '/' in args.data else args.data}, {args.epochs} epochs, seed {seed}"
-        print(f"{label:<40} {fp32:>7.4f} {auto:>7.4f} {auto - fp32:>+9.4f} {fp32_seconds:>7.1f} {auto_seconds:>7.1f}")
+        print(
+            f"{label:<40} {fp32:>7.4f} {auto:>7.4f} {auto - fp32:>+9.4f} {fp32_seconds:>7.1f} {auto_seconds:>7.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,29 @@ import optuna
 DEFAULT_RECIPE = "--augment flip,crop --weight-decay 1e-5:1e-2"
 
 
-def run_study(name: str, storage: str, common: list[str], extra: list[str]) -> tuple[optuna.Study, float]:
+def run_study(
+    name: str, storage: str, common: list[str], extra: list[str]
+) -> tuple[optuna.Study, float]:
     """Run one study to its end and return it with the wall-clock seconds it took."""
-    command = [sys.executable, "-m", "batchlr", "run", "--study", name, "--storage", storage, "--quiet", *common, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "run",
+        "--study",
+        name,
+        "--storage",
+        storage,
+        "--quiet",
+        *common,
+        *extra,
+    ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
-        sys.exit(f"{name}: batchlr run failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}")
+        sys.exit(
+            f"{name}: batchlr run failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+        )
     return optuna.load_study(study_name=name, storage=storage), time.perf_counter() - started
 
 
@@ -45,21 +61,48 @@ def main() -> None:
     parser.add_argument("--optimizers", default="sgd,adam,rmsprop")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="batchlr run options of the second study")
+    parser.add_argument(
+        "--recipe", default=DEFAULT_RECIPE, help="batchlr run options of the second study"
+    )
     args = parser.parse_args()
     common = [
-        "--dataset", args.dataset, "--model", args.model, "--folds", str(args.folds), "--epochs", str(args.epochs),
-        "--n-trials", str(args.trials), "--batch-size", args.batch_size, "--lr", args.lr, "--optimizers", args.optimizers,
-        "--device", args.device, "--seed", str(args.seed), "--sampler", "tpe",
-    ]  # fmt: skip
-    print(f"{args.dataset}, {args.model}, {args.folds} folds x {args.epochs} epochs, {args.trials} TPE trials, seed {args.seed}")
-    print(f"{'study':<8} {'best CV':>8} {'lr':>9} {'batch':>6} {'optimizer':>9} {'decay':>9} {'complete':>8} {'pruned':>6} {'minutes':>7}  options")
+        "--dataset",
+        args.dataset,
+        "--model",
+        args.model,
+        "--folds",
+        str(args.folds),
+        "--epochs",
+        str(args.epochs),
+        "--n-trials",
+        str(args.trials),
+        "--batch-size",
+        args.batch_size,
+        "--lr",
+        args.lr,
+        "--optimizers",
+        args.optimizers,
+        "--device",
+        args.device,
+        "--seed",
+        str(args.seed),
+        "--sampler",
+        "tpe",
+    ]
+    print(
+        f"{args.dataset}, {args.model}, {args.folds} folds x {args.epochs} epochs, {args.trials} TPE trials, seed {args.seed}"
+    )
+    print(
+        f"{'study':<8} {'best CV':>8} {'lr':>9} {'batch':>6} {'optimizer':>9} {'decay':>9} {'complete':>8} {'pruned':>6} {'minutes':>7}  options"
+    )
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'recipe.db'}"
         for name, extra in (("plain", []), ("recipe", shlex.split(args.recipe))):
             study, seconds = run_study(name, storage, common, extra)
             states = [trial.state for trial in study.trials]
-            complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+            complete = [
+                trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE
+            ]
             best = max(complete, key=lambda trial: trial.value) if complete else None
             params = best.params if best else {}
             decay = params.get("weight_decay", 0.0)

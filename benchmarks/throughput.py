@@ -39,8 +39,18 @@ def main() -> None:
     data = load_dataset(args.dataset, args.data_dir)
     folds = assign_folds(data.labels.numpy(), args.folds, seed=0, holdout=data.test_images is None)
     device = resolve_device(args.device)
-    objective = CrossValidationObjective(data, folds, SearchSpace(batch_size=(1, 1 << 20)), args.model, TrainingSettings(budget=Budget("epochs", args.epochs)), device, seed=0)
-    print(f"{args.dataset}: {tuple(data.images.shape)} loaded in {time.perf_counter() - started:.1f} s; {args.model} on {device}")
+    objective = CrossValidationObjective(
+        data,
+        folds,
+        SearchSpace(batch_size=(1, 1 << 20)),
+        args.model,
+        TrainingSettings(budget=Budget("epochs", args.epochs)),
+        device,
+        seed=0,
+    )
+    print(
+        f"{args.dataset}: {tuple(data.images.shape)} loaded in {time.perf_counter() - started:.1f} s; {args.model} on {device}"
+    )
     print(f"{'batch':>6}  {'images/s':>9}  {'s/epoch/fold':>12}  {'s/trial':>8}  {'accuracy':>8}")
     for batch_size in map(int, args.batch_sizes.split(",")):
         study = optuna.create_study(direction="maximize")
@@ -49,7 +59,9 @@ def main() -> None:
         study.optimize(objective, n_trials=1)
         seconds = time.perf_counter() - trial_started
         attrs, value = study.trials[0].user_attrs, study.trials[0].value
-        print(f"{batch_size:>6}  {attrs['images_per_second']:>9.0f}  {attrs['seconds_per_epoch']:>12.2f}  {seconds:>8.1f}  {value:>8.4f}")
+        print(
+            f"{batch_size:>6}  {attrs['images_per_second']:>9.0f}  {attrs['seconds_per_epoch']:>12.2f}  {seconds:>8.1f}  {value:>8.4f}"
+        )
 
 
 if __name__ == "__main__":

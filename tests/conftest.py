@@ -34,7 +34,9 @@ def _outside_the_project(tmp_path_factory):
 def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own empty working directory, so that default storages never meet."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # decoded image folders: never ~/.cache
+    monkeypatch.setenv(
+        "XDG_CACHE_HOME", str(tmp_path / "xdg-cache")
+    )  # decoded image folders: never ~/.cache
 
 
 @pytest.fixture
@@ -65,7 +67,16 @@ def dashboard():
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        command = [sys.executable, "-m", "batchlr", "dashboard", "--storage", storage, "--port", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "batchlr",
+            "dashboard",
+            "--storage",
+            storage,
+            "--port",
+            str(port),
+        ]
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         servers.append(server)
         base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90

@@ -20,7 +20,9 @@ TINY = ["--folds", "2", "--epochs", "1", "--device", "cpu", "--batch-size", "32:
 def existing(tmp_path_factory) -> Path:
     """A storage with one batchlr study, "done", and one plain Optuna study with no trial, "empty"."""
     path = tmp_path_factory.mktemp("bad") / "studies.db"
-    result = CliRunner().invoke(main, ["run", "--storage", f"sqlite:///{path}", "--study", "done", *TINY, "--n-trials", "1"])
+    result = CliRunner().invoke(
+        main, ["run", "--storage", f"sqlite:///{path}", "--study", "done", *TINY, "--n-trials", "1"]
+    )
     assert result.exit_code == 0, result.output
     optuna.create_study(study_name="empty", storage=f"sqlite:///{path}")
     return path
@@ -118,8 +120,16 @@ CASES = [
     (["run", "--storage", "notadb://x"], 2, "--storage"),
     (["run", "--storage", "sqlite:////proc/nope/x.db"], 1, "cannot create a file"),
     (["run", "--storage", "postgresql://postgres@127.0.0.1:1/test"], 1, "cannot open storage"),
-    (["run", "--storage", "sqlite:///{db}", "--study", "done", "--lr", "1e-3:1e-2"], 2, "created with --lr"),
-    (["run", "--storage", "sqlite:///{db}", "--study", "done", "--objectives", "accuracy,time"], 2, "created with --objectives"),
+    (
+        ["run", "--storage", "sqlite:///{db}", "--study", "done", "--lr", "1e-3:1e-2"],
+        2,
+        "created with --lr",
+    ),
+    (
+        ["run", "--storage", "sqlite:///{db}", "--study", "done", "--objectives", "accuracy,time"],
+        2,
+        "created with --objectives",
+    ),
     (["run", "--storage", "sqlite:///{db}", "--study", "empty"], 1, "not made by batchlr"),
     (["run", "--budget", "steps"], 2, "--steps"),
     (["run", "--max-micro-batch", "0"], 2, "auto"),
@@ -129,7 +139,23 @@ CASES = [
     (["run", "--sampler", "grid", "--grid-points", "lr=1\u00b2"], 2, "--grid-points"),
     (["run", "--image-size", "9" * 5000], 2, "--image-size"),
     # Sizes bounded before the study exists: the snapshot shows nothing stored.
-    (["run", "--storage", "sqlite:///{db}", "--study", "huge", "--sampler", "grid", "--grid-points", "lr=1000,batch_size=1000,weight_decay=1000", "--weight-decay", "1e-5:1e-2"], 2, "more than 100,000"),
+    (
+        [
+            "run",
+            "--storage",
+            "sqlite:///{db}",
+            "--study",
+            "huge",
+            "--sampler",
+            "grid",
+            "--grid-points",
+            "lr=1000,batch_size=1000,weight_decay=1000",
+            "--weight-decay",
+            "1e-5:1e-2",
+        ],
+        2,
+        "more than 100,000",
+    ),
     (["run", "--n-trials", "0"], 2, "--n-trials"),
     (["run", "--timeout", "-5"], 2, "--timeout"),
     (["run", "--warmup", "-1"], 2, "--warmup"),
@@ -141,13 +167,46 @@ CASES = [
     (["run", "--study", ""], 2, "--study is empty"),
     (["run", "--epochs", "100000000000000000000"], 2, "--epochs"),
     (["noise-scale", "--seed", "-1"], 2, "--seed"),
-    (["export", "nosuchstudy", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "no study"),
-    (["export", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 1, "not made by batchlr"),
-    (["report", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/report"], 1, "not made by batchlr"),
+    (
+        ["export", "nosuchstudy", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"],
+        1,
+        "no study",
+    ),
+    (
+        ["export", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"],
+        1,
+        "not made by batchlr",
+    ),
+    (
+        ["report", "empty", "--storage", "sqlite:///{db}", "--output", "{tmp}/report"],
+        1,
+        "not made by batchlr",
+    ),
     (["show", "empty", "--storage", "sqlite:///{db}", "--as-config"], 1, "not made by batchlr"),
-    (["export", "done", "--storage", "sqlite:///{db}", "--output", "/proc/nope/x.json"], 1, "cannot write"),
-    (["export", "done", "--storage", "sqlite:///{db}", "--pick", "fastest-within", "--output", "x.json"], 2, "DELTA"),
-    (["refit", "done", "--storage", "sqlite:///{db}", "--output", "/no such dir/x.pt"], 1, "no directory"),
+    (
+        ["export", "done", "--storage", "sqlite:///{db}", "--output", "/proc/nope/x.json"],
+        1,
+        "cannot write",
+    ),
+    (
+        [
+            "export",
+            "done",
+            "--storage",
+            "sqlite:///{db}",
+            "--pick",
+            "fastest-within",
+            "--output",
+            "x.json",
+        ],
+        2,
+        "DELTA",
+    ),
+    (
+        ["refit", "done", "--storage", "sqlite:///{db}", "--output", "/no such dir/x.pt"],
+        1,
+        "no directory",
+    ),
     (["show", "done", "--storage", "sqlite:///{tmp}/missing.db"], 1, "no such file"),
     (["studies", "--storage", "sqlite:///{notes}"], 1, "cannot open storage"),
     (["dashboard", "--storage", "sqlite:///{db}", "--port", "70000"], 2, "--port"),
@@ -163,22 +222,56 @@ CASES = [
     (["lr-find", "--momentum", "nan"], 2, "--momentum"),
     (["lr-find", "--end-lr", "1e300"], 2, "--end-lr"),
     (["noise-scale", "--lr", "inf"], 2, "--lr"),
-    (["export", "done", "nan", "--pick", "fastest-within", "--storage", "sqlite:///{db}", "--output", "{tmp}/x.json"], 2, "DELTA"),
+    (
+        [
+            "export",
+            "done",
+            "nan",
+            "--pick",
+            "fastest-within",
+            "--storage",
+            "sqlite:///{db}",
+            "--output",
+            "{tmp}/x.json",
+        ],
+        2,
+        "DELTA",
+    ),
     # Users' models, checked before a study is created.
-    (["run", "--model", "model_wrong_classes:build"], 1, "output of shape (2, 11) where (2, 10) is needed"),
+    (
+        ["run", "--model", "model_wrong_classes:build"],
+        1,
+        "output of shape (2, 11) where (2, 10) is needed",
+    ),
     (["run", "--model", "model_squeezed:build"], 1, "output of shape (2,)"),
     (["run", "--model", "model_no_parameters:build"], 1, "no trainable parameters"),
     (["run", "--model", "model_frozen:build"], 1, "no trainable parameters"),
     (["run", "--model", "model_tuple:build"], 1, "a tuple, not a tensor"),
     (["run", "--model", "model_broken_forward:build"], 1, "fails in its forward pass"),
     (["run", "--model", "model_bad_signature:build"], 1, "raised TypeError"),
-    (["run", "--model", "model_syntax:build"], 2, "--model model_syntax:build: importing model_syntax raised SyntaxError"),
+    (
+        ["run", "--model", "model_syntax:build"],
+        2,
+        "--model model_syntax:build: importing model_syntax raised SyntaxError",
+    ),
     (["run", "--model", "model_missing_dependency:build"], 2, "batchlr_no_such_dependency"),
-    (["run", "--model", "model_raises_on_import:build"], 2, "raised RuntimeError: needs a GPU to import"),
+    (
+        ["run", "--model", "model_raises_on_import:build"],
+        2,
+        "raised RuntimeError: needs a GPU to import",
+    ),
     (["run", "--model", "model_exits_on_import:build"], 2, "raised SystemExit"),
     # An exit(0) in a user's model is an error naming it, not a silent success.
-    (["run", "--model", "model_exits_in_build:build"], 1, "--model model_exits_in_build:build: build((1, 8, 8), 10) called exit(0)"),
-    (["run", "--model", "model_exits_in_forward:build"], 1, "fails in its forward pass: SystemExit: 0"),
+    (
+        ["run", "--model", "model_exits_in_build:build"],
+        1,
+        "--model model_exits_in_build:build: build((1, 8, 8), 10) called exit(0)",
+    ),
+    (
+        ["run", "--model", "model_exits_in_forward:build"],
+        1,
+        "fails in its forward pass: SystemExit: 0",
+    ),
     # Study files of the wrong types or encoding.
     (["run", "--config", "{inputs}/folds_float.toml"], 2, "folds = 2.7 is not a whole number"),
     (["run", "--config", "{inputs}/optimizers_numbers.toml"], 2, "unknown optimizer"),
@@ -189,18 +282,30 @@ CASES = [
     (["run", "--config", "{inputs}/timeout_nan.toml"], 2, "--timeout"),
     (["run", "--config", "{inputs}/latin1.toml"], 2, "not UTF-8"),
     (["run", "--config", "{inputs}/deep.toml"], 2, "nests too deeply"),
-    (["run", "--config", "{inputs}/study_list.toml"], 2, "study = ['a', 'b'] is a list; study takes one value"),
+    (
+        ["run", "--config", "{inputs}/study_list.toml"],
+        2,
+        "study = ['a', 'b'] is a list; study takes one value",
+    ),
     (["run", "--config", "{inputs}/folds_list.toml"], 2, "folds = [2, 3] is a list"),
     (["run", "--config", "{inputs}/lr_nested_list.toml"], 2, "is not a list of strings or numbers"),
     (["run", "--config", "{inputs}"], 2, "is a directory"),
 ]
 
 
-@pytest.mark.parametrize(("args", "code", "word"), CASES, ids=[" ".join(case[0])[:60] for case in CASES])
+@pytest.mark.parametrize(
+    ("args", "code", "word"), CASES, ids=[" ".join(case[0])[:60] for case in CASES]
+)
 def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     notes = tmp_path / "notes.db"
     notes.write_text("my notes, not a database\n" * 50)
-    places = {"db": existing, "images": broken_images, "inputs": inputs, "tmp": tmp_path, "notes": notes}
+    places = {
+        "db": existing,
+        "images": broken_images,
+        "inputs": inputs,
+        "tmp": tmp_path,
+        "notes": notes,
+    }
     before = snapshot(existing)
     result = CliRunner().invoke(main, [arg.format(**places) for arg in args])
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -211,7 +316,6 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert notes.read_text().startswith("my notes")
 
 
-
 def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
     # Opening a FIFO blocks until a writer comes: in a subprocess, so that a hang fails the test.
     import os
@@ -220,9 +324,20 @@ def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
 
     fifo = tmp_path / "study.toml"
     os.mkfifo(fifo)
-    command = [sys.executable, "-m", "batchlr", "run", "--config", str(fifo), "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "run",
+        "--config",
+        str(fifo),
+        "--storage",
+        f"sqlite:///{tmp_path / 'x.db'}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"Error: --config {fifo} is a FIFO, not a regular file; give a file"], result.stderr
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"Error: --config {fifo} is a FIFO, not a regular file; give a file"
+    ], result.stderr
     assert not (tmp_path / "x.db").exists()
 
 
@@ -232,12 +347,34 @@ def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(
     import subprocess
     import sys
 
-    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    command = [sys.executable, "-m", "batchlr", "run", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "c", *TINY, "--n-trials", "1", "--compile"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-such-g++"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "run",
+        "--storage",
+        f"sqlite:///{tmp_path / 's.db'}",
+        "--study",
+        "c",
+        *TINY,
+        "--n-trials",
+        "1",
+        "--compile",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: --compile: torch.compile does not work on cpu") and "leave --compile off" in lines[0]
+    assert (
+        lines[0].startswith("Error: --compile: torch.compile does not work on cpu")
+        and "leave --compile off" in lines[0]
+    )
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}") == []
 
 
@@ -249,13 +386,35 @@ def test_a_model_that_exits_while_training_fails_its_trial_with_one_line(tmp_pat
         "def build(shape, classes):\n    return Quits(nn.Flatten(), nn.LazyLinear(classes))\n"
     )
     storage = f"sqlite:///{tmp_path / 'q.db'}"
-    args = ["run", "--storage", storage, "--study", "q", "--model", "quits_training:build", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--fuse-folds", "off", "-q"]
+    args = [
+        "run",
+        "--storage",
+        storage,
+        "--study",
+        "q",
+        "--model",
+        "quits_training:build",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--n-trials",
+        "1",
+        "--fuse-folds",
+        "off",
+        "-q",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
-    assert result.output.strip().splitlines()[-1] == "Error: --model quits_training:build: its code called exit(0) in trial 0; a model must return or raise"
+    assert (
+        result.output.strip().splitlines()[-1]
+        == "Error: --model quits_training:build: its code called exit(0) in trial 0; a model must return or raise"
+    )
     import optuna
 
-    assert [trial.state for trial in optuna.load_study(study_name="q", storage=storage).trials] == [optuna.trial.TrialState.FAIL]
+    assert [trial.state for trial in optuna.load_study(study_name="q", storage=storage).trials] == [
+        optuna.trial.TrialState.FAIL
+    ]
 
 
 def test_an_exit_inside_any_command_is_an_error_not_a_silent_success():
@@ -270,7 +429,9 @@ def test_an_exit_inside_any_command_is_an_error_not_a_silent_success():
         raise SystemExit(0)
 
     result = CliRunner().invoke(group, ["quits"])
-    assert result.exit_code == 1 and result.output.startswith("Error: a model's code called exit(0)"), result.output
+    assert result.exit_code == 1 and result.output.startswith(
+        "Error: a model's code called exit(0)"
+    ), result.output
 
 
 def test_ctrl_c_in_any_command_is_one_line_and_status_130():
@@ -284,4 +445,7 @@ def test_ctrl_c_in_any_command_is_one_line_and_status_130():
 
     result = CliRunner().invoke(group, ["loads"])
     # click starts a fresh line first, after the ^C a terminal echoes.
-    assert result.exit_code == 130 and result.output.strip() == "Error: interrupted; run the same command again", result.output
+    assert (
+        result.exit_code == 130
+        and result.output.strip() == "Error: interrupted; run the same command again"
+    ), result.output

@@ -14,31 +14,82 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def row_labels(stdout: str) -> list[str]:
     """The first column of the table rows, the lines that start with a number."""
-    return [line.split()[0] for line in stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    return [
+        line.split()[0]
+        for line in stdout.splitlines()
+        if line.split() and line.split()[0].isdigit()
+    ]
 
 
 # Tiny arguments for each script and what its output must show; a new script without an
 # entry fails the coverage test below.
 BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
     "throughput.py": (
-        ["--dataset", "digits", "--device", "cpu", "--folds", "2", "--epochs", "1", "--batch-sizes", "64,128"],
+        [
+            "--dataset",
+            "digits",
+            "--device",
+            "cpu",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-sizes",
+            "64,128",
+        ],
         lambda stdout: row_labels(stdout) == ["64", "128"],
     ),
     # 200 images is the fewest whose training folds still hold the run's batch of 64.
     "memory.py": (
         ["--sizes", "200,400"],
-        lambda stdout: row_labels(stdout) == ["200", "400"] and "KiB per image" in stdout.splitlines()[-1],
+        lambda stdout: (
+            row_labels(stdout) == ["200", "400"] and "KiB per image" in stdout.splitlines()[-1]
+        ),
     ),
     "peer.py": (
-        ["--synthetic", "300", "--folds", "2", "--epochs", "1", "--batch-size", "32", "--repeats", "1", "--device", "cpu", "--precisions", "fp32,bf16", "--nchw"],
-        lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:-1]] == ["(a)", "(b)"] + ["(c)"] * 6 and "x" in stdout.splitlines()[3],
+        [
+            "--synthetic",
+            "300",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+            "--precisions",
+            "fp32,bf16",
+            "--nchw",
+        ],
+        lambda stdout: (
+            [line.split()[0] for line in stdout.splitlines()[2:-1]] == ["(a)", "(b)"] + ["(c)"] * 6
+            and "x" in stdout.splitlines()[3]
+        ),
     ),
     "precision.py": (
         ["--trials", "1", "--data", "digits", "--epochs", "1", "--seeds", "0", "--device", "cpu"],
-        lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:]] == ["digits", "digits,"],
+        lambda stdout: (
+            [line.split()[0] for line in stdout.splitlines()[2:]] == ["digits", "digits,"]
+        ),
     ),
     "recipe.py": (
-        ["--dataset", "digits", "--device", "cpu", "--folds", "2", "--epochs", "1", "--trials", "2", "--batch-size", "32:64"],
+        [
+            "--dataset",
+            "digits",
+            "--device",
+            "cpu",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+            "--trials",
+            "2",
+            "--batch-size",
+            "32:64",
+        ],
         lambda stdout: [line.split()[0] for line in stdout.splitlines()[2:]] == ["plain", "recipe"],
     ),
 }

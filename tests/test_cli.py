@@ -12,7 +12,18 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 
-TINY = ["--dataset", "digits", "--folds", "2", "--epochs", "2", "--batch-size", "32:128", "--device", "cpu"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--folds",
+    "2",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32:128",
+    "--device",
+    "cpu",
+]
 
 
 def invoke(*args: str):
@@ -21,7 +32,9 @@ def invoke(*args: str):
 
 @pytest.fixture
 def study_db(sqlite_url):
-    result = invoke("run", "--storage", sqlite_url, "--study", "tiny", *TINY, "--n-trials", "3", "--seed", "1")
+    result = invoke(
+        "run", "--storage", sqlite_url, "--study", "tiny", *TINY, "--n-trials", "3", "--seed", "1"
+    )
     assert result.exit_code == 0, result.output
     return sqlite_url
 
@@ -36,7 +49,19 @@ def test_run_creates_a_study_that_optuna_reads(study_db):
 
 
 def test_run_again_resumes_with_stored_settings(study_db):
-    result = invoke("run", "--storage", study_db, "--study", "tiny", "--n-trials", "1", "--seed", "2", "--device", "cpu")
+    result = invoke(
+        "run",
+        "--storage",
+        study_db,
+        "--study",
+        "tiny",
+        "--n-trials",
+        "1",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="tiny", storage=study_db)
     assert len(study.trials) == 4
@@ -46,10 +71,13 @@ def test_run_again_resumes_with_stored_settings(study_db):
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("--lr", "1e-3:1e-1"), ("--epochs", "3"), ("--optimizers", "adam"), ("--dataset", "cifar2")]
+    ("option", "value"),
+    [("--lr", "1e-3:1e-1"), ("--epochs", "3"), ("--optimizers", "adam"), ("--dataset", "cifar2")],
 )
 def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option, value):
-    result = invoke("run", "--storage", study_db, "--study", "tiny", option, value, "--n-trials", "1")
+    result = invoke(
+        "run", "--storage", study_db, "--study", "tiny", option, value, "--n-trials", "1"
+    )
     assert result.exit_code == 2
     assert f"created with {option}" in result.output and "Traceback" not in result.output
     assert len(optuna.load_study(study_name="tiny", storage=study_db).trials) == 3
@@ -82,15 +110,38 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [path for path in sys.path if path not in ("", str(tmp_path))])
     (tmp_path / "two words").mkdir()
     storage = f"sqlite:///{tmp_path / 'two words' / 'user.db'}"
-    args = ["run", "--storage", storage, "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
+    args = [
+        "run",
+        "--storage",
+        storage,
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--n-trials",
+        "1",
+    ]
     result = invoke(*args, "--study", "my model", "--model", "my_models:linear")
     assert result.exit_code == 0, result.output
     # First on the path only while my_models imported; last after, for what its functions import.
     assert sys.path.index(str(tmp_path)) == len(sys.path) - 1
-    assert optuna.load_study(study_name="my model", storage=storage).trials[0].user_attrs["param_count"] == 64 * 10 + 10
+    assert (
+        optuna.load_study(study_name="my model", storage=storage)
+        .trials[0]
+        .user_attrs["param_count"]
+        == 64 * 10 + 10
+    )
     # The suggested next command pastes into a shell as it is.
     see_it = next(line for line in result.output.splitlines() if line.startswith("see it:"))
-    assert shlex.split(see_it.removeprefix("see it:")) == ["batchlr", "show", "my model", "--storage", storage]
+    assert shlex.split(see_it.removeprefix("see it:")) == [
+        "batchlr",
+        "show",
+        "my model",
+        "--storage",
+        storage,
+    ]
     result = invoke(*args, "--study", "broken", "--model", "my_models:not_a_module")
     assert result.exit_code == 1 and "not a torch.nn.Module" in result.output
     assert "broken" not in optuna.get_all_study_names(storage)
@@ -102,11 +153,18 @@ def test_show_a_study_with_no_complete_trial_says_why(sqlite_url):
     study = optuna.create_study(study_name="stuck", storage=sqlite_url, direction="maximize")
     for key, value in StudySpec().to_attrs().items():
         study.set_user_attr(key, value)
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"reason": "diverged"}))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED, user_attrs={"reason": "diverged"}
+        )
+    )
     result = invoke("show", "stuck", "--storage", sqlite_url)
     assert result.exit_code == 0, result.output
     assert "no complete trial yet (ended: 1 diverged)" in result.output
-    assert json.loads(invoke("show", "stuck", "--storage", sqlite_url, "--json").output)["best"] is None
+    assert (
+        json.loads(invoke("show", "stuck", "--storage", sqlite_url, "--json").output)["best"]
+        is None
+    )
 
 
 def test_studies_lists_the_study_with_counts(study_db):
@@ -137,9 +195,16 @@ def test_export_round_trips_through_load_config(study_db, tmp_path, suffix):
     assert cfg.params == best.params and cfg.value == best.value and cfg.trial == best.number
     assert cfg.fold_scores == best.user_attrs["fold_scores"]
     settings = cfg.settings
-    assert (settings.dataset, settings.model, settings.training.budget.amount, settings.folds) == ("digits", "convnet", 2, 2)
+    assert (settings.dataset, settings.model, settings.training.budget.amount, settings.folds) == (
+        "digits",
+        "convnet",
+        2,
+        2,
+    )
     optimizer = cfg.make_optimizer(torch.nn.Linear(2, 2).parameters())
-    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[cfg.optimizer]
+    expected = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}[
+        cfg.optimizer
+    ]
     assert type(optimizer) is expected and optimizer.param_groups[0]["lr"] == cfg.lr > 0
 
 
@@ -168,22 +233,50 @@ def test_bad_options_exit_2_with_one_line_and_no_traceback(args, tmp_path):
 
 
 def test_commands_on_a_missing_study_fail_cleanly(study_db):
-    result = CliRunner().invoke(main, ["export", "nosuchstudy", "--storage", study_db, "--output", "x.json"])
+    result = CliRunner().invoke(
+        main, ["export", "nosuchstudy", "--storage", study_db, "--output", "x.json"]
+    )
     assert result.exit_code == 1 and "tiny" in result.output and "Traceback" not in result.output
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = CliRunner().invoke(main, ["--debug", "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"])
+    result = CliRunner().invoke(
+        main, ["--debug", "studies", "--storage", f"sqlite:///{tmp_path / 'none.db'}"]
+    )
     assert result.exit_code == 1 and result.exception is not None
     assert not (tmp_path / "none.db").exists()
 
 
 @pytest.mark.parametrize(
-    ("sampler", "pruner"), [("tpe", "hyperband"), ("gp", "wilcoxon"), ("random", "none"), ("grid", "median")]
+    ("sampler", "pruner"),
+    [("tpe", "hyperband"), ("gp", "wilcoxon"), ("random", "none"), ("grid", "median")],
 )
 def test_every_sampler_and_pruner_runs(sqlite_url, sampler, pruner):
-    args = ["run", "--storage", sqlite_url, "--study", "s", "--folds", "2", "--epochs", "2", "--device", "cpu"]
-    args += ["--batch-size", "64:128", "--lr", "1e-3:1e-2", "--sampler", sampler, "--pruner", pruner, "--n-trials", "3"]
+    args = [
+        "run",
+        "--storage",
+        sqlite_url,
+        "--study",
+        "s",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    args += [
+        "--batch-size",
+        "64:128",
+        "--lr",
+        "1e-3:1e-2",
+        "--sampler",
+        sampler,
+        "--pruner",
+        pruner,
+        "--n-trials",
+        "3",
+    ]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="s", storage=sqlite_url).trials
@@ -193,19 +286,55 @@ def test_every_sampler_and_pruner_runs(sqlite_url, sampler, pruner):
 
 
 def test_grid_sampler_stops_when_the_grid_is_done(sqlite_url):
-    args = ["run", "--storage", sqlite_url, "--study", "g", "--folds", "2", "--epochs", "1", "--device", "cpu"]
-    args += ["--batch-size", "64:128", "--lr", "1e-3:1e-2", "--optimizers", "adam", "--sampler", "grid", "--n-trials", "50"]
+    args = [
+        "run",
+        "--storage",
+        sqlite_url,
+        "--study",
+        "g",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    args += [
+        "--batch-size",
+        "64:128",
+        "--lr",
+        "1e-3:1e-2",
+        "--optimizers",
+        "adam",
+        "--sampler",
+        "grid",
+        "--n-trials",
+        "50",
+    ]
     assert invoke(*args).exit_code == 0
     trials = optuna.load_study(study_name="g", storage=sqlite_url).trials
-    assert sorted((t.params["batch_size"], t.params["lr"]) for t in trials) == [(64, 1e-3), (64, 1e-2), (128, 1e-3), (128, 1e-2)]
+    assert sorted((t.params["batch_size"], t.params["lr"]) for t in trials) == [
+        (64, 1e-3),
+        (64, 1e-2),
+        (128, 1e-3),
+        (128, 1e-2),
+    ]
 
 
 def test_every_option_of_every_command_has_help_and_help_shows_defaults():
     for name, command in main.commands.items():
-        undocumented = [param.name for param in command.params if isinstance(param, click.Option) and not param.hidden and not param.help]
+        undocumented = [
+            param.name
+            for param in command.params
+            if isinstance(param, click.Option) and not param.hidden and not param.help
+        ]
         assert not undocumented, f"{name}: {undocumented}"
     shown = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
-    assert "[default: 3; 2<=x<=100]" in shown and "env var: BATCHLR_STORAGE" in shown and "env var: BATCHLR_DATA_DIR" in shown
+    assert (
+        "[default: 3; 2<=x<=100]" in shown
+        and "env var: BATCHLR_STORAGE" in shown
+        and "env var: BATCHLR_DATA_DIR" in shown
+    )
     refit_help = " ".join(CliRunner().invoke(main, ["refit", "--help"]).output.split())
     assert "env var: BATCHLR_DATA_DIR" in refit_help and "Seeds model initialisation" in refit_help
 

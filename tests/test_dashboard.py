@@ -12,14 +12,28 @@ from batchlr.cli import main
 
 
 def test_dashboard_lists_the_study_on_loopback_only(sqlite_url, dashboard):
-    args = ["run", "--storage", sqlite_url, "--study", "shown", "--folds", "2", "--epochs", "1", "--device", "cpu"]
+    args = [
+        "run",
+        "--storage",
+        sqlite_url,
+        "--study",
+        "shown",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert CliRunner().invoke(main, [*args, "--n-trials", "1"]).exit_code == 0
     base = dashboard(sqlite_url)
     with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as response:
         studies = json.load(response)["study_summaries"]
     assert [study["study_name"] for study in studies] == ["shown"]
     port = urlparse(base).port
-    listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    listening = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True
+    ).stdout
     assert {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()} == {"127.0.0.1"}
 
 
@@ -31,7 +45,9 @@ def test_a_taken_port_is_one_line_and_no_address_is_announced(sqlite_url):
     optuna.create_study(study_name="x", storage=sqlite_url)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(main, ["dashboard", "--storage", sqlite_url, "--port", str(port)])
+        result = CliRunner().invoke(
+            main, ["dashboard", "--storage", sqlite_url, "--port", str(port)]
+        )
     assert result.exit_code == 1 and "in use" in result.stderr
     assert "http://" not in result.stdout
 
@@ -45,7 +61,13 @@ def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_pat
     from batchlr.studies.artifacts import attach
 
     study = optuna.create_study(study_name="kept", storage=sqlite_url, direction="maximize")
-    study.add_trial(optuna.trial.create_trial(params={"batch_size": 32}, distributions={"batch_size": optuna.distributions.IntDistribution(16, 64)}, value=0.5))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"batch_size": 32},
+            distributions={"batch_size": optuna.distributions.IntDistribution(16, 64)},
+            value=0.5,
+        )
+    )
     (tmp_path / "m.pt").write_bytes(b"the refit model")
     store = attach(sqlite_url, "kept", [tmp_path / "m.pt"], None).store
     artifact = get_all_artifact_meta(study)[0].artifact_id
@@ -55,17 +77,27 @@ def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_pat
     def request(method: str, path: str, body: dict | None = None) -> int:
         data = None if body is None else json.dumps(body).encode()
         try:
-            with urllib.request.urlopen(urllib.request.Request(f"{base}{path}", data=data, method=method), timeout=30) as response:
+            with urllib.request.urlopen(
+                urllib.request.Request(f"{base}{path}", data=data, method=method), timeout=30
+            ) as response:
                 return response.status
         except urllib.error.HTTPError as error:
             return error.code
 
-    upload = {"file": "data:text/plain;base64," + base64.b64encode(b"orphan").decode(), "filename": "x.txt"}
+    upload = {
+        "file": "data:text/plain;base64," + base64.b64encode(b"orphan").decode(),
+        "filename": "x.txt",
+    }
     assert request("DELETE", f"/api/artifacts/{study_id}/{artifact}") == 405
     assert request("POST", f"/api/artifacts/{study_id}", upload) == 405
     assert request("POST", f"/api/artifacts/{study_id}/{study.trials[0]._trial_id}", upload) == 405
-    assert request("DELETE", f"/api/studies/{study_id}") == 405  # would remove every artifact of the study first
+    assert (
+        request("DELETE", f"/api/studies/{study_id}") == 405
+    )  # would remove every artifact of the study first
     with urllib.request.urlopen(f"{base}/artifacts/{study_id}/{artifact}", timeout=30) as response:
         assert response.read() == b"the refit model"
     assert [path.name for path in store.iterdir()] == [artifact]
-    assert [meta.artifact_id for meta in get_all_artifact_meta(optuna.load_study(study_name="kept", storage=sqlite_url))] == [artifact]
+    assert [
+        meta.artifact_id
+        for meta in get_all_artifact_meta(optuna.load_study(study_name="kept", storage=sqlite_url))
+    ] == [artifact]

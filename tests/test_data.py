@@ -14,7 +14,12 @@ from PIL import Image
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import check_dataset_name, load_dataset
-from batchlr.objectives.readers import CIFAR10_CLASSES, CIFAR_FOLDER, CIFAR_TEST_FILE, CIFAR_TRAIN_FILES
+from batchlr.objectives.readers import (
+    CIFAR10_CLASSES,
+    CIFAR_FOLDER,
+    CIFAR_TEST_FILE,
+    CIFAR_TRAIN_FILES,
+)
 
 
 def test_digits_loads_as_uint8_scaled_to_255_with_no_test_split():
@@ -34,7 +39,9 @@ def test_imagefolder_reads_the_real_cifar_subset_pixel_for_pixel(shared_data):
     assert data.classes == CIFAR10_CLASSES
     assert torch.bincount(data.labels).min() > 400
     for index in (0, 2500, 5084):
-        pixels = np.asarray(Image.open(root / data.sources[index]).convert("RGB")).transpose(2, 0, 1)
+        pixels = np.asarray(Image.open(root / data.sources[index]).convert("RGB")).transpose(
+            2, 0, 1
+        )
         assert np.array_equal(data.images[index].numpy(), pixels)
         assert data.classes[data.labels[index]] == Path(data.sources[index]).parts[0]
 
@@ -72,7 +79,9 @@ def test_imagefolder_that_does_not_exist_is_a_clear_error(tmp_path):
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
     # IDX: zero bytes, type 0x08 (uint8), rank, then big-endian sizes and the raw bytes.
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(size).to_bytes(4, "big") for size in array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -89,7 +98,9 @@ def test_mnist_reads_idx_files_and_keeps_the_test_split_apart(shared_data, tmp_p
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels[part])
     data = load_dataset("mnist", tmp_path)
     assert data.images.shape == (600, 1, 28, 28) and data.test_images.shape == (200, 1, 28, 28)
-    assert np.array_equal(data.images[:, 0].numpy(), images[:600]) and np.array_equal(data.test_images[:, 0].numpy(), images[600:800])
+    assert np.array_equal(data.images[:, 0].numpy(), images[:600]) and np.array_equal(
+        data.test_images[:, 0].numpy(), images[600:800]
+    )
     assert torch.equal(data.test_labels, torch.from_numpy(labels[600:800].astype(np.int64)))
 
 
@@ -146,7 +157,10 @@ def test_cifar_batches_cannot_run_code(tmp_path):
 
 
 def test_missing_data_without_network_says_where_files_belong_and_leaves_no_empty_folders(tmp_path):
-    with pytest.raises(BatchlrError, match="FashionMNIST/raw lacks train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte"):
+    with pytest.raises(
+        BatchlrError,
+        match="FashionMNIST/raw lacks train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte",
+    ):
         load_dataset("fashion-mnist", tmp_path)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BatchlrError, match="could not be downloaded"):
@@ -161,9 +175,15 @@ def test_mnist_test_files_alone_are_named_as_not_enough(shared_data, tmp_path):
         shutil.copy(path, raw)
     with pytest.raises(BatchlrError) as error:
         load_dataset("mnist", tmp_path)
-    assert "lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (it needs its training and test files)" in str(error.value)
+    assert (
+        "lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (it needs its training and test files)"
+        in str(error.value)
+    )
     assert "t10k" not in str(error.value).split("lacks")[1].split("(")[0]
-    assert sorted(path.name for path in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    assert sorted(path.name for path in raw.iterdir()) == [
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
 
 
 @pytest.mark.parametrize("name", ["nosuchset", "imagefolder:", "CIFAR10"])

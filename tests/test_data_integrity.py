@@ -19,7 +19,13 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
 from batchlr.objectives.duplicates import split_duplicates
-from batchlr.objectives.folds import HOLDOUT, HOLDOUT_FRACTION, FoldAssignment, assign_folds, images_needed
+from batchlr.objectives.folds import (
+    HOLDOUT,
+    HOLDOUT_FRACTION,
+    FoldAssignment,
+    assign_folds,
+    images_needed,
+)
 from batchlr.objectives.readers import decode_files, read_image_folder
 from batchlr.studies.inference import image_paths
 from batchlr.studies.spec import FOLDS_ATTR
@@ -35,7 +41,9 @@ def _png(path: Path, seed: int, compress_level: int = 6) -> None:
     Image.fromarray(pixels).save(path, compress_level=compress_level)
 
 
-def _image_folder(root: Path, per_class: int | tuple[int, int], classes: tuple[str, str] = ("cat", "dog")) -> Path:
+def _image_folder(
+    root: Path, per_class: int | tuple[int, int], classes: tuple[str, str] = ("cat", "dog")
+) -> Path:
     """``root`` with a folder of distinct images per class: ``per_class`` of each, or one count per class."""
     counts = (per_class, per_class) if isinstance(per_class, int) else per_class
     for label, (name, count) in enumerate(zip(classes, counts)):
@@ -73,10 +81,14 @@ def _assert_read_once(images: np.ndarray, sources: tuple[str, ...]) -> None:
 def test_links_to_files_count_each_file_once(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     (root / "cat" / "again.png").symlink_to(root / "cat" / "0.png")
-    (root / "dog" / "alias.png").symlink_to(Path("..") / "cat" / "1.png")  # into another class, relative
+    (root / "dog" / "alias.png").symlink_to(
+        Path("..") / "cat" / "1.png"
+    )  # into another class, relative
     os.link(root / "dog" / "0.png", root / "dog" / "hard.png")
     _png(tmp_path / "outside.png", seed=99)
-    (root / "cat" / "outside.png").symlink_to(tmp_path / "outside.png")  # outside the root: read, once
+    (root / "cat" / "outside.png").symlink_to(
+        tmp_path / "outside.png"
+    )  # outside the root: read, once
     images, labels, sources = _read(root)
     _assert_read_once(images, sources)
     assert sorted(sources) == sorted([*ORIGINALS, "cat/outside.png"])
@@ -96,7 +108,9 @@ def test_links_to_folders_enter_each_folder_once(tmp_path):
     (root / "cat" / "dog sub").symlink_to(root / "dog" / "sub")  # a folder inside another class
     images, labels, sources = _read(root)
     _assert_read_once(images, sources)
-    assert sorted(sources) == sorted([*ORIGINALS, "cat/more/a.png", "cat/more/b.png", "dog/sub/s.png"])
+    assert sorted(sources) == sorted(
+        [*ORIGINALS, "cat/more/a.png", "cat/more/b.png", "dog/sub/s.png"]
+    )
     assert labels[sources.index("dog/sub/s.png")] == 1 and labels[sources.index("cat/0.png")] == 0
 
 
@@ -121,8 +135,13 @@ def test_a_class_folder_that_links_to_another_class_is_a_clear_error(tmp_path):
 
 
 def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_path):
-    root = _image_folder(tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301"))  # é, and e with an accent
-    with pytest.raises(BatchlrError, match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name in different Unicode forms; rename one$"):
+    root = _image_folder(
+        tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301")
+    )  # é, and e with an accent
+    with pytest.raises(
+        BatchlrError,
+        match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name in different Unicode forms; rename one$",
+    ):
         read_image_folder(root)
 
 
@@ -138,13 +157,19 @@ def test_predict_lists_a_folder_exactly_as_training_reads_it(tmp_path):
     assert [os.path.relpath(path, root) for path in listed] == list(sources)
     assert "cat/more/a.png" in sources
     # A file named is listed as named, before or after the folders.
-    assert image_paths([extra / "a.png", root / "dog"]) == [extra / "a.png", *(root / "dog" / name for name in ("0.png", "1.png", "2.png", "alias.png"))]
+    assert image_paths([extra / "a.png", root / "dog"]) == [
+        extra / "a.png",
+        *(root / "dog" / name for name in ("0.png", "1.png", "2.png", "alias.png")),
+    ]
 
 
 def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     os.mkfifo(root / "dog" / "pipe.png")  # opening it would block until a writer came
-    with pytest.raises(BatchlrError, match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; remove it or replace it with an image file$"):
+    with pytest.raises(
+        BatchlrError,
+        match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; remove it or replace it with an image file$",
+    ):
         _read(root)
     # predict: named, it is refused at once; in a folder, when its images are read.
     with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
@@ -153,13 +178,21 @@ def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
         decode_files([str(path) for path in image_paths([root / "dog"])], 3, (8, 8))
 
 
-def test_a_fifo_put_in_an_images_place_after_any_check_is_refused_without_blocking(tmp_path, monkeypatch):
+def test_a_fifo_put_in_an_images_place_after_any_check_is_refused_without_blocking(
+    tmp_path, monkeypatch
+):
     _png(tmp_path / "image.png", seed=0)
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     # The FIFO is swapped in after whatever check of the path ran: the path's status says image.
     real_stat = os.stat
-    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: real_stat(tmp_path / "image.png" if str(path) == str(fifo) else path, *args, **kwargs))
+    monkeypatch.setattr(
+        os,
+        "stat",
+        lambda path, *args, **kwargs: real_stat(
+            tmp_path / "image.png" if str(path) == str(fifo) else path, *args, **kwargs
+        ),
+    )
     result: list = []
 
     def decode() -> None:
@@ -171,38 +204,68 @@ def test_a_fifo_put_in_an_images_place_after_any_check_is_refused_without_blocki
     reader = threading.Thread(target=decode, daemon=True)
     reader.start()
     reader.join(timeout=60)
-    if not result:  # the FIFO was opened for reading: a writer lets the open return and the thread end
+    if (
+        not result
+    ):  # the FIFO was opened for reading: a writer lets the open return and the thread end
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("decoding opened the FIFO and blocked")
-    assert str(result[0]) == f"image file {fifo} is a FIFO, not a regular file; remove it or replace it with an image file"
+    assert (
+        str(result[0])
+        == f"image file {fifo} is a FIFO, not a regular file; remove it or replace it with an image file"
+    )
 
 
-def test_predict_words_a_bad_image_a_missing_path_and_an_unreadable_folder_for_what_they_are(tmp_path, monkeypatch):
+def test_predict_words_a_bad_image_a_missing_path_and_an_unreadable_folder_for_what_they_are(
+    tmp_path, monkeypatch
+):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    with pytest.raises(BatchlrError, match=rf"^cannot decode image file {bad} \(not an image format PIL reads\); remove it or replace it with an image file$"):
+    with pytest.raises(
+        BatchlrError,
+        match=rf"^cannot decode image file {bad} \(not an image format PIL reads\); remove it or replace it with an image file$",
+    ):
         decode_files([str(bad)], 3, (8, 8))
-    with pytest.raises(BatchlrError, match=f"^{tmp_path}/nosuchdir: no such file or folder; give image files or folders of them$"):
+    with pytest.raises(
+        BatchlrError,
+        match=f"^{tmp_path}/nosuchdir: no such file or folder; give image files or folders of them$",
+    ):
         image_paths([Path(f"{tmp_path}/nosuchdir/")])
     (tmp_path / "locked").mkdir()
 
-    def refuse(*args, **kwargs):  # as scandir does for a folder without read permission (the tests may run as root)
+    def refuse(
+        *args, **kwargs
+    ):  # as scandir does for a folder without read permission (the tests may run as root)
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
 
     monkeypatch.setattr(os, "scandir", refuse)
-    with pytest.raises(BatchlrError, match=f"^cannot read {tmp_path}/locked: Permission denied; make it readable or leave it out$"):
+    with pytest.raises(
+        BatchlrError,
+        match=f"^cannot read {tmp_path}/locked: Permission denied; make it readable or leave it out$",
+    ):
         image_paths([tmp_path / "locked"])
 
 
 def _run(tmp_path: Path, dataset: str, *extra: str):
-    arguments = ["run", "--storage", f"sqlite:///{tmp_path}/s.db", "--dataset", dataset, "--folds", "2", "--epochs", "1"]
+    arguments = [
+        "run",
+        "--storage",
+        f"sqlite:///{tmp_path}/s.db",
+        "--dataset",
+        dataset,
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+    ]
     arguments += ["--n-trials", "1", "--batch-size", "4:4", "--device", "cpu", "--quiet", *extra]
     return CliRunner().invoke(main, arguments)
 
 
 def _stored_folds(tmp_path: Path, study: str) -> FoldAssignment:
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
-    return FoldAssignment.decode(storage.get_study_system_attrs(storage.get_study_id_from_name(study))[FOLDS_ATTR])
+    return FoldAssignment.decode(
+        storage.get_study_system_attrs(storage.get_study_id_from_name(study))[FOLDS_ATTR]
+    )
 
 
 def test_duplicates_across_folds_are_reported_once_when_the_study_is_created(tmp_path):
@@ -216,11 +279,18 @@ def test_duplicates_across_folds_are_reported_once_when_the_study_is_created(tmp
     _, _, sources = read_image_folder(root)
     fold_of = _stored_folds(tmp_path, "dups").fold_of
     parts = {name: fold_of[index] for index, name in enumerate(sources)}
-    split = [index for index in range(6) if parts[f"cat/{index}.png"] != parts[f"cat/copy-{index}.png"]]
+    split = [
+        index for index in range(6) if parts[f"cat/{index}.png"] != parts[f"cat/copy-{index}.png"]
+    ]
     assert split, "the seed split no pair: the data no longer tests the warning"
     lines = [line for line in result.stderr.splitlines() if "identical" in line]
-    assert len(lines) == 1 and lines[0].startswith(f"warning: {2 * len(split)} training images have an identical copy")
-    assert "validation then scores images that training saw" in lines[0] and "remove the duplicate images" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"warning: {2 * len(split)} training images have an identical copy"
+    )
+    assert (
+        "validation then scores images that training saw" in lines[0]
+        and "remove the duplicate images" in lines[0]
+    )
     first, copy = re.search(r"e\.g\. (\S+) and (\S+)\)", lines[0]).groups()
     assert {first, copy} == {f"cat/{split[0]}.png", f"cat/copy-{split[0]}.png"}
     resumed = _run(tmp_path, f"imagefolder:{root}", "--study", "dups")
@@ -245,19 +315,27 @@ def test_duplicates_within_one_part_are_harmless_and_split_ones_are_counted():
     ("per_class", "folds", "needed", "code"),
     [((1, 1), 2, 3, 1), ((2, 2), 2, 3, 1), ((2, 9), 5, 6, 1), ((4, 9), 4, 5, 2), ((3, 9), 5, 6, 2)],
 )
-def test_folders_too_small_to_split_are_one_line_naming_the_size_needed(tmp_path, per_class, folds, needed, code):
+def test_folders_too_small_to_split_are_one_line_naming_the_size_needed(
+    tmp_path, per_class, folds, needed, code
+):
     root = _image_folder(tmp_path / "pets", per_class)
     result = _run(tmp_path, f"imagefolder:{root}", "--folds", str(folds))
     assert result.exit_code == code, result.output
     assert result.output.splitlines() == [result.output.strip()], result.output
     line = result.output.strip()
-    assert line.startswith("Error: ") and f"at least {needed} images in every class" in line and "class 'cat'" in line
+    assert (
+        line.startswith("Error: ")
+        and f"at least {needed} images in every class" in line
+        and "class 'cat'" in line
+    )
     assert "unexpected" not in line and "Traceback" not in line
     assert optuna.get_all_study_names(f"sqlite:///{tmp_path}/s.db") == []
 
 
 def test_a_built_in_data_set_too_small_for_the_folds_names_the_size_needed(tmp_path):
-    _write_cifar(tmp_path, per_batch=20, protocol=2)  # 10 airplanes and 10 birds, with a test split: no hold-out
+    _write_cifar(
+        tmp_path, per_batch=20, protocol=2
+    )  # 10 airplanes and 10 birds, with a test split: no hold-out
     result = _run(tmp_path, "cifar2", "--data-dir", str(tmp_path), "--folds", "11")
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (
@@ -276,16 +354,31 @@ def test_any_class_size_and_fold_count_splits_or_says_what_is_needed(holdout):
                 labels = np.repeat(np.arange(3), [size, size + 1, 40])
                 needed = images_needed(k, holdout=holdout)
                 if size < needed:
-                    with pytest.raises(BatchlrError, match=f"class 'a' has only {size} images?: .*at least {needed} images"):
+                    with pytest.raises(
+                        BatchlrError,
+                        match=f"class 'a' has only {size} images?: .*at least {needed} images",
+                    ):
                         assign_folds(labels, k, seed=size, holdout=holdout, classes=("a", "b", "c"))
                     continue
-                _assert_every_class_in_every_fold(labels, assign_folds(labels, k, seed=size, holdout=holdout, classes=("a", "b", "c")), holdout)
+                _assert_every_class_in_every_fold(
+                    labels,
+                    assign_folds(labels, k, seed=size, holdout=holdout, classes=("a", "b", "c")),
+                    holdout,
+                )
 
 
-def _assert_every_class_in_every_fold(labels: np.ndarray, folds: FoldAssignment, holdout: bool) -> None:
+def _assert_every_class_in_every_fold(
+    labels: np.ndarray, folds: FoldAssignment, holdout: bool
+) -> None:
     assert (len(folds.holdout()) > 0) == holdout
     for label in np.unique(labels):
-        assert np.bincount(folds.fold_of[labels == label][folds.fold_of[labels == label] != HOLDOUT], minlength=folds.k).min() >= 1
+        assert (
+            np.bincount(
+                folds.fold_of[labels == label][folds.fold_of[labels == label] != HOLDOUT],
+                minlength=folds.k,
+            ).min()
+            >= 1
+        )
 
 
 def test_many_small_classes_split_where_scikit_learn_refuses():
@@ -301,8 +394,12 @@ def test_many_small_classes_split_where_scikit_learn_refuses():
 def test_a_seed_still_gives_the_folds_it_gave_where_scikit_learn_splits():
     # Studies, benchmarks and the README's numbers rest on these folds: the small-class fix must not move them.
     labels = np.repeat(np.arange(4), [50, 40, 30, 20])
-    kept, _ = train_test_split(np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=3)
+    kept, _ = train_test_split(
+        np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=3
+    )
     expected = np.full(len(labels), HOLDOUT)
-    for fold, (_, val) in enumerate(StratifiedKFold(3, shuffle=True, random_state=3).split(kept, labels[kept])):
+    for fold, (_, val) in enumerate(
+        StratifiedKFold(3, shuffle=True, random_state=3).split(kept, labels[kept])
+    ):
         expected[kept[val]] = fold
     assert np.array_equal(assign_folds(labels, 3, seed=3, holdout=True).fold_of, expected)

@@ -9,23 +9,48 @@ import batchlr
 from batchlr.errors import BatchlrError
 
 RECORD = {
-    "study": "s", "trial": 3, "value": 0.9, "metric": "accuracy", "direction": "maximize",
+    "study": "s",
+    "trial": 3,
+    "value": 0.9,
+    "metric": "accuracy",
+    "direction": "maximize",
     "params": {"batch_size": 64, "lr": 0.05, "optimizer": "sgd", "momentum": 0.8},
-    "fold_scores": [0.9, 0.9, 0.9], "dataset": "digits", "model": "convnet", "epochs": 4, "folds": 3,
+    "fold_scores": [0.9, 0.9, 0.9],
+    "dataset": "digits",
+    "model": "convnet",
+    "epochs": 4,
+    "folds": 3,
     "versions": {"batchlr": "0.1.0", "torch": "2", "optuna": "5"},
-}  # fmt: skip
+}
 
 
 def test_an_export_of_release_0_1_0_still_loads(tmp_path):
     path = tmp_path / "old.json"
     params = {"batch_size": 128, "base_lr": 0.05, "optimizer": "adam"}
     scaling = {"rule": "sqrt", "reference_batch_size": 32}
-    path.write_text(json.dumps({**RECORD, "params": params, "budget": {"kind": "steps", "amount": 50}, "lr_scaling": scaling}))
+    path.write_text(
+        json.dumps(
+            {
+                **RECORD,
+                "params": params,
+                "budget": {"kind": "steps", "amount": 50},
+                "lr_scaling": scaling,
+            }
+        )
+    )
     cfg = batchlr.load_config(path)
     settings = cfg.settings
     assert cfg.lr == pytest.approx(0.1)
-    assert (settings.dataset, settings.folds, settings.training.budget.kind, settings.training.budget.amount) == ("digits", 3, "steps", 50)
-    assert (settings.space.lr_scaling.rule, settings.space.lr_scaling.reference_batch_size) == ("sqrt", 32)
+    assert (
+        settings.dataset,
+        settings.folds,
+        settings.training.budget.kind,
+        settings.training.budget.amount,
+    ) == ("digits", 3, "steps", 50)
+    assert (settings.space.lr_scaling.rule, settings.space.lr_scaling.reference_batch_size) == (
+        "sqrt",
+        32,
+    )
 
 
 def test_make_optimizer_applies_lr_and_momentum(tmp_path):
@@ -44,8 +69,14 @@ def test_make_optimizer_applies_lr_and_momentum(tmp_path):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "configuration object"),
         (json.dumps({**RECORD, "params": {"batch_size": 1}}), "lack lr, optimizer"),
-        (json.dumps({key: value for key, value in RECORD.items() if key != "study"}), "lacks study"),
-        (json.dumps({**RECORD, "params": {**RECORD["params"], "optimizer": "lion"}}), "unknown optimizer"),
+        (
+            json.dumps({key: value for key, value in RECORD.items() if key != "study"}),
+            "lacks study",
+        ),
+        (
+            json.dumps({**RECORD, "params": {**RECORD["params"], "optimizer": "lion"}}),
+            "unknown optimizer",
+        ),
     ],
 )
 def test_bad_files_give_one_clear_error(tmp_path, content, message):

@@ -21,31 +21,74 @@ import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
-from tests.test_workers import FINISHED, POSTGRES_URL, running_trial_of, start, wait_all, worker_args
+from tests.test_workers import (
+    FINISHED,
+    POSTGRES_URL,
+    running_trial_of,
+    start,
+    wait_all,
+    worker_args,
+)
 
 
 def batchlr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "batchlr", *args], capture_output=True, text=True, env=environment, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "batchlr", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def tiny_run(storage: str, *extra: str) -> list[str]:
-    return ["run", "--storage", storage, "--dataset", "digits", "--folds", "2", "--epochs", "1", "--device", "cpu", "-q", *extra]
+    return [
+        "run",
+        "--storage",
+        storage,
+        "--dataset",
+        "digits",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+        *extra,
+    ]
 
 
 def resume(storage: str, study: str, n_trials: int) -> list[str]:
-    return ["run", "--storage", storage, "--study", study, "--device", "cpu", "-q", "--n-trials", str(n_trials)]
+    return [
+        "run",
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--device",
+        "cpu",
+        "-q",
+        "--n-trials",
+        str(n_trials),
+    ]
 
 
 def children_of(parent: subprocess.Popen, count: int, timeout: float = 120) -> list[int]:
     """The pids of the ``count`` processes ``parent`` started, once it has started them all."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        listing = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True).stdout
+        listing = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True
+        ).stdout
         if len(pids := [int(pid) for pid in listing.split()]) >= count:
             return pids
         time.sleep(0.2)
-    raise AssertionError(f"process {parent.pid} started fewer than {count} processes in {timeout} s")
+    raise AssertionError(
+        f"process {parent.pid} started fewer than {count} processes in {timeout} s"
+    )
 
 
 def alive(pid: int) -> bool:
@@ -64,7 +107,9 @@ def retries_of(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
 def small_disk(path: Path, size: str = "8m") -> Iterator[Path]:
     """A tmpfs of ``size`` at ``path``: a disk that can really fill up or turn read-only."""
     path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    ).returncode:
         pytest.skip("needs permission to mount a tmpfs (root, as in CI)")
     try:
         yield path
@@ -94,14 +139,18 @@ def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path, pa
     assert not any(map(alive, workers)), (tmp_path / "log").read_text()
     stopped = optuna.load_study(study_name="w", storage=storage).trials
     assert TrialState.RUNNING not in {trial.state for trial in stopped}
-    interrupted = [trial.number for trial in stopped if trial.user_attrs.get("reason") == "interrupted"]
+    interrupted = [
+        trial.number for trial in stopped if trial.user_attrs.get("reason") == "interrupted"
+    ]
     assert interrupted and all(retries_of(stopped, number) == 1 for number in interrupted)
     again = batchlr(*resume(storage, "w", len(interrupted)))
     assert again.returncode == 0, again.stderr
     trials = optuna.load_study(study_name="w", storage=storage).trials
     retried = [trial for trial in trials if trial.system_attrs.get("failed_trial") in interrupted]
     assert len(retried) == len(interrupted) and all(trial.state in FINISHED for trial in retried)
-    assert all("reason" not in trial.user_attrs or trial.state == TrialState.PRUNED for trial in retried)
+    assert all(
+        "reason" not in trial.user_attrs or trial.state == TrialState.PRUNED for trial in retried
+    )
 
 
 def test_two_quick_interrupts_queue_one_retry(tmp_path):
@@ -124,7 +173,12 @@ def test_two_quick_interrupts_queue_one_retry(tmp_path):
 
 def test_a_study_killed_while_being_created_is_absent_or_whole(tmp_path):
     storage = f"sqlite:///{tmp_path / 'c.db'}"
-    command = [sys.executable, "-m", "batchlr", *tiny_run(storage, "--study", "c", "--n-trials", "1")]
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        *tiny_run(storage, "--study", "c", "--n-trials", "1"),
+    ]
     for delay in (1.0, 2.5, 4.0, 5.5):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -140,12 +194,26 @@ def test_a_study_killed_while_being_created_is_absent_or_whole(tmp_path):
     assert optuna.load_study(study_name="c", storage=storage).get_trials(states=FINISHED)
 
 
-def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails_before_training(tmp_path):
+def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails_before_training(
+    tmp_path,
+):
     storage = f"sqlite:///{tmp_path / 'r.db'}"
     assert batchlr(*tiny_run(storage, "--study", "r", "--n-trials", "1")).returncode == 0
     model = tmp_path / "model.pt"
     torch.save({"previous": torch.ones(3)}, model)
-    refit = [sys.executable, "-m", "batchlr", "refit", "r", "--storage", storage, "--output", str(model), "--device", "cpu"]
+    refit = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "refit",
+        "r",
+        "--storage",
+        storage,
+        "--output",
+        str(model),
+        "--device",
+        "cpu",
+    ]
     for delay in (2.0, 4.0, 6.0):
         process = subprocess.Popen(refit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -154,7 +222,9 @@ def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails
         weights = torch.load(model, weights_only=True)
         assert "previous" in weights or "0.weight" in weights["state_dict"]
     started = time.monotonic()
-    missing = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt"))
+    missing = batchlr(
+        "refit", "r", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt")
+    )
     directory = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path))
     assert (missing.returncode, directory.returncode) == (1, 2)
     assert "create it first" in missing.stderr and "is a directory" in directory.stderr
@@ -182,12 +252,17 @@ def test_a_disk_that_fills_during_a_run_is_named_and_the_trial_retried(tmp_path)
     with small_disk(tmp_path / "disk") as disk:
         storage = f"sqlite:///{disk / 's.db'}"
         log = tmp_path / "log"
-        run = start(tiny_run(storage, "--study", "s", "--n-trials", "100", "--epochs", "3")[1:], log)
+        run = start(
+            tiny_run(storage, "--study", "s", "--n-trials", "100", "--epochs", "3")[1:], log
+        )
         running_trial_of(storage, "s", run.pid)
         fill(disk)
         assert run.wait(timeout=120) == 1
         error = log.read_text().strip().splitlines()[-1]
-        assert error.startswith("Error: the storage failed: the disk is full") and "unexpected" not in error, error
+        assert (
+            error.startswith("Error: the storage failed: the disk is full")
+            and "unexpected" not in error
+        ), error
         (disk / "filler").unlink()
         again = batchlr(*resume(storage, "s", 1))
         assert again.returncode == 0, again.stderr
@@ -209,8 +284,13 @@ def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_c
             batchlr("export", "s", "--storage", storage, "--output", str(tmp_path / "best.json")),
             batchlr("report", "s", "--storage", storage, "--output", str(tmp_path / "report")),
         ]
-        assert [result.returncode for result in results] == [0, 0, 0, 0], [result.stderr for result in results]
-        assert "warning: not attached to the study's artifacts" in results[3].stderr and (tmp_path / "report" / "index.html").is_file()
+        assert [result.returncode for result in results] == [0, 0, 0, 0], [
+            result.stderr for result in results
+        ]
+        assert (
+            "warning: not attached to the study's artifacts" in results[3].stderr
+            and (tmp_path / "report" / "index.html").is_file()
+        )
         run = batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1"))
         assert run.returncode == 1 and "the database is read-only" in run.stderr, run.stderr
         assert (disk / "s.db").read_bytes() == before
@@ -278,14 +358,35 @@ def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(tmp_path
     storage = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
     log = tmp_path / "log"
     try:
-        run = start(tiny_run(storage, "--study", study, "--n-trials", "4", "--epochs", "3")[1:], log)
+        run = start(
+            tiny_run(storage, "--study", study, "--n-trials", "4", "--epochs", "3")[1:], log
+        )
         running_trial_of(POSTGRES_URL, study, run.pid)
         proxy.outage(4)
         # Connections are made again with back-off; a query in flight when the server went
         # away ends the worker with one line naming the cause, and the next run retries its trial.
         if wait_all([run]) != [0]:
-            assert "the connection to the database server was lost" in log.read_text().splitlines()[-1], log.read_text()
-            assert wait_all([start(["--storage", storage, "--study", study, "--device", "cpu", "-q", "--n-trials", "4"], log)]) == [0]
+            assert (
+                "the connection to the database server was lost" in log.read_text().splitlines()[-1]
+            ), log.read_text()
+            assert wait_all(
+                [
+                    start(
+                        [
+                            "--storage",
+                            storage,
+                            "--study",
+                            study,
+                            "--device",
+                            "cpu",
+                            "-q",
+                            "--n-trials",
+                            "4",
+                        ],
+                        log,
+                    )
+                ]
+            ) == [0]
         trials = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
         assert sum(trial.state in FINISHED for trial in trials) >= 4
         assert TrialState.RUNNING not in {trial.state for trial in trials}
@@ -298,6 +399,5 @@ def test_postgresql_read_only_commands_open_read_only_sessions():
     from batchlr.studies.storage import open_storage
 
     storage = open_storage(POSTGRES_URL, access="read")
-    with pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"):
-        with storage.engine.begin() as connection:
-            connection.exec_driver_sql("CREATE TEMP TABLE batchlr_probe (x int)")
+    with pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"), storage.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TEMP TABLE batchlr_probe (x int)")

@@ -32,7 +32,19 @@ from batchlr.studies.export import MAX_CONFIG_BYTES, BestConfig, write_config
 from batchlr.studies.report import write_report
 from batchlr.studies.spec import StudySpec
 
-TINY = ["--folds", "2", "--epochs", "1", "--device", "cpu", "--batch-size", "32:64", "--n-trials", "1", "--quiet"]
+TINY = [
+    "--folds",
+    "2",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "32:64",
+    "--n-trials",
+    "1",
+    "--quiet",
+]
 X_VALUES = (0.7, 0.2, 0.9)  # trial 1 is the lowest, trial 2 the highest
 
 
@@ -42,11 +54,15 @@ def invoke(*args: str) -> Result:
 
 def error_line(result: Result, code: int) -> str:
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert result.exit_code == code and len(lines) == 1 and lines[0].startswith("Error: "), (
+        result.output
+    )
     return lines[0]
 
 
-def _plain(storage: str, name: str, objective, directions: list[str], enqueued: list[dict]) -> optuna.Study:
+def _plain(
+    storage: str, name: str, objective, directions: list[str], enqueued: list[dict]
+) -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=storage, directions=directions)
     for params in enqueued:
         study.enqueue_trial(params)
@@ -66,8 +82,16 @@ def _batchlr_like(storage: str, name: str, direction: str, **attrs) -> optuna.St
     }
     for index, accuracy in enumerate((0.6, 0.8, 0.7, 0.75)):
         params = {"optimizer": "adam", "batch_size": 16 * 2**index, "lr": 10.0 ** -(index + 1)}
-        attrs = {"fold_scores": [accuracy] * 3, "train_seconds": 1.0 + index, "images_per_second": 100.0}
-        study.add_trial(create_trial(value=accuracy, params=params, distributions=distributions, user_attrs=attrs))
+        attrs = {
+            "fold_scores": [accuracy] * 3,
+            "train_seconds": 1.0 + index,
+            "images_per_second": 100.0,
+        }
+        study.add_trial(
+            create_trial(
+                value=accuracy, params=params, distributions=distributions, user_attrs=attrs
+            )
+        )
     return study
 
 
@@ -80,38 +104,70 @@ def studies(tmp_path_factory) -> str:
     _plain(storage, "highest", lambda trial: trial.suggest_float("x", 0, 1), ["maximize"], x_only)
     # Front: (0.1, 1) and (0.5, 5); (0.6, 2) is dominated by (0.5, 5).
     pairs = [{"x": 0.5, "n": 5}, {"x": 0.1, "n": 1}, {"x": 0.6, "n": 2}]
-    pareto = _plain(storage, "pareto", lambda trial: (trial.suggest_float("x", 0, 1), trial.suggest_int("n", 1, 5)), ["minimize", "maximize"], pairs)
+    pareto = _plain(
+        storage,
+        "pareto",
+        lambda trial: (trial.suggest_float("x", 0, 1), trial.suggest_int("n", 1, 5)),
+        ["minimize", "maximize"],
+        pairs,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         pareto.set_metric_names(["loss", "size"])
     optuna.create_study(study_name="bare", storage=storage)
     _batchlr_like(storage, "impostor", "minimize")
     _batchlr_like(storage, "damaged", "maximize", folds="three")
-    optuna.create_study(study_name="unfinished", storage=storage, direction="maximize").set_user_attr("dataset", "digits")
+    optuna.create_study(
+        study_name="unfinished", storage=storage, direction="maximize"
+    ).set_user_attr("dataset", "digits")
     return storage
 
 
-@pytest.mark.parametrize(("name", "direction", "order"), [("lowest", "minimize", [1, 0, 2]), ("highest", "maximize", [2, 0, 1])])
+@pytest.mark.parametrize(
+    ("name", "direction", "order"),
+    [("lowest", "minimize", [1, 0, 2]), ("highest", "maximize", [2, 0, 1])],
+)
 def test_show_orders_a_plain_study_by_its_direction(studies, name, direction, order):
     report = json.loads(invoke("show", name, "--storage", studies, "--json").output)
-    assert report["settings"] is None and report["directions"] == [direction] and report["metrics"] == ["value"]
-    assert report["best"]["number"] == order[0] and [row["number"] for row in report["top"]] == order
+    assert (
+        report["settings"] is None
+        and report["directions"] == [direction]
+        and report["metrics"] == ["value"]
+    )
+    assert (
+        report["best"]["number"] == order[0] and [row["number"] for row in report["top"]] == order
+    )
     text = invoke("show", name, "--storage", studies).output
     word = "lowest" if direction == "minimize" else "highest"
-    assert f"not made by batchlr; {direction} value" in text and f"best trial {order[0]} ({word} value): value {X_VALUES[order[0]]}" in text
+    assert (
+        f"not made by batchlr; {direction} value" in text
+        and f"best trial {order[0]} ({word} value): value {X_VALUES[order[0]]}" in text
+    )
     assert "accuracy" not in text
 
 
 def test_show_names_a_plain_studys_objectives_and_its_pareto_front(studies):
     report = json.loads(invoke("show", "pareto", "--storage", studies, "--json").output)
-    assert report["metrics"] == ["loss", "size"] and report["directions"] == ["minimize", "maximize"]
-    assert [row["number"] for row in report["pareto"]] == [1, 0] and [row["number"] for row in report["top"]] == [1, 0, 2]
+    assert report["metrics"] == ["loss", "size"] and report["directions"] == [
+        "minimize",
+        "maximize",
+    ]
+    assert [row["number"] for row in report["pareto"]] == [1, 0] and [
+        row["number"] for row in report["top"]
+    ] == [1, 0, 2]
     text = invoke("show", "pareto", "--storage", studies).output
-    assert "minimize loss, maximize size" in text and "Pareto front (2 trials)" in text and "accuracy" not in text
+    assert (
+        "minimize loss, maximize size" in text
+        and "Pareto front (2 trials)" in text
+        and "accuracy" not in text
+    )
 
 
 def test_studies_shows_each_studys_best_value_by_its_direction(studies):
-    rows = {line.split()[0]: line.split()[-1] for line in invoke("studies", "--storage", studies).output.splitlines()[1:]}
+    rows = {
+        line.split()[0]: line.split()[-1]
+        for line in invoke("studies", "--storage", studies).output.splitlines()[1:]
+    }
     assert rows["lowest"] == "0.2000" and rows["highest"] == "0.9000"
 
 
@@ -124,9 +180,15 @@ def test_studies_shows_each_studys_best_value_by_its_direction(studies):
         ("damaged", "setting folds = 'three' is not a whole number"),
     ],
 )
-def test_export_and_report_refuse_a_study_batchlr_did_not_make_and_write_nothing(studies, tmp_path, name, word):
-    assert word in error_line(invoke("export", name, "--storage", studies, "--output", str(tmp_path / "best.json")), 1)
-    assert word in error_line(invoke("report", name, "--storage", studies, "--output", str(tmp_path / "report")), 1)
+def test_export_and_report_refuse_a_study_batchlr_did_not_make_and_write_nothing(
+    studies, tmp_path, name, word
+):
+    assert word in error_line(
+        invoke("export", name, "--storage", studies, "--output", str(tmp_path / "best.json")), 1
+    )
+    assert word in error_line(
+        invoke("report", name, "--storage", studies, "--output", str(tmp_path / "report")), 1
+    )
     assert not list(tmp_path.iterdir())
 
 
@@ -136,16 +198,26 @@ def test_show_refuses_a_study_whose_batchlr_settings_it_cannot_trust(studies, na
 
 
 def test_a_batchlr_study_without_a_complete_trial_exports_nothing(studies, tmp_path):
-    assert "no complete trial" in error_line(invoke("export", "unfinished", "--storage", studies, "--output", str(tmp_path / "x.json")), 1)
+    assert "no complete trial" in error_line(
+        invoke("export", "unfinished", "--storage", studies, "--output", str(tmp_path / "x.json")),
+        1,
+    )
 
 
 # --- load_config ---------------------------------------------------------------------------
 
 RECORD = {
-    "study": "s", "trial": 3, "value": 0.9, "metric": "accuracy", "direction": "maximize",
+    "study": "s",
+    "trial": 3,
+    "value": 0.9,
+    "metric": "accuracy",
+    "direction": "maximize",
     "params": {"batch_size": 64, "lr": 0.05, "optimizer": "sgd", "momentum": 0.8},
-    "fold_scores": [0.9, 0.9], "train_seconds": 1.5, "settings": StudySpec().to_attrs(), "versions": {"batchlr": "0.2.0"},
-}  # fmt: skip
+    "fold_scores": [0.9, 0.9],
+    "train_seconds": 1.5,
+    "settings": StudySpec().to_attrs(),
+    "versions": {"batchlr": "0.2.0"},
+}
 ALIASES = b"a: &a [1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nparams: [*c, *c, *c, *c]\n"
 
 
@@ -170,7 +242,11 @@ MALFORMED = [
     (".json", b'{"trial": ' + b"1" * 5000 + b"}", "not valid JSON"),
     (".yaml", b"trial: " + b"1" * 5000, "not valid YAML"),
     (".yaml", b"!!python/object/apply:os.system ['true']", "not valid YAML"),
-    (".yaml", ALIASES + yaml.safe_dump({k: v for k, v in RECORD.items() if k != "params"}).encode(), "params = "),
+    (
+        ".yaml",
+        ALIASES + yaml.safe_dump({k: v for k, v in RECORD.items() if k != "params"}).encode(),
+        "params = ",
+    ),
     (".json", b"[1, 2]", "configuration object"),
     (".json", _with(("params", "batch_size"), 0), "batch_size 0 is not"),
     (".json", _with(("params", "batch_size"), True), "batch_size True is not"),
@@ -195,11 +271,21 @@ MALFORMED = [
     (".json", _with(("value",), "x"), "value = 'x'"),
     (".json", _with(("direction",), "up"), "direction = 'up'"),
     (".json", _with(("settings",), "x"), "settings = 'x'"),
-    (".json", json.dumps({k: v for k, v in RECORD.items() if k != "settings"} | {"budget": ["epochs"]}).encode(), "0.1.0 export"),
+    (
+        ".json",
+        json.dumps(
+            {k: v for k, v in RECORD.items() if k != "settings"} | {"budget": ["epochs"]}
+        ).encode(),
+        "0.1.0 export",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("suffix", "content", "word"), MALFORMED, ids=[f"{case[2]}-{index}" for index, case in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    ("suffix", "content", "word"),
+    MALFORMED,
+    ids=[f"{case[2]}-{index}" for index, case in enumerate(MALFORMED)],
+)
 def test_a_malformed_export_is_one_clear_error(tmp_path, suffix, content, word):
     path = tmp_path / f"best{suffix}"
     path.write_bytes(content)
@@ -209,14 +295,34 @@ def test_a_malformed_export_is_one_clear_error(tmp_path, suffix, content, word):
     assert word in message and str(path) in message and "\n" not in message
 
 
-WEIRD = [None, True, 0, -1, 1.5, float("nan"), float("inf"), 10**400, "", "x", [], [1], [[1]], {}, {"a": [1]}]
+WEIRD = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    float("nan"),
+    float("inf"),
+    10**400,
+    "",
+    "x",
+    [],
+    [1],
+    [[1]],
+    {},
+    {"a": [1]},
+]
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_load_config_lets_no_other_exception_escape_whatever_a_field_holds(tmp_path, suffix):
     """Every field, param and setting replaced by each of WEIRD: a configuration or one line."""
     path = tmp_path / f"best{suffix}"
-    places = [(key,) for key in RECORD] + [("params", key) for key in RECORD["params"]] + [("settings", key) for key in RECORD["settings"]]
+    places = (
+        [(key,) for key in RECORD]
+        + [("params", key) for key in RECORD["params"]]
+        + [("settings", key) for key in RECORD["settings"]]
+    )
     for place in places:
         for value in WEIRD:
             record = json.loads(_with(place, value))
@@ -229,7 +335,13 @@ def test_load_config_lets_no_other_exception_escape_whatever_a_field_holds(tmp_p
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_an_export_reads_back_as_written(tmp_path, suffix):
-    lr_find = {"suggested_lr": 0.01, "loss_drop": 0.2, "batch_size": 32, "optimizer": "adam", "momentum": None}
+    lr_find = {
+        "suggested_lr": 0.01,
+        "loss_drop": 0.2,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "momentum": None,
+    }
     fields = {key: value for key, value in RECORD.items() if key != "settings"}
     config = BestConfig(**fields, settings=StudySpec(lr_find=lr_find))
     write_config(config, tmp_path / f"best{suffix}")
@@ -248,10 +360,14 @@ def test_a_failed_export_leaves_the_previous_file(tmp_path, monkeypatch):
     fields = {key: value for key, value in RECORD.items() if key != "settings"}
     write_config(BestConfig(**fields, settings=StudySpec()), path)
     before = path.read_bytes()
-    monkeypatch.setattr(Path, "write_text", lambda self, *args, **kwargs: _half_then_disk_full(self))
+    monkeypatch.setattr(
+        Path, "write_text", lambda self, *args, **kwargs: _half_then_disk_full(self)
+    )
     with pytest.raises(BatchlrError, match="No space left"):
         write_config(BestConfig(**{**fields, "trial": 4}, settings=StudySpec()), path)
-    assert path.read_bytes() == before and [entry.name for entry in tmp_path.iterdir()] == ["best.json"]
+    assert path.read_bytes() == before and [entry.name for entry in tmp_path.iterdir()] == [
+        "best.json"
+    ]
 
 
 def test_a_failed_report_leaves_the_previous_files(tmp_path, monkeypatch):
@@ -259,11 +375,17 @@ def test_a_failed_report_leaves_the_previous_files(tmp_path, monkeypatch):
     output = tmp_path / "report"
     written = write_report(study, output)
     before = {path: path.read_bytes() for path in written}
-    assert len(written) >= 3 and all(content[:4] == b"\x89PNG" for path, content in before.items() if path.suffix == ".png")
-    monkeypatch.setattr(Path, "write_bytes", lambda self, data: _half_then_disk_full(self))  # each PNG, drawn before any is written
+    assert len(written) >= 3 and all(
+        content[:4] == b"\x89PNG" for path, content in before.items() if path.suffix == ".png"
+    )
+    monkeypatch.setattr(
+        Path, "write_bytes", lambda self, data: _half_then_disk_full(self)
+    )  # each PNG, drawn before any is written
     with pytest.raises(BatchlrError, match="cannot write"):
         write_report(study, output)
-    assert {path: path.read_bytes() for path in written} == before and sorted(output.iterdir()) == sorted(written)
+    assert {path: path.read_bytes() for path in written} == before and sorted(
+        output.iterdir()
+    ) == sorted(written)
 
 
 # --- users' models ---------------------------------------------------------------------------
@@ -301,7 +423,11 @@ def test_the_model_check_leaves_the_model_and_the_random_state_as_built():
 
 def test_derived_seeds_stay_within_what_numpy_accepts():
     largest = SEED_LIMIT - 1
-    assert offset_seed(largest, 0) == largest and offset_seed(largest, 1) == 0 and offset_seed(largest, 3) == 2
+    assert (
+        offset_seed(largest, 0) == largest
+        and offset_seed(largest, 1) == 0
+        and offset_seed(largest, 3) == 2
+    )
     np.random.default_rng(offset_seed(largest, 7))
 
 
@@ -311,7 +437,9 @@ def test_the_largest_seed_resumes_and_runs_workers(sqlite_url):
         result = invoke(*args, *extra)
         assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="edge", storage=sqlite_url).trials
-    assert len(trials) == 4 and all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in trials)
+    assert len(trials) == 4 and all(
+        trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in trials
+    )
 
 
 def test_a_study_searching_beyond_the_lr_limit_stops_with_one_line():
@@ -324,13 +452,18 @@ def test_a_study_searching_beyond_the_lr_limit_stops_with_one_line():
 @pytest.mark.parametrize("value", ["{ a = 1 }", "1979-05-27"])
 def test_every_key_of_a_study_file_refuses_a_value_of_the_wrong_type(tmp_path, value):
     path = tmp_path / "study.toml"
-    keys = ["study", *(param.name for param in run.params if param.name not in ("config", "study_name"))]
+    keys = [
+        "study",
+        *(param.name for param in run.params if param.name not in ("config", "study_name")),
+    ]
     for key in keys:
         path.write_text(f"{key} = {value}\n")
         assert key in error_line(invoke("run", "--config", str(path)), 2), key
 
 
-def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refit_evaluate_and_predict(tmp_path):
+def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refit_evaluate_and_predict(
+    tmp_path,
+):
     """Under a strict UTF-8 output (PYTHONIOENCODING=utf-8), names print as their bytes."""
     import os
     import subprocess
@@ -348,12 +481,30 @@ def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refi
     environment = {**os.environ, "PYTHONIOENCODING": "utf-8"}
 
     def batchlr_command(*args: str) -> bytes:
-        done = subprocess.run([sys.executable, "-m", "batchlr", *args], env=environment, capture_output=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "batchlr", *args],
+            env=environment,
+            capture_output=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return done.stdout
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    batchlr_command("run", "--storage", storage, "--dataset", f"imagefolder:{root}", "--study", "s", *TINY, "--batch-size", "4:4")
+    batchlr_command(
+        "run",
+        "--storage",
+        storage,
+        "--dataset",
+        f"imagefolder:{root}",
+        "--study",
+        "s",
+        *TINY,
+        "--batch-size",
+        "4:4",
+    )
     batchlr_command("refit", "s", "--storage", storage, "-o", "m.pt", "--device", "cpu")
-    assert b"caf\xe9 " in batchlr_command("evaluate", "m.pt", "--dataset", f"imagefolder:{root}", "--device", "cpu")
+    assert b"caf\xe9 " in batchlr_command(
+        "evaluate", "m.pt", "--dataset", f"imagefolder:{root}", "--device", "cpu"
+    )
     assert b"/dog/\xff0.png: " in batchlr_command("predict", "m.pt", str(root), "--device", "cpu")

@@ -39,7 +39,9 @@ def _save(path: Path, height: int, width: int, mode: str = "RGB", seed: int = 0)
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
     else:
-        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(
+            mode
+        )
     image.save(path)
     return np.asarray(image)
 
@@ -50,7 +52,9 @@ def _load(root: Path, image_size=None, **options):
 
 def _mixed_folder(root: Path) -> Path:
     """Two classes of 32x32, 40x48 and 64x64 images (height x width), in colour and grey."""
-    for index, (height, width, mode) in enumerate([(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGBA")]):
+    for index, (height, width, mode) in enumerate(
+        [(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGBA")]
+    ):
         for name in ("cat", "dog"):
             _save(root / name / f"{index}.png", height, width, mode, seed=index + 10 * len(name))
     return root
@@ -66,8 +70,12 @@ def test_a_folder_of_mixed_sizes_and_modes_loads_resized_as_rgb(tmp_path):
     index = data.sources.index("cat/3.png")
     assert all(np.array_equal(data.images[index, channel].numpy(), grey) for channel in range(3))
     # An RGBA image loses its alpha and keeps its colours.
-    rgba = np.asarray(Image.open(root / "dog" / "4.png").resize((32, 32), Image.Resampling.BILINEAR))
-    assert np.array_equal(data.images[data.sources.index("dog/4.png")].numpy(), rgba[..., :3].transpose(2, 0, 1))
+    rgba = np.asarray(
+        Image.open(root / "dog" / "4.png").resize((32, 32), Image.Resampling.BILINEAR)
+    )
+    assert np.array_equal(
+        data.images[data.sources.index("dog/4.png")].numpy(), rgba[..., :3].transpose(2, 0, 1)
+    )
 
 
 def test_a_folder_of_mixed_sizes_without_an_image_size_is_one_line_listing_them(tmp_path):
@@ -82,7 +90,10 @@ def test_a_folder_of_mixed_sizes_without_an_image_size_is_one_line_listing_them(
     )
     for side in (8, 9, 10):
         _save(root / "dog" / f"side{side}.png", side, side)
-    with pytest.raises(BatchlrError, match=r"holds images of 6 sizes \(height x width\): .*, 8x8 \(1\) and 2 more; give --image-size"):
+    with pytest.raises(
+        BatchlrError,
+        match=r"holds images of 6 sizes \(height x width\): .*, 8x8 \(1\) and 2 more; give --image-size",
+    ):
         _load(root)
 
 
@@ -111,10 +122,29 @@ def _unsigned_32_bit_tiff(path: Path, pixels: np.ndarray) -> None:
     """Write grey ``pixels`` as an uncompressed little-endian TIFF of unsigned 32-bit samples
     (PIL writes its 32-bit images as signed)."""
     height, width = pixels.shape
-    tags = [(256, width), (257, height), (258, 32), (259, 1), (262, 1), (273, 0), (277, 1), (278, height), (279, pixels.nbytes), (339, 1)]
+    tags = [
+        (256, width),
+        (257, height),
+        (258, 32),
+        (259, 1),
+        (262, 1),
+        (273, 0),
+        (277, 1),
+        (278, height),
+        (279, pixels.nbytes),
+        (339, 1),
+    ]
     start = 8 + 2 + 12 * len(tags) + 4  # the pixels follow the header and the one directory
-    entries = b"".join(struct.pack("<HHII", tag, 4, 1, start if tag == 273 else value) for tag, value in tags)
-    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(tags)) + entries + bytes(4) + pixels.astype("<u4").tobytes())
+    entries = b"".join(
+        struct.pack("<HHII", tag, 4, 1, start if tag == 273 else value) for tag, value in tags
+    )
+    path.write_bytes(
+        b"II*\0"
+        + struct.pack("<IH", 8, len(tags))
+        + entries
+        + bytes(4)
+        + pixels.astype("<u4").tobytes()
+    )
 
 
 def test_grey_of_more_than_8_bits_is_scaled_by_its_types_range_and_floats_from_0_to_1(tmp_path):
@@ -123,13 +153,24 @@ def test_grey_of_more_than_8_bits_is_scaled_by_its_types_range_and_floats_from_0
     (root / "a").mkdir(parents=True)
     Image.fromarray(sixteen).save(root / "a" / "16.png")
     Image.fromarray(sixteen).save(root / "a" / "16.pgm")  # PIL reads it as mode "I"
-    Image.fromarray(np.array([[0, -5, 1 << 23, 1 << 30, 2**31 - 1, 2**31 - 1]], dtype=np.int32)).save(root / "a" / "32.tif")
-    _unsigned_32_bit_tiff(root / "a" / "u32.tif", np.array([[0, 1 << 23, 1 << 31, 3 << 30, 2**32 - 1, 0]], dtype=np.uint32))
-    Image.fromarray(np.array([[0, 0.5, 1, 2, -1, np.nan]], dtype=np.float32)).save(root / "a" / "float.tif")
+    Image.fromarray(
+        np.array([[0, -5, 1 << 23, 1 << 30, 2**31 - 1, 2**31 - 1]], dtype=np.int32)
+    ).save(root / "a" / "32.tif")
+    _unsigned_32_bit_tiff(
+        root / "a" / "u32.tif",
+        np.array([[0, 1 << 23, 1 << 31, 3 << 30, 2**32 - 1, 0]], dtype=np.uint32),
+    )
+    Image.fromarray(np.array([[0, 0.5, 1, 2, -1, np.nan]], dtype=np.float32)).save(
+        root / "a" / "float.tif"
+    )
     _save(root / "b" / "grey.png", 1, 6, "L")
     data = _load(root)
-    pixels = {source: data.images[index, 0, 0].tolist() for index, source in enumerate(data.sources)}
-    assert pixels["a/16.png"] == pixels["a/16.pgm"] == [0, 0, 1, 1, 117, 255]  # divided by 257, rounded
+    pixels = {
+        source: data.images[index, 0, 0].tolist() for index, source in enumerate(data.sources)
+    }
+    assert (
+        pixels["a/16.png"] == pixels["a/16.pgm"] == [0, 0, 1, 1, 117, 255]
+    )  # divided by 257, rounded
     assert pixels["a/32.tif"] == [0, 0, 1, 128, 255, 255]  # 0..2**31-1, negatives as 0
     assert pixels["a/u32.tif"] == [0, 0, 128, 191, 255, 0]
     assert pixels["a/float.tif"] == [0, 128, 255, 255, 0, 0]  # clipped to 0..1, NaN as 0
@@ -139,22 +180,32 @@ def test_resizing_scales_the_shorter_side_then_crops_the_centre():
     # 32 high, 64 wide; its quarters from left to right are 10, 20, 30 and 40.
     quarters = np.repeat(np.array([10, 20, 30, 40], dtype=np.uint8), 16)
     image = Image.fromarray(np.tile(quarters, (32, 1)))
-    assert np.array_equal(np.asarray(readers.fit_image(image, (32, 32))), np.tile(quarters[16:48], (32, 1)))
+    assert np.array_equal(
+        np.asarray(readers.fit_image(image, (32, 32))), np.tile(quarters[16:48], (32, 1))
+    )
     # Halved, the crop keeps the two middle quarters again: the antialiasing filter blends
     # neighbours only at the borders, the outer quarters into the edge columns.
     halved = np.asarray(readers.fit_image(image, (16, 16)))
-    assert halved.shape == (16, 16) and (halved[:, 1:7] == 20).all() and (halved[:, 9:15] == 30).all()
+    assert (
+        halved.shape == (16, 16) and (halved[:, 1:7] == 20).all() and (halved[:, 9:15] == 30).all()
+    )
     assert (halved[:, 0] > 15).all() and (halved[:, 15] < 35).all()
     # Wider than tall asked of a tall image: the width decides the scale, the crop takes the middle rows.
-    tall = Image.fromarray(np.repeat(np.array([1, 2, 3, 4], dtype=np.uint8), 16)[:, None].repeat(8, axis=1))
-    assert np.array_equal(np.asarray(readers.fit_image(tall, (4, 2))), [[2, 2], [2, 2], [3, 3], [3, 3]])
+    tall = Image.fromarray(
+        np.repeat(np.array([1, 2, 3, 4], dtype=np.uint8), 16)[:, None].repeat(8, axis=1)
+    )
+    assert np.array_equal(
+        np.asarray(readers.fit_image(tall, (4, 2))), [[2, 2], [2, 2], [3, 3], [3, 3]]
+    )
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 64), (48, 80), (90, 37), (20, 20), (33, 100)])
 def test_resizing_a_square_matches_torchvisions_resize_then_centre_crop(height, width):
     from torchvision import transforms
 
-    image = Image.fromarray(np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    )
     expected = transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image))
     assert np.array_equal(np.asarray(readers.fit_image(image, (32, 32))), np.asarray(expected))
 
@@ -175,20 +226,29 @@ def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch)
         return resize(image, size, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "resize", recording_resize)
-    fitted = readers.decode_files([str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32))  # as predict reads it
+    fitted = readers.decode_files(
+        [str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32)
+    )  # as predict reads it
     assert fitted.shape == (1, 1, 32, 32) and (fitted == 200).all()
     data = _load(tmp_path / "lines", (32, 32))
-    assert torch.equal(data.images[data.sources.index("a/wide.png")], torch.from_numpy(fitted[0])) and made
+    assert (
+        torch.equal(data.images[data.sources.index("a/wide.png")], torch.from_numpy(fitted[0]))
+        and made
+    )
 
 
 def test_cropping_first_stays_within_one_level_of_torchvisions_pixels(monkeypatch):
     from torchvision import transforms
 
-    monkeypatch.setattr(readers, "_WHOLE_SCALED_PIXELS", 0)  # crop first even where the scaled image is small
+    monkeypatch.setattr(
+        readers, "_WHOLE_SCALED_PIXELS", 0
+    )  # crop first even where the scaled image is small
     rng = np.random.default_rng(3)
     for height, width in [(5, 90), (90, 7), (20, 33), (1, 100)]:
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        expected = np.asarray(transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image)))
+        expected = np.asarray(
+            transforms.CenterCrop(32)(transforms.Resize(32, antialias=True)(image))
+        )
         fitted = np.asarray(readers.fit_image(image, (32, 32)))
         assert fitted.shape == expected.shape and np.abs(fitted.astype(int) - expected).max() <= 1
 
@@ -197,7 +257,9 @@ def test_built_in_sets_resize_with_the_same_function():
     data = load_dataset("digits", Path("unused"), (16, 16))
     original = load_dataset("digits", Path("unused"))
     assert data.input_shape == (1, 16, 16) and data.images.dtype == torch.uint8
-    expected = np.asarray(readers.fit_image(Image.fromarray(original.images[5, 0].numpy()), (16, 16)))
+    expected = np.asarray(
+        readers.fit_image(Image.fromarray(original.images[5, 0].numpy()), (16, 16))
+    )
     assert np.array_equal(data.images[5, 0].numpy(), expected)
     assert load_dataset("digits", Path("unused"), (8, 8)).images.equal(original.images)
 
@@ -222,7 +284,9 @@ def test_a_cached_folder_loads_without_decoding_and_gives_the_same_arrays(tmp_pa
     assert again.sources == first.sources and again.classes == first.classes
 
 
-def test_the_default_cache_is_under_the_cache_home_unless_batchlr_cache_dir_says(tmp_path, monkeypatch):
+def test_the_default_cache_is_under_the_cache_home_unless_batchlr_cache_dir_says(
+    tmp_path, monkeypatch
+):
     assert image_cache.default_cache_dir() == Path(os.environ["XDG_CACHE_HOME"]) / "batchlr"
     _load(_mixed_folder(tmp_path / "pets"), (32, 32))
     assert len(_cache_files(Path(os.environ["XDG_CACHE_HOME"]) / "batchlr")) == 1
@@ -239,7 +303,9 @@ def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
     stale = _cache_files(cache)
     changed = _save(root / "dog" / "0.png", 32, 32, seed=99)
     status = os.stat(root / "dog" / "0.png")
-    os.utime(root / "dog" / "0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 1))  # a rewrite within the clock's tick
+    os.utime(
+        root / "dog" / "0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 1)
+    )  # a rewrite within the clock's tick
     load_dataset.cache_clear()
     after = _load(root, (32, 32), cache_dir=cache)
     index = after.sources.index("dog/0.png")
@@ -248,19 +314,26 @@ def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
     assert len(_cache_files(cache)) == 1 and _cache_files(cache) != stale
 
 
-def test_a_file_rewritten_at_the_same_size_with_its_modification_time_put_back_is_decoded_again(tmp_path):
+def test_a_file_rewritten_at_the_same_size_with_its_modification_time_put_back_is_decoded_again(
+    tmp_path,
+):
     root, cache = _mixed_folder(tmp_path / "pets"), tmp_path / "cache"
     path = root / "dog" / "0.png"
     before = _load(root, (32, 32), cache_dir=cache)
     original = os.stat(path)
     replacement = Image.fromarray(255 - np.asarray(Image.open(path)))
     deadline = time.monotonic() + 60
-    while os.stat(path).st_ctime_ns == original.st_ctime_ns:  # until the clock has moved on since the listing
+    while (
+        os.stat(path).st_ctime_ns == original.st_ctime_ns
+    ):  # until the clock has moved on since the listing
         assert time.monotonic() < deadline, "the status change time never changed"
         with path.open("r+b") as handle:  # in place: the same inode
             handle.write(_png_bytes(replacement, len(path.read_bytes())))
         os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
-    assert os.stat(path).st_size == original.st_size and os.stat(path).st_mtime_ns == original.st_mtime_ns
+    assert (
+        os.stat(path).st_size == original.st_size
+        and os.stat(path).st_mtime_ns == original.st_mtime_ns
+    )
     load_dataset.cache_clear()
     after = _load(root, (32, 32), cache_dir=cache)
     index = after.sources.index("dog/0.png")
@@ -280,15 +353,28 @@ def _png_bytes(image: Image.Image, size: int) -> bytes:
 def test_an_entry_of_another_folder_or_image_size_under_this_ones_name_is_not_loaded(tmp_path):
     cache = tmp_path / "cache"
     pets, others = _mixed_folder(tmp_path / "pets"), tmp_path / "others"
-    for index, (height, width, mode) in enumerate([(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGB")]):
+    for index, (height, width, mode) in enumerate(
+        [(32, 32, "RGB"), (40, 48, "L"), (64, 64, "RGB"), (32, 32, "L"), (64, 64, "RGB")]
+    ):
         for name in ("cat", "dog"):  # the same names, labels and classes as pets, other pixels
-            _save(others / name / f"{index}.png", height, width, mode, seed=100 + index + 10 * len(name))
+            _save(
+                others / name / f"{index}.png",
+                height,
+                width,
+                mode,
+                seed=100 + index + 10 * len(name),
+            )
     expected = _load(others, (32, 32), cache_dir=cache).images
     small = _load(pets, (16, 16), cache_dir=cache)
     entry = image_cache.CacheEntry.of(readers.list_image_folder(others), (32, 32), cache).path
-    for impostor in (image_cache.CacheEntry.of(readers.list_image_folder(pets), size, cache).path for size in [(32, 32), (16, 16)]):
+    for impostor in (
+        image_cache.CacheEntry.of(readers.list_image_folder(pets), size, cache).path
+        for size in [(32, 32), (16, 16)]
+    ):
         _load(pets, (32, 32), cache_dir=cache)
-        entry.write_bytes(impostor.read_bytes())  # another folder's entry, then one of another image size
+        entry.write_bytes(
+            impostor.read_bytes()
+        )  # another folder's entry, then one of another image size
         load_dataset.cache_clear()
         loaded = _load(others, (32, 32), cache_dir=cache)
         assert loaded.input_shape == (3, 32, 32) and torch.equal(loaded.images, expected)
@@ -301,7 +387,9 @@ def test_a_fifo_as_a_cache_entry_is_replaced_without_being_opened(tmp_path):
     entry = image_cache.CacheEntry.of(readers.list_image_folder(root), (32, 32), cache).path
     os.mkfifo(entry)  # opening it would block until a writer came
     loaded: list = []
-    loader = threading.Thread(target=lambda: loaded.append(_load(root, (32, 32), cache_dir=cache)), daemon=True)
+    loader = threading.Thread(
+        target=lambda: loaded.append(_load(root, (32, 32), cache_dir=cache)), daemon=True
+    )
     loader.start()
     loader.join(timeout=60)
     assert loaded, "loading blocked on the FIFO"
@@ -317,7 +405,11 @@ def test_file_and_class_names_that_are_not_utf_8_are_read_and_cached(tmp_path):
     assert first.classes == (café, "dog") and f"{café}/{odd}" in first.sources
     load_dataset.cache_clear()
     again = _load(root, cache_dir=cache)
-    assert torch.equal(again.images, first.images) and again.sources == first.sources and len(_cache_files(cache)) == 1
+    assert (
+        torch.equal(again.images, first.images)
+        and again.sources == first.sources
+        and len(_cache_files(cache)) == 1
+    )
 
 
 def test_another_image_size_is_another_entry_and_both_stay(tmp_path):
@@ -346,7 +438,9 @@ def test_a_cache_directory_that_cannot_be_written_costs_one_warning(tmp_path, ca
     data = _load(root, (32, 32), cache_dir=tmp_path / "a-file" / "cache")
     assert data.images.shape == (10, 3, 32, 32)
     warning = capsys.readouterr().err
-    assert warning.count("\n") == 1 and warning.startswith("warning: not caching the decoded images: cannot create")
+    assert warning.count("\n") == 1 and warning.startswith(
+        "warning: not caching the decoded images: cannot create"
+    )
 
 
 def _with_truncated_image(root: Path) -> Path:
@@ -375,7 +469,10 @@ def test_a_cached_folder_too_big_for_memory_is_refused_too(tmp_path, monkeypatch
     _load(root, (32, 32))
     load_dataset.cache_clear()
     monkeypatch.setattr(memory, "available_host_memory", lambda: 20_000)
-    with pytest.raises(BatchlrError, match=r"^imagefolder: 10 images of 3x32x32 need 36 kB of memory but 20 kB is available"):
+    with pytest.raises(
+        BatchlrError,
+        match=r"^imagefolder: 10 images of 3x32x32 need 36 kB of memory but 20 kB is available",
+    ):
         _load(root, (32, 32))
 
 
@@ -389,7 +486,10 @@ def test_memory_figures_and_the_device_check(monkeypatch):
     )
     memory.check_fits("cifar10", 50_000, (3, 32, 32), torch.device("cpu"), folder=False)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000_000, 80_000_000_000))
-    with pytest.raises(BatchlrError, match=r"^cifar10: 50,000 images of 3x32x32 need 154 MB of memory on cuda:0 but 100 MB is free; give a smaller --image-size \(e\.g\. 24\)$"):
+    with pytest.raises(
+        BatchlrError,
+        match=r"^cifar10: 50,000 images of 3x32x32 need 154 MB of memory on cuda:0 but 100 MB is free; give a smaller --image-size \(e\.g\. 24\)$",
+    ):
         memory.check_fits("cifar10", 50_000, (3, 32, 32), torch.device("cuda:0"), folder=False)
 
 
@@ -398,7 +498,9 @@ def test_available_host_memory_is_positive_and_below_the_machines():
     assert 0 < memory.available_host_memory() <= total
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more")
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more"
+)
 def test_worker_processes_give_exactly_the_array_this_process_gives(tmp_path, monkeypatch):
     root = _mixed_folder(tmp_path / "pets")
     monkeypatch.setattr(readers, "_CHUNK_FILES", 3)  # several tasks even for a small folder
@@ -437,10 +539,17 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more")
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more"
+)
 def test_worker_processes_end_when_their_parent_is_killed(tmp_path):
     root = _mixed_folder(tmp_path / "pets")
-    parent = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PARENT, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", WORKERS_OF_A_KILLED_PARENT, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     pids = [int(pid) for pid in parent.stdout.readline().split()]
     assert pids and all(_running(pid) for pid in pids)
     parent.send_signal(signal.SIGKILL)
@@ -477,7 +586,10 @@ def test_progress_is_one_line_on_a_terminal_and_nothing_elsewhere(tmp_path, monk
 
 def test_a_folder_without_class_folders_is_a_clear_error(tmp_path):
     _save(tmp_path / "loose.png", 8, 8)
-    with pytest.raises(BatchlrError, match=f"^imagefolder: {tmp_path} has no class folder; give the folder whose subfolders are the classes$"):
+    with pytest.raises(
+        BatchlrError,
+        match=f"^imagefolder: {tmp_path} has no class folder; give the folder whose subfolders are the classes$",
+    ):
         _load(tmp_path)
 
 
@@ -486,11 +598,15 @@ def test_sources_are_relative_to_the_root_however_it_is_written(tmp_path, monkey
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     folder = readers.list_image_folder(Path("..//pets/"))
-    assert folder.sources == tuple(os.path.relpath(path, tmp_path / "pets") for path in folder.paths)
+    assert folder.sources == tuple(
+        os.path.relpath(path, tmp_path / "pets") for path in folder.paths
+    )
     assert folder.sources[0] == "cat/0.png"
 
 
-def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_pointing_at_image_size(tmp_path, monkeypatch):
+def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_pointing_at_image_size(
+    tmp_path, monkeypatch
+):
     from batchlr.objectives.settings import MAX_IMAGE_SIDE
     from batchlr.studies.model_file import _info_problem
 
@@ -498,7 +614,13 @@ def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_poi
     for name in ("a", "b"):
         _save(tmp_path / "widest" / name / "0.png", 1, MAX_IMAGE_SIDE, "L")
     shape = list(_load(tmp_path / "widest").input_shape)
-    assert shape == [1, 1, MAX_IMAGE_SIDE] and _info_problem({"model": "m", "input_shape": shape, "classes": ["a", "b"], "mean": [0.5], "std": [0.5]}) is None
+    assert (
+        shape == [1, 1, MAX_IMAGE_SIDE]
+        and _info_problem(
+            {"model": "m", "input_shape": shape, "classes": ["a", "b"], "mean": [0.5], "std": [0.5]}
+        )
+        is None
+    )
     root = tmp_path / "wide"
     for name in ("a", "b"):
         _save(root / name / "0.png", 8, MAX_IMAGE_SIDE + 1, "L")
@@ -526,5 +648,8 @@ def test_more_class_folders_than_a_model_file_may_name_are_refused(tmp_path, mon
     monkeypatch.setattr(image_files, "MAX_CLASSES", 2)
     for name in ("a", "b", "c"):
         _save(tmp_path / "many" / name / "0.png", 8, 8)
-    with pytest.raises(BatchlrError, match=f"^imagefolder: {tmp_path}/many has 3 class folders, more than the 2 classes batchlr trains on; give the folder whose subfolders are the classes, or merge classes$"):
+    with pytest.raises(
+        BatchlrError,
+        match=f"^imagefolder: {tmp_path}/many has 3 class folders, more than the 2 classes batchlr trains on; give the folder whose subfolders are the classes, or merge classes$",
+    ):
         _load(tmp_path / "many")

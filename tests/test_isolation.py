@@ -20,14 +20,38 @@ def test_the_suite_ignores_a_demo_study_in_the_working_directory(tmp_path):
     clone = tmp_path / "clone"
     clone.mkdir()
     # What the demo leaves: ./batchlr.db holding digits-convnet, made with the default ranges.
-    demo = ["run", "--storage", f"sqlite:///{clone / 'batchlr.db'}", "--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "1"]
+    demo = [
+        "run",
+        "--storage",
+        f"sqlite:///{clone / 'batchlr.db'}",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--n-trials",
+        "1",
+    ]
     assert CliRunner().invoke(main, demo).exit_code == 0
     before = sorted(clone.rglob("*"))
     # The tests that run `batchlr run` without --storage, from that directory, as the README does.
     selected = "2000 or nosuchset"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_bad_input.py"), "-k", selected]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_bad_input.py"),
+        "-k",
+        selected,
+    ]
     environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    result = subprocess.run(command, cwd=clone, env=environment, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, cwd=clone, env=environment, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout and "deselected" in result.stdout
     assert sorted(clone.rglob("*")) == before
@@ -41,13 +65,50 @@ def test_modules_lying_in_the_working_directory_are_never_imported(tmp_path):
     `batchlr` script or `python -m batchlr`, no command imports it (only a --model module is
     imported from there)."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    built = CliRunner().invoke(main, ["run", "--storage", storage, "--study", "d", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu", "--quiet"])
+    built = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--storage",
+            storage,
+            "--study",
+            "d",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+            "--n-trials",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
     assert built.exit_code == 0, built.output
-    assert CliRunner().invoke(main, ["refit", "d", "--storage", storage, "--output", str(tmp_path / "m.pt"), "--device", "cpu"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "refit",
+                "d",
+                "--storage",
+                storage,
+                "--output",
+                str(tmp_path / "m.pt"),
+                "--device",
+                "cpu",
+            ],
+        )
+        .exit_code
+        == 0
+    )
     work = tmp_path / "work"
     work.mkdir()
     for name in PLANTED:
-        (work / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(tmp_path / name)!r} + '.imported').touch()\n")
+        (work / f"{name}.py").write_text(
+            f"import pathlib\npathlib.Path({str(tmp_path / name)!r} + '.imported').touch()\n"
+        )
     Image.new("L", (8, 8), 128).save(work / "x.png")
     script = [str(Path(sys.executable).with_name("batchlr"))]
     commands = [
@@ -61,4 +122,7 @@ def test_modules_lying_in_the_working_directory_are_never_imported(tmp_path):
     for command in commands:
         result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (command, result.stderr)
-        assert not list(tmp_path.glob("*.imported")), (command, [path.name for path in tmp_path.glob("*.imported")])
+        assert not list(tmp_path.glob("*.imported")), (
+            command,
+            [path.name for path in tmp_path.glob("*.imported")],
+        )

@@ -6,7 +6,9 @@ from batchlr.objectives.micro_batches import largest_micro_batch, largest_passin
 from batchlr.objectives.models import convnet
 
 
-@pytest.mark.parametrize(("limit", "upper"), [(1, 512), (37, 512), (64, 512), (511, 512), (512, 512), (1000, 300)])
+@pytest.mark.parametrize(
+    ("limit", "upper"), [(1, 512), (37, 512), (64, 512), (511, 512), (512, 512), (1000, 300)]
+)
 def test_largest_passing_finds_the_limit_in_few_tries(limit, upper):
     tried = []
 

@@ -63,14 +63,18 @@ def test_resnet20_learns_a_fixed_batch() -> None:
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)], ids=["3x32x32", "1x28x28"])
-def test_torchvision_models_build_untrained_for_the_input(name: str, shape: tuple[int, int, int]) -> None:
+def test_torchvision_models_build_untrained_for_the_input(
+    name: str, shape: tuple[int, int, int]
+) -> None:
     model = built(name, shape)  # build_model checks the (2, 10) output
     assert isinstance(model, GreyToRGB) == (shape[0] == 1)
     assert model.train()(torch.randn(2, *shape)).shape == (2, 10)
 
 
 @pytest.mark.parametrize(("name", "size"), [("googlenet", 32), ("inception_v3", 75)])
-def test_inception_models_train_on_one_output_and_build_without_warnings(name: str, size: int) -> None:
+def test_inception_models_train_on_one_output_and_build_without_warnings(
+    name: str, size: int
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # their default init warns that it will change
         model = built(name, (3, size, size))
@@ -81,13 +85,27 @@ def test_inception_models_train_on_one_output_and_build_without_warnings(name: s
 @pytest.mark.parametrize(
     ("name", "shape", "message"),
     [
-        ("vit_b_16", (3, 32, 32), "--model vit_b_16 needs 224x224 images, not 32x32; give --image-size 224 or choose"),
+        (
+            "vit_b_16",
+            (3, 32, 32),
+            "--model vit_b_16 needs 224x224 images, not 32x32; give --image-size 224 or choose",
+        ),
         ("vit_b_16", (3, 224, 256), "needs 224x224 images, not 224x256; give --image-size 224"),
-        ("inception_v3", (1, 28, 28), "--model inception_v3 needs at least 75x75 images, not 28x28; give --image-size 75"),
-        ("squeezenet1_1", (3, 16, 64), "needs at least 17x17 images, not 16x64; give --image-size 17"),
+        (
+            "inception_v3",
+            (1, 28, 28),
+            "--model inception_v3 needs at least 75x75 images, not 28x28; give --image-size 75",
+        ),
+        (
+            "squeezenet1_1",
+            (3, 16, 64),
+            "needs at least 17x17 images, not 16x64; give --image-size 17",
+        ),
     ],
 )
-def test_a_model_refuses_images_it_cannot_take_in_one_line(name: str, shape: tuple[int, int, int], message: str) -> None:
+def test_a_model_refuses_images_it_cannot_take_in_one_line(
+    name: str, shape: tuple[int, int, int], message: str
+) -> None:
     with pytest.raises(BatchlrError) as refused:
         built(name, shape)
     assert message in str(refused.value)
@@ -121,7 +139,9 @@ def test_an_unknown_name_lists_what_works(name: str) -> None:
 
 @pytest.mark.parametrize("name", [":build", "my_models:"])
 def test_a_factory_path_needs_both_parts(name: str) -> None:
-    with pytest.raises(BatchlrUsageError, match="give package.module:function, with both a module and a function"):
+    with pytest.raises(
+        BatchlrUsageError, match="give package.module:function, with both a module and a function"
+    ):
         resolve_model(name)
 
 

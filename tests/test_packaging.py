@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _normalised(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: Pillow, pillow and PIL's dist name compare equal
+    return re.sub(
+        r"[-_.]+", "-", name
+    ).lower()  # PEP 503: Pillow, pillow and PIL's dist name compare equal
 
 
 def _imported_modules() -> set[str]:
@@ -28,12 +30,21 @@ def _imported_modules() -> set[str]:
 
 def test_every_imported_distribution_is_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    requirements = [*project["dependencies"], *(item for extra in project["optional-dependencies"].values() for item in extra)]
-    declared = {_normalised(re.match(r"[A-Za-z0-9._-]+", requirement).group()) for requirement in requirements}
+    requirements = [
+        *project["dependencies"],
+        *(item for extra in project["optional-dependencies"].values() for item in extra),
+    ]
+    declared = {
+        _normalised(re.match(r"[A-Za-z0-9._-]+", requirement).group())
+        for requirement in requirements
+    }
     providers = metadata.packages_distributions()
     undeclared = {
         module: providers.get(module)
         for module in _imported_modules()
-        if not any(_normalised(distribution) in declared for distribution in providers.get(module, [module]))
+        if not any(
+            _normalised(distribution) in declared
+            for distribution in providers.get(module, [module])
+        )
     }
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

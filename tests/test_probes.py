@@ -31,7 +31,16 @@ def test_noise_scale_matches_least_squares_in_closed_form():
         return 0.5 * (outputs.squeeze(1) - wanted).pow(2).mean()
 
     weights_before = model.weight.detach().clone()
-    result = estimate_noise_scale(model, loss, lambda drawn: (inputs[drawn], targets[drawn]), samples, 8, 256, 60, torch.Generator().manual_seed(1))
+    result = estimate_noise_scale(
+        model,
+        loss,
+        lambda drawn: (inputs[drawn], targets[drawn]),
+        samples,
+        8,
+        256,
+        60,
+        torch.Generator().manual_seed(1),
+    )
     assert result.noise_scale == pytest.approx(expected, rel=0.2)
     assert result.gradient_norm_squared == pytest.approx(squared, rel=0.2)
     assert torch.equal(model.weight, weights_before)
@@ -46,7 +55,18 @@ def test_steepest_descent_picks_the_fastest_fall_before_the_minimum():
 
 def test_lr_find_json_and_plot_on_digits(tmp_path):
     plot = tmp_path / "lr.png"
-    args = ["lr-find", "--device", "cpu", "--batch-size", "32", "--lr-count", "40", "--json", "--plot", str(plot)]
+    args = [
+        "lr-find",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "32",
+        "--lr-count",
+        "40",
+        "--json",
+        "--plot",
+        str(plot),
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
@@ -57,7 +77,18 @@ def test_lr_find_json_and_plot_on_digits(tmp_path):
 
 
 def test_noise_scale_json_on_digits():
-    args = ["noise-scale", "--device", "cpu", "--small-batch", "16", "--big-batch", "256", "--repeats", "5", "--json"]
+    args = [
+        "noise-scale",
+        "--device",
+        "cpu",
+        "--small-batch",
+        "16",
+        "--big-batch",
+        "256",
+        "--repeats",
+        "5",
+        "--json",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
@@ -69,8 +100,25 @@ def test_noise_scale_json_on_digits():
 def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
     import optuna
 
-    args = ["run", "--storage", sqlite_url, "--study", "auto", "--folds", "2", "--epochs", "1", "--device", "cpu",
-            "--batch-size", "32:128", "--lr", "auto", "--n-trials", "2"]  # fmt: skip
+    args = [
+        "run",
+        "--storage",
+        sqlite_url,
+        "--study",
+        "auto",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "32:128",
+        "--lr",
+        "auto",
+        "--n-trials",
+        "2",
+    ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="auto", storage=sqlite_url)
@@ -80,7 +128,12 @@ def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
     assert all(suggested / 10 <= trial.params["lr"] <= suggested * 10 for trial in study.trials)
     # Resuming with --lr auto keeps the stored range instead of testing again.
     assert CliRunner().invoke(main, [*args[:-1], "1"], catch_exceptions=False).exit_code == 0
-    assert optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"]["suggested_lr"] == suggested
+    assert (
+        optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"][
+            "suggested_lr"
+        ]
+        == suggested
+    )
 
 
 @pytest.mark.parametrize(

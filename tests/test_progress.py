@@ -16,14 +16,34 @@ from rich.console import Console
 from batchlr.cli import main
 from batchlr.studies.progress import StudyProgress
 
-ARGS = ["run", "--folds", "2", "--epochs", "2", "--device", "cpu", "--batch-size", "64:128", "--n-trials", "2"]
+ARGS = [
+    "run",
+    "--folds",
+    "2",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "64:128",
+    "--n-trials",
+    "2",
+]
 
 
 def test_without_a_terminal_each_trial_is_one_line_and_quiet_prints_none(sqlite_url):
-    lines = CliRunner().invoke(main, [*ARGS, "--storage", sqlite_url], catch_exceptions=False).output
+    lines = (
+        CliRunner().invoke(main, [*ARGS, "--storage", sqlite_url], catch_exceptions=False).output
+    )
     assert sum(line.startswith("trial ") for line in lines.splitlines()) == 2
-    quiet = CliRunner().invoke(main, [*ARGS, "--storage", sqlite_url, "--quiet"], catch_exceptions=False).output
-    assert not any(line.startswith("trial ") for line in quiet.splitlines()) and "best: trial" in quiet
+    quiet = (
+        CliRunner()
+        .invoke(main, [*ARGS, "--storage", sqlite_url, "--quiet"], catch_exceptions=False)
+        .output
+    )
+    assert (
+        not any(line.startswith("trial ") for line in quiet.splitlines()) and "best: trial" in quiet
+    )
 
 
 def test_live_display_counts_trials_and_fold_epochs_and_its_own_running_trial():
@@ -31,6 +51,7 @@ def test_live_display_counts_trials_and_fold_epochs_and_its_own_running_trial():
     console = Console(file=output, force_terminal=True, width=150)
     study = optuna.create_study(direction="maximize")
     with StudyProgress("live", n_trials=2, rounds=3, folds=2, console=console) as progress:
+
         def objective(trial):
             progress.on_start(trial.study)
             assert "1 running" in progress.progress.tasks[0].description
@@ -41,7 +62,11 @@ def test_live_display_counts_trials_and_fold_epochs_and_its_own_running_trial():
 
         study.optimize(objective, n_trials=2, callbacks=[progress.on_trial])
         study_task = progress.progress.tasks[0]
-        assert study_task.completed == 2 and "2 complete" in study_task.description and "best 0.6000" in study_task.description
+        assert (
+            study_task.completed == 2
+            and "2 complete" in study_task.description
+            and "best 0.6000" in study_task.description
+        )
     assert "trial    1  complete" in output.getvalue()
 
 
@@ -49,16 +74,30 @@ def test_following_a_study_shows_each_trial_finished_since_the_first_look_once()
     output = io.StringIO()
     study = optuna.create_study(direction="maximize")
     study.optimize(lambda trial: 0.1, n_trials=1)
-    with StudyProgress("live", n_trials=4, rounds=None, folds=0, console=Console(file=output, force_terminal=True, width=150)) as progress:
+    with StudyProgress(
+        "live",
+        n_trials=4,
+        rounds=None,
+        folds=0,
+        console=Console(file=output, force_terminal=True, width=150),
+    ) as progress:
         progress.follow(study)
         running = [study.ask(), study.ask()]
         progress.follow(study)
-        assert progress.progress.tasks[0].completed == 0 and "2 running" in progress.progress.tasks[0].description
+        assert (
+            progress.progress.tasks[0].completed == 0
+            and "2 running" in progress.progress.tasks[0].description
+        )
         study.tell(running[0], 0.7)
         progress.follow(study)
         progress.follow(study)
-        assert len(progress.progress.tasks) == 1, "no fold-epochs bar where no trial runs in this process"
-        assert progress.progress.tasks[0].completed == 1 and "1 running, best 0.7000" in progress.progress.tasks[0].description
+        assert len(progress.progress.tasks) == 1, (
+            "no fold-epochs bar where no trial runs in this process"
+        )
+        assert (
+            progress.progress.tasks[0].completed == 1
+            and "1 running, best 0.7000" in progress.progress.tasks[0].description
+        )
     shown = output.getvalue()
     assert shown.count("trial    1  complete") == 1 and "trial    0" not in shown
 
@@ -67,7 +106,13 @@ def on_a_terminal(*args: str, timeout: float = 240) -> str:
     """What ``batchlr ARGS`` shows on a terminal (a pseudo-terminal), escape codes and all."""
     controller, terminal = pty.openpty()
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "150", "TERM": "xterm"}
-    process = subprocess.Popen([sys.executable, "-m", "batchlr", *args], stdin=terminal, stdout=terminal, stderr=terminal, env=environment)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchlr", *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=environment,
+    )
     os.close(terminal)
     shown, deadline = bytearray(), time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,17 +125,23 @@ def on_a_terminal(*args: str, timeout: float = 240) -> str:
                 break
             shown += chunk
     os.close(controller)
-    assert process.wait(timeout=max(1, deadline - time.monotonic())) == 0, shown.decode(errors="replace")
+    assert process.wait(timeout=max(1, deadline - time.monotonic())) == 0, shown.decode(
+        errors="replace"
+    )
     return shown.decode(errors="replace")
 
 
 def test_on_a_terminal_workers_show_one_opening_one_live_display_and_one_outcome(tmp_path):
     storage = f"sqlite:///{tmp_path / 'w.db'}"
-    shown = on_a_terminal(*ARGS, "--storage", storage, "--study", "w", "--workers", "2", "--heartbeat", "2")
+    shown = on_a_terminal(
+        *ARGS, "--storage", storage, "--study", "w", "--workers", "2", "--heartbeat", "2"
+    )
     assert shown.count("study w (") == 1 and shown.count("best: trial") == 1, shown
     assert "2 local workers, 2 trials each (4 in all)" in shown
     assert "fold-epochs" not in shown, "no worker draws a display of its own"
-    complete, pruned, running = map(int, re.findall(r"trials: (\d+) complete, (\d+) pruned, (\d+) running", shown)[-1])
+    complete, pruned, running = map(
+        int, re.findall(r"trials: (\d+) complete, (\d+) pruned, (\d+) running", shown)[-1]
+    )
     assert (complete + pruned, running) == (4, 0), shown
 
 

@@ -24,15 +24,21 @@ from batchlr.search.weight_decay import WeightDecay, parse_weight_decay
 
 def _images(count: int = 64, channels: int = 3, side: int = 8, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (count, channels, side, side), generator=generator, dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (count, channels, side, side), generator=generator, dtype=torch.uint8
+    )
 
 
 def test_uint8_images_normalised_on_the_device_equal_the_float_path():
     images = _images()
-    floats = images.double() / 255  # what batchlr stored before: the whole set as floats, standardised
+    floats = (
+        images.double() / 255
+    )  # what batchlr stored before: the whole set as floats, standardised
     mean, std = floats.mean(dim=(0, 2, 3), keepdim=True), floats.std(dim=(0, 2, 3), keepdim=True)
     expected = ((floats - mean) / std).float()
-    data = DeviceImages(images, torch.zeros(64, dtype=torch.long), Normalisation.of(images, np.arange(64)))
+    data = DeviceImages(
+        images, torch.zeros(64, dtype=torch.long), Normalisation.of(images, np.arange(64))
+    )
     indices = torch.tensor([3, 0, 63, 17])
     assert data.images.dtype == torch.uint8
     torch.testing.assert_close(data.inputs(indices), expected[indices], rtol=1e-5, atol=1e-5)
@@ -61,10 +67,18 @@ def _window_of(augmented: torch.Tensor, original: torch.Tensor, padding: int) ->
 
 def test_augmentation_changes_training_batches_and_stays_a_flipped_crop():
     images = _images(count=32)
-    data = DeviceImages(images, torch.zeros(32, dtype=torch.long), Normalisation((0.5,) * 3, (0.25,) * 3), Augmentation(True, 2))
+    data = DeviceImages(
+        images,
+        torch.zeros(32, dtype=torch.long),
+        Normalisation((0.5,) * 3, (0.25,) * 3),
+        Augmentation(True, 2),
+    )
     indices = torch.arange(32)
     generator = torch.Generator().manual_seed(0)
-    (first,), (second,) = data.training_inputs(indices[None], [generator]), data.training_inputs(indices[None], [generator])
+    (first,), (second,) = (
+        data.training_inputs(indices[None], [generator]),
+        data.training_inputs(indices[None], [generator]),
+    )
     plain = data.inputs(indices)
     assert (first != plain).flatten(1).any(dim=1).sum() >= 24  # a few draws are the identity
     assert not torch.equal(first, second)  # fresh draws every batch
@@ -73,9 +87,17 @@ def test_augmentation_changes_training_batches_and_stays_a_flipped_crop():
 
 def test_flips_alone_mirror_about_half_the_images():
     images = _images(count=400, side=4)
-    data = DeviceImages(images, torch.zeros(400, dtype=torch.long), Normalisation((0.5,) * 3, (0.25,) * 3), Augmentation(flip=True))
+    data = DeviceImages(
+        images,
+        torch.zeros(400, dtype=torch.long),
+        Normalisation((0.5,) * 3, (0.25,) * 3),
+        Augmentation(flip=True),
+    )
     indices = torch.arange(400)
-    (augmented,), plain = data.training_inputs(indices[None], [torch.Generator().manual_seed(1)]), data.inputs(indices)
+    (augmented,), plain = (
+        data.training_inputs(indices[None], [torch.Generator().manual_seed(1)]),
+        data.inputs(indices),
+    )
     flipped = (augmented == plain.flip(3)).flatten(1).all(dim=1)
     assert ((augmented == plain).flatten(1).all(dim=1) | flipped).all()
     assert 150 < flipped.sum() < 250
@@ -89,7 +111,10 @@ def test_validation_is_never_augmented():
     plain = DeviceImages(images, labels, normalisation)
     augmented = DeviceImages(images, labels, normalisation, Augmentation(True, 3))
     indices = torch.arange(40)
-    assert evaluate(SeparateFolds([model]), augmented, [indices], 7).item() == evaluate(SeparateFolds([model]), plain, [indices], 7).item()
+    assert (
+        evaluate(SeparateFolds([model]), augmented, [indices], 7).item()
+        == evaluate(SeparateFolds([model]), plain, [indices], 7).item()
+    )
 
 
 def test_crop_padding_defaults_to_an_eighth_and_must_be_smaller_than_the_image():
@@ -102,7 +127,9 @@ def test_crop_padding_defaults_to_an_eighth_and_must_be_smaller_than_the_image()
         TrainingSettings(augment=("flip",), crop_padding=2)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("none", ()), ("crop,flip", ("flip", "crop")), ("FLIP", ("flip",))])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("none", ()), ("crop,flip", ("flip", "crop")), ("FLIP", ("flip",))]
+)
 def test_parse_augment(text, expected):
     assert parse_augment(text) == expected
 
@@ -126,12 +153,16 @@ def test_parse_image_size_and_weight_decay():
 
 def test_weight_decay_nesterov_and_adamw_reach_the_optimizer():
     model = nn.Linear(4, 2)
-    sgd = make_optimizer(Hyperparameters(32, 0.1, "sgd", 0.9, weight_decay=5e-4, nesterov=True), model.parameters())
+    sgd = make_optimizer(
+        Hyperparameters(32, 0.1, "sgd", 0.9, weight_decay=5e-4, nesterov=True), model.parameters()
+    )
     assert sgd.param_groups[0]["weight_decay"] == 5e-4 and sgd.param_groups[0]["nesterov"] is True
     # Nesterov needs momentum: a trial that drew momentum 0 trains plain SGD rather than failing.
     plain = make_optimizer(Hyperparameters(32, 0.1, "sgd", 0.0, nesterov=True), model.parameters())
     assert plain.param_groups[0]["nesterov"] is False
-    adamw = make_optimizer(Hyperparameters(32, 1e-3, "adamw", weight_decay=0.05), model.parameters())
+    adamw = make_optimizer(
+        Hyperparameters(32, 1e-3, "adamw", weight_decay=0.05), model.parameters()
+    )
     assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
 
 
@@ -150,12 +181,16 @@ def test_a_searched_weight_decay_is_a_param_and_none_is_a_choice():
         assert Hyperparameters.from_params(params, space) == hyperparameters
         assert ("weight_decay" in params) == (hyperparameters.weight_decay > 0)
     with pytest.raises(BatchlrError, match="weight_decay"):
-        Hyperparameters.from_params({"optimizer": "adamw", "batch_size": 16, "lr": 0.1, "use_weight_decay": True}, space)
+        Hyperparameters.from_params(
+            {"optimizer": "adamw", "batch_size": 16, "lr": 0.1, "use_weight_decay": True}, space
+        )
 
 
 def test_a_fixed_weight_decay_is_no_param():
     space = SearchSpace(weight_decay=WeightDecay(5e-4, 5e-4))
-    hyperparameters = space.suggest(optuna.trial.FixedTrial({"optimizer": "adam", "batch_size": 32, "lr": 0.01}))
+    hyperparameters = space.suggest(
+        optuna.trial.FixedTrial({"optimizer": "adam", "batch_size": 32, "lr": 0.01})
+    )
     assert hyperparameters.weight_decay == 5e-4
     assert "weight_decay" not in space.grid()
 
@@ -167,7 +202,19 @@ def test_weight_decay_ranges_that_cannot_be_searched_are_refused():
         WeightDecay(1e-4, 1e-4, try_none=True)
 
 
-RECIPE = ["--augment", "flip,crop", "--crop-padding", "1", "--weight-decay", "1e-5:1e-2", "--label-smoothing", "0.1", "--optimizers", "sgd,adamw", "--nesterov"]
+RECIPE = [
+    "--augment",
+    "flip,crop",
+    "--crop-padding",
+    "1",
+    "--weight-decay",
+    "1e-5:1e-2",
+    "--label-smoothing",
+    "0.1",
+    "--optimizers",
+    "sgd,adamw",
+    "--nesterov",
+]
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +222,29 @@ def recipe_study(tmp_path_factory):
     """A two-trial digits study with the whole recipe, exported."""
     folder = tmp_path_factory.mktemp("recipe")
     storage = f"sqlite:///{folder / 'studies.db'}"
-    run = ["run", "--storage", storage, "--study", "recipe", "--epochs", "1", "--folds", "2", "--n-trials", "2", "--device", "cpu", "--quiet", *RECIPE]
+    run = [
+        "run",
+        "--storage",
+        storage,
+        "--study",
+        "recipe",
+        "--epochs",
+        "1",
+        "--folds",
+        "2",
+        "--n-trials",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        *RECIPE,
+    ]
     result = CliRunner().invoke(main, run)
     assert result.exit_code == 0, result.output
     exported = folder / "best.json"
-    result = CliRunner().invoke(main, ["export", "recipe", "--storage", storage, "--output", str(exported)])
+    result = CliRunner().invoke(
+        main, ["export", "recipe", "--storage", storage, "--output", str(exported)]
+    )
     assert result.exit_code == 0, result.output
     return storage, exported
 
@@ -188,7 +253,11 @@ def test_the_recipe_is_stored_and_every_trial_draws_a_weight_decay(recipe_study)
     storage, _ = recipe_study
     study = optuna.load_study(study_name="recipe", storage=storage)
     attrs = study.user_attrs
-    assert attrs["augment"] == ["flip", "crop"] and attrs["crop_padding"] == 1 and attrs["label_smoothing"] == 0.1
+    assert (
+        attrs["augment"] == ["flip", "crop"]
+        and attrs["crop_padding"] == 1
+        and attrs["label_smoothing"] == 0.1
+    )
     assert attrs["weight_decay"] == [1e-5, 1e-2] and attrs["nesterov"] is True
     assert all(1e-5 <= trial.params["weight_decay"] <= 1e-2 for trial in study.trials)
     assert {trial.params["optimizer"] for trial in study.trials} <= {"sgd", "adamw"}
@@ -201,21 +270,33 @@ def test_the_export_reproduces_the_recipe(recipe_study):
     assert config.weight_decay == record["params"]["weight_decay"]
     optimizer = config.make_optimizer(nn.Linear(4, 2).parameters())
     assert optimizer.param_groups[0]["weight_decay"] == config.weight_decay
-    assert type(optimizer) is (torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD)
+    assert type(optimizer) is (
+        torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
+    )
     if config.optimizer == "sgd":
         assert optimizer.param_groups[0]["nesterov"] is (config.momentum > 0)
     assert config.make_loss().label_smoothing == 0.1
-    assert config.settings.training.augment == ("flip", "crop") and config.settings.training.crop_padding == 1
+    assert (
+        config.settings.training.augment == ("flip", "crop")
+        and config.settings.training.crop_padding == 1
+    )
 
 
-def test_resuming_with_another_recipe_is_refused_and_as_config_reproduces_it(recipe_study, tmp_path):
+def test_resuming_with_another_recipe_is_refused_and_as_config_reproduces_it(
+    recipe_study, tmp_path
+):
     storage, _ = recipe_study
-    result = CliRunner().invoke(main, ["run", "--storage", storage, "--study", "recipe", "--augment", "flip", "--n-trials", "1"])
+    result = CliRunner().invoke(
+        main,
+        ["run", "--storage", storage, "--study", "recipe", "--augment", "flip", "--n-trials", "1"],
+    )
     assert result.exit_code == 2 and "created with --augment flip,crop, not flip" in result.output
     shown = CliRunner().invoke(main, ["show", "recipe", "--storage", storage, "--as-config"])
     assert shown.exit_code == 0, shown.output
     assert 'augment = "flip,crop"' in shown.output and 'weight_decay = "1e-05:0.01"' in shown.output
     study_file = tmp_path / "recipe.toml"
     study_file.write_text(shown.output)
-    result = CliRunner().invoke(main, ["run", "--config", str(study_file), "--n-trials", "1", "--device", "cpu", "--quiet"])
+    result = CliRunner().invoke(
+        main, ["run", "--config", str(study_file), "--n-trials", "1", "--device", "cpu", "--quiet"]
+    )
     assert result.exit_code == 0, result.output

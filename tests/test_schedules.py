@@ -5,13 +5,24 @@ from batchlr.objectives.schedules import ONECYCLE_END, ONECYCLE_START, lr_factor
 
 
 def test_warmup_rises_linearly_then_the_schedule_takes_over():
-    assert [lr_factor(step, 100, "constant", warmup_steps=4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [lr_factor(step, 100, "constant", warmup_steps=4) for step in range(6)] == [
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        1.0,
+        1.0,
+    ]
     assert lr_factor(4, 104, "cosine", warmup_steps=4) == 1.0
 
 
 def test_cosine_falls_from_one_to_zero():
     factors = [lr_factor(step, 100, "cosine") for step in range(101)]
-    assert factors[0] == 1.0 and factors[50] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
+    assert (
+        factors[0] == 1.0
+        and factors[50] == pytest.approx(0.5)
+        and factors[100] == pytest.approx(0.0)
+    )
     assert all(a >= b for a, b in zip(factors, factors[1:]))
 
 

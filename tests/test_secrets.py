@@ -20,7 +20,13 @@ SERVER = "127.0.0.1:5432/test"  # trust auth: any password is accepted, so it ca
 
 def batchlr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "batchlr", *args], capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "batchlr", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,11 +50,27 @@ def test_every_url_form_is_masked(url):
 def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
     study = f"secret-{uuid.uuid4().hex[:8]}"
     query_form = f"postgresql://postgres@{SERVER}?password={SECRET}"
-    run = ["run", "--study", study, "--dataset", "digits", "--folds", "2", "--epochs", "1", "--n-trials", "1", "--device", "cpu"]
+    run = [
+        "run",
+        "--study",
+        study,
+        "--dataset",
+        "digits",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--n-trials",
+        "1",
+        "--device",
+        "cpu",
+    ]
     config = tmp_path / "study.toml"
     config.write_text(f'storage = "postgresql://postgres:{SECRET}@{SERVER}"\n', encoding="utf-8")
     outputs = [
-        batchlr(*run, "--storage", f"postgresql://postgres:{SECRET}@{SERVER}"),  # user:password@ on the command line
+        batchlr(
+            *run, "--storage", f"postgresql://postgres:{SECRET}@{SERVER}"
+        ),  # user:password@ on the command line
         batchlr(*run, env={"BATCHLR_STORAGE": query_form}),  # a query parameter, in the environment
         batchlr(*run, "--config", str(config)),  # a study file
     ]
@@ -60,21 +82,33 @@ def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
             batchlr("studies", *storage_flag),
             batchlr("export", study, *storage_flag, "--output", str(tmp_path / "best.json")),
             batchlr("report", study, *storage_flag, "--output", str(tmp_path / "report")),
-            batchlr("studies", "--storage", f"postgresql://postgres:{SECRET}@127.0.0.1:1/test"),  # an error naming the URL
+            batchlr(
+                "studies", "--storage", f"postgresql://postgres:{SECRET}@127.0.0.1:1/test"
+            ),  # an error naming the URL
             batchlr("run", "--storage", f"postgresql://postgres:{SECRET}@127.0.0.1:notaport/test"),
         ]
         for output in outputs:
             assert SECRET not in output.stdout + output.stderr
             assert "unexpected" not in output.stderr
-        assert [output.returncode for output in outputs] == [0] * 8 + [1, 2], [output.stderr for output in outputs]
+        assert [output.returncode for output in outputs] == [0] * 8 + [1, 2], [
+            output.stderr for output in outputs
+        ]
         assert "storage = " in outputs[3].stdout and "***" in outputs[3].stdout
         assert optuna.load_study(study_name=study, storage=f"postgresql://postgres@{SERVER}").trials
         for written in [tmp_path / "best.json", *(tmp_path / "report").iterdir()]:
             assert SECRET.encode() not in written.read_bytes(), written
         engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@{SERVER}")
         with engine.connect() as connection:
-            for table in ("study_user_attributes", "study_system_attributes", "trial_user_attributes", "trial_system_attributes"):
-                leaks = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table} WHERE value_json LIKE :secret"), {"secret": f"%{SECRET}%"}).scalar()
+            for table in (
+                "study_user_attributes",
+                "study_system_attributes",
+                "trial_user_attributes",
+                "trial_system_attributes",
+            ):
+                leaks = connection.execute(
+                    sqlalchemy.text(f"SELECT count(*) FROM {table} WHERE value_json LIKE :secret"),
+                    {"secret": f"%{SECRET}%"},
+                ).scalar()
                 assert leaks == 0, table
     finally:
         optuna.delete_study(study_name=study, storage=f"postgresql://postgres@{SERVER}")
@@ -82,18 +116,43 @@ def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
 
 @pytest.mark.parametrize(
     ("form", "code"),
-    [("sqlite://user:{secret}@/{path}", 1), ("sqlite:///{path}?password={secret}", 0)],  # SQLAlchemy refuses, or ignores it
+    [
+        ("sqlite://user:{secret}@/{path}", 1),
+        ("sqlite:///{path}?password={secret}", 0),
+    ],  # SQLAlchemy refuses, or ignores it
 )
 def test_a_sqlite_url_with_a_password_masks_it_and_stores_nothing(tmp_path, form, code):
     database = tmp_path / "s.db"
-    result = batchlr("run", "--storage", form.format(secret=SECRET, path=database), "--dataset", "digits", "--folds", "2",
-                     "--epochs", "1", "--n-trials", "1", "--device", "cpu")  # fmt: skip
+    result = batchlr(
+        "run",
+        "--storage",
+        form.format(secret=SECRET, path=database),
+        "--dataset",
+        "digits",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--n-trials",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert result.returncode == code, result.stderr
     assert SECRET not in result.stdout + result.stderr
     assert not database.exists() or SECRET.encode() not in database.read_bytes()
 
 
-@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("localhost", False), ("::1", False), ("0.0.0.0", True), ("192.168.1.5", True)])
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("0.0.0.0", True),
+        ("192.168.1.5", True),
+    ],
+)
 def test_a_dashboard_served_beyond_loopback_warns_that_it_has_no_authentication(host, warned):
     _, warning = dashboard_address("sqlite:///x.db", host, 8080)
     assert (warning is not None and "no authentication" in warning) == warned

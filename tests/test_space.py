@@ -2,7 +2,14 @@ import optuna
 import pytest
 
 from batchlr.errors import BatchlrUsageError
-from batchlr.search.space import Hyperparameters, SearchSpace, grid_point_counts, parse_grid_points, parse_optimizers, parse_range
+from batchlr.search.space import (
+    Hyperparameters,
+    SearchSpace,
+    grid_point_counts,
+    parse_grid_points,
+    parse_optimizers,
+    parse_range,
+)
 
 
 def test_parse_range_reads_min_max():
@@ -24,8 +31,12 @@ def test_parse_optimizers_validates_and_dedupes():
 
 def test_momentum_is_searched_only_for_sgd_and_rmsprop():
     space = SearchSpace()
-    adam = space.suggest(optuna.trial.FixedTrial({"optimizer": "adam", "batch_size": 32, "lr": 0.01}))
-    sgd = space.suggest(optuna.trial.FixedTrial({"optimizer": "sgd", "batch_size": 32, "lr": 0.01, "momentum": 0.9}))
+    adam = space.suggest(
+        optuna.trial.FixedTrial({"optimizer": "adam", "batch_size": 32, "lr": 0.01})
+    )
+    sgd = space.suggest(
+        optuna.trial.FixedTrial({"optimizer": "sgd", "batch_size": 32, "lr": 0.01, "momentum": 0.9})
+    )
     assert adam.momentum is None
     assert sgd == Hyperparameters(batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9)
 
@@ -44,11 +55,25 @@ def test_grid_uses_powers_of_two_and_decades_inside_the_ranges():
 
 
 def test_grid_points_space_lr_and_batch_size_evenly_in_log():
-    grid = SearchSpace(batch_size=(16, 512), lr=(1e-4, 1.0)).grid(grid_point_counts(parse_grid_points("lr=9, batch_size=6")))
+    grid = SearchSpace(batch_size=(16, 512), lr=(1e-4, 1.0)).grid(
+        grid_point_counts(parse_grid_points("lr=9, batch_size=6"))
+    )
     assert grid["batch_size"] == [16, 32, 64, 128, 256, 512]
     assert grid["lr"] == pytest.approx([10 ** (-4 + index / 2) for index in range(9)])
-    assert SearchSpace(batch_size=(16, 20)).grid({"batch_size": 10})["batch_size"] == [16, 17, 18, 19, 20]  # whole, distinct
-    assert SearchSpace().grid()["lr"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # decades without --grid-points
+    assert SearchSpace(batch_size=(16, 20)).grid({"batch_size": 10})["batch_size"] == [
+        16,
+        17,
+        18,
+        19,
+        20,
+    ]  # whole, distinct
+    assert SearchSpace().grid()["lr"] == [
+        1e-4,
+        1e-3,
+        1e-2,
+        1e-1,
+        1.0,
+    ]  # decades without --grid-points
 
 
 @pytest.mark.parametrize("text", ["lr=1", "momentum=4", "lr", "lr=x", "lr=5000"])

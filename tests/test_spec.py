@@ -25,13 +25,31 @@ UNUSUAL = StudySpec(
     dataset="cifar2",
     model="convnet-bn",
     folds=4,
-    space=SearchSpace(batch_size=(8, 96), lr=(1e-3, 0.3), optimizers=("rmsprop", "sgd"), lr_scaling=LrScaling("sqrt", 32)),
-    training=TrainingSettings(budget=Budget("steps", 70), schedule="cosine", warmup=0.5, max_micro_batch=24, objectives=("accuracy", "time"), precision="fp16"),
+    space=SearchSpace(
+        batch_size=(8, 96),
+        lr=(1e-3, 0.3),
+        optimizers=("rmsprop", "sgd"),
+        lr_scaling=LrScaling("sqrt", 32),
+    ),
+    training=TrainingSettings(
+        budget=Budget("steps", 70),
+        schedule="cosine",
+        warmup=0.5,
+        max_micro_batch=24,
+        objectives=("accuracy", "time"),
+        precision="fp16",
+    ),
     seed=11,
     sampler="gp",
     pruner="wilcoxon",
     data_dir=Path("/data/sets"),
-    lr_find={"suggested_lr": 0.01, "loss_drop": 0.2, "batch_size": 32, "optimizer": "rmsprop", "momentum": 0.9},
+    lr_find={
+        "suggested_lr": 0.01,
+        "loss_drop": 0.2,
+        "batch_size": 32,
+        "optimizer": "rmsprop",
+        "momentum": 0.9,
+    },
 )
 
 
@@ -49,9 +67,20 @@ def test_every_setting_is_a_run_option_of_the_same_name():
 
 
 def test_option_values_read_as_a_spec():
-    values = {"steps": 30, "epochs": 10, "budget": None, "batch_size": (4, 8), "optimizers": ("adam",), "n_trials": 3}
+    values = {
+        "steps": 30,
+        "epochs": 10,
+        "budget": None,
+        "batch_size": (4, 8),
+        "optimizers": ("adam",),
+        "n_trials": 3,
+    }
     spec = StudySpec.from_attrs(values)
-    assert spec.training.budget == Budget("steps", 30) and spec.space.batch_size == (4, 8) and spec.space.optimizers == ("adam",)
+    assert (
+        spec.training.budget == Budget("steps", 30)
+        and spec.space.batch_size == (4, 8)
+        and spec.space.optimizers == ("adam",)
+    )
     with pytest.raises(BatchlrUsageError, match="--steps goes with --budget steps"):
         StudySpec.from_attrs({"budget": "epochs", "steps": 30})
 
@@ -61,7 +90,9 @@ def test_resuming_compares_fixed_settings_and_lets_per_run_ones_through():
     requested = StudySpec(folds=4, sampler="random", data_dir=Path("/elsewhere"), seed=99)
     resumed = reconcile(stored, requested, {"folds", "sampler", "data_dir", "seed"}, "s")
     assert resumed.sampler == "random" and resumed.data_dir == Path("/elsewhere")
-    assert resumed.seed == 11 and resumed.space == stored.space and resumed.training == stored.training
+    assert (
+        resumed.seed == 11 and resumed.space == stored.space and resumed.training == stored.training
+    )
     with pytest.raises(BatchlrUsageError, match="created with --schedule cosine, not constant"):
         reconcile(stored, requested, {"schedule"}, "s")
 
@@ -76,16 +107,29 @@ def _storage_of_release_0_1_0(path: Path) -> str:
     storage_url = f"sqlite:///{path}"
     storage = optuna.storages.RDBStorage(storage_url)
     for stored in json.loads(STUDIES_V1.read_text())["studies"]:
-        study = optuna.create_study(study_name=stored["name"], storage=storage, directions=[d.lower() for d in stored["directions"]])
+        study = optuna.create_study(
+            study_name=stored["name"],
+            storage=storage,
+            directions=[d.lower() for d in stored["directions"]],
+        )
         for trial in stored["trials"]:
-            distributions = {name: json_to_distribution(json.dumps(value)) for name, value in trial["distributions"].items()}
-            intermediate = {int(step): value for step, value in trial["intermediate_values"].items()}
+            distributions = {
+                name: json_to_distribution(json.dumps(value))
+                for name, value in trial["distributions"].items()
+            }
+            intermediate = {
+                int(step): value for step, value in trial["intermediate_values"].items()
+            }
             study.add_trial(
                 create_trial(
-                    state=TrialState[trial["state"]], values=trial["values"], params=trial["params"], distributions=distributions,
-                    user_attrs=trial["user_attrs"], intermediate_values=intermediate,
+                    state=TrialState[trial["state"]],
+                    values=trial["values"],
+                    params=trial["params"],
+                    distributions=distributions,
+                    user_attrs=trial["user_attrs"],
+                    intermediate_values=intermediate,
                 )
-            )  # fmt: skip
+            )
         for key, value in stored["user_attrs"].items():
             study.set_user_attr(key, value)
         for key, value in stored["system_attrs"].items():
@@ -101,13 +145,23 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
         assert result.exit_code == 0, result.output
         return result.output
 
-    assert "2 folds x 2 epochs, lr linear-scaled from batch 64, cosine schedule, 0.5 warmup epochs" in invoke("show", "old-epochs")
+    assert (
+        "2 folds x 2 epochs, lr linear-scaled from batch 64, cosine schedule, 0.5 warmup epochs"
+        in invoke("show", "old-epochs")
+    )
     invoke("export", "old-epochs", "--output", str(tmp_path / "best.json"))
     config = batchlr.load_config(tmp_path / "best.json")
-    assert config.settings.space.lr_scaling == LrScaling("linear", 64) and config.settings.training.max_micro_batch == 48
-    assert config.settings.training.precision == "fp32"  # what 0.1.0 trained in, whatever today's default
+    assert (
+        config.settings.space.lr_scaling == LrScaling("linear", 64)
+        and config.settings.training.max_micro_batch == 48
+    )
+    assert (
+        config.settings.training.precision == "fp32"
+    )  # what 0.1.0 trained in, whatever today's default
     assert "steps = 20" in invoke("show", "old-steps", "--as-config")
-    assert "test accuracy" in invoke("refit", "old-steps", "--output", str(tmp_path / "model.pt"), "--device", "cpu")
+    assert "test accuracy" in invoke(
+        "refit", "old-steps", "--output", str(tmp_path / "model.pt"), "--device", "cpu"
+    )
     invoke("run", "--study", "old-epochs", "--n-trials", "1", "--device", "cpu", "--epochs", "2")
     resumed = optuna.load_study(study_name="old-epochs", storage=storage)
     assert len(resumed.trials) == 5 and resumed.trials[-1].user_attrs["accumulation_steps"] >= 1

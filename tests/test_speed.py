@@ -31,13 +31,22 @@ def digits():
     return data, assign_folds(data.labels.numpy(), 3, seed=0, holdout=True)
 
 
-def _objective(digits, model="convnet-bn", fuse="off", precision="fp32", budget=Budget("steps", 4), **settings) -> CrossValidationObjective:
+def _objective(
+    digits, model="convnet-bn", fuse="off", precision="fp32", budget=Budget("steps", 4), **settings
+) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(budget=budget, precision=precision, **settings)
-    return CrossValidationObjective(data, folds, SearchSpace(), model, training, CPU, seed=0, fuse_folds=fuse)
+    return CrossValidationObjective(
+        data, folds, SearchSpace(), model, training, CPU, seed=0, fuse_folds=fuse
+    )
 
 
-def _trained_folds(objective: CrossValidationObjective, hyperparameters: Hyperparameters, steps: int, cap: int | None):
+def _trained_folds(
+    objective: CrossValidationObjective,
+    hyperparameters: Hyperparameters,
+    steps: int,
+    cap: int | None,
+):
     torch.manual_seed(5)
     group = objective.fold_group(hyperparameters, objective.fold_indices, seed=5)
     losses, accuracies = train_steps(group, objective.images, steps, MicroBatching(cap))
@@ -47,7 +56,12 @@ def _trained_folds(objective: CrossValidationObjective, hyperparameters: Hyperpa
 
 @pytest.mark.parametrize(
     ("model", "optimizer", "augment", "cap"),
-    [("convnet-bn", "sgd", (), None), ("resnet20", "sgd", (), None), ("convnet-bn", "rmsprop", ("flip",), 24), ("resnet20", "adam", ("flip", "crop"), 24)],
+    [
+        ("convnet-bn", "sgd", (), None),
+        ("resnet20", "sgd", (), None),
+        ("convnet-bn", "rmsprop", ("flip",), 24),
+        ("resnet20", "adam", ("flip", "crop"), 24),
+    ],
 )
 def test_fused_folds_train_exactly_as_separate_ones(digits, model, optimizer, augment, cap):
     """Per-fold losses, validation scores and every weight and BatchNorm statistic agree to float
@@ -66,12 +80,23 @@ def test_fused_folds_train_exactly_as_separate_ones(digits, model, optimizer, au
     torch.testing.assert_close(fused_scores, separate_scores)
     tolerance = 1e-5 if optimizer == "sgd" else 3 * hyperparameters.lr
     for fold in range(3):
-        expected, actual = separate.models.module(fold).state_dict(), fused.models.module(fold).state_dict()
+        expected, actual = (
+            separate.models.module(fold).state_dict(),
+            fused.models.module(fold).state_dict(),
+        )
         assert expected.keys() == actual.keys()
         for name in expected:  # weights and BatchNorm statistics, fold by fold
-            torch.testing.assert_close(actual[name], expected[name], rtol=1e-3, atol=tolerance, msg=lambda text: f"fold {fold} {name}: {text}")
+            torch.testing.assert_close(
+                actual[name],
+                expected[name],
+                rtol=1e-3,
+                atol=tolerance,
+                msg=lambda text: f"fold {fold} {name}: {text}",
+            )
     # The folds did train apart: a model per fold, not one shared.
-    assert not torch.equal(fused.models.module(0).state_dict()[name], fused.models.module(1).state_dict()[name])
+    assert not torch.equal(
+        fused.models.module(0).state_dict()[name], fused.models.module(1).state_dict()[name]
+    )
 
 
 def test_a_diverging_fold_stays_in_its_fold_when_fused(digits):
@@ -86,8 +111,13 @@ def test_a_diverging_fold_stays_in_its_fold_when_fused(digits):
 
 def test_a_model_torch_func_cannot_fuse_falls_back_under_auto_and_is_named_under_on(digits):
     name = f"{__name__}:item_in_forward"
-    assert _objective(digits, name, "auto").execution.fuse_folds is False  # on the CPU auto never fuses
-    with pytest.raises(BatchlrError, match=r"--model .*item_in_forward cannot train with fused folds .*--fuse-folds off"):
+    assert (
+        _objective(digits, name, "auto").execution.fuse_folds is False
+    )  # on the CPU auto never fuses
+    with pytest.raises(
+        BatchlrError,
+        match=r"--model .*item_in_forward cannot train with fused folds .*--fuse-folds off",
+    ):
         _objective(digits, name, "on")
 
 
@@ -105,15 +135,21 @@ def item_in_forward(input_shape, num_classes):
 
 
 def test_native_bf16_follows_the_cpu_flags():
-    flags = set(re.findall(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)[0].split())
+    flags = set(
+        re.findall(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)[0].split()
+    )
     assert native_bf16(CPU) == bool(flags & {"avx512_bf16", "amx_bf16"})
-    assert resolve_precision("auto", CPU) == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32")
+    assert resolve_precision("auto", CPU) == (
+        "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+    )
     assert resolve_precision("fp16", CPU) == "fp16" and resolve_precision("fp32", CPU) == "fp32"
 
 
 def test_execution_per_device_and_model():
     assert Execution.on(CPU, "fp32").channels_last and not Execution.on(CPU, "fp32").fuse_folds
-    assert not Execution.on(CPU, "fp32", builtin_model=False).channels_last  # a user's model may view() activations
+    assert not Execution.on(
+        CPU, "fp32", builtin_model=False
+    ).channels_last  # a user's model may view() activations
     fused = Execution.on(CPU, "fp32", "on")
     assert fused.fuse_folds and not fused.channels_last
     with pytest.raises(BatchlrUsageError, match="--fuse-folds sometimes"):
@@ -128,9 +164,14 @@ def test_lower_precision_keeps_float32_parameters_and_optimizer_state(digits, pr
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     assert all(state["exp_avg"].dtype == torch.float32 for state in group.optimizer.state.values())
     assert group.scaler.is_enabled() == (precision == "fp16")
-    assert (losses < math.log(10)).all() and (scores > 0.1).all()  # learning: below chance's loss, above its accuracy
+    assert (losses < math.log(10)).all() and (
+        scores > 0.1
+    ).all()  # learning: below chance's loss, above its accuracy
     with group.execution.autocast():
-        assert model(objective.images.inputs(torch.arange(4))).dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        assert (
+            model(objective.images.inputs(torch.arange(4))).dtype
+            == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        )
 
 
 def test_every_precision_reports_itself_and_scores_as_fp32_does(digits):
@@ -138,18 +179,38 @@ def test_every_precision_reports_itself_and_scores_as_fp32_does(digits):
     for precision in ("fp32", "bf16", "fp16"):
         study = optuna.create_study(direction="maximize")
         study.enqueue_trial({"batch_size": 32, "lr": 3e-3, "optimizer": "adam"})
-        study.optimize(_objective(digits, "convnet", precision=precision, budget=Budget("epochs", 3)), n_trials=1)
+        study.optimize(
+            _objective(digits, "convnet", precision=precision, budget=Budget("epochs", 3)),
+            n_trials=1,
+        )
         (trial,) = study.trials
-        assert trial.user_attrs["precision"] == precision and trial.user_attrs["fused_folds"] is False
+        assert (
+            trial.user_attrs["precision"] == precision and trial.user_attrs["fused_folds"] is False
+        )
         values[precision] = trial.value
     assert values["fp32"] > 0.9
-    assert values["bf16"] == pytest.approx(values["fp32"], abs=0.02) and values["fp16"] == pytest.approx(values["fp32"], abs=0.02)
+    assert values["bf16"] == pytest.approx(values["fp32"], abs=0.02) and values[
+        "fp16"
+    ] == pytest.approx(values["fp32"], abs=0.02)
 
 
 def test_a_study_keeps_its_precision_and_refuses_another_on_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    common = ["run", "--storage", storage, "--study", "p", "--device", "cpu", "--epochs", "1", "--n-trials", "1", "--quiet"]
+    common = [
+        "run",
+        "--storage",
+        storage,
+        "--study",
+        "p",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--n-trials",
+        "1",
+        "--quiet",
+    ]
     assert CliRunner().invoke(main, [*common, "--precision", "bf16"]).exit_code == 0
     refused = CliRunner().invoke(main, [*common, "--precision", "fp32"])
     assert refused.exit_code == 2 and "created with --precision bf16, not fp32" in refused.output
@@ -186,12 +247,16 @@ def oom_when_fused(input_shape, num_classes):
 
 def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digits):
     objective = _objective(digits, f"{__name__}:oom_when_fused", "on")
-    assert objective.execution.fuse_folds  # running out of memory says nothing about whether torch.func can fuse it
+    assert (
+        objective.execution.fuse_folds
+    )  # running out of memory says nothing about whether torch.func can fuse it
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"batch_size": 32, "lr": 1e-2, "optimizer": "adam"})
     study.optimize(objective, n_trials=1)
     (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["fused_folds"] is False
+    assert (
+        trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["fused_folds"] is False
+    )
     assert objective.execution.fuse_folds  # the next trial tries fused again
 
 
@@ -218,12 +283,18 @@ def test_fused_folds_give_back_models_with_tied_weights_and_unsaved_buffers(digi
     assert objective.execution.fuse_folds
     group, losses, _ = _trained_folds(objective, Hyperparameters(32, 0.01, "sgd", 0.9), 2, None)
     model = group.models.module(1)
-    assert model.outer.weight is model.inner.weight and torch.equal(model.inner.weight, group.models.params["inner.weight"][1].detach().cpu())
+    assert model.outer.weight is model.inner.weight and torch.equal(
+        model.inner.weight, group.models.params["inner.weight"][1].detach().cpu()
+    )
     assert torch.isfinite(losses).all()
 
 
 def test_separate_folds_run_one_fold_per_pass_and_fused_ones_all_at_once(digits):
     separate, fused = _objective(digits, "convnet", "off"), _objective(digits, "convnet", "on")
     hyperparameters = Hyperparameters(32, 0.01, "adam")
-    assert separate.fold_group(hyperparameters, separate.fold_indices, 0).models.passes == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert separate.fold_group(hyperparameters, separate.fold_indices, 0).models.passes == [
+        slice(0, 1),
+        slice(1, 2),
+        slice(2, 3),
+    ]
     assert fused.fold_group(hyperparameters, fused.fold_indices, 0).models.passes == [slice(None)]

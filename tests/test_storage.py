@@ -14,7 +14,10 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def test_passwords_are_masked():
-    assert mask_url("postgresql://alice:s3cret@db.example/optuna") == "postgresql://alice:***@db.example/optuna"
+    assert (
+        mask_url("postgresql://alice:s3cret@db.example/optuna")
+        == "postgresql://alice:***@db.example/optuna"
+    )
     assert mask_url("sqlite:///batchlr.db") == "sqlite:///batchlr.db"
 
 
@@ -45,7 +48,19 @@ def test_unwritable_sqlite_path_is_a_clear_error():
 
 def test_a_study_runs_and_resumes_on_postgresql():
     name = f"batchlr-test-{uuid.uuid4().hex[:8]}"
-    args = ["run", "--storage", POSTGRES_URL, "--study", name, "--dataset", "digits", "--folds", "2", "--epochs", "1"]
+    args = [
+        "run",
+        "--storage",
+        POSTGRES_URL,
+        "--study",
+        name,
+        "--dataset",
+        "digits",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+    ]
     args += ["--batch-size", "64:128", "--device", "cpu", "--n-trials", "2"]
     try:
         for seed in ("1", "2"):

@@ -23,15 +23,38 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def worker_args(storage: str, study: str, max_trials: int) -> list[str]:
-    return ["--storage", storage, "--study", study, "--dataset", "digits", "--folds", "2", "--epochs", "3",
-            "--device", "cpu", "--n-trials", "100", "--max-trials", str(max_trials), "--heartbeat", "2"]  # fmt: skip
+    return [
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--dataset",
+        "digits",
+        "--folds",
+        "2",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--n-trials",
+        "100",
+        "--max-trials",
+        str(max_trials),
+        "--heartbeat",
+        "2",
+    ]
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     # One thread each: three workers share this machine's two cores.
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("ab") as output:
-        return subprocess.Popen([sys.executable, "-m", "batchlr", "run", *args], stdout=output, stderr=subprocess.STDOUT, env=environment)
+        return subprocess.Popen(
+            [sys.executable, "-m", "batchlr", "run", *args],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
 
 
 def wait_all(workers: list[subprocess.Popen], timeout: float = 240) -> list[int]:
@@ -39,12 +62,16 @@ def wait_all(workers: list[subprocess.Popen], timeout: float = 240) -> list[int]
     return [worker.wait(timeout=max(1, deadline - time.monotonic())) for worker in workers]
 
 
-def running_trial_of(storage: str, study: str, pid: int | None, timeout: float = 120) -> optuna.trial.FrozenTrial:
+def running_trial_of(
+    storage: str, study: str, pid: int | None, timeout: float = 120
+) -> optuna.trial.FrozenTrial:
     """Wait until worker ``pid`` (any worker, for None) runs a trial (one whose user attr ``worker`` names it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            trials = optuna.load_study(study_name=study, storage=storage).get_trials(states=(TrialState.RUNNING,))
+            trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+                states=(TrialState.RUNNING,)
+            )
         except KeyError:
             trials = []
         for trial in trials:
@@ -66,7 +93,9 @@ def test_three_workers_share_one_sqlite_file(tmp_path):
     assert "database is locked" not in (tmp_path / "log").read_text()
 
 
-def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_running_or_waiting(tmp_path):
+def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_running_or_waiting(
+    tmp_path,
+):
     study = f"batchlr-kill-{uuid.uuid4().hex[:8]}"
     # Heartbeats that go stale only long after the test: the dead worker's pid alone frees its trial.
     args = [*worker_args(POSTGRES_URL, study, 8), "--heartbeat", "300"]
@@ -86,12 +115,24 @@ def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_
         kept = [trial.number for trial in before if trial.state == TrialState.COMPLETE]
         assert all(trials[number].state == TrialState.COMPLETE for number in kept)
         # The trial it ran when killed (the one seen running, or the next if that just ended).
-        (victim,) = [trial for trial in trials if trial.user_attrs["worker"]["pid"] == workers[0].pid and trial.state not in FINISHED]
+        (victim,) = [
+            trial
+            for trial in trials
+            if trial.user_attrs["worker"]["pid"] == workers[0].pid and trial.state not in FINISHED
+        ]
         assert victim.state == TrialState.FAIL and victim.user_attrs["reason"] == "worker lost"
-        retries = [trial for trial in trials if trial.system_attrs.get("failed_trial") == victim.number]
+        retries = [
+            trial for trial in trials if trial.system_attrs.get("failed_trial") == victim.number
+        ]
         # The victim may die before it samples: its retry then samples afresh.
-        assert len(retries) == 1 and retries[0].state in FINISHED and victim.params.items() <= retries[0].params.items()
-        assert len({trial.user_attrs.get("worker", {}).get("pid") for trial in trials} - {None}) >= 2
+        assert (
+            len(retries) == 1
+            and retries[0].state in FINISHED
+            and victim.params.items() <= retries[0].params.items()
+        )
+        assert (
+            len({trial.user_attrs.get("worker", {}).get("pid") for trial in trials} - {None}) >= 2
+        )
     finally:
         optuna.delete_study(study_name=study, storage=POSTGRES_URL)
 
@@ -109,7 +150,9 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["reason"] == "interrupted"
     listing = CliRunner().invoke(main, ["studies", "--storage", storage]).output.splitlines()
     assert dict(zip(listing[0].split(), listing[1].split()))["waiting"] == "1"
-    again = start([*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log")
+    again = start(
+        [*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log"
+    )
     assert again.wait(timeout=120) == 0
     trials = optuna.load_study(study_name="s", storage=storage).trials
     retry = trials[-1]
@@ -128,12 +171,22 @@ def test_workers_option_starts_local_workers_and_speaks_for_them_once(tmp_path):
     finished = optuna.load_study(study_name="w", storage=storage).get_trials(states=FINISHED)
     assert len(finished) == 4
     assert len({trial.user_attrs["worker"]["pid"] for trial in finished}) == 2
-    assert len({tuple(sorted(trial.params.items())) for trial in finished}) == 4, "the workers' samplers differ"
+    assert len({tuple(sorted(trial.params.items())) for trial in finished}) == 4, (
+        "the workers' samplers differ"
+    )
     # One opening (saying what --n-trials means here), a line per trial of either worker, one outcome.
     lines = result.stdout.splitlines()
     assert sum(line.startswith("study w ") for line in lines) == 1, result.stdout
-    assert "  2 local workers, 2 trials each (4 in all), all stopping once the study holds 100 finished trials" in lines
-    assert sorted(line.split()[1] for line in lines if line.startswith("trial ")) == ["0", "1", "2", "3"], result.stdout
+    assert (
+        "  2 local workers, 2 trials each (4 in all), all stopping once the study holds 100 finished trials"
+        in lines
+    )
+    assert sorted(line.split()[1] for line in lines if line.startswith("trial ")) == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ], result.stdout
     assert sum(line.startswith("best: ") for line in lines) == 1, result.stdout
 
 
@@ -160,7 +213,9 @@ class RecordingObjective:
         self.workers_seen: list[object] = []
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.workers_seen.append(trial.study._storage.get_trial(trial._trial_id).user_attrs.get("worker"))
+        self.workers_seen.append(
+            trial.study._storage.get_trial(trial._trial_id).user_attrs.get("worker")
+        )
         trial.suggest_float("x", 0, 1)
         return 0.5
 
@@ -192,12 +247,20 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
     opened.optimize(n_trials=3, timeout=None)
     # A worker of this host that died mid-trial, with the study at its --max-trials.
     orphan = opened.storage.create_new_trial(opened.study._study_id)
-    opened.storage.set_trial_user_attr(orphan, "worker", {"host": socket.gethostname(), "pid": dead_pid(), "device": "cpu"})
+    opened.storage.set_trial_user_attr(
+        orphan, "worker", {"host": socket.gethostname(), "pid": dead_pid(), "device": "cpu"}
+    )
     opened.storage.set_trial_param(orphan, "x", 0.25, optuna.distributions.FloatDistribution(0, 1))
     opened.optimize(n_trials=10, timeout=None, max_trials=3)
     trials = opened.study.get_trials()
-    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[3].user_attrs["reason"] == "worker lost" and trials[4].system_attrs["failed_trial"] == 3
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3 + [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    assert (
+        trials[3].user_attrs["reason"] == "worker lost"
+        and trials[4].system_attrs["failed_trial"] == 3
+    )
     assert trials[4].params == {"x": 0.25}
 
 
@@ -218,15 +281,13 @@ def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_c
         os.kill(os.getpid(), PARENT_GONE)  # the kernel repeats it as the dead parent's threads end
         with pytest.raises(KeyboardInterrupt):
             interrupts.check()  # ...and raised at the next check
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts.computing():
-                pass  # a signal that came before the block raises on entering it
+        with pytest.raises(KeyboardInterrupt), interrupts.computing():
+            pass  # a signal that came before the block raises on entering it
 
         interrupts = stop_gracefully_on_signals()
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts.computing():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(60)  # interrupted at once, long before this ends
+        with pytest.raises(KeyboardInterrupt), interrupts.computing():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)  # interrupted at once, long before this ends
         assert signal.getsignal(PARENT_GONE) == signal.SIG_IGN  # later repeats do not end it harder
 
         interrupts = stop_gracefully_on_signals()
@@ -264,7 +325,9 @@ def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
     # One line for all workers: the first worker's, which on a loaded machine may still have
     # been starting (it then had no trial to mark).
     assert [line for line in lines if line.startswith("Error: ")] in (
-        ["Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"],
+        [
+            "Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
+        ],
         ["Error: interrupted; run the same command again"],
     ), lines
     assert not any(line.startswith("best: ") for line in lines)

@@ -76,18 +76,28 @@ def _random_crops(batch: torch.Tensor, padding: int, generator: torch.Generator)
     gather over the padded batch, without a Python loop over images."""
     size, channels, height, width = batch.shape
     padded = F.pad(batch, (padding,) * 4, mode="reflect")
-    offsets = torch.randint(0, 2 * padding + 1, (2, size, 1), generator=generator, device=batch.device)
+    offsets = torch.randint(
+        0, 2 * padding + 1, (2, size, 1), generator=generator, device=batch.device
+    )
     rows = offsets[0] + torch.arange(height, device=batch.device)
     columns = offsets[1] + torch.arange(width, device=batch.device)
     positions = (rows[:, :, None] * padded.shape[3] + columns[:, None, :]).reshape(size, 1, -1)
-    return padded.flatten(2).gather(2, positions.expand(-1, channels, -1)).view(size, channels, height, width)
+    return (
+        padded.flatten(2)
+        .gather(2, positions.expand(-1, channels, -1))
+        .view(size, channels, height, width)
+    )
 
 
 class DeviceImages:
     """A data set's uint8 images and labels on one device, served as normalised float batches."""
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, normalisation: Normalisation, augmentation: Augmentation = Augmentation()
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        normalisation: Normalisation,
+        augmentation: Augmentation = Augmentation(),
     ) -> None:
         self.images, self.labels, self.augmentation = images, labels, augmentation
         mean = torch.tensor(normalisation.mean, device=images.device).view(1, -1, 1, 1)
@@ -103,11 +113,15 @@ class DeviceImages:
         sees them in validation."""
         return torch.addcmul(self.shift, self.images[indices].float(), self.scale)
 
-    def training_inputs(self, indices: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    def training_inputs(
+        self, indices: torch.Tensor, generators: list[torch.Generator]
+    ) -> torch.Tensor:
         """:meth:`inputs` of ``indices`` (folds × batch), each fold's row augmented with random
         draws from its own generator, so that a fold sees the same images however many folds
         train beside it."""
         batch = self.inputs(indices)
         if not self.augmentation:
             return batch
-        return torch.stack([self.augmentation(fold, generator) for fold, generator in zip(batch, generators)])
+        return torch.stack(
+            [self.augmentation(fold, generator) for fold, generator in zip(batch, generators)]
+        )

@@ -22,15 +22,36 @@ from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives import memory, readers
 from batchlr.objectives.image_cache import CacheEntry
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar2", "imagefolder:PATH")
+DATASET_NAMES: tuple[str, ...] = (
+    "digits",
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "cifar2",
+    "imagefolder:PATH",
+)
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR2_CLASSES = ("airplane", "bird")
-_CLASSES = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": readers.CIFAR10_CLASSES, "cifar2": CIFAR2_CLASSES}
+_CLASSES = {
+    "mnist": MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "cifar10": readers.CIFAR10_CLASSES,
+    "cifar2": CIFAR2_CLASSES,
+}
 _CIFAR2_KEEP = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
 """The CIFAR-10 labels that cifar2 keeps."""
 
@@ -71,22 +92,32 @@ class ImageData:
         label, shape and pixels. Equal for a copy of an image folder read from anywhere; another
         once any of these differs, so that files named alike (0.png, ...) with other pixels are
         other data. About 0.1 s per 150 MB of pixels."""
-        digest = hashlib.sha256(repr((len(self.classes), len(self.sources), tuple(self.images.shape))).encode())
+        digest = hashlib.sha256(
+            repr((len(self.classes), len(self.sources), tuple(self.images.shape))).encode()
+        )
         # fsencode: names need not be UTF-8 (see batchlr.objectives.image_files).
         digest.update(b"\0".join(map(os.fsencode, (*self.classes, *self.sources))))
         digest.update(self.labels.numpy().tobytes())
-        digest.update(np.ascontiguousarray(self.images.numpy()))  # hashed in place: no copy of the data set
+        digest.update(
+            np.ascontiguousarray(self.images.numpy())
+        )  # hashed in place: no copy of the data set
         return digest.hexdigest()[:32]
 
 
 def check_dataset_name(spec: str) -> str:
     """``spec`` when it names a data set batchlr knows, an image folder's path made absolute (a
     study stores it, and is resumed from anywhere); else a one-line error."""
-    known = spec in DATASET_NAMES[:-1] or (spec.startswith(IMAGEFOLDER_PREFIX) and len(spec) > len(IMAGEFOLDER_PREFIX))
+    known = spec in DATASET_NAMES[:-1] or (
+        spec.startswith(IMAGEFOLDER_PREFIX) and len(spec) > len(IMAGEFOLDER_PREFIX)
+    )
     if not known:
-        raise BatchlrUsageError(f"--dataset: unknown data set {spec!r}; choose from {', '.join(DATASET_NAMES)}")
+        raise BatchlrUsageError(
+            f"--dataset: unknown data set {spec!r}; choose from {', '.join(DATASET_NAMES)}"
+        )
     if spec.startswith(IMAGEFOLDER_PREFIX):
-        return IMAGEFOLDER_PREFIX + str(Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser().resolve())
+        return IMAGEFOLDER_PREFIX + str(
+            Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser().resolve()
+        )
     return spec
 
 
@@ -121,14 +152,20 @@ def load_dataset(
     """
     check_dataset_name(spec)
     if spec.startswith(IMAGEFOLDER_PREFIX):
-        return _load_image_folder(spec, Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser(), image_size, cache_dir, device)
+        return _load_image_folder(
+            spec, Path(spec[len(IMAGEFOLDER_PREFIX) :]).expanduser(), image_size, cache_dir, device
+        )
     if spec == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         # Pixel values run 0..16; scale to 0..255 like every other source.
         images = (digits.images[:, None] * (255 / 16)).round().astype(np.uint8)
-        return _image_data(spec, _resized(spec, (images, digits.target.astype(np.int64)), None, image_size, device), MNIST_CLASSES)
+        return _image_data(
+            spec,
+            _resized(spec, (images, digits.target.astype(np.int64)), None, image_size, device),
+            MNIST_CLASSES,
+        )
     if spec in ("mnist", "fashion-mnist"):
         raw = _mnist_raw(spec, data_dir)
         train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
@@ -136,11 +173,21 @@ def load_dataset(
     folder = data_dir / readers.CIFAR_FOLDER
     train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
     if spec == "cifar10":
-        return _image_data(spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES)
-    return _image_data(spec, _resized(spec, _subset(train, _CIFAR2_KEEP), _subset(test, _CIFAR2_KEEP), image_size, device), CIFAR2_CLASSES)
+        return _image_data(
+            spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES
+        )
+    return _image_data(
+        spec,
+        _resized(
+            spec, _subset(train, _CIFAR2_KEEP), _subset(test, _CIFAR2_KEEP), image_size, device
+        ),
+        CIFAR2_CLASSES,
+    )
 
 
-def load_test_split(spec: str, data_dir: Path, image_size: tuple[int, int] | None = None) -> ImageData | None:
+def load_test_split(
+    spec: str, data_dir: Path, image_size: tuple[int, int] | None = None
+) -> ImageData | None:
     """The official test split alone of ``spec`` (mnist, fashion-mnist, cifar10, cifar2), as the
     images of an :class:`ImageData`, fitted to ``image_size``; None for a data set without
     one. Only the test files are read, or downloaded when missing: scoring a model needs
@@ -151,15 +198,23 @@ def load_test_split(spec: str, data_dir: Path, image_size: tuple[int, int] | Non
     """
     if spec in ("mnist", "fashion-mnist"):
         folder = _mnist_raw(spec, data_dir)
-        files, read = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"], lambda: readers.read_idx_split(folder, "t10k")
+        files, read = (
+            ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+            lambda: readers.read_idx_split(folder, "t10k"),
+        )
     elif spec in ("cifar10", "cifar2"):
         folder = data_dir / readers.CIFAR_FOLDER
-        files, read = [readers.CIFAR_TEST_FILE], lambda: readers.read_cifar_batch(folder / readers.CIFAR_TEST_FILE)
+        files, read = (
+            [readers.CIFAR_TEST_FILE],
+            lambda: readers.read_cifar_batch(folder / readers.CIFAR_TEST_FILE),
+        )
     else:
         return None
     missing = [name for name in files if not (folder / name).is_file()]
     if missing:
-        _downloader("cifar10" if spec == "cifar2" else spec, data_dir, folder, needs="its test files")(missing)
+        _downloader(
+            "cifar10" if spec == "cifar2" else spec, data_dir, folder, needs="its test files"
+        )(missing)
     test = read()
     if spec == "cifar2":
         test = _subset(test, _CIFAR2_KEEP)
@@ -172,7 +227,11 @@ def _mnist_raw(spec: str, data_dir: Path) -> Path:
 
 
 def _load_image_folder(
-    spec: str, root: Path, image_size: tuple[int, int] | None, cache_dir: Path | None, device: torch.device | None
+    spec: str,
+    root: Path,
+    image_size: tuple[int, int] | None,
+    cache_dir: Path | None,
+    device: torch.device | None,
 ) -> ImageData:
     """The images of the folder at ``root`` from the cache, else decoded and cached; either way
     only once it is known that they fit in memory."""
@@ -189,18 +248,34 @@ def _load_image_folder(
             check_fits(shape)
             images = readers.decode_images(folder, shape, workers)
         entry.store(images)
-    return dataclasses.replace(_image_data(spec, ((images, folder.labels), None), folder.classes), sources=folder.sources)
+    return dataclasses.replace(
+        _image_data(spec, ((images, folder.labels), None), folder.classes), sources=folder.sources
+    )
 
 
-def _downloader(spec: str, data_dir: Path, expected: Path, needs: str = "its training and test files") -> Callable[[list[str]], None]:
+def _downloader(
+    spec: str, data_dir: Path, expected: Path, needs: str = "its training and test files"
+) -> Callable[[list[str]], None]:
     """Fetch ``spec`` into ``data_dir`` with torchvision, or fail naming the files missing, where
     they belong and which the caller ``needs``; a failed download takes away the folders it made."""
 
     def download(missing: list[str]) -> None:
         import torchvision.datasets as tvd
 
-        source = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[spec]
-        made = next((folder for folder in (*reversed(expected.relative_to(data_dir).parents), expected.relative_to(data_dir)) if not (data_dir / folder).exists()), None)
+        source = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[
+            spec
+        ]
+        made = next(
+            (
+                folder
+                for folder in (
+                    *reversed(expected.relative_to(data_dir).parents),
+                    expected.relative_to(data_dir),
+                )
+                if not (data_dir / folder).exists()
+            ),
+            None,
+        )
         try:
             source(root=str(data_dir), train=True, download=True)
         except Exception as error:  # torchvision raises URLError, RuntimeError, OSError and more
@@ -224,7 +299,11 @@ def _subset(arrays: readers.Arrays, keep: list[int]) -> readers.Arrays:
 
 
 def _resized(
-    name: str, train: readers.Arrays, test: readers.Arrays | None, image_size: tuple[int, int] | None, device: torch.device | None
+    name: str,
+    train: readers.Arrays,
+    test: readers.Arrays | None,
+    image_size: tuple[int, int] | None,
+    device: torch.device | None,
 ) -> tuple[readers.Arrays, readers.Arrays | None]:
     """The splits with their images fitted to ``image_size`` when it is given and not theirs, after checking that they fit."""
     images = train[0]
@@ -236,7 +315,9 @@ def _resized(
     return (readers.resize_images(images, image_size), train[1]), resized_test
 
 
-def _image_data(name: str, splits: tuple[readers.Arrays, readers.Arrays | None], classes: tuple[str, ...]) -> ImageData:
+def _image_data(
+    name: str, splits: tuple[readers.Arrays, readers.Arrays | None], classes: tuple[str, ...]
+) -> ImageData:
     """The training and test split as tensors that share the arrays' memory, once their labels are checked."""
     (images, labels), test = splits
     if len(images) == 0:
@@ -245,4 +326,11 @@ def _image_data(name: str, splits: tuple[readers.Arrays, readers.Arrays | None],
         raise BatchlrError(f"data set {name!r} has labels outside 0..{len(classes) - 1}")
     if test is None:
         return ImageData(name, torch.from_numpy(images), torch.from_numpy(labels), classes)
-    return ImageData(name, torch.from_numpy(images), torch.from_numpy(labels), classes, torch.from_numpy(test[0]), torch.from_numpy(test[1]))
+    return ImageData(
+        name,
+        torch.from_numpy(images),
+        torch.from_numpy(labels),
+        classes,
+        torch.from_numpy(test[0]),
+        torch.from_numpy(test[1]),
+    )

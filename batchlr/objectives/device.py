@@ -20,12 +20,18 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise BatchlrUsageError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise BatchlrUsageError(
+            f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BatchlrUsageError(f"--device {name}: no CUDA GPU is visible; use --device cpu or auto")
+            raise BatchlrUsageError(
+                f"--device {name}: no CUDA GPU is visible; use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BatchlrUsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise BatchlrUsageError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise BatchlrUsageError(f"--device {name}: MPS is not available; use --device cpu or auto")
     elif device.type not in ("cpu", "cuda", "mps"):

@@ -30,10 +30,14 @@ def image_digests(images: np.ndarray | torch.Tensor) -> np.ndarray:
     (1e-10 for 60,000 images). Hashing rows costs about a second for CIFAR-10's 50,000.
     """
     rows = np.ascontiguousarray(np.asarray(images)).reshape(len(images), -1)
-    return np.frombuffer(b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in rows), dtype=np.uint64)
+    return np.frombuffer(
+        b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in rows), dtype=np.uint64
+    )
 
 
-def split_duplicates(images: np.ndarray | torch.Tensor, fold_of: np.ndarray) -> SplitDuplicates | None:
+def split_duplicates(
+    images: np.ndarray | torch.Tensor, fold_of: np.ndarray
+) -> SplitDuplicates | None:
     """The identical images that ``fold_of`` (a fold id per image, or the hold-out's) puts in
     different parts, or None. Copies within one part are harmless and not counted."""
     if len(images) == 0:

@@ -28,7 +28,10 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.get_device_capability(device) >= (8, 0)  # Ampere: bf16 tensor cores
     if device.type == "cpu":
         # Private functions of torch.cpu: a torch without them is taken to lack the instructions.
-        checks = (getattr(torch.cpu, name, lambda: False) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        checks = (
+            getattr(torch.cpu, name, lambda: False)
+            for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
         return any(check() for check in checks)
     return False
 
@@ -42,7 +45,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if name != "fp32" and not torch.amp.is_autocast_available(device.type):
-        raise BatchlrUsageError(f"--precision {name}: torch cannot autocast on {device.type}; use --precision fp32")
+        raise BatchlrUsageError(
+            f"--precision {name}: torch cannot autocast on {device.type}; use --precision fp32"
+        )
     return name
 
 
@@ -66,7 +71,9 @@ def _compile_failure(device: torch.device) -> str | None:
     """The first line of torch.compile's error on a tiny function on ``device``, or None when it works."""
     try:
         torch.compile(lambda tensor: tensor * 2 + 1)(torch.ones(4, device=device))
-    except Exception as error:  # inductor's errors have no common base but Exception; any means compile fails here
+    except (
+        Exception
+    ) as error:  # inductor's errors have no common base but Exception; any means compile fails here
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         return lines[0][:300] if lines else type(error).__name__
     return None
@@ -86,7 +93,14 @@ class Execution:
     channels_last: bool = False
 
     @classmethod
-    def on(cls, device: torch.device, precision: str = "auto", fuse_folds: str = "auto", compile: bool = False, builtin_model: bool = True) -> Execution:
+    def on(
+        cls,
+        device: torch.device,
+        precision: str = "auto",
+        fuse_folds: str = "auto",
+        compile: bool = False,
+        builtin_model: bool = True,
+    ) -> Execution:
         """The execution for ``device`` and the options as given.
 
         channels_last goes with the built-in and torchvision models only: a user's model may
@@ -94,7 +108,9 @@ class Execution:
         vmap's grouped convolutions expect.
         """
         if fuse_folds not in FUSE_CHOICES:
-            raise BatchlrUsageError(f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}")
+            raise BatchlrUsageError(
+                f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}"
+            )
         fused = fuse_folds == "on" or (fuse_folds == "auto" and device.type == "cuda")
         if device.type == "cuda":
             # cuDNN then times its convolution algorithms once per shape and keeps the fastest:
@@ -102,7 +118,13 @@ class Execution:
             torch.backends.cudnn.benchmark = True
         if compile:
             check_compile(device)
-        return cls(device, resolve_precision(precision, device), fused, compile, builtin_model and not fused and device.type != "mps")
+        return cls(
+            device,
+            resolve_precision(precision, device),
+            fused,
+            compile,
+            builtin_model and not fused and device.type != "mps",
+        )
 
     @property
     def memory_format(self) -> torch.memory_format:

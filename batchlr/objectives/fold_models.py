@@ -53,7 +53,12 @@ class FoldModels(abc.ABC):
 class SeparateFolds(FoldModels):
     """One module per fold, run one after another, in ``memory_format``."""
 
-    def __init__(self, models: list[nn.Module], compile: bool = False, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    def __init__(
+        self,
+        models: list[nn.Module],
+        compile: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
         self.models, self.count, self.memory_format = models, len(models), memory_format
         for model in models:
             model.to(memory_format=memory_format)
@@ -61,7 +66,12 @@ class SeparateFolds(FoldModels):
                 model.compile()  # in place: the state dict keeps its keys
 
     def parameters(self) -> list[torch.Tensor]:
-        return [parameter for model in self.models for parameter in model.parameters() if parameter.requires_grad]
+        return [
+            parameter
+            for model in self.models
+            for parameter in model.parameters()
+            if parameter.requires_grad
+        ]
 
     def train(self, mode: bool = True) -> None:
         for model in self.models:
@@ -73,7 +83,12 @@ class SeparateFolds(FoldModels):
         return [slice(fold, fold + 1) for fold in range(self.count)]
 
     def logits(self, inputs: torch.Tensor, folds: slice = slice(None)) -> torch.Tensor:
-        return torch.stack([model(batch.contiguous(memory_format=self.memory_format)) for model, batch in zip(self.models[folds], inputs)])
+        return torch.stack(
+            [
+                model(batch.contiguous(memory_format=self.memory_format))
+                for model, batch in zip(self.models[folds], inputs)
+            ]
+        )
 
     def module(self, fold: int) -> nn.Module:
         return self.models[fold]
@@ -89,13 +104,20 @@ class FusedFolds(FoldModels):
         # its class inside the function (a new class every call).
         parameters = [dict(model.named_parameters()) for model in models]
         buffers = [dict(model.named_buffers()) for model in models]
-        self.params = {name: torch.stack([fold[name].detach() for fold in parameters]).requires_grad_(tensor.requires_grad) for name, tensor in parameters[0].items()}
+        self.params = {
+            name: torch.stack([fold[name].detach() for fold in parameters]).requires_grad_(
+                tensor.requires_grad
+            )
+            for name, tensor in parameters[0].items()
+        }
         self.buffers = {name: torch.stack([fold[name] for fold in buffers]) for name in buffers[0]}
         # The module the stacked tensors run through, and copy for module(). Not moved to the
         # meta device, which would untie tied weights.
         skeleton = copy.deepcopy(models[0])
 
-        def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        def forward(
+            params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch: torch.Tensor
+        ) -> torch.Tensor:
             return functional_call(skeleton, (params, buffers), (batch,))
 
         self.skeleton = skeleton
@@ -136,7 +158,12 @@ def fold_models(models: list[nn.Module], execution: Execution) -> FoldModels:
     return SeparateFolds(models, execution.compile, execution.memory_format)
 
 
-def check_fusable(make_model: Callable[[], nn.Module], input_shape: tuple[int, int, int], device: torch.device, name: str) -> None:
+def check_fusable(
+    make_model: Callable[[], nn.Module],
+    input_shape: tuple[int, int, int],
+    device: torch.device,
+    name: str,
+) -> None:
     """Raise when two fresh models of ``make_model`` cannot train fused: a forward and backward
     pass of two images per fold, in training mode.
 
@@ -153,4 +180,6 @@ def check_fusable(make_model: Callable[[], nn.Module], input_shape: tuple[int, i
         return  # a question of memory, not of torch.func: a trial that runs out fused trains separately
     except Exception as error:
         reason = " ".join(str(error).split())[:300]
-        raise BatchlrError(f"--model {name} cannot train with fused folds ({type(error).__name__}: {reason}); use --fuse-folds off") from None
+        raise BatchlrError(
+            f"--model {name} cannot train with fused folds ({type(error).__name__}: {reason}); use --fuse-folds off"
+        ) from None

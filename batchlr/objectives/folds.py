@@ -27,7 +27,9 @@ class FoldAssignment:
 
     def train_val(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices to train and validate on for ``fold``; the hold-out is in neither."""
-        return np.flatnonzero((self.fold_of != fold) & (self.fold_of != HOLDOUT)), np.flatnonzero(self.fold_of == fold)
+        return np.flatnonzero((self.fold_of != fold) & (self.fold_of != HOLDOUT)), np.flatnonzero(
+            self.fold_of == fold
+        )
 
     def holdout(self) -> np.ndarray:
         return np.flatnonzero(self.fold_of == HOLDOUT)
@@ -35,7 +37,9 @@ class FoldAssignment:
     def smallest_train_size(self) -> int:
         """Samples in the smallest training part of any fold: the largest usable batch."""
         in_folds = int((self.fold_of != HOLDOUT).sum())
-        return in_folds - int(np.bincount(self.fold_of[self.fold_of != HOLDOUT], minlength=self.k).max())
+        return in_folds - int(
+            np.bincount(self.fold_of[self.fold_of != HOLDOUT], minlength=self.k).max()
+        )
 
     def encode(self) -> str:
         """A compact text form (zlib, base64) that fits a study attribute even for 60,000 samples."""
@@ -45,7 +49,9 @@ class FoldAssignment:
     @classmethod
     def decode(cls, text: str) -> FoldAssignment:
         k, _, packed = text.partition(":")
-        fold_of = np.frombuffer(zlib.decompress(base64.b64decode(packed)), dtype=np.int8).astype(np.int64)
+        fold_of = np.frombuffer(zlib.decompress(base64.b64decode(packed)), dtype=np.int8).astype(
+            np.int64
+        )
         return cls(fold_of=fold_of, k=int(k))
 
 
@@ -99,13 +105,17 @@ def _outside_holdout(labels: np.ndarray, sizes: np.ndarray, k: int, seed: int) -
     of :func:`images_needed` images always allow.
     """
     try:
-        kept, _ = train_test_split(np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed)
+        kept, _ = train_test_split(
+            np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed
+        )
         if np.bincount(labels[kept], minlength=len(sizes)).min() >= k:
             return kept
     except ValueError:
         pass
     generator = np.random.default_rng(seed)
-    members = [generator.permutation(np.flatnonzero(labels == label)) for label in range(len(sizes))]
+    members = [
+        generator.permutation(np.flatnonzero(labels == label)) for label in range(len(sizes))
+    ]
     return np.concatenate([part[holdout_count(len(part)) :] for part in members])
 
 
@@ -113,7 +123,9 @@ def _check_class_sizes(sizes: np.ndarray, k: int, holdout: bool, classes: Sequen
     """One line naming the smallest class when it cannot give an image to each fold (and the hold-out)."""
     needed = images_needed(k, holdout=holdout)
     if len(sizes) == 0:
-        raise BatchlrError(f"no images to split: {k} folds need at least {needed} images in every class")
+        raise BatchlrError(
+            f"no images to split: {k} folds need at least {needed} images in every class"
+        )
     label = int(np.argmin(sizes))
     size = int(sizes[label])
     if size >= needed:

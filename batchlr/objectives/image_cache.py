@@ -61,7 +61,9 @@ class CacheEntry:
     key: str
 
     @classmethod
-    def of(cls, folder: ImageFolder, image_size: tuple[int, int] | None, cache_dir: Path | None) -> CacheEntry:
+    def of(
+        cls, folder: ImageFolder, image_size: tuple[int, int] | None, cache_dir: Path | None
+    ) -> CacheEntry:
         """The entry of ``folder`` at ``image_size`` (None: the images' own size) in ``cache_dir``
         (None: :func:`default_cache_dir`), from the status of its files (see the module's doc)."""
         root = os.fsencode(folder.root.resolve())  # a path's bytes, which need not be UTF-8
@@ -72,7 +74,12 @@ class CacheEntry:
         files.update(folder.versions.tobytes())
         key = files.hexdigest()
         name = f"imagefolder-{hashlib.sha256(root).hexdigest()[:16]}-{size}-{key[:32]}.npz"
-        return cls((default_cache_dir() if cache_dir is None else cache_dir) / name, folder, image_size, key)
+        return cls(
+            (default_cache_dir() if cache_dir is None else cache_dir) / name,
+            folder,
+            image_size,
+            key,
+        )
 
     def load(self, check_fits: Callable[[tuple[int, int, int]], None]) -> np.ndarray | None:
         """The cached images, or None when there is no readable entry of this key whose labels,
@@ -94,11 +101,18 @@ class CacheEntry:
                 with stored.zip.open("images.npy") as member:
                     np.lib.format.read_magic(member)
                     shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-                if dtype != np.uint8 or len(shape) != 4 or shape[0] != len(self.folder.paths) or shape[1] not in (1, 3):
+                if (
+                    dtype != np.uint8
+                    or len(shape) != 4
+                    or shape[0] != len(self.folder.paths)
+                    or shape[1] not in (1, 3)
+                ):
                     return None
                 if self.image_size is not None and tuple(shape[2:]) != self.image_size:
                     return None
-                if max(shape[2:]) > MAX_IMAGE_SIDE:  # written before sides were bounded: reading the headers refuses it
+                if (
+                    max(shape[2:]) > MAX_IMAGE_SIDE
+                ):  # written before sides were bounded: reading the headers refuses it
                     return None
                 check_fits(shape[1:])
                 return stored["images"]
@@ -110,9 +124,12 @@ class CacheEntry:
         """Write the entry, then remove the stale entries of its folder and image size; on failure,
         warn on stderr and go on."""
         arrays = {
-            "images": images, "labels": self.folder.labels,
-            "classes": np.array(self.folder.classes), "sources": np.array(self.folder.sources), "key": np.array(self.key),
-        }  # fmt: skip
+            "images": images,
+            "labels": self.folder.labels,
+            "classes": np.array(self.folder.classes),
+            "sources": np.array(self.folder.sources),
+            "key": np.array(self.key),
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -125,7 +142,11 @@ class CacheEntry:
             return
         stale_prefix = self.path.name[: self.path.name.rindex("-") + 1]
         with os.scandir(self.path.parent) as entries:
-            stale = [entry.path for entry in entries if entry.name.startswith(stale_prefix) and entry.name != self.path.name]
+            stale = [
+                entry.path
+                for entry in entries
+                if entry.name.startswith(stale_prefix) and entry.name != self.path.name
+            ]
         for path in stale:
             with contextlib.suppress(OSError):  # another process removed it first
                 os.unlink(path)
@@ -137,9 +158,14 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array_header_2_0(member, np.lib.format.header_data_from_array_1_0(array))
+                np.lib.format.write_array_header_2_0(
+                    member, np.lib.format.header_data_from_array_1_0(array)
+                )
                 member.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _warn(reason: str) -> None:
-    print(f"warning: not caching the decoded images: {reason}; the next run decodes them again", file=sys.stderr)
+    print(
+        f"warning: not caching the decoded images: {reason}; the next run decodes them again",
+        file=sys.stderr,
+    )

@@ -67,22 +67,32 @@ def list_image_folder(root: Path) -> ImageFolder:
             form, or an image's path leads nowhere.
     """
     if not root.is_dir():
-        raise BatchlrError(f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class")
+        raise BatchlrError(
+            f"imagefolder: {root} is not a directory; give imagefolder:PATH with one folder per class"
+        )
     try:
         with os.scandir(root) as entries:
-            classes = sorted(entry.name for entry in entries if entry.is_dir())  # as torchvision's find_classes
-        if len(classes) > MAX_CLASSES:  # before walking them: a model of so many classes could not be loaded
+            classes = sorted(
+                entry.name for entry in entries if entry.is_dir()
+            )  # as torchvision's find_classes
+        if (
+            len(classes) > MAX_CLASSES
+        ):  # before walking them: a model of so many classes could not be loaded
             raise BatchlrError(
                 f"imagefolder: {root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} classes batchlr trains on; "
                 "give the folder whose subfolders are the classes, or merge classes"
             )
         _check_distinct(root, classes)
-        files = walk_image_files([os.path.join(root, name) for name in classes], also_entered=[str(root)])
+        files = walk_image_files(
+            [os.path.join(root, name) for name in classes], also_entered=[str(root)]
+        )
     except OSError as error:
         raise BatchlrError(f"imagefolder: {root}: {error}") from None
     if len(classes) < 2:
         found = f"one class folder ({classes[0]})" if classes else "no class folder"
-        raise BatchlrError(f"imagefolder: {root} has {found}; give the folder whose subfolders are the classes")
+        raise BatchlrError(
+            f"imagefolder: {root} has {found}; give the folder whose subfolders are the classes"
+        )
     empty = sorted(set(classes) - {classes[file.label] for file in files})
     if empty:
         raise BatchlrError(
@@ -91,13 +101,21 @@ def list_image_folder(root: Path) -> ImageFolder:
         )
     paths = tuple(file.path for file in files)
     labels = np.fromiter((file.label for file in files), dtype=np.int64, count=len(files))
-    file_bytes = np.fromiter((file.status.st_size for file in files), dtype=np.int64, count=len(files))
+    file_bytes = np.fromiter(
+        (file.status.st_size for file in files), dtype=np.int64, count=len(files)
+    )
     versions = np.stack(
         [
-            np.fromiter((file.status.st_mtime_ns for file in files), dtype=np.int64, count=len(files)),
-            np.fromiter((file.status.st_ctime_ns for file in files), dtype=np.int64, count=len(files)),
+            np.fromiter(
+                (file.status.st_mtime_ns for file in files), dtype=np.int64, count=len(files)
+            ),
+            np.fromiter(
+                (file.status.st_ctime_ns for file in files), dtype=np.int64, count=len(files)
+            ),
             # An inode number may use all 64 bits: its bits are kept as they are.
-            np.fromiter((file.status.st_ino for file in files), dtype=np.uint64, count=len(files)).view(np.int64),
+            np.fromiter(
+                (file.status.st_ino for file in files), dtype=np.uint64, count=len(files)
+            ).view(np.int64),
         ],
         axis=1,
     )
@@ -159,7 +177,9 @@ def walk_image_files(folders: Sequence[str], also_entered: Iterable[str] = ()) -
         if identity not in first or (through_link, position) < first[identity][:2]:
             first[identity] = (through_link, position, status)
     kept = sorted((position, status) for _, position, status in first.values())
-    return [ImageFile(os.path.join(found[p][1], found[p][2]), found[p][0], status) for p, status in kept]
+    return [
+        ImageFile(os.path.join(found[p][1], found[p][2]), found[p][0], status) for p, status in kept
+    ]
 
 
 def _check_distinct(root: Path, classes: Sequence[str]) -> None:
@@ -170,7 +190,7 @@ def _check_distinct(root: Path, classes: Sequence[str]) -> None:
         normal = unicodedata.normalize("NFC", name)
         if normal in seen:
             raise BatchlrError(
-                f"imagefolder: class folders {ascii(seen[normal])} and {ascii(name)} in {root} have the same name in "
+                f"imagefolder: class folders {seen[normal]!a} and {name!a} in {root} have the same name in "
                 "different Unicode forms; rename one"
             )
         seen[normal] = name

@@ -22,7 +22,9 @@ DEVICE_BYTES_PER_IMAGE = 8
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def check_fits(name: str, count: int, shape: tuple[int, int, int], device: torch.device | None, *, folder: bool) -> None:
+def check_fits(
+    name: str, count: int, shape: tuple[int, int, int], device: torch.device | None, *, folder: bool
+) -> None:
     """Raise one line saying what to change when ``count`` images of ``shape`` (C, H, W) do not
     fit in the host's available memory or, when ``device`` is CUDA, in its free memory.
 
@@ -31,7 +33,14 @@ def check_fits(name: str, count: int, shape: tuple[int, int, int], device: torch
     """
     spaces = [("memory", available_host_memory(), "is available", HOST_BYTES_PER_IMAGE)]
     if device is not None and device.type == "cuda":
-        spaces.append((f"memory on {device}", torch.cuda.mem_get_info(device)[0], "is free", DEVICE_BYTES_PER_IMAGE))
+        spaces.append(
+            (
+                f"memory on {device}",
+                torch.cuda.mem_get_info(device)[0],
+                "is free",
+                DEVICE_BYTES_PER_IMAGE,
+            )
+        )
     for where, available, state, overhead in spaces:
         needed = count * (math.prod(shape) + overhead)
         if needed <= available:
@@ -51,7 +60,16 @@ def available_host_memory() -> int:
     by what the cgroup (v2) memory limits of this process leave."""
     try:
         meminfo = Path("/proc/meminfo").read_text()
-        available = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:"))) * 1024
+        available = (
+            int(
+                next(
+                    line.split()[1]
+                    for line in meminfo.splitlines()
+                    if line.startswith("MemAvailable:")
+                )
+            )
+            * 1024
+        )
     except (OSError, StopIteration):  # not Linux: free pages, which leave out reclaimable caches
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     headroom = _cgroup_headroom()
@@ -65,7 +83,11 @@ def _cgroup_headroom() -> int | None:
     Inactive page cache counts as free: the kernel reclaims it before it refuses memory.
     """
     try:
-        cgroup = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        cgroup = next(
+            line[3:]
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+            if line.startswith("0::")
+        )
     except (OSError, StopIteration):
         return None
     headrooms = []
@@ -74,8 +96,12 @@ def _cgroup_headroom() -> int | None:
         try:
             limit = (level / "memory.max").read_text().strip()
             if limit != "max":
-                stat = dict(line.split() for line in (level / "memory.stat").read_text().splitlines())
-                used = int((level / "memory.current").read_text()) - int(stat.get("inactive_file", 0))
+                stat = dict(
+                    line.split() for line in (level / "memory.stat").read_text().splitlines()
+                )
+                used = int((level / "memory.current").read_text()) - int(
+                    stat.get("inactive_file", 0)
+                )
                 headrooms.append(max(0, int(limit) - used))
         except (OSError, ValueError):  # a level without the memory controller, or not mounted here
             pass

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 from batchlr.errors import BatchlrError
 
-if TYPE_CHECKING:  # torch loads in the functions that train: reading a study's settings needs none of it
+if (
+    TYPE_CHECKING
+):  # torch loads in the functions that train: reading a study's settings needs none of it
     import torch
 
     from batchlr.objectives.models import ModelFactory
@@ -90,7 +92,9 @@ def largest_passing(passes: Callable[[int], bool], upper: int) -> int:
             return upper
         size = min(size * 2, upper)
     if low == 0:
-        raise BatchlrError("not even a micro-batch of 1 fits in device memory; use a smaller --model or another --device")
+        raise BatchlrError(
+            "not even a micro-batch of 1 fits in device memory; use a smaller --model or another --device"
+        )
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if passes(middle) else (low, middle)
@@ -127,7 +131,11 @@ def fits_in_memory(
 
 
 def largest_micro_batch(
-    factory: ModelFactory, input_shape: tuple[int, int, int], num_classes: int, device: torch.device, upper: int
+    factory: ModelFactory,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    device: torch.device,
+    upper: int,
 ) -> int:
     """The largest micro-batch of at most ``upper`` that trains on ``device``.
 

@@ -29,7 +29,13 @@ ModelFactory = Callable[[tuple[int, int, int], int], nn.Module]
 MODEL_NAMES: tuple[str, ...] = ("convnet", "convnet-bn", "resnet20")
 WIDTHS = (32, 64, 128)
 
-SMALL_IMAGE_MODELS: tuple[str, ...] = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x1_0")
+SMALL_IMAGE_MODELS: tuple[str, ...] = (
+    "resnet18",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "shufflenet_v2_x1_0",
+)
 """A few torchvision models that take images of any size, 8×8 digits included: those an
 error suggests when a model refuses the images' size."""
 
@@ -42,16 +48,22 @@ MINIMUM_IMAGE_SIZES: dict[str, int] = {
     **dict.fromkeys(("convnext_tiny", "convnext_small", "convnext_base", "convnext_large"), 32),
     **dict.fromkeys(("densenet121", "densenet161", "densenet169", "densenet201"), 29),
     **dict.fromkeys(("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"), 4),
-    **dict.fromkeys(("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"), 32),
+    **dict.fromkeys(
+        ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"), 32
+    ),
 }
 """The smallest height and width the torchvision models that have one accept (measured
 with torchvision 0.29); the others take images of any size."""
 
-EXACT_IMAGE_SIZES: dict[str, int] = dict.fromkeys(("maxvit_t", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32"), 224)
+EXACT_IMAGE_SIZES: dict[str, int] = dict.fromkeys(
+    ("maxvit_t", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32"), 224
+)
 """The one height and width the torchvision models built for a fixed size accept."""
 
 
-def convnet(input_shape: tuple[int, int, int], num_classes: int, *, batch_norm: bool = False) -> nn.Module:
+def convnet(
+    input_shape: tuple[int, int, int], num_classes: int, *, batch_norm: bool = False
+) -> nn.Module:
     """Three 3×3 conv blocks (32, 64, 128 channels), global average pooling and a linear head.
 
     The first blocks halve the resolution with max pooling: twice for 8×8 inputs, three
@@ -69,7 +81,9 @@ def convnet(input_shape: tuple[int, int, int], num_classes: int, *, batch_norm: 
         if block < halvings:
             layers.append(nn.MaxPool2d(2))
         channels = out_channels
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)
+    )
 
 
 def torchvision_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -106,12 +120,18 @@ def torchvision_model(name: str, input_shape: tuple[int, int, int], num_classes:
     instead = f"or choose a model for small images: {', '.join(('resnet20', *SMALL_IMAGE_MODELS))}"
     if name in EXACT_IMAGE_SIZES and (height, width) != (EXACT_IMAGE_SIZES[name],) * 2:
         size = EXACT_IMAGE_SIZES[name]
-        raise BatchlrError(f"--model {name} needs {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}")
+        raise BatchlrError(
+            f"--model {name} needs {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}"
+        )
     if min(height, width) < MINIMUM_IMAGE_SIZES.get(name, 0):
         size = MINIMUM_IMAGE_SIZES[name]
-        raise BatchlrError(f"--model {name} needs at least {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}")
+        raise BatchlrError(
+            f"--model {name} needs at least {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}"
+        )
     # Without init_weights googlenet and inception_v3 warn that their default init will change.
-    options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    options = (
+        {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    )
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
     return GreyToRGB(model) if channels == 1 else model
 
@@ -161,16 +181,27 @@ def resolve_model(name: str) -> ModelFactory:
             )
         return lambda shape, classes: torchvision_model(name, shape, classes)
     if not module_name or not function_name:
-        raise BatchlrUsageError(f"--model {name!r}: give package.module:function, with both a module and a function")
+        raise BatchlrUsageError(
+            f"--model {name!r}: give package.module:function, with both a module and a function"
+        )
     try:
         with _working_directory_on_path():
             factory = getattr(importlib.import_module(module_name), function_name)
     except ImportError as error:
-        raise BatchlrUsageError(f"--model {name}: cannot import {module_name} ({_one_line(error)})") from None
+        raise BatchlrUsageError(
+            f"--model {name}: cannot import {module_name} ({_one_line(error)})"
+        ) from None
     except AttributeError:
-        raise BatchlrUsageError(f"--model {name}: {module_name} has no attribute {function_name}") from None
-    except (Exception, SystemExit) as error:  # the user's code runs at import: any error of its is theirs to fix
-        raise BatchlrUsageError(f"--model {name}: importing {module_name} raised {type(error).__name__}: {_one_line(error)}") from None
+        raise BatchlrUsageError(
+            f"--model {name}: {module_name} has no attribute {function_name}"
+        ) from None
+    except (
+        Exception,
+        SystemExit,
+    ) as error:  # the user's code runs at import: any error of its is theirs to fix
+        raise BatchlrUsageError(
+            f"--model {name}: importing {module_name} raised {type(error).__name__}: {_one_line(error)}"
+        ) from None
     if not callable(factory):
         raise BatchlrUsageError(f"--model {name}: {function_name} is not callable")
     return _exits_as_errors(factory, name)
@@ -217,7 +248,9 @@ def _exits_as_errors(factory: ModelFactory, name: str) -> ModelFactory:
     return call
 
 
-def build_model(factory: ModelFactory, name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def build_model(
+    factory: ModelFactory, name: str, input_shape: tuple[int, int, int], num_classes: int
+) -> nn.Module:
     """Call ``factory`` and check what it gave: a module with trainable parameters that maps a
     batch of ``input_shape`` images to one score per class, ``(batch, num_classes)``.
 
@@ -235,19 +268,27 @@ def build_model(factory: ModelFactory, name: str, input_shape: tuple[int, int, i
     except (torch.OutOfMemoryError, BatchlrError):
         raise  # a trial prunes an OutOfMemoryError, as it does in training
     except Exception as error:
-        raise BatchlrError(f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised {type(error).__name__}: {_one_line(error)}") from None
+        raise BatchlrError(
+            f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised {type(error).__name__}: {_one_line(error)}"
+        ) from None
     if not isinstance(model, nn.Module):
         raise BatchlrError(f"--model {name} returned {type(model).__name__}, not a torch.nn.Module")
     output = _forward(model, name, input_shape)
     shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
     if shape != (2, num_classes):
-        got = f"output of shape {shape}" if shape is not None else f"a {type(output).__name__}, not a tensor,"
+        got = (
+            f"output of shape {shape}"
+            if shape is not None
+            else f"a {type(output).__name__}, not a tensor,"
+        )
         raise BatchlrError(
             f"--model {name}: a batch of 2 images of shape {input_shape} gives {got} where (2, {num_classes}) "
             "is needed: one score per class for each image"
         )
     if parameter_count(model) == 0:
-        raise BatchlrError(f"--model {name} has no trainable parameters: the optimizer would have nothing to train")
+        raise BatchlrError(
+            f"--model {name} has no trainable parameters: the optimizer would have nothing to train"
+        )
     return model
 
 
@@ -261,8 +302,13 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
             output = model.eval()(batch)
     except torch.OutOfMemoryError:
         raise
-    except (Exception, SystemExit) as error:  # a user's forward is theirs to fix, an exit() in it included
-        raise BatchlrError(f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward pass: {type(error).__name__}: {_one_line(error)}") from None
+    except (
+        Exception,
+        SystemExit,
+    ) as error:  # a user's forward is theirs to fix, an exit() in it included
+        raise BatchlrError(
+            f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward pass: {type(error).__name__}: {_one_line(error)}"
+        ) from None
     finally:
         for module, training in zip(model.modules(), modes):
             module.training = training  # each module's own flag, as it was

@@ -49,11 +49,19 @@ class NoiseScale:
         return max(1, self.critical_batch_size // 2), 2 * self.critical_batch_size
 
 
-def squared_gradient_norm(model: nn.Module, loss_function: LossFunction, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+def squared_gradient_norm(
+    model: nn.Module, loss_function: LossFunction, inputs: torch.Tensor, targets: torch.Tensor
+) -> float:
     """|∇L|² of the mean loss over one batch."""
     model.zero_grad(set_to_none=True)
     loss_function(model(inputs), targets).backward()
-    return float(sum(parameter.grad.pow(2).sum() for parameter in model.parameters() if parameter.grad is not None))
+    return float(
+        sum(
+            parameter.grad.pow(2).sum()
+            for parameter in model.parameters()
+            if parameter.grad is not None
+        )
+    )
 
 
 def estimate_noise_scale(
@@ -77,7 +85,9 @@ def estimate_noise_scale(
         raise ValueError(f"need 0 < small batch < big batch, got {small_batch} and {big_batch}")
     norms, traces = [], []
     for _ in range(repeats):
-        drawn = torch.randint(population, (big_batch,), generator=generator, device=generator.device)
+        drawn = torch.randint(
+            population, (big_batch,), generator=generator, device=generator.device
+        )
         big = squared_gradient_norm(model, loss_function, *sample(drawn))
         small = statistics.fmean(
             squared_gradient_norm(model, loss_function, *sample(part))
@@ -88,4 +98,6 @@ def estimate_noise_scale(
     model.zero_grad(set_to_none=True)
     norm, trace = statistics.fmean(norms), statistics.fmean(traces)
     # The estimates are unbiased, not positive: too few repeats can leave |G|^2 at or below zero.
-    return NoiseScale(trace / norm if norm > 0 else math.nan, norm, trace, small_batch, big_batch, repeats)
+    return NoiseScale(
+        trace / norm if norm > 0 else math.nan, norm, trace, small_batch, big_batch, repeats
+    )

@@ -24,6 +24,7 @@ from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
 from batchlr.objectives.training import BatchStream, FoldGroup, RoundResult, train_in_lockstep
 from batchlr.search.space import Hyperparameters, SearchSpace
 
+
 class CrossValidationObjective:
     """Trains one model per fold in lockstep and returns the mean validation accuracy.
 
@@ -52,21 +53,30 @@ class CrossValidationObjective:
         self.model_name = model
         self.model_factory = resolve_model(model)
         # Once here, so that a factory returning no module fails before a study records a trial.
-        self.param_count = parameter_count(build_model(self.model_factory, model, data.input_shape, data.num_classes))
+        self.param_count = parameter_count(
+            build_model(self.model_factory, model, data.input_shape, data.num_classes)
+        )
         self.settings = settings
         self.device = device
         self.seed = seed
         self.execution = self._execution(fuse_folds, compile)
         self.normalisation = Normalisation.of(data.images, np.flatnonzero(folds.fold_of != HOLDOUT))
-        augmentation = Augmentation("flip" in settings.augment, settings.crop_padding_for(data.input_shape))
-        self.images = DeviceImages(data.images.to(device), data.labels.to(device), self.normalisation, augmentation)
+        augmentation = Augmentation(
+            "flip" in settings.augment, settings.crop_padding_for(data.input_shape)
+        )
+        self.images = DeviceImages(
+            data.images.to(device), data.labels.to(device), self.normalisation, augmentation
+        )
         self.on_round: Callable[[int], None] | None = None
         """Called with the rounds done after each round of a trial, e.g. to show progress."""
-        self.computing: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+        self.computing: Callable[[], contextlib.AbstractContextManager[None]] = (
+            contextlib.nullcontext
+        )
         """Entered around each round's training and validation, which take no lock of the
         storage's: where a signal may interrupt the trial at once."""
         self.fold_indices = [
-            tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold)) for fold in range(folds.k)
+            tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold))
+            for fold in range(folds.k)
         ]
 
     def _execution(self, fuse_folds: str, compile: bool) -> Execution:
@@ -85,7 +95,9 @@ class CrossValidationObjective:
 
     def new_model(self) -> torch.nn.Module:
         """A freshly initialised model on the device."""
-        return build_model(self.model_factory, self.model_name, self.data.input_shape, self.data.num_classes).to(self.device)
+        return build_model(
+            self.model_factory, self.model_name, self.data.input_shape, self.data.num_classes
+        ).to(self.device)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         hyperparameters = self.space.suggest(trial)
@@ -95,7 +107,9 @@ class CrossValidationObjective:
         results: list[RoundResult] = []
         groups: list[FoldGroup] = []
         try:
-            groups.append(self.fold_group(hyperparameters, self.fold_indices, self.seed + trial.number))
+            groups.append(
+                self.fold_group(hyperparameters, self.fold_indices, self.seed + trial.number)
+            )
             group = groups[0]
             epoch_steps = group.batches[0].epoch_steps
             for key, value in {
@@ -112,7 +126,9 @@ class CrossValidationObjective:
             }.items():
                 trial.set_user_attr(key, value)
             epoch_images = epoch_steps * batch_size * group.models.count
-            for result in _each_computing(train_in_lockstep(group, self.images, micro_batching), self.computing):
+            for result in _each_computing(
+                train_in_lockstep(group, self.images, micro_batching), self.computing
+            ):
                 results.append(result)
                 if self.on_round:
                     self.on_round(len(results))
@@ -135,7 +151,9 @@ class CrossValidationObjective:
             if self.execution.fuse_folds and not results:
                 return self._separately(trial)
             trial.set_user_attr("reason", "oom")
-            raise optuna.TrialPruned(f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}")
+            raise optuna.TrialPruned(
+                f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}"
+            )
         _record(trial, results, epoch_images, reason=None)
         accuracy = statistics.fmean(results[-1].val_accuracy)
         if len(self.settings.objectives) == 2:
@@ -160,7 +178,12 @@ class CrossValidationObjective:
         self.fold_indices = []
         release_memory(self.device)
 
-    def fold_group(self, hyperparameters: Hyperparameters, folds: list[tuple[torch.Tensor, torch.Tensor]], seed: int) -> FoldGroup:
+    def fold_group(
+        self,
+        hyperparameters: Hyperparameters,
+        folds: list[tuple[torch.Tensor, torch.Tensor]],
+        seed: int,
+    ) -> FoldGroup:
         """Fresh models, one optimizer and schedule for the ``folds`` (training and validation
         indices), each fold shuffling and augmenting with its own generator seeded from ``seed``.
 
@@ -174,8 +197,20 @@ class CrossValidationObjective:
         warmup_steps = self.settings.warmup_steps(train_size, batch_size)
         scheduler = make_scheduler(optimizer, sum(rounds), self.settings.schedule, warmup_steps)
         epoch_steps = steps_per_epoch(train_size, batch_size)
-        batches = [BatchStream(train, batch_size, fold_generator(self.device, seed, fold), epoch_steps) for fold, (train, _) in enumerate(folds)]
-        return FoldGroup(models, optimizer, scheduler, batches, [val for _, val in folds], rounds, self.execution, self.settings.label_smoothing)
+        batches = [
+            BatchStream(train, batch_size, fold_generator(self.device, seed, fold), epoch_steps)
+            for fold, (train, _) in enumerate(folds)
+        ]
+        return FoldGroup(
+            models,
+            optimizer,
+            scheduler,
+            batches,
+            [val for _, val in folds],
+            rounds,
+            self.execution,
+            self.settings.label_smoothing,
+        )
 
 
 def fold_generator(device: torch.device, seed: int, fold: int) -> torch.Generator:
@@ -184,7 +219,9 @@ def fold_generator(device: torch.device, seed: int, fold: int) -> torch.Generato
     return torch.Generator(device=device).manual_seed(int(state))
 
 
-def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None) -> None:
+def _record(
+    trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None
+) -> None:
     """Store the last round's per-fold scores, every round's (``fold_curves``) and the trial's speed as user attrs.
 
     ``epoch_images`` is what one epoch of every fold trains on; ``seconds_per_epoch`` is per fold.
@@ -196,7 +233,8 @@ def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, 
         "fold_scores": last.val_accuracy,
         "fold_curves": [result.val_accuracy for result in results],
         "train_accuracy": statistics.fmean(last.train_accuracy),
-        "generalization_gap": statistics.fmean(last.train_accuracy) - statistics.fmean(last.val_accuracy),
+        "generalization_gap": statistics.fmean(last.train_accuracy)
+        - statistics.fmean(last.val_accuracy),
         "rounds_run": len(results),
         "train_seconds": train_seconds,
         "images_per_second": images_per_second,
@@ -208,7 +246,9 @@ def _record(trial: optuna.Trial, results: list[RoundResult], epoch_images: int, 
         trial.set_user_attr(key, value)
 
 
-def _each_computing(rounds: Iterator[RoundResult], computing: Callable[[], contextlib.AbstractContextManager[None]]) -> Iterator[RoundResult]:
+def _each_computing(
+    rounds: Iterator[RoundResult], computing: Callable[[], contextlib.AbstractContextManager[None]]
+) -> Iterator[RoundResult]:
     """``rounds``, each computed inside ``computing()``, and handed on outside it."""
     while True:
         with computing():

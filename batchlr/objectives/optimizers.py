@@ -18,11 +18,16 @@ _OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-def make_optimizer(hyperparameters: Hyperparameters, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    hyperparameters: Hyperparameters, parameters: Iterable[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
     """The optimizer ``hyperparameters.optimizer`` over ``parameters`` with its lr, momentum and
     weight decay (coupled L2 for SGD, Adam and RMSProp, decoupled for AdamW, as torch defines
     them), and Nesterov momentum for SGD where asked and momentum is not 0."""
-    options: dict[str, Any] = {"lr": hyperparameters.lr, "weight_decay": hyperparameters.weight_decay}
+    options: dict[str, Any] = {
+        "lr": hyperparameters.lr,
+        "weight_decay": hyperparameters.weight_decay,
+    }
     if hyperparameters.momentum is not None:
         options["momentum"] = hyperparameters.momentum
     if hyperparameters.optimizer == "sgd" and hyperparameters.nesterov and hyperparameters.momentum:

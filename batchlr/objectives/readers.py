@@ -40,8 +40,17 @@ from batchlr.objectives.settings import MAX_IMAGE_SIDE
 Arrays = tuple[np.ndarray, np.ndarray]
 
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{number}" for number in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
@@ -71,10 +80,19 @@ def read_cifar_batch(path: Path) -> Arrays:
     try:
         with path.open("rb") as handle:
             batch = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
-        batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+        batch = {
+            key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()
+        }
         images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(batch["labels"], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError) as error:
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        ValueError,
+        AttributeError,
+    ) as error:
         raise BatchlrError(f"{path} is not a CIFAR-10 python batch file ({error})") from None
     if len(images) != len(labels):
         raise BatchlrError(f"{path} holds {len(images)} images but {len(labels)} labels")
@@ -99,21 +117,32 @@ def read_idx_split(raw: Path, prefix: str) -> Arrays:
     """Read ``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte`` (MNIST's format)."""
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    image_file, label_file = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+    image_file, label_file = (
+        raw / f"{prefix}-images-idx3-ubyte",
+        raw / f"{prefix}-labels-idx1-ubyte",
+    )
     try:
         images = read_image_file(str(image_file)).numpy()[:, None]
         labels = read_label_file(str(label_file)).numpy().astype(np.int64)
     except (OSError, AssertionError, RuntimeError, ValueError) as error:
-        raise BatchlrError(f"cannot read IDX files {image_file.name}/{label_file.name} in {raw}: {error}") from None
+        raise BatchlrError(
+            f"cannot read IDX files {image_file.name}/{label_file.name} in {raw}: {error}"
+        ) from None
     if len(images) != len(labels):
-        raise BatchlrError(f"{image_file} holds {len(images)} images but {label_file} {len(labels)} labels")
+        raise BatchlrError(
+            f"{image_file} holds {len(images)} images but {label_file} {len(labels)} labels"
+        )
     return images, labels
 
 
 def read_mnist_like(raw: Path, download: Callable[[list[str]], None]) -> tuple[Arrays, Arrays]:
     """Read an MNIST-format train and test split from ``raw``, downloading them first if any file
     is absent (``download`` gets the names of those missing)."""
-    files = [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    files = [
+        f"{split}-{kind}"
+        for split in ("train", "t10k")
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ]
     if not all((raw / name).is_file() for name in files):
         download([name for name in files if not (raw / name).is_file()])
     missing = [name for name in files if not (raw / name).is_file()]
@@ -138,7 +167,9 @@ _SIZES_SHOWN = 4  # by the error about a folder of mixed sizes, the commonest fi
 Workers = concurrent.futures.Executor | None
 
 
-def read_image_folder(root: Path, image_size: tuple[int, int] | None = None) -> tuple[Arrays, tuple[str, ...], tuple[str, ...]]:
+def read_image_folder(
+    root: Path, image_size: tuple[int, int] | None = None
+) -> tuple[Arrays, tuple[str, ...], tuple[str, ...]]:
     """Read a class-per-folder tree of images (:func:`list_image_folder`, :func:`image_shape`,
     :func:`decode_images`; no cache, no memory check): the images and labels, the class names,
     and each image's path relative to ``root``."""
@@ -157,11 +188,15 @@ def decoding_workers(folder: ImageFolder) -> Iterator[Workers]:
     'spawn', a script that loads a large folder needs ``if __name__ == "__main__":``). They
     leave Ctrl-C to this process and end when it ends, however it ends.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     if folder.file_bytes.sum() < PARALLEL_FROM_BYTES or cores < 2:
         yield None
         return
-    pool = concurrent.futures.ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"), initializer=_serve_parent)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        cores, mp_context=multiprocessing.get_context("spawn"), initializer=_serve_parent
+    )
     try:
         yield pool
     finally:
@@ -169,7 +204,9 @@ def decoding_workers(folder: ImageFolder) -> Iterator[Workers]:
         pool.shutdown(cancel_futures=True)
 
 
-def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers: Workers) -> tuple[int, int, int]:
+def image_shape(
+    folder: ImageFolder, image_size: tuple[int, int] | None, workers: Workers
+) -> tuple[int, int, int]:
     """The (channels, height, width) the folder's images load as, read from their headers alone.
 
     One channel when every image is grey (see :data:`GREY_MODES`), else three (RGB). The
@@ -181,14 +218,19 @@ def image_shape(folder: ImageFolder, image_size: tuple[int, int] | None, workers
             (a model trained on them could not be loaded).
     """
     headers = np.empty((len(folder.paths), 3), dtype=np.int64)
-    _fill(headers, _run(_read_headers, folder.paths, _CHUNK_FILES, workers), "reading image headers")
+    _fill(
+        headers, _run(_read_headers, folder.paths, _CHUNK_FILES, workers), "reading image headers"
+    )
     channels = 1 if headers[:, 2].all() else 3
     if image_size is not None:
         return channels, *image_size
     sizes, counts = np.unique(headers[:, :2], axis=0, return_counts=True)
     if len(sizes) > 1:
         commonest = np.argsort(-counts, kind="stable")[:_SIZES_SHOWN]
-        listed = ", ".join(f"{sizes[i, 0]}x{sizes[i, 1]} ({counts[i]}{' images' if i == commonest[0] else ''})" for i in commonest)
+        listed = ", ".join(
+            f"{sizes[i, 0]}x{sizes[i, 1]} ({counts[i]}{' images' if i == commonest[0] else ''})"
+            for i in commonest
+        )
         more = f" and {len(sizes) - _SIZES_SHOWN} more" if len(sizes) > _SIZES_SHOWN else ""
         raise BatchlrError(
             f"imagefolder: {folder.root} holds images of {len(sizes)} sizes (height x width): {listed}{more}; "
@@ -238,7 +280,9 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     as 32-bit floats, so a pixel may then differ from torchvision's by one level.
     """
     height, width = size
-    if height * image.width >= width * image.height:  # scaling the height to `height` leaves the width at least `width`
+    if (
+        height * image.width >= width * image.height
+    ):  # scaling the height to `height` leaves the width at least `width`
         scaled = (image.width * height // image.height, height)
     else:
         scaled = (width, image.height * width // image.width)
@@ -253,7 +297,12 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
 
 
-def _run(task: Callable[[Sequence[str]], np.ndarray], paths: Sequence[str], chunk_files: int, workers: Workers) -> Iterator[np.ndarray]:
+def _run(
+    task: Callable[[Sequence[str]], np.ndarray],
+    paths: Sequence[str],
+    chunk_files: int,
+    workers: Workers,
+) -> Iterator[np.ndarray]:
     """``task``'s blocks for successive chunks of ``chunk_files`` of ``paths``, in order, from ``workers`` or this process."""
     chunks = [paths[start : start + chunk_files] for start in range(0, len(paths), chunk_files)]
     return workers.map(task, chunks) if workers is not None else map(task, chunks)
@@ -307,8 +356,14 @@ def _opened(path: str) -> Iterator[Image.Image]:
         # OSErrors, a header with impossible values is a ValueError, a huge image a bomb error.
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             # PIL names a file it cannot identify by its handle (<_io.BufferedReader name=3>): the path is named already.
-            reason = "not an image format PIL reads" if isinstance(error, Image.UnidentifiedImageError) else error
-            raise BatchlrError(f"cannot decode image file {path} ({reason}); remove it or replace it with an image file") from None
+            reason = (
+                "not an image format PIL reads"
+                if isinstance(error, Image.UnidentifiedImageError)
+                else error
+            )
+            raise BatchlrError(
+                f"cannot decode image file {path} ({reason}); remove it or replace it with an image file"
+            ) from None
 
 
 def _open_regular(path: str) -> int:
@@ -324,11 +379,15 @@ def _open_regular(path: str) -> int:
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as error:
-        raise BatchlrError(f"cannot open image file {path} ({error.strerror}); make it readable or remove it") from None
+        raise BatchlrError(
+            f"cannot open image file {path} ({error.strerror}); make it readable or remove it"
+        ) from None
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)
-        raise BatchlrError(f"image file {path} is {file_kind(mode)}, not a regular file; remove it or replace it with an image file")
+        raise BatchlrError(
+            f"image file {path} is {file_kind(mode)}, not a regular file; remove it or replace it with an image file"
+        )
     return descriptor
 
 
@@ -349,9 +408,13 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         return Image.fromarray(np.rint(np.clip(np.nan_to_num(pixels), 0, 1) * 255).astype(np.uint8))
     largest = _largest_value(image)
-    if largest == np.iinfo(np.uint32).max:  # PIL holds unsigned 32-bit samples in its signed mode "I"
+    if (
+        largest == np.iinfo(np.uint32).max
+    ):  # PIL holds unsigned 32-bit samples in its signed mode "I"
         pixels = pixels.view(np.uint32)
-    wide = np.clip(pixels, 0, None).astype(np.uint64 if largest >> 16 else np.uint32)  # 32-bit values times 255 need 40 bits
+    wide = np.clip(pixels, 0, None).astype(
+        np.uint64 if largest >> 16 else np.uint32
+    )  # 32-bit values times 255 need 40 bits
     return Image.fromarray(((wide * 255 + largest // 2) // largest).astype(np.uint8))
 
 
@@ -376,7 +439,9 @@ def _channels_first(pixels: np.ndarray) -> np.ndarray:
 def _serve_parent() -> None:
     """Set up a decoding worker: Ctrl-C is for its parent to handle, and it ends when the parent ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True).start()
+    threading.Thread(
+        target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True
+    ).start()
 
 
 def _exit_with(parent: BaseProcess) -> None:

@@ -61,7 +61,9 @@ class ResNet20(nn.Module):
         channels = STAGE_WIDTHS[0]
         for stage, width in enumerate(STAGE_WIDTHS):
             for block in range(BLOCKS_PER_STAGE):
-                blocks.append(BasicBlock(channels, width, stride=2 if stage > 0 and block == 0 else 1))
+                blocks.append(
+                    BasicBlock(channels, width, stride=2 if stage > 0 and block == 0 else 1)
+                )
                 channels = width
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -32,7 +32,9 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0)
     if schedule == "onecycle":
         if progress < ONECYCLE_RISE:
             return ONECYCLE_START + (1 - ONECYCLE_START) * _cosine_ramp(progress / ONECYCLE_RISE)
-        return ONECYCLE_END + (1 - ONECYCLE_END) * (1 - _cosine_ramp((progress - ONECYCLE_RISE) / (1 - ONECYCLE_RISE)))
+        return ONECYCLE_END + (1 - ONECYCLE_END) * (
+            1 - _cosine_ramp((progress - ONECYCLE_RISE) / (1 - ONECYCLE_RISE))
+        )
     raise ValueError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULE_NAMES)}")
 
 

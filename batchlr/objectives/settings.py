@@ -39,7 +39,11 @@ class Budget:
 
     def to_attrs(self) -> dict[str, Any]:
         """The budget as the options that set it: ``budget``, and ``epochs`` or ``steps``."""
-        return {"budget": self.kind, "epochs": self.amount if self.kind == "epochs" else None, "steps": self.amount if self.kind == "steps" else None}
+        return {
+            "budget": self.kind,
+            "epochs": self.amount if self.kind == "epochs" else None,
+            "steps": self.amount if self.kind == "steps" else None,
+        }
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Budget:
@@ -51,9 +55,13 @@ class Budget:
         steps = attrs.get("steps")
         kind = attrs.get("budget") or ("steps" if steps else "epochs")
         if kind == "steps" and not steps:
-            raise BatchlrUsageError("--budget steps needs --steps N, the optimizer steps each fold trains")
+            raise BatchlrUsageError(
+                "--budget steps needs --steps N, the optimizer steps each fold trains"
+            )
         if kind == "epochs" and steps:
-            raise BatchlrUsageError("--steps goes with --budget steps; drop it or add --budget steps")
+            raise BatchlrUsageError(
+                "--steps goes with --budget steps; drop it or add --budget steps"
+            )
         return cls(kind, int(steps) if kind == "steps" else int(attrs.get("epochs") or cls.amount))
 
     @property
@@ -124,7 +132,9 @@ def parse_image_size(text: str) -> tuple[int, int]:
         raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
     height, width = sides[0], sides[-1]
     if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
-        raise BatchlrUsageError(f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels")
+        raise BatchlrUsageError(
+            f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels"
+        )
     return height, width
 
 
@@ -162,19 +172,27 @@ class TrainingSettings:
         if not math.isfinite(self.warmup) or self.warmup < 0:
             raise BatchlrUsageError(f"--warmup {self.warmup}: give a number of epochs, 0 or more")
         if self.warmup and self.schedule == "onecycle":
-            raise BatchlrUsageError("--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % of steps); drop --warmup")
+            raise BatchlrUsageError(
+                "--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % of steps); drop --warmup"
+            )
         if self.budget.kind == "epochs" and self.warmup >= self.budget.amount:
             raise BatchlrUsageError(
                 f"--warmup {self.warmup:g} is not shorter than --epochs {self.budget.amount}: the lr would never reach its value; warm up for fewer epochs"
             )
         if tuple(self.objectives) not in OBJECTIVES:
-            raise BatchlrUsageError(f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time")
+            raise BatchlrUsageError(
+                f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time"
+            )
         if self.crop_padding is not None and "crop" not in self.augment:
             raise BatchlrUsageError("--crop-padding goes with --augment crop (or flip,crop)")
         if self.precision not in PRECISIONS:
-            raise BatchlrUsageError(f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}")
+            raise BatchlrUsageError(
+                f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}"
+            )
         if not 0 <= self.label_smoothing < 1:
-            raise BatchlrUsageError(f"--label-smoothing {self.label_smoothing:g}: give a number from 0 up to 1, like 0.1")
+            raise BatchlrUsageError(
+                f"--label-smoothing {self.label_smoothing:g}: give a number from 0 up to 1, like 0.1"
+            )
 
     def crop_padding_for(self, input_shape: tuple[int, int, int]) -> int:
         """The crop's reflection padding for images of ``input_shape``; 0 without crops.
@@ -184,9 +202,13 @@ class TrainingSettings:
         """
         if "crop" not in self.augment:
             return 0
-        padding = default_crop_padding(input_shape) if self.crop_padding is None else self.crop_padding
+        padding = (
+            default_crop_padding(input_shape) if self.crop_padding is None else self.crop_padding
+        )
         if padding >= min(input_shape[1:]):
-            raise BatchlrUsageError(f"--crop-padding {padding}: reflection padding must be smaller than the {input_shape[1]}x{input_shape[2]} images")
+            raise BatchlrUsageError(
+                f"--crop-padding {padding}: reflection padding must be smaller than the {input_shape[1]}x{input_shape[2]} images"
+            )
         return padding
 
     @property

@@ -23,7 +23,9 @@ from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 
 # Under fp16 the gradient scaler skips the steps whose gradients overflowed, and torch then warns
 # that the schedule stepped without the optimizer: that skip is the scaler's purpose.
-warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+warnings.filterwarnings(
+    "ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
+)
 
 
 class BatchStream:
@@ -35,7 +37,13 @@ class BatchStream:
     smallest fold's, so that all of them step in lockstep, fused or not.
     """
 
-    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator, epoch_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        indices: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        epoch_steps: int | None = None,
+    ) -> None:
         self.indices, self.batch_size, self.generator = indices, batch_size, generator
         self.epoch_steps = epoch_steps or len(indices) // batch_size
         self.order = indices[:0]
@@ -44,7 +52,11 @@ class BatchStream:
     def next(self) -> torch.Tensor:
         position = self.step % self.epoch_steps * self.batch_size
         if position == 0:
-            self.order = self.indices[torch.randperm(len(self.indices), generator=self.generator, device=self.indices.device)]
+            self.order = self.indices[
+                torch.randperm(
+                    len(self.indices), generator=self.generator, device=self.indices.device
+                )
+            ]
         self.step += 1
         return self.order[position : position + self.batch_size]
 
@@ -90,7 +102,9 @@ class RoundResult:
         return not all(math.isfinite(loss) for loss in self.train_loss)
 
 
-def train_steps(group: FoldGroup, data: DeviceImages, steps: int, micro_batching: MicroBatching) -> tuple[torch.Tensor, torch.Tensor]:
+def train_steps(
+    group: FoldGroup, data: DeviceImages, steps: int, micro_batching: MicroBatching
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` optimizer steps of every fold on augmented batches; returns each fold's mean
     loss and accuracy over them, as two tensors of k values on the device.
 
@@ -111,7 +125,12 @@ def train_steps(group: FoldGroup, data: DeviceImages, steps: int, micro_batching
             for folds in group.models.passes:
                 with group.execution.autocast():
                     logits = group.models.logits(inputs[folds], folds)
-                    losses = F.cross_entropy(logits.flatten(0, 1), labels[folds].flatten(), reduction="none", label_smoothing=group.label_smoothing)
+                    losses = F.cross_entropy(
+                        logits.flatten(0, 1),
+                        labels[folds].flatten(),
+                        reduction="none",
+                        label_smoothing=group.label_smoothing,
+                    )
                 fold_losses = losses.view(len(logits), -1).sum(dim=1)
                 group.scaler.scale(fold_losses.sum() / batch.shape[1]).backward()
                 loss_sum[folds] += fold_losses.detach()
@@ -124,7 +143,13 @@ def train_steps(group: FoldGroup, data: DeviceImages, steps: int, micro_batching
 
 
 @torch.no_grad()
-def evaluate(models: FoldModels, data: DeviceImages, indices: list[torch.Tensor], chunk_size: int = EVAL_CHUNK, execution: Execution | None = None) -> torch.Tensor:
+def evaluate(
+    models: FoldModels,
+    data: DeviceImages,
+    indices: list[torch.Tensor],
+    chunk_size: int = EVAL_CHUNK,
+    execution: Execution | None = None,
+) -> torch.Tensor:
     """Each fold's accuracy on its ``indices`` (never augmented), as k values on the device, in
     passes of at most ``chunk_size`` images per fold.
 
@@ -136,7 +161,11 @@ def evaluate(models: FoldModels, data: DeviceImages, indices: list[torch.Tensor]
     device = data.labels.device
     lengths = torch.tensor([len(part) for part in indices], device=device)
     longest = max(len(part) for part in indices)
-    padded = torch.stack([F.pad(part, (0, longest - len(part))) for part in indices]) if longest else None
+    padded = (
+        torch.stack([F.pad(part, (0, longest - len(part))) for part in indices])
+        if longest
+        else None
+    )
     correct = torch.zeros(len(indices), device=device, dtype=torch.long)
     for start in range(0, longest, chunk_size):
         chunk = padded[:, start : start + chunk_size]
@@ -149,7 +178,9 @@ def evaluate(models: FoldModels, data: DeviceImages, indices: list[torch.Tensor]
     return correct / lengths.clamp_min(1)
 
 
-def train_in_lockstep(group: FoldGroup, data: DeviceImages, micro_batching: MicroBatching = MicroBatching()) -> Iterator[RoundResult]:
+def train_in_lockstep(
+    group: FoldGroup, data: DeviceImages, micro_batching: MicroBatching = MicroBatching()
+) -> Iterator[RoundResult]:
     """Train every fold round by round, yielding after each round of all folds.
 
     ``micro_batching`` caps the samples per fold in a training and validation pass.
@@ -160,9 +191,13 @@ def train_in_lockstep(group: FoldGroup, data: DeviceImages, micro_batching: Micr
     """
     for round_index, steps in enumerate(group.rounds):
         started = time.perf_counter()
-        train_loss, train_accuracy = torch.stack(train_steps(group, data, steps, micro_batching)).tolist()
+        train_loss, train_accuracy = torch.stack(
+            train_steps(group, data, steps, micro_batching)
+        ).tolist()
         train_seconds = time.perf_counter() - started  # tolist() waited for the device
-        val_accuracy = evaluate(group.models, data, group.val_indices, micro_batching.eval_chunk, group.execution).tolist()
+        val_accuracy = evaluate(
+            group.models, data, group.val_indices, micro_batching.eval_chunk, group.execution
+        ).tolist()
         yield RoundResult(
             round=round_index,
             val_accuracy=val_accuracy,

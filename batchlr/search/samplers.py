@@ -26,12 +26,18 @@ def bounded_grid(space: SearchSpace, grid_points: str | None) -> dict[str, list[
     grid = space.grid(grid_point_counts(grid_points))
     size = math.prod(len(values) for values in grid.values())
     if size > MAX_GRID_SIZE:
-        counts = " x ".join(f"{len(values)} {name}" for name, values in grid.items() if len(values) > 1)
-        raise BatchlrUsageError(f"--sampler grid: {counts} is {size:,} points, more than {MAX_GRID_SIZE:,}; give smaller --grid-points")
+        counts = " x ".join(
+            f"{len(values)} {name}" for name, values in grid.items() if len(values) > 1
+        )
+        raise BatchlrUsageError(
+            f"--sampler grid: {counts} is {size:,} points, more than {MAX_GRID_SIZE:,}; give smaller --grid-points"
+        )
     return grid
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int | None, grid_points: str | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, space: SearchSpace, seed: int | None, grid_points: str | None = None
+) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
     ``grid`` walks :func:`bounded_grid` (powers of two for batch size, decades for the

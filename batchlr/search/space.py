@@ -35,6 +35,7 @@ def default_momentum(optimizer: str) -> float | None:
     """The momentum to use where it is not searched: :data:`DEFAULT_MOMENTUM` for SGD and RMSProp."""
     return DEFAULT_MOMENTUM if optimizer in MOMENTUM_OPTIMIZERS else None
 
+
 Number = TypeVar("Number", int, float)
 
 MAX_LR = 1e6
@@ -65,7 +66,9 @@ def parse_range(text: str, kind: type[Number]) -> tuple[Number, Number]:
         low, high = kind(parts[0]), kind(parts[1])
     except ValueError:
         example = "16:512" if kind is int else "1e-4:1"
-        raise BatchlrUsageError(f"{text!r} is not MIN:MAX of {kind.__name__}s; write it like {example}") from None
+        raise BatchlrUsageError(
+            f"{text!r} is not MIN:MAX of {kind.__name__}s; write it like {example}"
+        ) from None
     if not (low > 0 and high > 0) or math.isinf(high):
         raise BatchlrUsageError(f"{text!r}: both ends must be positive and finite")
     if low > high:
@@ -77,7 +80,9 @@ def parse_lr_range(text: str) -> tuple[float, float]:
     """:func:`parse_range` for learning rates, which must also stay at most :data:`MAX_LR`."""
     low, high = parse_range(text, float)
     if high > MAX_LR:
-        raise BatchlrUsageError(f"{text!r}: a learning rate above {MAX_LR:g} only diverges (far above, float32 overflows); give a MAX of at most {MAX_LR:g}")
+        raise BatchlrUsageError(
+            f"{text!r}: a learning rate above {MAX_LR:g} only diverges (far above, float32 overflows); give a MAX of at most {MAX_LR:g}"
+        )
     return low, high
 
 
@@ -109,9 +114,13 @@ class LrScaling:
 
     def __post_init__(self) -> None:
         if self.rule not in LR_SCALING_RULES:
-            raise BatchlrUsageError(f"--lr-scaling {self.rule!r}: choose from {', '.join(LR_SCALING_RULES)}")
+            raise BatchlrUsageError(
+                f"--lr-scaling {self.rule!r}: choose from {', '.join(LR_SCALING_RULES)}"
+            )
         if self.reference_batch_size < 1:
-            raise BatchlrUsageError(f"--reference-batch-size {self.reference_batch_size}: must be at least 1")
+            raise BatchlrUsageError(
+                f"--reference-batch-size {self.reference_batch_size}: must be at least 1"
+            )
 
     def lr(self, base_lr: float, batch_size: int) -> float:
         """The learning rate for ``batch_size``."""
@@ -134,7 +143,9 @@ class LrScaling:
         """
         reference = attrs.get("reference_batch_size") or DEFAULT_REFERENCE_BATCH_SIZE
         if not is_whole_number(reference):
-            raise BatchlrUsageError(f"--reference-batch-size {reprlib.repr(reference)}: must be a whole number")
+            raise BatchlrUsageError(
+                f"--reference-batch-size {reprlib.repr(reference)}: must be a whole number"
+            )
         return cls(attrs.get("lr_scaling") or "none", reference)
 
 
@@ -153,7 +164,9 @@ class Hyperparameters:
     nesterov: bool = False
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], space: SearchSpace | None = None) -> Hyperparameters:
+    def from_params(
+        cls, params: Mapping[str, Any], space: SearchSpace | None = None
+    ) -> Hyperparameters:
         """Read the Optuna params of a trial of a study that searched ``space``.
 
         They hold ``batch_size``, ``optimizer``, ``momentum`` for SGD and RMSProp, ``lr``, or
@@ -170,14 +183,22 @@ class Hyperparameters:
         missing = [key for key in ("batch_size", lr_key, "optimizer") if key not in params]
         if missing:
             raise BatchlrError(f"params lack {', '.join(missing)}; was this made by batchlr?")
-        optimizer, batch_size, base_lr, momentum = (params.get(key) for key in ("optimizer", "batch_size", lr_key, "momentum"))
+        optimizer, batch_size, base_lr, momentum = (
+            params.get(key) for key in ("optimizer", "batch_size", lr_key, "momentum")
+        )
         if optimizer not in OPTIMIZER_NAMES:
-            raise BatchlrError(f"unknown optimizer {reprlib.repr(optimizer)}; batchlr knows {', '.join(OPTIMIZER_NAMES)}")
+            raise BatchlrError(
+                f"unknown optimizer {reprlib.repr(optimizer)}; batchlr knows {', '.join(OPTIMIZER_NAMES)}"
+            )
         if not (is_whole_number(batch_size) and batch_size >= 1):
-            raise BatchlrError(f"batch_size {reprlib.repr(batch_size)} is not a whole number of at least 1")
+            raise BatchlrError(
+                f"batch_size {reprlib.repr(batch_size)} is not a whole number of at least 1"
+            )
         lr = _scaled_lr(scaling, base_lr, batch_size)
         if not (math.isfinite(lr) and lr > 0):
-            raise BatchlrError(f"{lr_key} {reprlib.repr(base_lr)} is not a positive learning rate (or overflows when scaled)")
+            raise BatchlrError(
+                f"{lr_key} {reprlib.repr(base_lr)} is not a positive learning rate (or overflows when scaled)"
+            )
         if momentum is not None and not (is_real(momentum) and 0 <= momentum < 1):
             raise BatchlrError(f"momentum {reprlib.repr(momentum)} is not a number in [0, 1)")
         return cls(
@@ -250,7 +271,9 @@ class SearchSpace:
                 before that limit may hold: its trials would fail deep in the optimizer.
         """
         if self.lr[1] > MAX_LR:
-            raise BatchlrError(f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's limit, where training only diverges or overflows; create a new study with --lr at most {MAX_LR:g}")
+            raise BatchlrError(
+                f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's limit, where training only diverges or overflows; create a new study with --lr at most {MAX_LR:g}"
+            )
         optimizer = trial.suggest_categorical("optimizer", list(self.optimizers))
         momentum = None
         if optimizer in MOMENTUM_OPTIMIZERS:
@@ -258,7 +281,9 @@ class SearchSpace:
         batch_size = trial.suggest_int("batch_size", *self.batch_size, log=True)
         return Hyperparameters(
             batch_size=batch_size,
-            lr=self.lr_scaling.lr(trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size),
+            lr=self.lr_scaling.lr(
+                trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size
+            ),
             optimizer=optimizer,
             momentum=momentum,
             weight_decay=self.weight_decay.suggest(trial),
@@ -272,8 +297,14 @@ class SearchSpace:
         ranges, plus the ends."""
         points = points or {}
 
-        def values(name: str, low: Number, high: Number, base: int, kind: type[Number]) -> list[Number]:
-            return _log_points(low, high, points[name], kind) if name in points else _log_ladder(low, high, base=base, kind=kind)
+        def values(
+            name: str, low: Number, high: Number, base: int, kind: type[Number]
+        ) -> list[Number]:
+            return (
+                _log_points(low, high, points[name], kind)
+                if name in points
+                else _log_ladder(low, high, base=base, kind=kind)
+            )
 
         grid: dict[str, list[Any]] = {
             "optimizer": list(self.optimizers),
@@ -309,8 +340,15 @@ def grid_point_counts(text: str | None) -> dict[str, int]:
     for part in filter(None, (text or "").replace(" ", "").split(",")):
         name, equals, count_text = part.partition("=")
         count = whole_number(count_text)
-        if name not in GRID_PARAMS or not equals or count is None or not 2 <= count <= MAX_GRID_POINTS:
-            raise BatchlrUsageError(f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8")
+        if (
+            name not in GRID_PARAMS
+            or not equals
+            or count is None
+            or not 2 <= count <= MAX_GRID_POINTS
+        ):
+            raise BatchlrUsageError(
+                f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8"
+            )
         counts[name] = count
     return counts
 

@@ -33,11 +33,17 @@ class WeightDecay:
 
     def __post_init__(self) -> None:
         if not (0 <= self.low <= self.high <= MAX_WEIGHT_DECAY):
-            raise BatchlrUsageError(f"--weight-decay {self.low:g}:{self.high:g}: give 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}")
+            raise BatchlrUsageError(
+                f"--weight-decay {self.low:g}:{self.high:g}: give 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}"
+            )
         if self.searched and self.low == 0:
-            raise BatchlrUsageError("--weight-decay 0:MAX: a log scale cannot start at 0; give a positive MIN and --try-no-weight-decay")
+            raise BatchlrUsageError(
+                "--weight-decay 0:MAX: a log scale cannot start at 0; give a positive MIN and --try-no-weight-decay"
+            )
         if self.try_none and not self.searched:
-            raise BatchlrUsageError("--try-no-weight-decay goes with a searched --weight-decay MIN:MAX")
+            raise BatchlrUsageError(
+                "--try-no-weight-decay goes with a searched --weight-decay MIN:MAX"
+            )
 
     @property
     def searched(self) -> bool:
@@ -62,13 +68,22 @@ class WeightDecay:
         if self.try_none and params.get(SWITCH_PARAM) is False:
             return 0.0
         value = params.get(PARAM)
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_WEIGHT_DECAY):
-            raise BatchlrError(f"{PARAM} {reprlib.repr(value)} is not a weight decay from 0 to {MAX_WEIGHT_DECAY:g}")
+        if not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value <= MAX_WEIGHT_DECAY
+        ):
+            raise BatchlrError(
+                f"{PARAM} {reprlib.repr(value)} is not a weight decay from 0 to {MAX_WEIGHT_DECAY:g}"
+            )
         return float(value)
 
     def to_attrs(self) -> dict[str, Any]:
         """``weight_decay`` as a number, or [MIN, MAX] when searched, and ``try_no_weight_decay``."""
-        return {"weight_decay": [self.low, self.high] if self.searched else self.low, "try_no_weight_decay": self.try_none}
+        return {
+            "weight_decay": [self.low, self.high] if self.searched else self.low,
+            "try_no_weight_decay": self.try_none,
+        }
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> WeightDecay:
@@ -90,7 +105,11 @@ def parse_weight_decay(text: str) -> tuple[float, float]:
             raise ValueError
         low, high = float(parts[0]), float(parts[-1])
     except ValueError:
-        raise BatchlrUsageError(f"{text!r} is neither a weight decay nor MIN:MAX; write it like 5e-4 or 1e-5:1e-2") from None
+        raise BatchlrUsageError(
+            f"{text!r} is neither a weight decay nor MIN:MAX; write it like 5e-4 or 1e-5:1e-2"
+        ) from None
     if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= MAX_WEIGHT_DECAY):
-        raise BatchlrUsageError(f"{text!r}: give values with 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}")
+        raise BatchlrUsageError(
+            f"{text!r}: give values with 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}"
+        )
     return low, high

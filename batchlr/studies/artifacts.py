@@ -20,7 +20,9 @@ from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore
-from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX  # the key get_all_artifact_meta and the dashboard read
+from optuna.artifacts._upload import (
+    ARTIFACTS_ATTR_PREFIX,
+)  # the key get_all_artifact_meta and the dashboard read
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically
@@ -29,7 +31,9 @@ from batchlr.studies.storage import open_storage, sqlite_path, storage_fault
 from batchlr.studies.summary import load_existing_study
 
 ARTIFACTS_ENV = "BATCHLR_ARTIFACTS"
-UNLINKED_REMEDY = "the files are kept; run the command again with a storage that can be written to attach them"
+UNLINKED_REMEDY = (
+    "the files are kept; run the command again with a storage that can be written to attach them"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,9 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     whole: Optuna's own writes in place, so a full disk left a partial file behind."""
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        path = self._get_filepath(artifact_id)  # Optuna's own check that the id names a file inside the store
+        path = self._get_filepath(
+            artifact_id
+        )  # Optuna's own check that the id names a file inside the store
 
         def copy(temporary: Path) -> None:
             with temporary.open("wb") as written:
@@ -61,7 +67,11 @@ class AtomicArtifactStore(FileSystemArtifactStore):
 def _mimetype(path: Path) -> str:
     # A guess for .pt is a game console's format; the dashboard previews images and pages only.
     guessed = mimetypes.guess_type(path.name)[0] or ""
-    return guessed if guessed.startswith("image/") or guessed == "text/html" else "application/octet-stream"
+    return (
+        guessed
+        if guessed.startswith("image/") or guessed == "text/html"
+        else "application/octet-stream"
+    )
 
 
 def artifact_dir(storage_url: str, given: Path | None) -> Path | None:
@@ -73,7 +83,9 @@ def artifact_dir(storage_url: str, given: Path | None) -> Path | None:
     return None if database is None else database.with_name(f"{database.stem}-artifacts")
 
 
-def artifact_store(storage_url: str, given: Path | None, create: bool = False) -> AtomicArtifactStore | None:
+def artifact_store(
+    storage_url: str, given: Path | None, create: bool = False
+) -> AtomicArtifactStore | None:
     """The store of a storage's studies (see :func:`artifact_dir`), its directory made when
     ``create``; ``None`` when there is none, or it does not exist and is not to be made.
 
@@ -87,7 +99,9 @@ def artifact_store(storage_url: str, given: Path | None, create: bool = False) -
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise BatchlrError(f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR") from None
+            raise BatchlrError(
+                f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR"
+            ) from None
     return AtomicArtifactStore(folder) if folder.is_dir() else None
 
 
@@ -114,14 +128,25 @@ def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | N
             _upload(store, storage, study, path)
             attached.append(path)
     except Exception as error:
-        fault = error if isinstance(error, BatchlrError) else storage_fault(error, storage_url, UNLINKED_REMEDY)
+        fault = (
+            error
+            if isinstance(error, BatchlrError)
+            else storage_fault(error, storage_url, UNLINKED_REMEDY)
+        )
         if fault is None:
             raise
-        return Attachment(study_name, folder, tuple(attached), tuple(paths[len(attached) :]), str(fault))
+        return Attachment(
+            study_name, folder, tuple(attached), tuple(paths[len(attached) :]), str(fault)
+        )
     return Attachment(study_name, folder, tuple(attached))
 
 
-def _upload(store: AtomicArtifactStore, storage: optuna.storages.BaseStorage, study: optuna.Study, path: Path) -> None:
+def _upload(
+    store: AtomicArtifactStore,
+    storage: optuna.storages.BaseStorage,
+    study: optuna.Study,
+    path: Path,
+) -> None:
     """Write ``path`` to ``store`` and link it to ``study``, as ``optuna.artifacts.upload_artifact``
     does; a link the storage refuses (a read-only database) takes the file out of the store
     again, where nothing would ever find it.
@@ -129,17 +154,25 @@ def _upload(store: AtomicArtifactStore, storage: optuna.storages.BaseStorage, st
     Raises:
         BatchlrError: when the store cannot be written (see :meth:`AtomicArtifactStore.write`).
     """
-    meta = ArtifactMeta(artifact_id=str(uuid.uuid4()), filename=path.name, mimetype=_mimetype(path), encoding=None)
+    meta = ArtifactMeta(
+        artifact_id=str(uuid.uuid4()), filename=path.name, mimetype=_mimetype(path), encoding=None
+    )
     with path.open("rb") as content:
         store.write(meta.artifact_id, content)
     try:
-        storage.set_study_system_attr(study._study_id, ARTIFACTS_ATTR_PREFIX + meta.artifact_id, json.dumps(dataclasses.asdict(meta)))
+        storage.set_study_system_attr(
+            study._study_id,
+            ARTIFACTS_ATTR_PREFIX + meta.artifact_id,
+            json.dumps(dataclasses.asdict(meta)),
+        )
     except BaseException:
         store.remove(meta.artifact_id)
         raise
 
 
-def attach_figure(storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None) -> Attachment:
+def attach_figure(
+    storage_url: str, study_name: str, figure: Figure, filename: str, given: Path | None
+) -> Attachment:
     """Draw ``figure`` as the PNG ``filename`` and attach it to the study (see :func:`attach`)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / filename

@@ -36,12 +36,18 @@ def read_run_config(path: Path, options: Collection[str]) -> dict[str, Any]:
         raise BatchlrUsageError(f"--config {path} is not valid TOML: {error}") from None
     unknown = sorted(set(table) - set(options))
     if unknown:
-        raise BatchlrUsageError(f"--config {path}: unknown key {', '.join(unknown)}; keys are run's options with underscores, e.g. n_trials")
+        raise BatchlrUsageError(
+            f"--config {path}: unknown key {', '.join(unknown)}; keys are run's options with underscores, e.g. n_trials"
+        )
     return table
 
 
 def _option_text(values: list[Any]) -> str:
-    return ":".join(map(str, values)) if all(isinstance(value, (int, float)) for value in values) else ",".join(map(str, values))
+    return (
+        ":".join(map(str, values))
+        if all(isinstance(value, (int, float)) for value in values)
+        else ",".join(map(str, values))
+    )
 
 
 def render_run_config(study: str, storage: str, spec: StudySpec) -> str:
@@ -50,9 +56,21 @@ def render_run_config(study: str, storage: str, spec: StudySpec) -> str:
     ``storage`` should already have its password masked. The folds' seed is written as
     ``seed``, so that the file also recreates the study elsewhere.
     """
-    settings = {key: value for key, value in spec.to_attrs().items() if key not in CREATION_KEYS | set(META_KEYS)}
+    settings = {
+        key: value
+        for key, value in spec.to_attrs().items()
+        if key not in CREATION_KEYS | set(META_KEYS)
+    }
     # The two settings whose option text is not a range or a list of names.
     settings["augment"] = ",".join(spec.training.augment) or "none"
-    settings["image_size"] = f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.image_size else None
+    settings["image_size"] = (
+        f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.image_size else None
+    )
     table = {"study": study, "storage": storage, **settings, "seed": spec.seed}
-    return tomli_w.dumps({key: _option_text(value) if isinstance(value, list) else value for key, value in table.items() if value is not None})
+    return tomli_w.dumps(
+        {
+            key: _option_text(value) if isinstance(value, list) else value
+            for key, value in table.items()
+            if value is not None
+        }
+    )

@@ -35,13 +35,22 @@ def read_only(app: WSGIApplication) -> WSGIApplication:
         if environ.get("REQUEST_METHOD") in READ_METHODS:
             return app(environ, start_response)
         body = json.dumps({"reason": READ_ONLY}).encode()
-        start_response("405 Method Not Allowed", [("Content-Type", "application/json"), ("Allow", ", ".join(READ_METHODS)), ("Content-Length", str(len(body)))])
+        start_response(
+            "405 Method Not Allowed",
+            [
+                ("Content-Type", "application/json"),
+                ("Allow", ", ".join(READ_METHODS)),
+                ("Content-Length", str(len(body))),
+            ],
+        )
         return [body]
 
     return serve
 
 
-def serve_dashboard(storage_url: str, host: str, port: int, ready: Callable[[], None], artifacts: Path | None = None) -> None:
+def serve_dashboard(
+    storage_url: str, host: str, port: int, ready: Callable[[], None], artifacts: Path | None = None
+) -> None:
     """Serve optuna-dashboard for ``storage_url`` and its studies' artifacts (see
     :mod:`batchlr.studies.artifacts`), read-only (see :func:`read_only`), until interrupted,
     calling ``ready`` once the storage is open and the port free.
@@ -50,7 +59,9 @@ def serve_dashboard(storage_url: str, host: str, port: int, ready: Callable[[], 
         BatchlrError: when the storage cannot be opened or the port is taken.
     """
     storage = open_storage(storage_url, access="read")
-    app = read_only(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(storage_url, artifacts)))
+    app = read_only(
+        optuna_dashboard.wsgi(storage, artifact_store=artifact_store(storage_url, artifacts))
+    )
     try:
         with socket.create_server((host, port)):  # fail before announcing the address
             pass
@@ -58,5 +69,7 @@ def serve_dashboard(storage_url: str, host: str, port: int, ready: Callable[[], 
         bottle.run(app, host=host, port=port)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            raise BatchlrError(f"port {port} on {host} is in use; choose another with --port") from None
+            raise BatchlrError(
+                f"port {port} on {host} is in use; choose another with --port"
+            ) from None
         raise BatchlrError(f"cannot serve on {host}:{port}: {error.strerror}") from None

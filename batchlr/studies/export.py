@@ -7,11 +7,9 @@ import json
 import math
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any
-
 from importlib import metadata
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
@@ -24,7 +22,12 @@ from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
 from batchlr.studies.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, fastest_within, fold_scores, load_existing_study
+from batchlr.studies.summary import (
+    best_complete_trial,
+    fastest_within,
+    fold_scores,
+    load_existing_study,
+)
 
 if TYPE_CHECKING:  # torch loads when a config makes an optimizer: exporting needs none of it
     import torch
@@ -43,6 +46,7 @@ def versions() -> dict[str, str]:
             return "unknown"
 
     return {name: version(name) for name in VERSIONED}
+
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_CONFIG_BYTES = 1 << 20
@@ -84,7 +88,9 @@ class BestConfig:
         """
         rule = rule or self.settings.space.lr_scaling.rule
         if rule == "none":
-            raise BatchlrError("this study searched lr without a scaling rule; call lr_for(batch_size, rule='linear' or 'sqrt')")
+            raise BatchlrError(
+                "this study searched lr without a scaling rule; call lr_for(batch_size, rule='linear' or 'sqrt')"
+            )
         return LrScaling(rule, self.batch_size).lr(self.lr, batch_size)
 
     @property
@@ -128,8 +134,12 @@ class BestConfig:
         warmup needs ``steps_per_epoch``."""
         training = self.settings.training
         if training.warmup and not steps_per_epoch:
-            raise BatchlrError(f"the study warms up for {training.warmup:g} epochs: pass steps_per_epoch to make_scheduler")
-        return make_scheduler(optimizer, steps, training.schedule, round(training.warmup * (steps_per_epoch or 0)))
+            raise BatchlrError(
+                f"the study warms up for {training.warmup:g} epochs: pass steps_per_epoch to make_scheduler"
+            )
+        return make_scheduler(
+            optimizer, steps, training.schedule, round(training.warmup * (steps_per_epoch or 0))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form :func:`load_config` reads."""
@@ -153,7 +163,13 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
     )
 
 
-def export_trial(storage_url: str, study_name: str, output: Path, delta: float | None = None, language: str | None = None) -> BestConfig:
+def export_trial(
+    storage_url: str,
+    study_name: str,
+    output: Path,
+    delta: float | None = None,
+    language: str | None = None,
+) -> BestConfig:
     """``batchlr export``: write the best complete trial of a study to ``output``, or with
     ``delta`` the fastest within ``delta`` accuracy of it; returns what was written.
 
@@ -161,7 +177,9 @@ def export_trial(storage_url: str, study_name: str, output: Path, delta: float |
     """
     language = config_language(output, language)
     study = load_existing_study(open_storage(storage_url, access="read"), study_name)
-    study_spec(study)  # a study batchlr did not make is refused before its trials are read as batchlr's
+    study_spec(
+        study
+    )  # a study batchlr did not make is refused before its trials are read as batchlr's
     trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
     config = trial_config(study, trial)
     write_config(config, output, language)
@@ -179,14 +197,20 @@ def config_language(path: Path, language: str | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix in (".json", *YAML_SUFFIXES):
         return "yaml" if suffix in YAML_SUFFIXES else "json"
-    raise BatchlrUsageError(f"--output {path}: name a .json, .yaml or .yml file, or give --format json or yaml")
+    raise BatchlrUsageError(
+        f"--output {path}: name a .json, .yaml or .yml file, or give --format json or yaml"
+    )
 
 
 def write_config(config: BestConfig, path: Path, language: str | None = None) -> None:
     """Write ``config`` to ``path`` in ``language`` (json or yaml; default: by the suffix), a
     number that is not finite as null in either (see :mod:`batchlr.json_text`)."""
     record = config.to_dict()
-    text = yaml.safe_dump(finite_or_null(record), sort_keys=False) if config_language(path, language) == "yaml" else json_text(record, indent=2) + "\n"
+    text = (
+        yaml.safe_dump(finite_or_null(record), sort_keys=False)
+        if config_language(path, language) == "yaml"
+        else json_text(record, indent=2) + "\n"
+    )
     write_text_atomically(path, text)
 
 
@@ -207,7 +231,9 @@ def load_config(path: str | Path) -> BestConfig:
     except OSError as error:
         raise BatchlrError(f"cannot read {path}: {error.strerror or error}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise BatchlrError(f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB: no batchlr export is")
+        raise BatchlrError(
+            f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB: no batchlr export is"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -216,8 +242,13 @@ def load_config(path: str | Path) -> BestConfig:
         record = yaml.safe_load(text) if language == "YAML" else json.loads(text)
     except RecursionError:
         raise BatchlrError(f"{path} nests too deeply for a batchlr export") from None
-    except (ValueError, yaml.YAMLError) as error:  # ValueError: JSON's, and either's numbers of too many digits
-        raise BatchlrError(f"{path} is not valid {language}: {' '.join(str(error).split())}") from None
+    except (
+        ValueError,
+        yaml.YAMLError,
+    ) as error:  # ValueError: JSON's, and either's numbers of too many digits
+        raise BatchlrError(
+            f"{path} is not valid {language}: {' '.join(str(error).split())}"
+        ) from None
     try:
         return _from_record(record)
     except BatchlrError as error:
@@ -235,11 +266,32 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "value": (is_finite_number, "a finite number"),
     "metric": (lambda value: isinstance(value, str), "a metric name"),
     "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
-    "params": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and _scalar(item) for key, item in value.items()), "a table of param names and values"),
-    "fold_scores": (lambda value: isinstance(value, list) and all(score is None or is_finite_number(score) for score in value), "a list of finite numbers, null for a fold that diverged"),
-    "train_seconds": (lambda value: value is None or (is_finite_number(value) and value >= 0), "a number of seconds, or null"),
+    "params": (
+        lambda value: (
+            isinstance(value, Mapping)
+            and all(isinstance(key, str) and _scalar(item) for key, item in value.items())
+        ),
+        "a table of param names and values",
+    ),
+    "fold_scores": (
+        lambda value: (
+            isinstance(value, list)
+            and all(score is None or is_finite_number(score) for score in value)
+        ),
+        "a list of finite numbers, null for a fold that diverged",
+    ),
+    "train_seconds": (
+        lambda value: value is None or (is_finite_number(value) and value >= 0),
+        "a number of seconds, or null",
+    ),
     "settings": (lambda value: isinstance(value, Mapping), "a table of settings"),
-    "versions": (lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and isinstance(item, str) for key, item in value.items()), "a table of version strings"),
+    "versions": (
+        lambda value: (
+            isinstance(value, Mapping)
+            and all(isinstance(key, str) and isinstance(item, str) for key, item in value.items())
+        ),
+        "a table of version strings",
+    ),
 }
 """What each field of an export may hold; the params and settings are then read as a study's."""
 
@@ -268,7 +320,9 @@ def _from_record(record: Any) -> BestConfig:
         metric=record["metric"],
         direction=record["direction"],
         params=dict(record["params"]),
-        fold_scores=[math.nan if score is None else float(score) for score in record["fold_scores"]],
+        fold_scores=[
+            math.nan if score is None else float(score) for score in record["fold_scores"]
+        ],
         train_seconds=None if seconds is None else float(seconds),
         settings=StudySpec.from_attrs(record["settings"]),
         versions=dict(record["versions"]),
@@ -280,9 +334,25 @@ def _from_record(record: Any) -> BestConfig:
 def _from_first_format(record: Mapping[str, Any]) -> dict[str, Any]:
     """An export of batchlr 0.1.0, which kept the settings at the top level, in today's form."""
     budget, scaling = record.get("budget") or {}, record.get("lr_scaling") or {}
-    if not (isinstance(budget, Mapping) and isinstance(scaling, Mapping) and budget.get("kind") in (None, *BUDGET_KINDS)):
-        raise BatchlrError(f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not those of a batchlr 0.1.0 export")
-    settings = {key: record[key] for key in ("dataset", "model", "folds", "schedule", "warmup") if key in record}
-    settings |= {"budget": budget.get("kind"), budget.get("kind") or "epochs": budget.get("amount") or record.get("epochs")}
-    settings |= {"lr_scaling": scaling.get("rule"), "reference_batch_size": scaling.get("reference_batch_size")}
+    if not (
+        isinstance(budget, Mapping)
+        and isinstance(scaling, Mapping)
+        and budget.get("kind") in (None, *BUDGET_KINDS)
+    ):
+        raise BatchlrError(
+            f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not those of a batchlr 0.1.0 export"
+        )
+    settings = {
+        key: record[key]
+        for key in ("dataset", "model", "folds", "schedule", "warmup")
+        if key in record
+    }
+    settings |= {
+        "budget": budget.get("kind"),
+        budget.get("kind") or "epochs": budget.get("amount") or record.get("epochs"),
+    }
+    settings |= {
+        "lr_scaling": scaling.get("rule"),
+        "reference_batch_size": scaling.get("reference_batch_size"),
+    }
     return {**record, "train_seconds": record.get("train_seconds"), "settings": settings}

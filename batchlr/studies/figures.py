@@ -34,11 +34,19 @@ def _last_value(trial: FrozenTrial) -> float | None:
     """A complete trial's accuracy, a pruned one's last report."""
     if trial.state == TrialState.COMPLETE:
         return trial.values[0]
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+    return (
+        trial.intermediate_values[max(trial.intermediate_values)]
+        if trial.intermediate_values
+        else None
+    )
 
 
 def _trials(study: optuna.Study, *states: TrialState) -> list[FrozenTrial]:
-    return [trial for trial in study.get_trials(deepcopy=False, states=states) if "batch_size" in trial.params]
+    return [
+        trial
+        for trial in study.get_trials(deepcopy=False, states=states)
+        if "batch_size" in trial.params
+    ]
 
 
 def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
@@ -49,10 +57,25 @@ def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
         raise ValueError("no complete trial")
     best = max(complete, key=lambda trial: trial.values[0])
     series = [
-        Series("points", [t.params["batch_size"] for t in pruned], [_trained_lr(t) for t in pruned], "pruned", GREY, marker="x"),
-        Series("points", [t.params["batch_size"] for t in complete], [_trained_lr(t) for t in complete], "complete", values=[t.values[0] for t in complete],
-               value_label="CV accuracy", size=9, hover=[f"trial {t.number}: {t.values[0]:.4f}" for t in complete]),
-    ]  # fmt: skip
+        Series(
+            "points",
+            [t.params["batch_size"] for t in pruned],
+            [_trained_lr(t) for t in pruned],
+            "pruned",
+            GREY,
+            marker="x",
+        ),
+        Series(
+            "points",
+            [t.params["batch_size"] for t in complete],
+            [_trained_lr(t) for t in complete],
+            "complete",
+            values=[t.values[0] for t in complete],
+            value_label="CV accuracy",
+            size=9,
+            hover=[f"trial {t.number}: {t.values[0]:.4f}" for t in complete],
+        ),
+    ]
     octaves: dict[int, FrozenTrial] = {}
     for trial in complete:
         octave = int(math.log2(trial.params["batch_size"]))
@@ -60,13 +83,47 @@ def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
             octaves[octave] = trial
     if len(octaves) > 1:
         winners = [octaves[octave] for octave in sorted(octaves)]
-        series.append(Series("line", [t.params["batch_size"] for t in winners], [_trained_lr(t) for t in winners], "best lr per batch-size octave", OKABE_ITO[3]))
+        series.append(
+            Series(
+                "line",
+                [t.params["batch_size"] for t in winners],
+                [_trained_lr(t) for t in winners],
+                "best lr per batch-size octave",
+                OKABE_ITO[3],
+            )
+        )
     low, high = spec.space.batch_size
     sizes = [low * (high / low) ** (index / 20) for index in range(21)]
     best_size, best_lr = best.params["batch_size"], _trained_lr(best)
-    series.append(Series("line", sizes, [best_lr * size / best_size for size in sizes], "linear scaling through the best", OKABE_ITO[1], dash=True))
-    series.append(Series("line", sizes, [best_lr * math.sqrt(size / best_size) for size in sizes], "square-root scaling through the best", OKABE_ITO[2], dash=True))
-    return Figure("Learning rate over batch size", "batch size", "learning rate (as trained)", series, x_log=True, y_log=True, x_whole=True)
+    series.append(
+        Series(
+            "line",
+            sizes,
+            [best_lr * size / best_size for size in sizes],
+            "linear scaling through the best",
+            OKABE_ITO[1],
+            dash=True,
+        )
+    )
+    series.append(
+        Series(
+            "line",
+            sizes,
+            [best_lr * math.sqrt(size / best_size) for size in sizes],
+            "square-root scaling through the best",
+            OKABE_ITO[2],
+            dash=True,
+        )
+    )
+    return Figure(
+        "Learning rate over batch size",
+        "batch size",
+        "learning rate (as trained)",
+        series,
+        x_log=True,
+        y_log=True,
+        x_whole=True,
+    )
 
 
 def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
@@ -74,27 +131,58 @@ def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
     of their folds, and of pruned trials in grey."""
     top = [trial for trial in top_trials(study, CURVE_TRIALS) if trial.intermediate_values]
     if not top:
-        raise ValueError("no complete trial reported per round (two-objective studies do not report)")
+        raise ValueError(
+            "no complete trial reported per round (two-objective studies do not report)"
+        )
     series = []
     for trial in _trials(study, TrialState.PRUNED)[-PRUNED_CURVES:]:
         rounds = sorted(trial.intermediate_values)
-        series.append(Series("line", [r + 1 for r in rounds], [trial.intermediate_values[r] for r in rounds], color=GREY))
+        series.append(
+            Series(
+                "line",
+                [r + 1 for r in rounds],
+                [trial.intermediate_values[r] for r in rounds],
+                color=GREY,
+            )
+        )
     for index, trial in enumerate(top):
         colour = OKABE_ITO[index % len(OKABE_ITO)]
         curves = trial.user_attrs.get("fold_curves")
         if curves:
             rounds = list(range(1, len(curves) + 1))
-            series.append(Series("band", rounds, [min(scores) for scores in curves], color=colour, y_high=[max(scores) for scores in curves]))
+            series.append(
+                Series(
+                    "band",
+                    rounds,
+                    [min(scores) for scores in curves],
+                    color=colour,
+                    y_high=[max(scores) for scores in curves],
+                )
+            )
         rounds = sorted(trial.intermediate_values)
-        series.append(Series("line", [r + 1 for r in rounds], [trial.intermediate_values[r] for r in rounds], f"trial {trial.number} (batch {trial.params['batch_size']})", colour))
+        series.append(
+            Series(
+                "line",
+                [r + 1 for r in rounds],
+                [trial.intermediate_values[r] for r in rounds],
+                f"trial {trial.number} (batch {trial.params['batch_size']})",
+                colour,
+            )
+        )
     unit = "epoch" if spec.training.budget.kind == "epochs" else "round (a tenth of the steps)"
     caption = "lines: mean over folds; bands: their range; grey: pruned trials"
-    return Figure("Learning curves of the best trials", unit, "validation accuracy", series, caption=caption)
+    return Figure(
+        "Learning curves of the best trials", unit, "validation accuracy", series, caption=caption
+    )
 
 
 def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
     """(c) Accuracy against training seconds, coloured by batch size, with the Pareto front."""
-    complete = [trial for trial in _trials(study, TrialState.COMPLETE) if "train_seconds" in trial.user_attrs]
+    complete = [
+        trial
+        for trial in _trials(study, TrialState.COMPLETE)
+        if "train_seconds" in trial.user_attrs
+    ]
     if not complete:
         raise ValueError("no complete trial with its training seconds")
     front, best_so_far = [], -math.inf
@@ -102,17 +190,39 @@ def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
         if trial.values[0] > best_so_far:
             front.append(trial)
             best_so_far = trial.values[0]
-    return Figure("Accuracy over training time", "training seconds", "CV accuracy", [
-        Series("points", [t.user_attrs["train_seconds"] for t in complete], [t.values[0] for t in complete], values=[math.log2(t.params["batch_size"]) for t in complete],
-               value_label="batch size", value_ticks=_powers_of_two([t.params["batch_size"] for t in complete]), size=9,
-               hover=[f"trial {t.number}: batch {t.params['batch_size']}" for t in complete]),
-        Series("line", [t.user_attrs["train_seconds"] for t in front], [t.values[0] for t in front], "Pareto front (nothing faster is as accurate)", OKABE_ITO[3]),
-    ], x_log=True)  # fmt: skip
+    return Figure(
+        "Accuracy over training time",
+        "training seconds",
+        "CV accuracy",
+        [
+            Series(
+                "points",
+                [t.user_attrs["train_seconds"] for t in complete],
+                [t.values[0] for t in complete],
+                values=[math.log2(t.params["batch_size"]) for t in complete],
+                value_label="batch size",
+                value_ticks=_powers_of_two([t.params["batch_size"] for t in complete]),
+                size=9,
+                hover=[f"trial {t.number}: batch {t.params['batch_size']}" for t in complete],
+            ),
+            Series(
+                "line",
+                [t.user_attrs["train_seconds"] for t in front],
+                [t.values[0] for t in front],
+                "Pareto front (nothing faster is as accurate)",
+                OKABE_ITO[3],
+            ),
+        ],
+        x_log=True,
+    )
 
 
 def _powers_of_two(sizes: list[int]) -> list[tuple[float, str]]:
     """Colour-bar labels for log2 batch sizes: the powers of two among them, named as sizes."""
-    return [(float(power), str(2**power)) for power in range(math.ceil(math.log2(min(sizes))), math.floor(math.log2(max(sizes))) + 1)]
+    return [
+        (float(power), str(2**power))
+        for power in range(math.ceil(math.log2(min(sizes))), math.floor(math.log2(max(sizes))) + 1)
+    ]
 
 
 def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:
@@ -120,20 +230,53 @@ def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:
     so that a failed trial does not flatten the others' spread), and their mean."""
     ranked = top_trials(study, SPREAD_TRIALS)
     scores = {trial.number: fold_scores(trial) for trial in ranked}
-    top = [trial for trial in ranked if scores[trial.number] and trial.values[0] >= ranked[0].values[0] - SPREAD_MARGIN] if ranked else []
+    top = (
+        [
+            trial
+            for trial in ranked
+            if scores[trial.number] and trial.values[0] >= ranked[0].values[0] - SPREAD_MARGIN
+        ]
+        if ranked
+        else []
+    )
     if not top:
         raise ValueError("no complete trial with fold scores")
     labels = [f"trial {trial.number}" for trial in top]
     folds = [(label, score) for label, trial in zip(labels, top) for score in scores[trial.number]]
-    return Figure("Fold scores of the best trials", "", "validation accuracy", [
-        Series("points", [label for label, _ in folds], [score for _, score in folds], "a fold", OKABE_ITO[0], size=6),
-        Series("points", labels, [statistics.fmean(scores[trial.number]) for trial in top], "mean", OKABE_ITO[7], marker="dash", size=18),
-    ], categories=labels)  # fmt: skip
+    return Figure(
+        "Fold scores of the best trials",
+        "",
+        "validation accuracy",
+        [
+            Series(
+                "points",
+                [label for label, _ in folds],
+                [score for _, score in folds],
+                "a fold",
+                OKABE_ITO[0],
+                size=6,
+            ),
+            Series(
+                "points",
+                labels,
+                [statistics.fmean(scores[trial.number]) for trial in top],
+                "mean",
+                OKABE_ITO[7],
+                marker="dash",
+                size=18,
+            ),
+        ],
+        categories=labels,
+    )
 
 
 def best_so_far(study: optuna.Study, spec: StudySpec) -> Figure:
     """(e) Every trial's accuracy in the order run (a pruned one's last report), and the best so far."""
-    trials = [trial for trial in _trials(study, TrialState.COMPLETE, TrialState.PRUNED) if _last_value(trial) is not None]
+    trials = [
+        trial
+        for trial in _trials(study, TrialState.COMPLETE, TrialState.PRUNED)
+        if _last_value(trial) is not None
+    ]
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     if not complete:
         raise ValueError("no complete trial")
@@ -142,11 +285,35 @@ def best_so_far(study: optuna.Study, spec: StudySpec) -> Figure:
     for trial in sorted(complete, key=lambda t: t.number):
         running = max(running, trial.values[0])
         best.append(running)
-    return Figure("Search progress", "trial", "CV accuracy", [
-        Series("points", [t.number for t in pruned], [_last_value(t) for t in pruned], "pruned (last report)", GREY, marker="x"),
-        Series("points", [t.number for t in complete], [t.values[0] for t in complete], "complete", OKABE_ITO[0]),
-        Series("line", [t.number for t in sorted(complete, key=lambda t: t.number)], best, "best so far", OKABE_ITO[3]),
-    ])  # fmt: skip
+    return Figure(
+        "Search progress",
+        "trial",
+        "CV accuracy",
+        [
+            Series(
+                "points",
+                [t.number for t in pruned],
+                [_last_value(t) for t in pruned],
+                "pruned (last report)",
+                GREY,
+                marker="x",
+            ),
+            Series(
+                "points",
+                [t.number for t in complete],
+                [t.values[0] for t in complete],
+                "complete",
+                OKABE_ITO[0],
+            ),
+            Series(
+                "line",
+                [t.number for t in sorted(complete, key=lambda t: t.number)],
+                best,
+                "best so far",
+                OKABE_ITO[3],
+            ),
+        ],
+    )
 
 
 def accuracy_by_optimizer(study: optuna.Study, spec: StudySpec) -> Figure:
@@ -155,34 +322,97 @@ def accuracy_by_optimizer(study: optuna.Study, spec: StudySpec) -> Figure:
     names = sorted({str(trial.params.get("optimizer")) for trial in complete})
     if not names:
         raise ValueError("no complete trial")
-    best = {name: max(t.values[0] for t in complete if t.params.get("optimizer") == name) for name in names}
-    return Figure("Accuracy by optimizer", "", "CV accuracy", [
-        Series("points", [str(t.params.get("optimizer")) for t in complete], [t.values[0] for t in complete], "a trial", OKABE_ITO[0]),
-        Series("points", names, [best[name] for name in names], "best", OKABE_ITO[3], marker="diamond", size=10),
-    ], categories=names)  # fmt: skip
+    best = {
+        name: max(t.values[0] for t in complete if t.params.get("optimizer") == name)
+        for name in names
+    }
+    return Figure(
+        "Accuracy by optimizer",
+        "",
+        "CV accuracy",
+        [
+            Series(
+                "points",
+                [str(t.params.get("optimizer")) for t in complete],
+                [t.values[0] for t in complete],
+                "a trial",
+                OKABE_ITO[0],
+            ),
+            Series(
+                "points",
+                names,
+                [best[name] for name in names],
+                "best",
+                OKABE_ITO[3],
+                marker="diamond",
+                size=10,
+            ),
+        ],
+        categories=names,
+    )
 
 
 def lr_range_figure(result: LrRangeTest, title: str) -> Figure:
     """The LR range test's smoothed loss over the learning rate, its suggestion marked."""
     low, high = min(result.losses), max(result.losses)
-    return Figure(f"LR range test: {title}", "learning rate", "smoothed training loss", [
-        Series("line", result.lrs, result.losses, "smoothed loss", OKABE_ITO[0]),
-        Series("line", [result.suggested_lr] * 2, [low, high], f"suggested lr {result.suggested_lr:.2g}", OKABE_ITO[3], dash=True),
-    ], x_log=True)  # fmt: skip
+    return Figure(
+        f"LR range test: {title}",
+        "learning rate",
+        "smoothed training loss",
+        [
+            Series("line", result.lrs, result.losses, "smoothed loss", OKABE_ITO[0]),
+            Series(
+                "line",
+                [result.suggested_lr] * 2,
+                [low, high],
+                f"suggested lr {result.suggested_lr:.2g}",
+                OKABE_ITO[3],
+                dash=True,
+            ),
+        ],
+        x_log=True,
+    )
 
 
 def noise_scale_figure(result: NoiseScale, title: str) -> Figure:
     """The expected squared gradient norm of a batch, |G|^2 + tr(S)/B, over the batch size B:
     past the critical batch size B_simple = tr(S)/|G|^2 a larger batch hardly lowers the noise."""
-    sizes = [2.0**power for power in range(0, max(2, math.ceil(math.log2(4 * result.big_batch))) + 1)]
+    sizes = [
+        2.0**power for power in range(max(2, math.ceil(math.log2(4 * result.big_batch))) + 1)
+    ]
     expected = [result.gradient_norm_squared + result.covariance_trace / size for size in sizes]
     measured = [result.small_batch, result.big_batch]
     critical = float(result.critical_batch_size)
-    return Figure(f"Gradient noise scale: {title}", "batch size", "expected squared gradient norm", [
-        Series("line", sizes, expected, "|G|^2 + tr(S)/B", OKABE_ITO[0]),
-        Series("points", measured, [result.gradient_norm_squared + result.covariance_trace / size for size in measured], "batches measured", OKABE_ITO[1], size=9),
-        Series("line", [critical] * 2, [min(expected), max(expected)], f"critical batch size ~ {result.critical_batch_size}", OKABE_ITO[3], dash=True),
-    ], x_log=True, y_log=True, x_whole=True)  # fmt: skip
+    return Figure(
+        f"Gradient noise scale: {title}",
+        "batch size",
+        "expected squared gradient norm",
+        [
+            Series("line", sizes, expected, "|G|^2 + tr(S)/B", OKABE_ITO[0]),
+            Series(
+                "points",
+                measured,
+                [
+                    result.gradient_norm_squared + result.covariance_trace / size
+                    for size in measured
+                ],
+                "batches measured",
+                OKABE_ITO[1],
+                size=9,
+            ),
+            Series(
+                "line",
+                [critical] * 2,
+                [min(expected), max(expected)],
+                f"critical batch size ~ {result.critical_batch_size}",
+                OKABE_ITO[3],
+                dash=True,
+            ),
+        ],
+        x_log=True,
+        y_log=True,
+        x_whole=True,
+    )
 
 
 FIGURES: dict[str, Callable[[optuna.Study, StudySpec], Figure]] = {

@@ -58,7 +58,9 @@ class EvaluationSet:
     note: str | None = None
 
 
-def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir: Path | None) -> EvaluationSet:
+def evaluation_data(
+    model: TrainedModel, dataset: str, data_dir: Path, cache_dir: Path | None
+) -> EvaluationSet:
     """The images of ``dataset`` to score the model on: its official test split where it has one
     (read alone: its training files are not needed); else, when it is the data set the model
     was trained on, wherever it is now (see :func:`_trained_on`), the hold-out its study set
@@ -80,13 +82,17 @@ def evaluation_data(model: TrainedModel, dataset: str, data_dir: Path, cache_dir
         note = f"warning: the model was trained on {dataset}, and this model file does not say which of its images were held out: this accuracy counts images it trained on; refit to score the hold-out alone"
         return _scored(model, data, None, "all images", note)
     held = set(holdout)
-    chosen = torch.tensor([index for index, name in enumerate(image_names(data)) if name in held], dtype=torch.long)
+    chosen = torch.tensor(
+        [index for index, name in enumerate(image_names(data)) if name in held], dtype=torch.long
+    )
     note = (
         f"note: the model was trained on {dataset}: only the {len(chosen):,} images of the hold-out its study set aside "
         f"are scored, not the {len(data.images) - len(chosen):,} others, which trained it or were added since"
     )
     if not len(chosen):
-        raise BatchlrError(f"{dataset} no longer holds any image of the hold-out the model was scored on, and the model trained on the others; evaluate it on another data set")
+        raise BatchlrError(
+            f"{dataset} no longer holds any image of the hold-out the model was scored on, and the model trained on the others; evaluate it on another data set"
+        )
     return _scored(model, data, chosen, "hold-out set aside when the study was created", note)
 
 
@@ -101,11 +107,26 @@ def _trained_on(model: TrainedModel, dataset: str, data: ImageData) -> bool:
     return recorded is not None and recorded == data.content_fingerprint()
 
 
-def _scored(model: TrainedModel, data: ImageData, indices: torch.Tensor | None, split: str, note: str | None = None) -> EvaluationSet:
+def _scored(
+    model: TrainedModel,
+    data: ImageData,
+    indices: torch.Tensor | None,
+    split: str,
+    note: str | None = None,
+) -> EvaluationSet:
     """The images of ``data`` at ``indices`` (None: all, not copied), in the model's channels,
     with their labels as the model's class indices."""
-    images, labels = (data.images, data.labels) if indices is None else (data.images[indices], data.labels[indices])
-    return EvaluationSet(with_channels(images, model.input_shape[0], f"{data.name} has"), _model_labels(data, labels, model), split, note)
+    images, labels = (
+        (data.images, data.labels)
+        if indices is None
+        else (data.images[indices], data.labels[indices])
+    )
+    return EvaluationSet(
+        with_channels(images, model.input_shape[0], f"{data.name} has"),
+        _model_labels(data, labels, model),
+        split,
+        note,
+    )
 
 
 def _model_labels(data: ImageData, labels: torch.Tensor, model: TrainedModel) -> torch.Tensor:
@@ -130,8 +151,14 @@ def with_channels(images: torch.Tensor, channels: int, source: str) -> torch.Ten
         return images
     if channels == 3:
         return images.expand(-1, 3, -1, -1)
-    weights = torch.tensor([299, 587, 114]).view(1, 3, 1, 1)  # ITU-R 601-2 luma, PIL's "L" conversion
-    return ((images.long() * weights).sum(dim=1, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
+    weights = torch.tensor([299, 587, 114]).view(
+        1, 3, 1, 1
+    )  # ITU-R 601-2 luma, PIL's "L" conversion
+    return (
+        ((images.long() * weights).sum(dim=1, keepdim=True) + 500)
+        .div(1000, rounding_mode="floor")
+        .to(torch.uint8)
+    )
 
 
 def _logits(model: TrainedModel, images: torch.Tensor) -> torch.Tensor:
@@ -143,18 +170,32 @@ def _logits(model: TrainedModel, images: torch.Tensor) -> torch.Tensor:
     """
     logits = model(images.to(model.scale.device))
     if not torch.isfinite(logits).all():
-        raise BatchlrError("the model's outputs overflow to NaN or infinity on these images: its weights are unusable; refit it")
+        raise BatchlrError(
+            "the model's outputs overflow to NaN or infinity on these images: its weights are unusable; refit it"
+        )
     return logits
 
 
 @torch.no_grad()
 def evaluate_model(model: TrainedModel, data: EvaluationSet, dataset: str) -> Evaluation:
     """Score ``model`` on ``data`` in passes of :data:`CHUNK`, on the model's device."""
-    predicted = torch.cat([_logits(model, chunk).argmax(dim=1).cpu() for chunk in data.images.split(CHUNK)])
+    predicted = torch.cat(
+        [_logits(model, chunk).argmax(dim=1).cpu() for chunk in data.images.split(CHUNK)]
+    )
     count, labels = len(model.classes), data.labels
-    confusion = torch.bincount(labels * count + predicted, minlength=count * count).view(count, count)
+    confusion = torch.bincount(labels * count + predicted, minlength=count * count).view(
+        count, count
+    )
     accuracy = float((predicted == labels).float().mean()) if len(labels) else 0.0
-    return Evaluation(dataset, data.split, len(labels), accuracy, list(model.classes), confusion.tolist(), data.note)
+    return Evaluation(
+        dataset,
+        data.split,
+        len(labels),
+        accuracy,
+        list(model.classes),
+        confusion.tolist(),
+        data.note,
+    )
 
 
 def image_paths(arguments: list[Path]) -> list[Path]:
@@ -171,7 +212,9 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     try:
         under = walk_image_files(folders)
     except OSError as error:
-        raise BatchlrError(f"cannot read {error.filename}: {error.strerror}; make it readable or leave it out") from None
+        raise BatchlrError(
+            f"cannot read {error.filename}: {error.strerror}; make it readable or leave it out"
+        ) from None
     in_folder: list[list[Path]] = [[] for _ in folders]
     for file in under:
         in_folder[file.label].append(Path(file.path))
@@ -180,7 +223,9 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     for argument, folder in zip(arguments, is_folder):
         paths.extend(next(next_folder) if folder else [check_regular_file(argument, "image file")])
     if not paths:
-        raise BatchlrError(f"no images ({', '.join(IMG_EXTENSIONS)}) in {', '.join(map(str, arguments))}")
+        raise BatchlrError(
+            f"no images ({', '.join(IMG_EXTENSIONS)}) in {', '.join(map(str, arguments))}"
+        )
     return paths
 
 
@@ -193,9 +238,13 @@ def _is_folder(argument: Path) -> bool:
     try:
         return stat.S_ISDIR(argument.stat().st_mode)
     except (FileNotFoundError, NotADirectoryError):
-        raise BatchlrError(f"{argument}: no such file or folder; give image files or folders of them") from None
+        raise BatchlrError(
+            f"{argument}: no such file or folder; give image files or folders of them"
+        ) from None
     except OSError as error:
-        raise BatchlrError(f"cannot read {argument}: {error.strerror}; make it readable or leave it out") from None
+        raise BatchlrError(
+            f"cannot read {argument}: {error.strerror}; make it readable or leave it out"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,5 +264,13 @@ def predict(model: TrainedModel, paths: list[Path], top_k: int = 3) -> list[Pred
         probabilities = _logits(model, model.load_images(chunk)).softmax(dim=1)
         values, indices = probabilities.topk(min(top_k, len(model.classes)), dim=1)
         for path, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
-            predictions.append(Prediction(str(path), [(model.classes[index], value) for index, value in zip(row_indices, row_values)]))
+            predictions.append(
+                Prediction(
+                    str(path),
+                    [
+                        (model.classes[index], value)
+                        for index, value in zip(row_indices, row_values)
+                    ],
+                )
+            )
     return predictions

@@ -29,7 +29,14 @@ from batchlr.studies import render
 from batchlr.studies.probes import ProbeData, find_lr
 from batchlr.studies.progress import Mode, StudyProgress
 from batchlr.studies.retries import fail_orphaned_trials, queue_retry, this_worker
-from batchlr.studies.spec import StudySpec, check_names, load_spec, reconcile, save_micro_batch_cap, save_spec
+from batchlr.studies.spec import (
+    StudySpec,
+    check_names,
+    load_spec,
+    reconcile,
+    save_micro_batch_cap,
+    save_spec,
+)
 from batchlr.studies.storage import DEFAULT_HEARTBEAT, create_study_from, open_storage
 from batchlr.studies.workers import run_workers, stop_gracefully_on_signals
 
@@ -106,7 +113,9 @@ class OpenStudy:
 
         try:
             # The sweep first, so that the stop rule sees the retries it queues.
-            self.study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[sweep, *callbacks, stop])
+            self.study.optimize(
+                run, n_trials=n_trials, timeout=timeout, callbacks=[sweep, *callbacks, stop]
+            )
         finally:
             fail_orphaned_trials(self.study, self.storage)
 
@@ -115,12 +124,25 @@ class OpenStudy:
         with what each of ``plan.workers`` local workers runs."""
         objective = self.objective
         device = f"{objective.device} ({objective.execution.describe()})"
-        lines, warning = render.opening(self.study.study_name, self.previous_trials, masked_storage, self.spec, objective.space, device)
+        lines, warning = render.opening(
+            self.study.study_name,
+            self.previous_trials,
+            masked_storage,
+            self.spec,
+            objective.space,
+            device,
+        )
         if plan.workers > 1:
-            lines.append(render.workers_line(plan.workers, plan.trials_per_process, plan.timeout, plan.max_trials))
+            lines.append(
+                render.workers_line(
+                    plan.workers, plan.trials_per_process, plan.timeout, plan.max_trials
+                )
+            )
         return lines, "\n".join(filter(None, (warning, self.creation_warning))) or None
 
-    def _interruptible(self, trial: optuna.Trial, on_start: Callable[[optuna.Study], None] | None) -> float | tuple[float, float]:
+    def _interruptible(
+        self, trial: optuna.Trial, on_start: Callable[[optuna.Study], None] | None
+    ) -> float | tuple[float, float]:
         # First of all: a worker killed at any later moment leaves a trial that the next
         # sweep ties to a dead pid, instead of one that waits for its heartbeat to go stale.
         trial.set_user_attr("worker", this_worker(str(self.objective.device)))
@@ -136,7 +158,9 @@ class OpenStudy:
         except SystemExit as error:
             # Only a model's own code exits inside a trial; as an error, the trial ends FAIL
             # instead of RUNNING with no worker left to run it.
-            raise BatchlrError(f"--model {self.spec.model}: its code called exit({error.code!r}) in trial {trial.number}; a model must return or raise") from None
+            raise BatchlrError(
+                f"--model {self.spec.model}: its code called exit({error.code!r}) in trial {trial.number}; a model must return or raise"
+            ) from None
 
 
 class _StopAtMaxTrials:
@@ -195,13 +219,21 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         total = n_trials * plan.workers if n_trials else None
         with StudyProgress(plan.progress, total, rounds=None, folds=0) as progress:
             progress.follow(opened.study)
-            run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, lambda: progress.follow(opened.study))
+            run_workers(
+                plan.worker_arguments,
+                plan.workers,
+                options.device,
+                options.seed,
+                lambda: progress.follow(opened.study),
+            )
             progress.follow(opened.study)
         return
     interrupts = stop_gracefully_on_signals()
     objective = opened.objective
     try:
-        with StudyProgress(plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k) as progress:
+        with StudyProgress(
+            plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k
+        ) as progress:
 
             def on_start(study: optuna.Study) -> None:
                 interrupts.check()
@@ -222,7 +254,11 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
 
 
 def open_study(
-    storage_url: str, study_name: str | None, requested: StudySpec, given: Collection[str], options: RunOptions
+    storage_url: str,
+    study_name: str | None,
+    requested: StudySpec,
+    given: Collection[str],
+    options: RunOptions,
 ) -> OpenStudy:
     """Create the study, or resume the one of that name, and build its objective.
 
@@ -232,7 +268,9 @@ def open_study(
     and whole (see :func:`create_study_from`). When several workers start a new study at
     once, the database lets one create it and the others resume it.
     """
-    requested = dataclasses.replace(requested, dataset=check_names(requested.dataset, requested.model))
+    requested = dataclasses.replace(
+        requested, dataset=check_names(requested.dataset, requested.model)
+    )
     storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
     while True:
@@ -240,18 +278,31 @@ def open_study(
         spec, objective = prepare(name, stored, requested, given, options)
         if stored or _create_study(storage, name, spec, objective, options.command_line):
             break
-    previous_trials = len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
+    previous_trials = (
+        len(storage.get_all_trials(storage.get_study_id_from_name(name))) if stored else 0
+    )
     study = optuna.load_study(
         storage=storage,
         study_name=name,
-        sampler=make_sampler(spec.sampler, objective.space, sampler_seed(options.seed, previous_trials), spec.grid_points),
+        sampler=make_sampler(
+            spec.sampler,
+            objective.space,
+            sampler_seed(options.seed, previous_trials),
+            spec.grid_points,
+        ),
         pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
     )
     cap = spec.training.max_micro_batch
     if stored and isinstance(cap, int) and stored[0].training.max_micro_batch is None:
         save_micro_batch_cap(study, cap)
     # Only the process that created the study says it: the folds are fixed from now on.
-    duplicates = None if stored else render.split_duplicates_warning(split_duplicates(objective.data.images, objective.folds.fold_of), objective.data.sources)
+    duplicates = (
+        None
+        if stored
+        else render.split_duplicates_warning(
+            split_duplicates(objective.data.images, objective.folds.fold_of), objective.data.sources
+        )
+    )
     return OpenStudy(study, storage, spec, objective, previous_trials, duplicates)
 
 
@@ -267,7 +318,11 @@ def sampler_seed(seed: int, previous_trials: int) -> int:
 
 
 def prepare(
-    name: str, stored: tuple[StudySpec, FoldAssignment, str] | None, requested: StudySpec, given: Collection[str], options: RunOptions
+    name: str,
+    stored: tuple[StudySpec, FoldAssignment, str] | None,
+    requested: StudySpec,
+    given: Collection[str],
+    options: RunOptions,
 ) -> tuple[StudySpec, CrossValidationObjective]:
     """The spec and objective for the stored study, or for a new one from ``requested``.
 
@@ -285,18 +340,48 @@ def prepare(
     if stored:
         folds = _checked_folds(stored[1], stored[2], data, name)
     else:
-        folds = assign_folds(data.labels.numpy(), spec.folds, spec.seed, holdout=data.test_images is None, classes=data.classes)
+        folds = assign_folds(
+            data.labels.numpy(),
+            spec.folds,
+            spec.seed,
+            holdout=data.test_images is None,
+            classes=data.classes,
+        )
     if options.lr_auto and not stored:
         spec = _with_found_lr(spec, data, folds, device, options.seed)
     space = spec.space.clip_batch_size(folds.smallest_train_size())
     stored_cap = stored[0].training.max_micro_batch if stored else None
-    cap = resolve_cap(spec.training.max_micro_batch, stored_cap, resolve_model(spec.model), data.input_shape, data.num_classes, device, space.batch_size[1])
-    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, max_micro_batch=cap))
-    return spec, CrossValidationObjective(data, folds, space, spec.model, spec.training, device, options.seed, options.fuse_folds, options.compile)
+    cap = resolve_cap(
+        spec.training.max_micro_batch,
+        stored_cap,
+        resolve_model(spec.model),
+        data.input_shape,
+        data.num_classes,
+        device,
+        space.batch_size[1],
+    )
+    spec = dataclasses.replace(
+        spec, training=dataclasses.replace(spec.training, max_micro_batch=cap)
+    )
+    return spec, CrossValidationObjective(
+        data,
+        folds,
+        space,
+        spec.model,
+        spec.training,
+        device,
+        options.seed,
+        options.fuse_folds,
+        options.compile,
+    )
 
 
 def _create_study(
-    storage: optuna.storages.RDBStorage, name: str, spec: StudySpec, objective: CrossValidationObjective, command_line: str
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    spec: StudySpec,
+    objective: CrossValidationObjective,
+    command_line: str,
 ) -> bool:
     """Create the study with its spec, folds, metric names and note, all at once; False when
     another process created one of that name first."""
@@ -310,7 +395,9 @@ def _create_study(
     return create_study_from(storage, draft, name)
 
 
-def _with_found_lr(spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int) -> StudySpec:
+def _with_found_lr(
+    spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int
+) -> StudySpec:
     """``spec`` searching lr (or base_lr) one decade either side of the LR range test's suggestion.
 
     The test runs at the reference batch size under an LR scaling rule, so that the
@@ -324,17 +411,29 @@ def _with_found_lr(spec: StudySpec, data: ImageData, folds: FoldAssignment, devi
         batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
     optimizer = space.optimizers[0]
     momentum = default_momentum(optimizer)
-    hyperparameters = Hyperparameters(batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum)
+    hyperparameters = Hyperparameters(
+        batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum
+    )
     probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
     test = find_lr(probe, spec.model, hyperparameters, seed)
     suggested = test.suggested_lr
-    record = {"suggested_lr": suggested, "loss_drop": test.loss_drop, "batch_size": batch_size, "optimizer": optimizer, "momentum": momentum}
+    record = {
+        "suggested_lr": suggested,
+        "loss_drop": test.loss_drop,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "momentum": momentum,
+    }
     # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
     center = suggested / space.lr_scaling.lr(1.0, batch_size)
-    return dataclasses.replace(spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record)
+    return dataclasses.replace(
+        spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record
+    )
 
 
-def _checked_folds(folds: FoldAssignment, fingerprint: str, data: ImageData, study: str) -> FoldAssignment:
+def _checked_folds(
+    folds: FoldAssignment, fingerprint: str, data: ImageData, study: str
+) -> FoldAssignment:
     """The stored folds, once the data set is known to be the one they were drawn on."""
     if len(folds.fold_of) != len(data.labels) or fingerprint != data.labels_fingerprint():
         raise BatchlrError(

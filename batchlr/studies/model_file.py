@@ -56,7 +56,11 @@ class TrainedModel(nn.Module):
         self.classes: tuple[str, ...] = tuple(info["classes"])
         self.input_shape: tuple[int, int, int] = tuple(info["input_shape"])
         self.register_buffer("scale", 1 / (255 * torch.tensor(info["std"]).view(1, -1, 1, 1)))
-        self.register_buffer("shift", -torch.tensor(info["mean"]).view(1, -1, 1, 1) / torch.tensor(info["std"]).view(1, -1, 1, 1))
+        self.register_buffer(
+            "shift",
+            -torch.tensor(info["mean"]).view(1, -1, 1, 1)
+            / torch.tensor(info["std"]).view(1, -1, 1, 1),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(torch.addcmul(self.shift, images.float(), self.scale))
@@ -68,7 +72,9 @@ class TrainedModel(nn.Module):
 
         channels, height, width = self.input_shape
         check_channels(channels, 1 if channels == 1 else 3, "image files are read with")
-        return torch.from_numpy(decode_files([str(path) for path in paths], channels, (height, width)))
+        return torch.from_numpy(
+            decode_files([str(path) for path in paths], channels, (height, width))
+        )
 
 
 def check_channels(model_channels: int, image_channels: int, images: str) -> None:
@@ -94,19 +100,41 @@ def image_names(data: ImageData) -> tuple[str, ...]:
 
 
 def model_info(
-    *, model: str, input_shape: tuple[int, int, int], classes: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...], **more: Any
+    *,
+    model: str,
+    input_shape: tuple[int, int, int],
+    classes: tuple[str, ...],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    **more: Any,
 ) -> dict[str, Any]:
     """The info a model file holds: the five things :func:`load_model` needs, then anything JSON-like."""
-    return {"model": model, "input_shape": list(input_shape), "classes": list(classes), "mean": list(mean), "std": list(std), **more}
+    return {
+        "model": model,
+        "input_shape": list(input_shape),
+        "classes": list(classes),
+        "mean": list(mean),
+        "std": list(std),
+        **more,
+    }
 
 
 def save_model(path: Path, network: nn.Module, info: dict[str, Any]) -> None:
     """Write ``network``'s weights with ``info`` to ``path``, replacing a previous file only once the new one is whole."""
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-    write_atomically(path, lambda temporary: torch.save({"batchlr_model": MODEL_FORMAT, "info": info, "state_dict": state}, temporary))
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()
+    }
+    write_atomically(
+        path,
+        lambda temporary: torch.save(
+            {"batchlr_model": MODEL_FORMAT, "info": info, "state_dict": state}, temporary
+        ),
+    )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> TrainedModel:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", trust_code: bool = False
+) -> TrainedModel:
     """The model in the file ``path`` (written by ``batchlr refit``), on ``device``, in eval mode.
 
     The file is read with ``weights_only=True``: it runs no code. A file may name a user's
@@ -125,35 +153,62 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", trust_code:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # what unpickling a damaged or foreign file raises varies
-        raise BatchlrError(f"{path} is not a model file batchlr can read ({type(error).__name__}); write one with batchlr refit") from None
+        raise BatchlrError(
+            f"{path} is not a model file batchlr can read ({type(error).__name__}); write one with batchlr refit"
+        ) from None
     if not isinstance(content, dict) or "batchlr_model" not in content:
-        raise BatchlrError(f"{path} is not a batchlr model file (a bare state dict holds no model name, classes or normalisation); write one with batchlr refit")
+        raise BatchlrError(
+            f"{path} is not a batchlr model file (a bare state dict holds no model name, classes or normalisation); write one with batchlr refit"
+        )
     version = content["batchlr_model"]
     if type(version) is not int or version < 1:  # a bool is an int to isinstance
-        raise BatchlrError(f"{path} is not a batchlr model file (its format, batchlr_model, is {reprlib.repr(version)}, not a number from 1); write one with batchlr refit")
+        raise BatchlrError(
+            f"{path} is not a batchlr model file (its format, batchlr_model, is {reprlib.repr(version)}, not a number from 1); write one with batchlr refit"
+        )
     if version > MODEL_FORMAT:
-        raise BatchlrError(f"{path} was written by a newer batchlr (model format {version}); upgrade batchlr to read it")
+        raise BatchlrError(
+            f"{path} was written by a newer batchlr (model format {version}); upgrade batchlr to read it"
+        )
     info = content.get("info")
     problem = _info_problem(info)
     if problem:
-        raise BatchlrError(f"{path}: its info is damaged ({problem}); write it again with batchlr refit")
+        raise BatchlrError(
+            f"{path}: its info is damaged ({problem}); write it again with batchlr refit"
+        )
     if ":" in info["model"] and not trust_code:
         raise BatchlrError(
             f"{path} names the model {info['model']}, a Python function: building it imports and runs that module; "
             "if you trust the file, pass trust_code=True (batchlr evaluate/predict --trust-model-code)"
         )
     state = content.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(tensor, torch.Tensor) for tensor in state.values()):
-        raise BatchlrError(f"{path}: its weights are damaged (state_dict is not a dict of tensors); write it again with batchlr refit")
-    diverged = next((name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if not isinstance(state, dict) or not all(
+        isinstance(tensor, torch.Tensor) for tensor in state.values()
+    ):
+        raise BatchlrError(
+            f"{path}: its weights are damaged (state_dict is not a dict of tensors); write it again with batchlr refit"
+        )
+    diverged = next(
+        (
+            name
+            for name, tensor in state.items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ),
+        None,
+    )
     if diverged is not None:
-        raise BatchlrError(f"{path}: its weights hold NaN or infinite values ({diverged}): the model is unusable; refit it, with a lower learning rate if its training diverged")
+        raise BatchlrError(
+            f"{path}: its weights hold NaN or infinite values ({diverged}): the model is unusable; refit it, with a lower learning rate if its training diverged"
+        )
     input_shape = tuple(info["input_shape"])
-    network = build_model(resolve_model(info["model"]), info["model"], input_shape, len(info["classes"]))
+    network = build_model(
+        resolve_model(info["model"]), info["model"], input_shape, len(info["classes"])
+    )
     try:
         network.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as error:
-        raise BatchlrError(f"{path}: its weights do not fit --model {info['model']} ({' '.join(str(error).split())[:200]})") from None
+        raise BatchlrError(
+            f"{path}: its weights do not fit --model {info['model']} ({' '.join(str(error).split())[:200]})"
+        ) from None
     return TrainedModel(network, info).to(device).eval()
 
 
@@ -169,20 +224,37 @@ def _info_problem(info: object) -> str | None:
     shape, classes, mean, std = info["input_shape"], info["classes"], info["mean"], info["std"]
     if not isinstance(info["model"], str):
         return "model is not a name"
-    if not (isinstance(shape, list) and len(shape) == 3 and all(type(side) is int and side > 0 for side in shape)):
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(type(side) is int and side > 0 for side in shape)
+    ):
         return "input_shape is not [channels, height, width] in whole numbers"
     if max(shape[1:]) > MAX_IMAGE_SIDE or math.prod(shape) > MAX_INPUT_VALUES:
         return f"input_shape {shape} exceeds the largest batchlr trains on: sides up to {MAX_IMAGE_SIDE}, {MAX_INPUT_VALUES:,} values"
-    if not (isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(name, str) for name in classes)):
+    if not (
+        isinstance(classes, list)
+        and 2 <= len(classes) <= MAX_CLASSES
+        and all(isinstance(name, str) for name in classes)
+    ):
         return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
     twice = [name for name, count in collections.Counter(classes).items() if count > 1]
     if twice:
         return f"class {reprlib.repr(twice[0])} is named twice"
-    if not all(isinstance(values, list) and len(values) == shape[0] and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values) for values in (mean, std)):
+    if not all(
+        isinstance(values, list)
+        and len(values) == shape[0]
+        and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values)
+        for values in (mean, std)
+    ):
         return f"mean and std are not {shape[0]} numbers each, one per channel"
-    if not all(0 <= value <= 1 for value in mean) or not all(MIN_STD <= value <= 1 for value in std):
+    if not all(0 <= value <= 1 for value in mean) or not all(
+        MIN_STD <= value <= 1 for value in std
+    ):
         return f"mean {reprlib.repr(mean)} or std {reprlib.repr(std)} is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from {MIN_STD:g} to 1"
     holdout = info.get("holdout")
-    if holdout is not None and not (isinstance(holdout, list) and all(isinstance(name, str) for name in holdout)):
+    if holdout is not None and not (
+        isinstance(holdout, list) and all(isinstance(name, str) for name in holdout)
+    ):
         return "holdout is not a list of image names"
     return None

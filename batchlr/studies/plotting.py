@@ -80,17 +80,28 @@ def log_ticks(values: Sequence[float], whole: bool = False) -> list[float]:
         return []
     low, high = min(finite), max(finite)
     if whole:
-        ticks = [2.0**power for power in range(math.floor(math.log2(low)), math.ceil(math.log2(high)) + 1)]
+        ticks = [
+            2.0**power
+            for power in range(math.floor(math.log2(low)), math.ceil(math.log2(high)) + 1)
+        ]
     else:
         steps = (1, 2, 5) if math.log10(high / low) < 3 else (1,)
-        ticks = [step * 10.0**power for power in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for step in steps]
+        ticks = [
+            step * 10.0**power
+            for power in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+            for step in steps
+        ]
     ticks = [tick for tick in ticks if low / 2 <= tick <= high * 2] or [low]
     stride = math.ceil(len(ticks) / MAX_TICKS)
     return ticks[::stride]
 
 
 def _all(figure: Figure, axis: str) -> list[float]:
-    return [value for series in figure.series for value in (series.x if axis == "x" else [*series.y, *(series.y_high or [])])]
+    return [
+        value
+        for series in figure.series
+        for value in (series.x if axis == "x" else [*series.y, *(series.y_high or [])])
+    ]
 
 
 def to_plotly(figure: Figure) -> Any:
@@ -99,28 +110,93 @@ def to_plotly(figure: Figure) -> Any:
 
     traces = []
     for series in figure.series:
-        common = {"x": list(series.x), "name": series.name, "showlegend": bool(series.name), "hovertext": series.hover}
+        common = {
+            "x": list(series.x),
+            "name": series.name,
+            "showlegend": bool(series.name),
+            "hovertext": series.hover,
+        }
         if series.kind == "points":
-            marker: dict[str, Any] = {"size": series.size, "symbol": _PLOTLY_MARKERS[series.marker], "color": series.color, "line": {"width": 2 if series.marker == "dash" else 0.5, "color": series.color if series.marker == "dash" else "white"}}
+            marker: dict[str, Any] = {
+                "size": series.size,
+                "symbol": _PLOTLY_MARKERS[series.marker],
+                "color": series.color,
+                "line": {
+                    "width": 2 if series.marker == "dash" else 0.5,
+                    "color": series.color if series.marker == "dash" else "white",
+                },
+            }
             if series.values is not None:
                 colorbar: dict[str, Any] = {"title": series.value_label}
                 if series.value_ticks:
-                    colorbar.update(tickvals=[tick for tick, _ in series.value_ticks], ticktext=[text for _, text in series.value_ticks])
-                marker.update(color=list(series.values), colorscale=COLORSCALE, showscale=True, colorbar=colorbar)
+                    colorbar.update(
+                        tickvals=[tick for tick, _ in series.value_ticks],
+                        ticktext=[text for _, text in series.value_ticks],
+                    )
+                marker.update(
+                    color=list(series.values),
+                    colorscale=COLORSCALE,
+                    showscale=True,
+                    colorbar=colorbar,
+                )
             traces.append(go.Scatter(**common, y=list(series.y), mode="markers", marker=marker))
         elif series.kind == "line":
-            traces.append(go.Scatter(**common, y=list(series.y), mode="lines+markers", line={"color": series.color, "dash": "dash" if series.dash else "solid"}, marker={"size": 4}))
+            traces.append(
+                go.Scatter(
+                    **common,
+                    y=list(series.y),
+                    mode="lines+markers",
+                    line={"color": series.color, "dash": "dash" if series.dash else "solid"},
+                    marker={"size": 4},
+                )
+            )
         else:
-            traces.append(go.Scatter(x=list(series.x), y=list(series.y_high or []), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"))
-            traces.append(go.Scatter(x=list(series.x), y=list(series.y), mode="lines", line={"width": 0}, fill="tonexty", fillcolor=_transparent(series.color), name=series.name, showlegend=bool(series.name)))
+            traces.append(
+                go.Scatter(
+                    x=list(series.x),
+                    y=list(series.y_high or []),
+                    mode="lines",
+                    line={"width": 0},
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
+            traces.append(
+                go.Scatter(
+                    x=list(series.x),
+                    y=list(series.y),
+                    mode="lines",
+                    line={"width": 0},
+                    fill="tonexty",
+                    fillcolor=_transparent(series.color),
+                    name=series.name,
+                    showlegend=bool(series.name),
+                )
+            )
     plot = go.Figure(traces)
-    plot.update_layout(title=figure.title, xaxis_title=figure.x_label, yaxis_title=figure.y_label, template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    plot.update_layout(
+        title=figure.title,
+        xaxis_title=figure.x_label,
+        yaxis_title=figure.y_label,
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+    )
     for axis, log in (("x", figure.x_log), ("y", figure.y_log)):
         if log:
             ticks = log_ticks(_all(figure, axis), whole=axis == "x" and figure.x_whole)
-            plot.update_layout({f"{axis}axis": {"type": "log", "tickvals": ticks, "ticktext": [tick_label(tick) for tick in ticks]}})
+            plot.update_layout(
+                {
+                    f"{axis}axis": {
+                        "type": "log",
+                        "tickvals": ticks,
+                        "ticktext": [tick_label(tick) for tick in ticks],
+                    }
+                }
+            )
     if figure.categories is not None:
-        plot.update_xaxes(type="category", categoryorder="array", categoryarray=list(figure.categories))
+        plot.update_xaxes(
+            type="category", categoryorder="array", categoryarray=list(figure.categories)
+        )
     return plot
 
 
@@ -133,23 +209,61 @@ def to_matplotlib(figure: Figure) -> Any:
     position = {name: index for index, name in enumerate(figure.categories or [])}
 
     def xs(series: Series) -> list[Any]:
-        return [position[value] for value in series.x] if figure.categories is not None else list(series.x)
+        return (
+            [position[value] for value in series.x]
+            if figure.categories is not None
+            else list(series.x)
+        )
 
     for series in figure.series:
         label = series.name or None
         if series.kind == "points":
-            colours: dict[str, Any] = {"c": list(series.values), "cmap": COLORSCALE} if series.values is not None else {"color": series.color}
+            colours: dict[str, Any] = (
+                {"c": list(series.values), "cmap": COLORSCALE}
+                if series.values is not None
+                else {"color": series.color}
+            )
             marker = _MATPLOTLIB_MARKERS[series.marker]
-            outline = {"linewidths": 2} if marker in "x_" else {"edgecolors": "white", "linewidths": 0.5}
-            drawn = axes.scatter(xs(series), list(series.y), s=series.size**2, marker=marker, label=label, zorder=3, **colours, **outline)
+            outline = (
+                {"linewidths": 2} if marker in "x_" else {"edgecolors": "white", "linewidths": 0.5}
+            )
+            drawn = axes.scatter(
+                xs(series),
+                list(series.y),
+                s=series.size**2,
+                marker=marker,
+                label=label,
+                zorder=3,
+                **colours,
+                **outline,
+            )
             if series.values is not None:
                 bar = canvas.colorbar(drawn, ax=axes, label=series.value_label)
                 if series.value_ticks:
-                    bar.set_ticks([tick for tick, _ in series.value_ticks], labels=[text for _, text in series.value_ticks])
+                    bar.set_ticks(
+                        [tick for tick, _ in series.value_ticks],
+                        labels=[text for _, text in series.value_ticks],
+                    )
         elif series.kind == "line":
-            axes.plot(xs(series), list(series.y), color=series.color, linestyle="--" if series.dash else "-", marker="." if not series.dash else None, label=label, zorder=2)
+            axes.plot(
+                xs(series),
+                list(series.y),
+                color=series.color,
+                linestyle="--" if series.dash else "-",
+                marker="." if not series.dash else None,
+                label=label,
+                zorder=2,
+            )
         else:
-            axes.fill_between(xs(series), list(series.y), list(series.y_high or []), color=series.color, alpha=0.2, label=label, linewidth=0)
+            axes.fill_between(
+                xs(series),
+                list(series.y),
+                list(series.y_high or []),
+                color=series.color,
+                alpha=0.2,
+                label=label,
+                linewidth=0,
+            )
     for axis, log, ticks_of in (("x", figure.x_log, axes.xaxis), ("y", figure.y_log, axes.yaxis)):
         if log:
             getattr(axes, f"set_{axis}scale")("log")
@@ -157,7 +271,11 @@ def to_matplotlib(figure: Figure) -> Any:
             getattr(axes, f"set_{axis}ticks")(ticks, [tick_label(tick) for tick in ticks])
             ticks_of.set_minor_formatter(NullFormatter())
     if figure.categories is not None:
-        axes.set_xticks(range(len(figure.categories)), list(figure.categories), rotation=20 if len(figure.categories) > 5 else 0)
+        axes.set_xticks(
+            range(len(figure.categories)),
+            list(figure.categories),
+            rotation=20 if len(figure.categories) > 5 else 0,
+        )
     elif not figure.x_log and all(isinstance(value, int) for value in _all(figure, "x")):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials and epochs: no 2.5
     axes.set(title=figure.title, xlabel=figure.x_label, ylabel=figure.y_label)

@@ -18,20 +18,21 @@ from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import check_writable
 from batchlr.objectives.batches import DeviceImages, Normalisation
 from batchlr.objectives.data import ImageData, dataset_slug, load_dataset
+from batchlr.objectives.device import resolve_device
+from batchlr.objectives.execution import Execution
+from batchlr.objectives.fold_models import SeparateFolds
 from batchlr.objectives.folds import HOLDOUT, assign_folds
 from batchlr.objectives.lr_finder import LrRangeTest, lr_range_test
+from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.models import build_model, resolve_model
 from batchlr.objectives.noise_scale import NoiseScale, estimate_noise_scale
 from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.settings import steps_per_epoch
-from batchlr.objectives.execution import Execution
-from batchlr.objectives.fold_models import SeparateFolds
 from batchlr.objectives.training import BatchStream, FoldGroup, train_steps
-from batchlr.objectives.device import resolve_device
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
 from batchlr.studies.spec import check_names
+
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
@@ -43,24 +44,42 @@ class ProbeData:
 
     @classmethod
     def load(
-        cls, dataset: str, data_dir: Path, device: torch.device, seed: int, image_size: tuple[int, int] | None = None, cache_dir: Path | None = None
+        cls,
+        dataset: str,
+        data_dir: Path,
+        device: torch.device,
+        seed: int,
+        image_size: tuple[int, int] | None = None,
+        cache_dir: Path | None = None,
     ) -> ProbeData:
         data = load_dataset(dataset, data_dir.expanduser(), image_size, cache_dir, device)
-        fold_of = assign_folds(data.labels.numpy(), 2, seed, holdout=data.test_images is None, classes=data.classes).fold_of
+        fold_of = assign_folds(
+            data.labels.numpy(), 2, seed, holdout=data.test_images is None, classes=data.classes
+        ).fold_of
         return cls.on(data, np.flatnonzero(fold_of != HOLDOUT), device)
 
     @classmethod
     def on(cls, data: ImageData, indices: np.ndarray, device: torch.device) -> ProbeData:
-        images = DeviceImages(data.images.to(device), data.labels.to(device), Normalisation.of(data.images, indices))
+        images = DeviceImages(
+            data.images.to(device), data.labels.to(device), Normalisation.of(data.images, indices)
+        )
         return cls(data, images, torch.as_tensor(indices, device=device))
 
     def check_batch(self, batch_size: int, option: str) -> None:
         if not 0 < batch_size <= len(self.indices):
-            raise BatchlrUsageError(f"{option} {batch_size}: must be between 1 and the {len(self.indices)} training samples")
+            raise BatchlrUsageError(
+                f"{option} {batch_size}: must be between 1 and the {len(self.indices)} training samples"
+            )
 
 
 def open_probe(
-    dataset: str, data_dir: Path, model: str, device: str, seed: int, image_size: tuple[int, int] | None, cache_dir: Path | None
+    dataset: str,
+    data_dir: Path,
+    model: str,
+    device: str,
+    seed: int,
+    image_size: tuple[int, int] | None,
+    cache_dir: Path | None,
 ) -> ProbeData:
     """The probe data for ``--dataset``, ``--model``, ``--device``, ``--seed``, ``--image-size``
     and ``--cache-dir``, names checked first."""
@@ -68,9 +87,13 @@ def open_probe(
     return ProbeData.load(dataset, data_dir, resolve_device(device), seed, image_size, cache_dir)
 
 
-def probe_hyperparameters(batch_size: int, optimizer: str, momentum: float, lr: float = 0.0) -> Hyperparameters:
+def probe_hyperparameters(
+    batch_size: int, optimizer: str, momentum: float, lr: float = 0.0
+) -> Hyperparameters:
     """The probe's training settings; momentum applies to SGD and RMSProp only."""
-    return Hyperparameters(batch_size, lr, optimizer, momentum if optimizer in MOMENTUM_OPTIMIZERS else None)
+    return Hyperparameters(
+        batch_size, lr, optimizer, momentum if optimizer in MOMENTUM_OPTIMIZERS else None
+    )
 
 
 def find_lr(
@@ -85,9 +108,13 @@ def find_lr(
     """The LR range test for one batch size and optimizer (``hyperparameters.lr`` is ignored)."""
     probe.check_batch(hyperparameters.batch_size, "--batch-size")
     if not 0 < start_lr < end_lr:
-        raise BatchlrUsageError(f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}")
+        raise BatchlrUsageError(
+            f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}"
+        )
     torch.manual_seed(seed)
-    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.indices.device)
+    network = build_model(
+        resolve_model(model), model, probe.data.input_shape, probe.data.num_classes
+    ).to(probe.indices.device)
     batches = BatchStream(probe.indices, hyperparameters.batch_size, _generator(probe, seed))
     optimizer = make_optimizer(hyperparameters, network.parameters())
     result = lr_range_test(network, optimizer, batches, probe.images, start_lr, end_lr, lr_count)
@@ -109,16 +136,28 @@ def measure_noise_scale(
     """B_simple of ``model`` at initialisation, or after ``epochs`` epochs trained with ``hyperparameters``."""
     probe.check_batch(big_batch, "--big-batch")
     if not 0 < small_batch < big_batch:
-        raise BatchlrUsageError(f"--small-batch {small_batch} must be positive and below --big-batch {big_batch}")
+        raise BatchlrUsageError(
+            f"--small-batch {small_batch} must be positive and below --big-batch {big_batch}"
+        )
     torch.manual_seed(seed)
-    network = build_model(resolve_model(model), model, probe.data.input_shape, probe.data.num_classes).to(probe.indices.device)
+    network = build_model(
+        resolve_model(model), model, probe.data.input_shape, probe.data.num_classes
+    ).to(probe.indices.device)
     generator = _generator(probe, seed)
     if epochs and hyperparameters is not None:
         probe.check_batch(hyperparameters.batch_size, "--batch-size")
         optimizer = make_optimizer(hyperparameters, network.parameters())
         steps = epochs * steps_per_epoch(len(probe.indices), hyperparameters.batch_size)
         batches = BatchStream(probe.indices, hyperparameters.batch_size, generator)
-        group = FoldGroup(SeparateFolds([network]), optimizer, make_scheduler(optimizer, steps, "constant"), [batches], [probe.indices[:0]], [steps], Execution(probe.indices.device))
+        group = FoldGroup(
+            SeparateFolds([network]),
+            optimizer,
+            make_scheduler(optimizer, steps, "constant"),
+            [batches],
+            [probe.indices[:0]],
+            [steps],
+            Execution(probe.indices.device),
+        )
         train_steps(group, probe.images, steps, MicroBatching())
     network.train()
 
@@ -126,8 +165,21 @@ def measure_noise_scale(
         positions = probe.indices[drawn]
         return probe.images.inputs(positions), probe.images.labels[positions]
 
-    result = estimate_noise_scale(network, F.cross_entropy, sample, len(probe.indices), small_batch, big_batch, repeats, generator)
-    if not (math.isfinite(result.noise_scale) and result.noise_scale > 0 and result.gradient_norm_squared > 0):
+    result = estimate_noise_scale(
+        network,
+        F.cross_entropy,
+        sample,
+        len(probe.indices),
+        small_batch,
+        big_batch,
+        repeats,
+        generator,
+    )
+    if not (
+        math.isfinite(result.noise_scale)
+        and result.noise_scale > 0
+        and result.gradient_norm_squared > 0
+    ):
         raise BatchlrError(
             f"the noise-scale estimate is not usable (|G|^2 {result.gradient_norm_squared:.3g}, tr(S) "
             f"{result.covariance_trace:.3g}): the gradient is buried in noise; raise --repeats or --big-batch"
@@ -136,34 +188,79 @@ def measure_noise_scale(
 
 
 def run_lr_find(
-    dataset: str, data_dir: Path, model: str, device: str, seed: int, batch_size: int, optimizer: str, momentum: float,
-    start_lr: float, end_lr: float, lr_count: int, plot: Path | None = None, image_size: tuple[int, int] | None = None,
+    dataset: str,
+    data_dir: Path,
+    model: str,
+    device: str,
+    seed: int,
+    batch_size: int,
+    optimizer: str,
+    momentum: float,
+    start_lr: float,
+    end_lr: float,
+    lr_count: int,
+    plot: Path | None = None,
+    image_size: tuple[int, int] | None = None,
     cache_dir: Path | None = None,
-) -> LrRangeTest:  # fmt: skip
+) -> LrRangeTest:
     """``batchlr lr-find``: the LR range test on ``dataset`` as the options describe it, its
     curve saved as a PNG to ``plot`` if given."""
     if plot:
         check_writable(plot)
     probe = open_probe(dataset, data_dir, model, device, seed, image_size, cache_dir)
-    result = find_lr(probe, model, probe_hyperparameters(batch_size, optimizer, momentum), seed, start_lr, end_lr, lr_count)
+    result = find_lr(
+        probe,
+        model,
+        probe_hyperparameters(batch_size, optimizer, momentum),
+        seed,
+        start_lr,
+        end_lr,
+        lr_count,
+    )
     if plot:
         from batchlr.studies.figures import lr_range_figure
         from batchlr.studies.plotting import save_png
 
-        save_png(lr_range_figure(result, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}"), plot)
+        save_png(
+            lr_range_figure(
+                result, f"{dataset_slug(dataset)}, {model}, {optimizer}, batch {batch_size}"
+            ),
+            plot,
+        )
     return result
 
 
 def run_noise_scale(
-    dataset: str, data_dir: Path, model: str, device: str, seed: int, small_batch: int, big_batch: int, repeats: int,
-    epochs: int, batch_size: int, lr: float, optimizer: str, momentum: float, image_size: tuple[int, int] | None = None,
+    dataset: str,
+    data_dir: Path,
+    model: str,
+    device: str,
+    seed: int,
+    small_batch: int,
+    big_batch: int,
+    repeats: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    image_size: tuple[int, int] | None = None,
     cache_dir: Path | None = None,
-) -> NoiseScale:  # fmt: skip
+) -> NoiseScale:
     """``batchlr noise-scale``: B_simple on ``dataset``, after ``epochs`` of training with the
     given batch size, lr and optimizer; the big batch is capped at the training samples."""
     probe = open_probe(dataset, data_dir, model, device, seed, image_size, cache_dir)
     hyperparameters = probe_hyperparameters(batch_size, optimizer, momentum, lr)
-    return measure_noise_scale(probe, model, seed, small_batch, min(big_batch, len(probe.indices)), repeats, epochs, hyperparameters)
+    return measure_noise_scale(
+        probe,
+        model,
+        seed,
+        small_batch,
+        min(big_batch, len(probe.indices)),
+        repeats,
+        epochs,
+        hyperparameters,
+    )
 
 
 def _generator(probe: ProbeData, seed: int) -> torch.Generator:

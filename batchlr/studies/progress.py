@@ -9,7 +9,15 @@ from typing import Literal
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from batchlr.studies.render import trial_line
 
@@ -25,7 +33,14 @@ class StudyProgress:
     ``run --workers``, which runs none, calls :meth:`follow` now and then instead.
     """
 
-    def __init__(self, mode: Mode, n_trials: int | None, rounds: int | None, folds: int, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        n_trials: int | None,
+        rounds: int | None,
+        folds: int,
+        console: Console | None = None,
+    ) -> None:
         """``n_trials``: the trials this run shows (None: unknown); ``rounds`` and ``folds``: a
         trial's, for its fold-epochs bar; ``rounds`` None where this process runs no trial."""
         self.mode, self.rounds, self.folds = mode, rounds, folds
@@ -50,11 +65,16 @@ class StudyProgress:
             self.progress.start()
             self.study_task = self.progress.add_task("trials", total=self.n_trials)
             if self.rounds is not None:
-                self.trial_task = self.progress.add_task("  fold-epochs", total=self.rounds * self.folds)
+                self.trial_task = self.progress.add_task(
+                    "  fold-epochs", total=self.rounds * self.folds
+                )
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         if self.mode == "live":
             self.progress.stop()
@@ -102,7 +122,10 @@ class StudyProgress:
     def _describe(self, trials: Sequence[FrozenTrial]) -> None:
         if self.study_task is None:
             return
-        counts = {state: sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)}
+        counts = {
+            state: sum(t.state == state for t in trials)
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        }
         values = [t.values[0] for t in trials if t.state == TrialState.COMPLETE]
         best = f", best {max(values):.4f}" if values else ""
         self.progress.update(

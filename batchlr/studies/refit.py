@@ -10,21 +10,34 @@ import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.batches import DeviceImages
 from batchlr.files import check_writable
+from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
 from batchlr.search.space import Hyperparameters
-from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.artifacts import attach
 from batchlr.studies.export import versions
+from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.model_file import image_names, model_info, save_model
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import REFIT_ATTRS, RefitResult, best_complete_trial, fold_scores, load_existing_study
+from batchlr.studies.summary import (
+    REFIT_ATTRS,
+    RefitResult,
+    best_complete_trial,
+    fold_scores,
+    load_existing_study,
+)
 
 
-def refit_best(storage_url: str, study_name: str, output: Path, options: RunOptions, data_dir: Path | None = None, artifacts: Path | None = None) -> RefitResult:
+def refit_best(
+    storage_url: str,
+    study_name: str,
+    output: Path,
+    options: RunOptions,
+    data_dir: Path | None = None,
+    artifacts: Path | None = None,
+) -> RefitResult:
     """Retrain the best trial's configuration on every training sample the folds used, for the
     study's budget, then score it on the data set's official test split, or on the hold-out
     the study set aside when it was created (the search never saw either).
@@ -42,21 +55,33 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
     stored = load_spec(storage, study_name)
     assert stored is not None  # load_existing_study found the study
     requested = stored[0] if data_dir is None else dataclasses.replace(stored[0], data_dir=data_dir)
-    _, objective = prepare(study_name, stored, requested, () if data_dir is None else ("data_dir",), options)
+    _, objective = prepare(
+        study_name, stored, requested, () if data_dir is None else ("data_dir",), options
+    )
     hyperparameters = Hyperparameters.from_params(best.params, objective.space)
 
     started = time.perf_counter()
     torch.manual_seed(options.seed)
-    train = torch.as_tensor(np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device)
+    train = torch.as_tensor(
+        np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device
+    )
     group = objective.fold_group(hyperparameters, [(train, train[:0])], options.seed)
     micro_batching = objective.settings.micro_batching
-    losses = [train_steps(group, objective.images, steps, micro_batching)[0] for steps in group.rounds]
+    losses = [
+        train_steps(group, objective.images, steps, micro_batching)[0] for steps in group.rounds
+    ]
     if not torch.isfinite(torch.stack(losses)).all():
-        raise BatchlrError(f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings")
+        raise BatchlrError(
+            f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings"
+        )
 
     data = objective.data
     if data.test_images is not None:
-        images = DeviceImages(data.test_images.to(objective.device), data.test_labels.to(objective.device), objective.normalisation)
+        images = DeviceImages(
+            data.test_images.to(objective.device),
+            data.test_labels.to(objective.device),
+            objective.normalisation,
+        )
         test, split = torch.arange(len(images), device=objective.device), "official test split"
         holdout = fingerprint = None
     else:
@@ -66,8 +91,12 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         split = "hold-out set aside when the study was created"
         names = image_names(data)
         holdout = [names[index] for index in indices]  # evaluate scores these alone
-        fingerprint = data.content_fingerprint()  # how evaluate knows this data wherever it is copied or moved
-    accuracy = evaluate(group.models, images, [test], micro_batching.eval_chunk, group.execution).item()
+        fingerprint = (
+            data.content_fingerprint()
+        )  # how evaluate knows this data wherever it is copied or moved
+    accuracy = evaluate(
+        group.models, images, [test], micro_batching.eval_chunk, group.execution
+    ).item()
     spec = stored[0]
     info = model_info(
         model=spec.model,
@@ -93,8 +122,12 @@ def refit_best(storage_url: str, study_name: str, output: Path, options: RunOpti
         versions=versions(),
     )
     save_model(output, group.models.module(0), info)
-    for key, value in zip(REFIT_ATTRS, (accuracy, split, best.number, len(test), len(train)), strict=True):
+    for key, value in zip(
+        REFIT_ATTRS, (accuracy, split, best.number, len(test), len(train)), strict=True
+    ):
         study.set_user_attr(key, value)
     # The model is saved and scored: a store that cannot take it is a warning, not a failure.
     attached = attach(storage_url, study_name, [output], artifacts)
-    return RefitResult(best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached)
+    return RefitResult(
+        best.number, accuracy, split, len(train), len(test), time.perf_counter() - started, attached
+    )

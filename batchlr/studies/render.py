@@ -21,7 +21,12 @@ from optuna.trial import FrozenTrial
 
 from batchlr.studies.spec import StudySpec
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
-from batchlr.studies.summary import RefitResult, StudySummary, best_complete_trial_or_none, pareto_trials
+from batchlr.studies.summary import (
+    RefitResult,
+    StudySummary,
+    best_complete_trial_or_none,
+    pareto_trials,
+)
 
 if TYPE_CHECKING:
     from batchlr.objectives.duplicates import SplitDuplicates
@@ -33,12 +38,17 @@ if TYPE_CHECKING:
     from batchlr.studies.export import BestConfig
     from batchlr.studies.inference import Evaluation, Prediction
 
-RELIABLE_LOSS_DROP = 0.05  # an LR range test whose smoothed loss fell less than this found no descent
+RELIABLE_LOSS_DROP = (
+    0.05  # an LR range test whose smoothed loss fell less than this found no descent
+)
 
 
 def format_params(params: dict[str, Any]) -> str:
     """``key=value`` pairs, floats to three significant digits."""
-    return " ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(params.items()))
+    return " ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in sorted(params.items())
+    )
 
 
 def training_phrase(spec: StudySpec) -> str:
@@ -60,7 +70,9 @@ def training_phrase(spec: StudySpec) -> str:
         padding = f" (padding {training.crop_padding})" if training.crop_padding else ""
         parts.append(f"augment {','.join(training.augment)}{padding}")
     if decay.searched:
-        parts.append(f"weight_decay {decay.low:.3g}:{decay.high:.3g}{' or none' if decay.try_none else ''}")
+        parts.append(
+            f"weight_decay {decay.low:.3g}:{decay.high:.3g}{' or none' if decay.try_none else ''}"
+        )
     elif decay.low:
         parts.append(f"weight decay {decay.low:g}")
     if training.label_smoothing:
@@ -73,7 +85,12 @@ def training_phrase(spec: StudySpec) -> str:
 
 
 def opening(
-    name: str, previous_trials: int, masked_storage: str, spec: StudySpec, space: SearchSpace, device: str
+    name: str,
+    previous_trials: int,
+    masked_storage: str,
+    spec: StudySpec,
+    space: SearchSpace,
+    device: str,
 ) -> tuple[list[str], str | None]:
     """What ``batchlr run`` prints before the first trial, and a warning about a weak
     ``--lr auto`` range test, or None. ``space`` is the one trials draw from (batch range capped)."""
@@ -87,11 +104,17 @@ def opening(
     found = spec.lr_find
     if not found:
         return lines, None
-    lines.append(f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}")
-    return lines, weak_descent_warning(found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX")
+    lines.append(
+        f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}"
+    )
+    return lines, weak_descent_warning(
+        found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX"
+    )
 
 
-def workers_line(workers: int, trials_each: int | None, timeout: float | None, max_trials: int | None) -> str:
+def workers_line(
+    workers: int, trials_each: int | None, timeout: float | None, max_trials: int | None
+) -> str:
     """The opening's line for ``run --workers``: what --n-trials, --timeout and --max-trials
     mean with several local workers (``trials_each`` None: until the timeout)."""
     parts = [f"  {workers} local workers"]
@@ -146,13 +169,24 @@ def outcome(study: optuna.Study, storage: str) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
     next; the commands name ``storage`` unless they find it by themselves (the default, or
     the environment's)."""
-    storage_option = "" if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE) else f" --storage {shlex.quote(mask_url(storage))}"
+    storage_option = (
+        ""
+        if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
+        else f" --storage {shlex.quote(mask_url(storage))}"
+    )
     best = best_complete_trial_or_none(study)
     if best is None:
         return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
-    lines = [f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"]
+    lines = [
+        f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"
+    ]
     if len(study.directions) > 1:
-        lines.append("accuracy/time Pareto front: " + ", ".join(f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)))
+        lines.append(
+            "accuracy/time Pareto front: "
+            + ", ".join(
+                f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)
+            )
+        )
     name = shlex.quote(study.study_name)
     lines += [
         f"see it:    batchlr show {name}{storage_option}",
@@ -184,7 +218,9 @@ def study_report(report: dict[str, Any]) -> str:
     spec, best = StudySpec.from_attrs(report["settings"]), report["best"]
     heading = f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x {training_phrase(spec)}; trials {_states(report)}"
     if best is None:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report["reasons"].items()))
+        reasons = ", ".join(
+            f"{count} {reason}" for reason, count in sorted(report["reasons"].items())
+        )
         why = f" (ended: {reasons})" if reasons else ""
         return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
     folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
@@ -197,7 +233,11 @@ def study_report(report: dict[str, Any]) -> str:
         *_trial_table(report["top"]),
     ]
     if report["pareto"]:
-        lines += ["", f"accuracy/time Pareto front ({len(report['pareto'])} trials):", *_trial_table(report["pareto"])]
+        lines += [
+            "",
+            f"accuracy/time Pareto front ({len(report['pareto'])} trials):",
+            *_trial_table(report["pareto"]),
+        ]
     return "\n".join(lines)
 
 
@@ -205,27 +245,40 @@ def _plain_study_report(report: dict[str, Any]) -> str:
     """``batchlr show`` for a study made with Optuna itself: its objectives by name and
     direction (best is the lowest value where it minimises), its params, no batchlr columns."""
     metrics, directions, best = report["metrics"], report["directions"], report["best"]
-    objectives = ", ".join(f"{direction} {metric}" for metric, direction in zip(metrics, directions))
-    heading = f"study {report['study']} (not made by batchlr; {objectives}): trials {_states(report)}"
+    objectives = ", ".join(
+        f"{direction} {metric}" for metric, direction in zip(metrics, directions)
+    )
+    heading = (
+        f"study {report['study']} (not made by batchlr; {objectives}): trials {_states(report)}"
+    )
     if best is None:
         return f"{heading}\nno complete trial yet"
     order = "lowest" if directions[0] == "minimize" else "highest"
     lines = [
         heading,
-        f"best trial {best['number']} ({order} {metrics[0]}): " + ", ".join(f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"])),
+        f"best trial {best['number']} ({order} {metrics[0]}): "
+        + ", ".join(f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"])),
         *_param_lines(best["params"]),
         "",
         f"top {len(report['top'])} by {metrics[0]}, {order} first:",
         *_plain_table(report["top"], metrics),
     ]
     if report["pareto"]:
-        lines += ["", f"Pareto front ({len(report['pareto'])} trials):", *_plain_table(report["pareto"], metrics)]
+        lines += [
+            "",
+            f"Pareto front ({len(report['pareto'])} trials):",
+            *_plain_table(report["pareto"], metrics),
+        ]
     return "\n".join(lines)
 
 
 def _plain_table(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
     widths = [max(10, len(metric)) for metric in metrics]
-    lines = [f"{'trial':>5}  " + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths)) + "  params"]
+    lines = [
+        f"{'trial':>5}  "
+        + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths))
+        + "  params"
+    ]
     for row in rows:
         values = "  ".join(f"{value:>{width}.6g}" for value, width in zip(row["values"], widths))
         lines.append(f"{row['number']:>5}  {values}  {format_params(row['params'])}")
@@ -233,15 +286,25 @@ def _plain_table(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
 
 
 def _states(report: dict[str, Any]) -> str:
-    return ", ".join(f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())) or "none"
+    return (
+        ", ".join(
+            f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())
+        )
+        or "none"
+    )
 
 
 def _param_lines(params: dict[str, Any]) -> list[str]:
-    return [f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}" for key, value in sorted(params.items())]
+    return [
+        f"  {key:<12} {value:.3g}" if isinstance(value, float) else f"  {key:<12} {value}"
+        for key, value in sorted(params.items())
+    ]
 
 
 def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"]
+    lines = [
+        f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"
+    ]
     for row in rows:
         params, attrs = row["params"], row["user_attrs"]
         momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
@@ -275,21 +338,42 @@ def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:
 def evaluated(result: Evaluation) -> str:
     """What ``batchlr evaluate`` prints: the accuracy, each class's, and the confusion matrix."""
     width = max(5, *map(len, result.classes))
-    lines = [f"{result.dataset} ({result.split}): accuracy {result.accuracy:.4f} on {result.images:,} images", "", f"{'class':<{width}}  {'images':>6}  accuracy"]
-    lines += [f"{name:<{width}}  {row['images']:>6}  {row['accuracy']:>8.4f}" for name, row in result.per_class.items()]
+    lines = [
+        f"{result.dataset} ({result.split}): accuracy {result.accuracy:.4f} on {result.images:,} images",
+        "",
+        f"{'class':<{width}}  {'images':>6}  accuracy",
+    ]
+    lines += [
+        f"{name:<{width}}  {row['images']:>6}  {row['accuracy']:>8.4f}"
+        for name, row in result.per_class.items()
+    ]
     column = max(5, len(str(max(max(row) for row in result.confusion))))
-    lines += ["", "confusion matrix: a row per true class, a column per predicted class (first letters)"]
-    lines.append(" " * width + "  " + " ".join(f"{name[:column]:>{column}}" for name in result.classes))
-    lines += [f"{name:<{width}}  " + " ".join(f"{count:>{column}}" for count in row) for name, row in zip(result.classes, result.confusion)]
+    lines += [
+        "",
+        "confusion matrix: a row per true class, a column per predicted class (first letters)",
+    ]
+    lines.append(
+        " " * width + "  " + " ".join(f"{name[:column]:>{column}}" for name in result.classes)
+    )
+    lines += [
+        f"{name:<{width}}  " + " ".join(f"{count:>{column}}" for count in row)
+        for name, row in zip(result.classes, result.confusion)
+    ]
     return "\n".join(lines)
 
 
 def predictions(results: Sequence[Prediction]) -> str:
     """What ``batchlr predict`` prints: a line per image, its most probable classes first."""
-    return "\n".join(f"{result.path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top) for result in results)
+    return "\n".join(
+        f"{result.path}: "
+        + ", ".join(f"{name} {probability:.3f}" for name, probability in result.top)
+        for result in results
+    )
 
 
-def report_written(files: Sequence[Path], directory: Path, attachment: Attachment) -> tuple[list[str], str | None]:
+def report_written(
+    files: Sequence[Path], directory: Path, attachment: Attachment
+) -> tuple[list[str], str | None]:
     """What ``batchlr report`` prints: the files and where they were attached, and a warning
     saying which were not and why, or None."""
     lines, warning = attached("report", attachment)
@@ -303,9 +387,13 @@ def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[s
         private = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         private = False
-    warning = None if private else (
-        f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read "
-        "these studies and their files; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
+    warning = (
+        None
+        if private
+        else (
+            f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read "
+            "these studies and their files; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
+        )
     )
     return [line], warning
 
@@ -316,7 +404,11 @@ def split_duplicates_warning(found: SplitDuplicates | None, sources: Sequence[st
     if found is None:
         return None
     first, copy = found.example
-    example = f"{sources[first]} and {sources[copy]}" if sources else f"training images {first} and {copy}"
+    example = (
+        f"{sources[first]} and {sources[copy]}"
+        if sources
+        else f"training images {first} and {copy}"
+    )
     return (
         f"warning: {found.images} training images have an identical copy in another fold or in the hold-out "
         f"(e.g. {example}): validation then scores images that training saw, so accuracy comes out too high; "
@@ -334,35 +426,56 @@ def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
 def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
     """What ``batchlr lr-find`` prints: the suggestion and the search around it, and a warning
     when the curve had no real descent, or None."""
-    stop = f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged" if result.stopped_early else f"swept to lr {result.lrs[-1]:.3g}"
+    stop = (
+        f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged"
+        if result.stopped_early
+        else f"swept to lr {result.lrs[-1]:.3g}"
+    )
     lines = [
         f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
         f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
     ]
-    return lines, weak_descent_warning(result.loss_drop, "try more --lr-count, another --optimizer or --batch-size")
+    return lines, weak_descent_warning(
+        result.loss_drop, "try more --lr-count, another --optimizer or --batch-size"
+    )
 
 
 def attached(what: str, attachment: Attachment) -> tuple[list[str], str | None]:
     """Where ``refit``'s model, ``report``'s files or a probe's figure (``what``) were attached,
     or a warning naming exactly the files attached, those not, and why."""
     if not attachment.missed:
-        return [f"attached the {what} to study {attachment.study}'s artifacts in {attachment.store}"], None
+        return [
+            f"attached the {what} to study {attachment.study}'s artifacts in {attachment.store}"
+        ], None
     missed = f"{', '.join(path.name for path in attachment.missed)}; {attachment.reason}"
     if not attachment.attached:
         return [], f"warning: not attached to the study's artifacts: {missed}"
     total = len(attachment.attached) + len(attachment.missed)
     names = ", ".join(path.name for path in attachment.attached)
-    return [], f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts in {attachment.store}: {names}; not attached: {missed}"
+    return (
+        [],
+        f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts in {attachment.store}: {names}; not attached: {missed}",
+    )
 
 
 def lr_range_record(result: LrRangeTest) -> dict[str, Any]:
     """What ``batchlr lr-find --json`` prints."""
-    return {"suggested_lr": result.suggested_lr, "lrs": result.lrs, "losses": result.losses, "stopped_early": result.stopped_early, "loss_drop": result.loss_drop}
+    return {
+        "suggested_lr": result.suggested_lr,
+        "lrs": result.lrs,
+        "losses": result.losses,
+        "stopped_early": result.stopped_early,
+        "loss_drop": result.loss_drop,
+    }
 
 
 def noise_scale_record(result: NoiseScale) -> dict[str, Any]:
     """What ``batchlr noise-scale --json`` prints."""
-    return {"critical_batch_size": result.critical_batch_size, "suggested_batch_range": result.suggested_batch_range, **dataclasses.asdict(result)}
+    return {
+        "critical_batch_size": result.critical_batch_size,
+        "suggested_batch_range": result.suggested_batch_range,
+        **dataclasses.asdict(result),
+    }
 
 
 def noise_scale(result: NoiseScale, epochs: int) -> list[str]:

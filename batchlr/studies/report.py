@@ -18,14 +18,23 @@ from batchlr.studies.plotting import png, to_plotly
 from batchlr.studies.render import format_params, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
-from batchlr.studies.summary import best_complete_trial, fold_scores, load_existing_study, standard_error
+from batchlr.studies.summary import (
+    best_complete_trial,
+    fold_scores,
+    load_existing_study,
+    standard_error,
+)
 
 
-def write_study_report(storage_url: str, study_name: str, output: Path, artifacts: Path | None = None) -> tuple[list[Path], Attachment]:
+def write_study_report(
+    storage_url: str, study_name: str, output: Path, artifacts: Path | None = None
+) -> tuple[list[Path], Attachment]:
     """``batchlr report``: :func:`write_report` for the study ``study_name`` of a storage, its
     page and figures then attached to the study's artifacts; returns the files and what was
     attached (on a read-only storage, say, nothing: the report itself only reads)."""
-    files = write_report(load_existing_study(open_storage(storage_url, access="read"), study_name), output)
+    files = write_report(
+        load_existing_study(open_storage(storage_url, access="read"), study_name), output
+    )
     return files, attach(storage_url, study_name, files, artifacts)
 
 
@@ -55,10 +64,14 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
         try:
             figure = make(study, spec)
         except ValueError as reason:
-            sections.append(f"<h2>{html.escape(name)}</h2><p>not drawn: {html.escape(str(reason))}</p>")
+            sections.append(
+                f"<h2>{html.escape(name)}</h2><p>not drawn: {html.escape(str(reason))}</p>"
+            )
             continue
         plot = to_plotly(figure)
-        sections.append(plot.to_html(full_html=False, include_plotlyjs="inline" if not pngs else False))
+        sections.append(
+            plot.to_html(full_html=False, include_plotlyjs="inline" if not pngs else False)
+        )
         if figure.caption:
             sections.append(f"<p class='caption'>{html.escape(figure.caption)}</p>")
         pngs[output / f"{chr(ord('a') + index)}-{name}.png"] = png(figure)
@@ -73,7 +86,10 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
     """The report's table: the study, the best trial's CV accuracy with its standard error over
     folds, and the refit's test accuracy with a sentence on why it differs from the CV estimate."""
     attrs, refit = best.user_attrs, study.user_attrs
-    states = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    states = {
+        state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+        for state in TrialState
+    }
     folds = fold_scores(best)
     error = standard_error(folds)
     rows = {
@@ -86,13 +102,25 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
         "training seconds / images per second": f"{attrs.get('train_seconds', math.nan):.1f} / {attrs.get('images_per_second', math.nan):.0f}",
     }
     if "test_accuracy" not in refit:
-        rows["test accuracy"] = "not refit yet: batchlr refit scores the best configuration on data the search never saw"
+        rows["test accuracy"] = (
+            "not refit yet: batchlr refit scores the best configuration on data the search never saw"
+        )
         return rows
     accuracy, images = refit["test_accuracy"], refit.get("test_images")
-    spread = f" ± {math.sqrt(accuracy * (1 - accuracy) / images):.4f} (binomial standard error, {images} images)" if images else ""
-    rows["test accuracy (refit)"] = f"{accuracy:.4f}{spread} on the {refit['test_split']}, trial {refit.get('refit_trial')}"
+    spread = (
+        f" ± {math.sqrt(accuracy * (1 - accuracy) / images):.4f} (binomial standard error, {images} images)"
+        if images
+        else ""
+    )
+    rows["test accuracy (refit)"] = (
+        f"{accuracy:.4f}{spread} on the {refit['test_split']}, trial {refit.get('refit_trial')}"
+    )
     trained = refit.get("refit_images")
-    share = f"{(spec.folds - 1) / spec.folds:.0%} of the {trained} training images" if trained else f"{spec.folds - 1}/{spec.folds} of the training images"
+    share = (
+        f"{(spec.folds - 1) / spec.folds:.0%} of the {trained} training images"
+        if trained
+        else f"{spec.folds - 1}/{spec.folds} of the training images"
+    )
     rows["why they differ"] = (
         f"each CV model trained on {share}, the refit model on all of them, so the CV estimate is pessimistic "
         "for the final model; the test score is the one to quote, the CV score the one to compare configurations by"
@@ -101,7 +129,10 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
 
 
 def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: list[str]) -> str:
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in key_numbers(study, spec, best).items())
+    table = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in key_numbers(study, spec, best).items()
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>batchlr: {html.escape(study.study_name)}</title>"
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}th{text-align:left;padding-right:1em;vertical-align:top}"

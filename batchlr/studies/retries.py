@@ -28,7 +28,10 @@ def queue_retry(study: optuna.Study, trial: FrozenTrial, limit: int | None = Non
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if limit is not None and len(history) > limit:
         return
-    if any(other.system_attrs.get("retry_history", [None])[-1] == trial.number for other in study.get_trials(deepcopy=False)):
+    if any(
+        other.system_attrs.get("retry_history", [None])[-1] == trial.number
+        for other in study.get_trials(deepcopy=False)
+    ):
         return
     study.add_trial(
         optuna.create_trial(

@@ -22,12 +22,30 @@ import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.schedules import SCHEDULE_NAMES
-from batchlr.objectives.settings import AUGMENTATIONS, BUDGET_KINDS, MAX_IMAGE_SIDE, OBJECTIVES, PRECISIONS, TrainingSettings
+from batchlr.objectives.settings import (
+    AUGMENTATIONS,
+    BUDGET_KINDS,
+    MAX_IMAGE_SIDE,
+    OBJECTIVES,
+    PRECISIONS,
+    TrainingSettings,
+)
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
-from batchlr.search.space import GRID_PARAMS, LR_SCALING_RULES, OPTIMIZER_NAMES, SEED_LIMIT, SearchSpace, grid_point_counts, is_finite_number, is_whole_number
+from batchlr.search.space import (
+    GRID_PARAMS,
+    LR_SCALING_RULES,
+    OPTIMIZER_NAMES,
+    SEED_LIMIT,
+    SearchSpace,
+    grid_point_counts,
+    is_finite_number,
+    is_whole_number,
+)
 from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 
-if TYPE_CHECKING:  # torch and scikit-learn load where data is: reading a study's settings needs neither
+if (
+    TYPE_CHECKING
+):  # torch and scikit-learn load where data is: reading a study's settings needs neither
     from batchlr.objectives.folds import FoldAssignment
 
 FORMAT_VERSION = 4
@@ -83,7 +101,12 @@ class StudySpec:
 
     def to_attrs(self) -> dict[str, Any]:
         """The settings as JSON values keyed like the options, with the format version."""
-        return {**_flatten(self), "batchlr_format": FORMAT_VERSION, "batchlr_version": batchlr.__version__, "metric": METRIC}
+        return {
+            **_flatten(self),
+            "batchlr_format": FORMAT_VERSION,
+            "batchlr_version": batchlr.__version__,
+            "metric": METRIC,
+        }
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudySpec:
@@ -98,7 +121,9 @@ class StudySpec:
         if not is_whole_number(version):
             raise BatchlrError(f"batchlr_format {reprlib.repr(version)} is no format version")
         if version > FORMAT_VERSION:
-            raise BatchlrError(f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it")
+            raise BatchlrError(
+                f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it"
+            )
         return _unflatten(cls, _checked({**SETTINGS_BEFORE_THEIR_OPTION, **attrs}))
 
     @property
@@ -163,7 +188,11 @@ def _pair(value: Any, kind: Callable[[Any], bool]) -> bool:
 
 
 def _names(value: Any, known: tuple[str, ...]) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(name, str) and name in known for name in value)
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(name, str) and name in known for name in value)
+    )
 
 
 def _finite(least: float) -> Callable[[Any], bool]:
@@ -194,22 +223,48 @@ def _grid_points(value: Any) -> bool:
 
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset": (lambda value: isinstance(value, str), "a data set name"),
-    "image_size": (lambda value: _pair(value, lambda side: _counts(1, MAX_IMAGE_SIDE + 1)(side)), f"[HEIGHT, WIDTH] of whole numbers from 1 to {MAX_IMAGE_SIDE}"),
+    "image_size": (
+        lambda value: _pair(value, lambda side: _counts(1, MAX_IMAGE_SIDE + 1)(side)),
+        f"[HEIGHT, WIDTH] of whole numbers from 1 to {MAX_IMAGE_SIDE}",
+    ),
     "model": (lambda value: isinstance(value, str), "a model name"),
     "folds": (_counts(2), "a whole number of at least 2"),
-    "batch_size": (lambda value: _pair(value, is_whole_number) and 1 <= value[0] <= value[1], "[MIN, MAX] of whole numbers, 1 <= MIN <= MAX"),
-    "lr": (lambda value: _pair(value, _finite(0)) and 0 < value[0] <= value[1], "[MIN, MAX] of finite numbers, 0 < MIN <= MAX"),
-    "optimizers": (lambda value: _names(value, OPTIMIZER_NAMES), f"a list of {', '.join(OPTIMIZER_NAMES)}"),
-    "lr_scaling": (lambda value: value in LR_SCALING_RULES, f"one of {', '.join(LR_SCALING_RULES)}"),
+    "batch_size": (
+        lambda value: _pair(value, is_whole_number) and 1 <= value[0] <= value[1],
+        "[MIN, MAX] of whole numbers, 1 <= MIN <= MAX",
+    ),
+    "lr": (
+        lambda value: _pair(value, _finite(0)) and 0 < value[0] <= value[1],
+        "[MIN, MAX] of finite numbers, 0 < MIN <= MAX",
+    ),
+    "optimizers": (
+        lambda value: _names(value, OPTIMIZER_NAMES),
+        f"a list of {', '.join(OPTIMIZER_NAMES)}",
+    ),
+    "lr_scaling": (
+        lambda value: value in LR_SCALING_RULES,
+        f"one of {', '.join(LR_SCALING_RULES)}",
+    ),
     "reference_batch_size": (_counts(1), "a whole number of at least 1"),
     "budget": (lambda value: value in BUDGET_KINDS, f"one of {', '.join(BUDGET_KINDS)}"),
     "epochs": (_counts(1), "a whole number of at least 1"),
     "steps": (_counts(1), "a whole number of at least 1"),
     "schedule": (lambda value: value in SCHEDULE_NAMES, f"one of {', '.join(SCHEDULE_NAMES)}"),
     "warmup": (_finite(0), "a finite number of epochs, 0 or more"),
-    "max_micro_batch": (lambda value: value == AUTO or _counts(1)(value), f"a whole number of at least 1, or {AUTO}"),
-    "objectives": (lambda value: isinstance(value, (list, tuple)) and tuple(value) in OBJECTIVES, "[accuracy] or [accuracy, time]"),
-    "augment": (lambda value: isinstance(value, (list, tuple)) and all(name in AUGMENTATIONS for name in value), f"a list of {', '.join(AUGMENTATIONS)}"),
+    "max_micro_batch": (
+        lambda value: value == AUTO or _counts(1)(value),
+        f"a whole number of at least 1, or {AUTO}",
+    ),
+    "objectives": (
+        lambda value: isinstance(value, (list, tuple)) and tuple(value) in OBJECTIVES,
+        "[accuracy] or [accuracy, time]",
+    ),
+    "augment": (
+        lambda value: (
+            isinstance(value, (list, tuple)) and all(name in AUGMENTATIONS for name in value)
+        ),
+        f"a list of {', '.join(AUGMENTATIONS)}",
+    ),
     "crop_padding": (_counts(1), "a whole number of pixels, at least 1"),
     "label_smoothing": (_fraction, "a number from 0 up to 1"),
     "precision": (lambda value: value in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
@@ -222,7 +277,14 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "pruner": (lambda value: value in PRUNER_NAMES, f"one of {', '.join(PRUNER_NAMES)}"),
     "data_dir": (lambda value: isinstance(value, (str, PurePath)), "a path"),
     "lr_find": (
-        lambda value: isinstance(value, Mapping) and all(isinstance(key, str) and (item is None or is_finite_number(item) or isinstance(item, str)) for key, item in value.items()),
+        lambda value: (
+            isinstance(value, Mapping)
+            and all(
+                isinstance(key, str)
+                and (item is None or is_finite_number(item) or isinstance(item, str))
+                for key, item in value.items()
+            )
+        ),
         "the LR range test's record of numbers and names",
     ),
 }
@@ -240,7 +302,9 @@ def _checked(attrs: Mapping[str, Any]) -> dict[str, Any]:
         value = attrs.get(key)
         if value is not None and not fits(value):
             raise BatchlrError(f"setting {key} = {reprlib.repr(value)} is not {phrase}")
-    return {key: value for key, value in attrs.items() if not (value is None and key in SETTING_RULES)}
+    return {
+        key: value for key, value in attrs.items() if not (value is None and key in SETTING_RULES)
+    }
 
 
 def setting_keys() -> list[str]:
@@ -263,7 +327,9 @@ def check_names(dataset: str, model: str) -> str:
     return check_dataset_name(dataset)
 
 
-def reconcile(stored: StudySpec | None, requested: StudySpec, given: Collection[str], study: str) -> StudySpec:
+def reconcile(
+    stored: StudySpec | None, requested: StudySpec, given: Collection[str], study: str
+) -> StudySpec:
     """The spec a run uses: the stored one when the study exists, else the requested one.
 
     Of the settings the user gave explicitly (``given``, setting keys), those in
@@ -278,7 +344,11 @@ def reconcile(stored: StudySpec | None, requested: StudySpec, given: Collection[
         return requested
     old, new = stored.to_attrs(), requested.to_attrs()
     for key in setting_keys():
-        if key in given and key not in PER_RUN_KEYS | CREATION_KEYS and _comparable(key, old[key]) != _comparable(key, new[key]):
+        if (
+            key in given
+            and key not in PER_RUN_KEYS | CREATION_KEYS
+            and _comparable(key, old[key]) != _comparable(key, new[key])
+        ):
             raise BatchlrUsageError(
                 f"study {study!r} was created with {option_name(key)} {_show(old[key])}, not {_show(new[key])}; "
                 f"drop {option_name(key)} to resume it, or choose a new --study name"
@@ -293,12 +363,20 @@ def _comparable(key: str, value: Any) -> Any:
 
 def _show(value: Any) -> str:
     if isinstance(value, list):
-        return ":".join(map(str, value)) if len(value) == 2 and not isinstance(value[0], str) else ",".join(value)
+        return (
+            ":".join(map(str, value))
+            if len(value) == 2 and not isinstance(value[0], str)
+            else ",".join(value)
+        )
     return "(not set)" if value is None else str(value)
 
 
 def save_spec(
-    storage: optuna.storages.BaseStorage, study: str, spec: StudySpec, folds: FoldAssignment, labels_fingerprint: str
+    storage: optuna.storages.BaseStorage,
+    study: str,
+    spec: StudySpec,
+    folds: FoldAssignment,
+    labels_fingerprint: str,
 ) -> None:
     """Store the spec as user attrs and the folds as system attrs."""
     study_id = storage.get_study_id_from_name(study)
@@ -313,7 +391,9 @@ def save_micro_batch_cap(study: optuna.Study, cap: int) -> None:
     study.set_user_attr("max_micro_batch", cap)
 
 
-def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySpec, FoldAssignment, str] | None:
+def load_spec(
+    storage: optuna.storages.BaseStorage, study: str
+) -> tuple[StudySpec, FoldAssignment, str] | None:
     """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
 
     batchlr creates a study with all of them at once, so a study without them is not batchlr's.
@@ -329,7 +409,9 @@ def load_spec(storage: optuna.storages.BaseStorage, study: str) -> tuple[StudySp
         return None
     system = storage.get_study_system_attrs(study_id)
     if LABELS_ATTR not in system:
-        raise BatchlrError(f"study {study!r} exists but was not made by batchlr run; choose another --study name")
+        raise BatchlrError(
+            f"study {study!r} exists but was not made by batchlr run; choose another --study name"
+        )
     spec = StudySpec.from_attrs(storage.get_study_user_attrs(study_id))
     return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
 
@@ -348,7 +430,9 @@ def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
     try:
         spec = StudySpec.from_attrs(attrs)
     except BatchlrError as error:
-        raise BatchlrError(f"study {study.study_name!r} holds settings batchlr cannot read: {error}") from None
+        raise BatchlrError(
+            f"study {study.study_name!r} holds settings batchlr cannot read: {error}"
+        ) from None
     directions = [direction.name.lower() for direction in study.directions]
     if directions != spec.directions:
         raise BatchlrError(
@@ -366,5 +450,7 @@ def study_spec(study: optuna.Study) -> StudySpec:
     """
     spec = study_spec_or_none(study)
     if spec is None:
-        raise BatchlrError(f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr settings; batchlr show prints its trials")
+        raise BatchlrError(
+            f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr settings; batchlr show prints its trials"
+        )
     return spec

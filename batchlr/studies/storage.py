@@ -32,7 +32,9 @@ SCHEMA_RACE_RETRIES = 4
 # Seconds between attempts to reach a database server that went away (a restart, a network
 # glitch) before a worker gives up, about half a minute in all.
 RECONNECT_DELAYS = (1, 2, 4, 8, 16)
-FAULT_REMEDY = "completed trials are kept; fix it, then run the same command to retry the running trial"
+FAULT_REMEDY = (
+    "completed trials are kept; fix it, then run the same command to retry the running trial"
+)
 # What other commands, which leave no trial behind, say instead.
 RETRY_REMEDY = "fix it, then run the same command again"
 # What installs each driver SQLAlchemy may ask for.
@@ -48,7 +50,9 @@ DRIVER_PACKAGES = {
 
 
 # Query parameters whose values are secrets (libpq's password, tokens of cloud drivers).
-_SECRET_PARAMETER = re.compile(r"(?i)\b([\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*)=([^&;\s]*)")
+_SECRET_PARAMETER = re.compile(
+    r"(?i)\b([\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*)=([^&;\s]*)"
+)
 # user:SECRET@ in anything that looks like a URL, parsable or not; the password may hold '@' and ':'.
 _USER_PASSWORD = re.compile(r"(://[^/\s:@]*:)([^\s/]*)(@)")
 _known_secrets: set[str] = set()
@@ -90,7 +94,11 @@ def redact(text: str) -> str:
 
 def _remember(*secrets: object) -> None:
     # Very short "secrets" (a password "x") would mask ordinary letters in every message.
-    _known_secrets.update(str(secret) for secret in secrets if secret is not None and len(str(secret)) >= 3 and str(secret) != "***")
+    _known_secrets.update(
+        str(secret)
+        for secret in secrets
+        if secret is not None and len(str(secret)) >= 3 and str(secret) != "***"
+    )
 
 
 def mask_command_line(arguments: list[str]) -> str:
@@ -98,7 +106,9 @@ def mask_command_line(arguments: list[str]) -> str:
     return " ".join(mask_url(argument) for argument in arguments)
 
 
-def open_storage(url: str, *, access: Access, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, *, access: Access, heartbeat: int | None = None
+) -> optuna.storages.RDBStorage:
     """Open the relational storage at ``url``.
 
     ``access`` is ``"read"`` (the read-only commands), ``"write"`` or ``"create"``. Unless
@@ -140,9 +150,13 @@ def open_storage(url: str, *, access: Access, heartbeat: int | None = None) -> o
         return storage
     except ModuleNotFoundError as error:
         install = DRIVER_PACKAGES.get(str(error.name), f"pip install {error.name}")
-        raise BatchlrError(f"--storage {masked}: the database driver {error.name!r} is not installed; {install}") from None
+        raise BatchlrError(
+            f"--storage {masked}: the database driver {error.name!r} is not installed; {install}"
+        ) from None
     except sqlalchemy.exc.NoSuchModuleError:
-        raise BatchlrUsageError(f"--storage {masked}: unknown database kind; use sqlite:///FILE or postgresql://USER@HOST/DB") from None
+        raise BatchlrUsageError(
+            f"--storage {masked}: unknown database kind; use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as error:
         detail = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
         cause = "the disk is full; " if _sqlite_disk_full(url) else ""
@@ -158,7 +172,9 @@ def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError |
     while cause is not None:
         if isinstance(cause, sqlalchemy.exc.DBAPIError | sqlite3.Error):
             detail = redact(str(getattr(cause, "orig", None) or cause).strip().splitlines()[0])
-            return BatchlrError(f"the storage failed: {_fault_cause(detail, cause, url)} ({detail}); {remedy}")
+            return BatchlrError(
+                f"the storage failed: {_fault_cause(detail, cause, url)} ({detail}); {remedy}"
+            )
         cause = cause.__cause__ or cause.__context__
     return None
 
@@ -169,8 +185,13 @@ def _fault_cause(detail: str, error: BaseException, url: str) -> str:
         return "the disk is full"
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
         return "the database is read-only"
-    if getattr(error, "connection_invalidated", False) or isinstance(error, sqlalchemy.exc.OperationalError) and any(
-        sign in lowered for sign in ("connect", "server closed", "terminating connection", "connection")
+    if (
+        getattr(error, "connection_invalidated", False)
+        or (isinstance(error, sqlalchemy.exc.OperationalError)
+        and any(
+            sign in lowered
+            for sign in ("connect", "server closed", "terminating connection", "connection")
+        ))
     ):
         return "the connection to the database server was lost"
     return "the database refused a write"
@@ -180,12 +201,17 @@ def _sqlite_disk_full(url: str) -> bool:
     # SQLite reports a full disk as "disk I/O error" when it cannot grow its -wal or -shm file.
     try:
         parsed = make_url(url)
-        return parsed.get_backend_name() == "sqlite" and shutil.disk_usage(Path(str(parsed.database)).parent).free < 1 << 20
+        return (
+            parsed.get_backend_name() == "sqlite"
+            and shutil.disk_usage(Path(str(parsed.database)).parent).free < 1 << 20
+        )
     except (sqlalchemy.exc.ArgumentError, ValueError, OSError):
         return False
 
 
-def _connect_with_back_off(dialect: Any, record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]) -> Any:
+def _connect_with_back_off(
+    dialect: Any, record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
     """Connect, waiting :data:`RECONNECT_DELAYS` between attempts while the server does not answer."""
     for delay in RECONNECT_DELAYS:
         try:
@@ -205,14 +231,18 @@ def _read_only_sqlite(parsed: URL) -> URL:
     return parsed.set(database=f"file:{urllib.parse.quote(str(path))}", query=query)
 
 
-def create_study_from(storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str) -> bool:
+def create_study_from(
+    storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str
+) -> bool:
     """Copy the study ``name`` of ``draft`` (without trials) to ``storage``, with its directions
     and all its attrs, in one transaction, so that a study interrupted at any moment of its
     creation is either absent or whole.
 
     Returns False when ``storage`` holds a study of that name already.
     """
-    from optuna.storages._rdb import models  # Optuna creates a study and each attr in separate transactions
+    from optuna.storages._rdb import (
+        models,
+    )  # Optuna creates a study and each attr in separate transactions
 
     study_id = draft.get_study_id_from_name(name)
     session = storage.scoped_session()
@@ -246,7 +276,9 @@ def create_study_from(storage: optuna.storages.RDBStorage, draft: optuna.storage
     return True
 
 
-def _create_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: int | None) -> optuna.storages.RDBStorage:
+def _create_storage(
+    url: str, engine_kwargs: dict[str, Any], heartbeat: int | None
+) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage, retried when another worker is creating the same new database's tables."""
     options: dict[str, Any] = {}
     with warnings.catch_warnings():
@@ -276,7 +308,11 @@ def sqlite_path(url: str) -> Path | None:
         BatchlrUsageError: for text that is no database URL.
     """
     parsed = _parse(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
         return None
     return Path(parsed.database)
 
@@ -292,15 +328,25 @@ def _parse(url: str) -> URL:
 
 def _check_sqlite_path(parsed: URL, masked: str, access: Access) -> None:
     if not parsed.database or parsed.database == ":memory:":
-        raise BatchlrUsageError(f"--storage {masked}: give a file, e.g. sqlite:///batchlr.db; an in-memory database keeps nothing")
+        raise BatchlrUsageError(
+            f"--storage {masked}: give a file, e.g. sqlite:///batchlr.db; an in-memory database keeps nothing"
+        )
     path = Path(parsed.database)
     if access != "create" and not path.is_file():
-        raise BatchlrError(f"--storage {masked}: no such file; run 'batchlr run' first or point --storage at a study file")
+        raise BatchlrError(
+            f"--storage {masked}: no such file; run 'batchlr run' first or point --storage at a study file"
+        )
     if access == "create" and not path.exists():
         parent = path.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise BatchlrError(f"--storage {masked}: cannot create a file in {parent}; choose a writable directory")
-    if access != "read" and path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise BatchlrError(
+                f"--storage {masked}: cannot create a file in {parent}; choose a writable directory"
+            )
+    if (
+        access != "read"
+        and path.exists()
+        and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    ):
         # SQLite writes a -wal file beside the database, so the directory must be writable too.
         raise BatchlrError(
             f"--storage {masked}: the database is read-only (the file or its directory cannot be written); "

@@ -27,6 +27,7 @@ REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "ref
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
 trial, on how many images, and how many it trained on."""
 
+
 @dataclasses.dataclass(frozen=True)
 class RefitResult:
     """The refit's test score and what it was measured on."""
@@ -41,7 +42,13 @@ class RefitResult:
     """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
-_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+_SHOWN_STATES = (
+    TrialState.COMPLETE,
+    TrialState.PRUNED,
+    TrialState.FAIL,
+    TrialState.RUNNING,
+    TrialState.WAITING,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +64,9 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
     """Every study in ``storage``, by name, with its best first-objective value."""
     summaries = []
     for frozen in sorted(storage.get_all_studies(), key=lambda study: study.study_name):
-        trials = storage.get_all_trials(storage.get_study_id_from_name(frozen.study_name), deepcopy=False)
+        trials = storage.get_all_trials(
+            storage.get_study_id_from_name(frozen.study_name), deepcopy=False
+        )
         states = Counter(trial.state.name for trial in trials)
         complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
         best = _best(complete, frozen.directions[0])
@@ -78,7 +87,11 @@ def _best(trials: list[FrozenTrial], direction: StudyDirection) -> FrozenTrial |
 
 def _best_first(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """``trials`` by their first objective value, best first by the study's first direction."""
-    return sorted(trials, key=lambda trial: trial.values[0], reverse=study.directions[0] == StudyDirection.MAXIMIZE)
+    return sorted(
+        trials,
+        key=lambda trial: trial.values[0],
+        reverse=study.directions[0] == StudyDirection.MAXIMIZE,
+    )
 
 
 def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -88,7 +101,9 @@ def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optu
     except KeyError:
         names = sorted(study.study_name for study in storage.get_all_studies())
         listing = ", ".join(names) if names else "none"
-        raise BatchlrError(f"no study {name!r} in this storage (studies there: {listing})") from None
+        raise BatchlrError(
+            f"no study {name!r} in this storage (studies there: {listing})"
+        ) from None
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
@@ -117,7 +132,9 @@ def best_complete_trial(study: optuna.Study) -> FrozenTrial:
 def fastest_within(study: optuna.Study, delta: float) -> FrozenTrial:
     """The complete trial that trained fastest among those within ``delta`` accuracy of the best."""
     if delta < 0:
-        raise BatchlrUsageError(f"fastest-within {delta}: DELTA is an accuracy difference and cannot be negative")
+        raise BatchlrUsageError(
+            f"fastest-within {delta}: DELTA is an accuracy difference and cannot be negative"
+        )
     threshold = best_complete_trial(study).values[0] - delta
     close = [trial for trial in _complete(study) if trial.values[0] >= threshold]
     return min(close, key=lambda trial: trial.user_attrs.get("train_seconds", float("inf")))
@@ -150,7 +167,9 @@ def fold_scores(trial: FrozenTrial) -> list[float]:
     training diverged scores nan. Anything but a list of numbers (a study damaged, or written
     by other code) reads as no scores."""
     scores = trial.user_attrs.get("fold_scores")
-    if not isinstance(scores, list) or not all(isinstance(score, (int, float)) and not isinstance(score, bool) for score in scores):
+    if not isinstance(scores, list) or not all(
+        isinstance(score, (int, float)) and not isinstance(score, bool) for score in scores
+    ):
         return []
     return [float(score) for score in scores]
 
@@ -166,7 +185,11 @@ def standard_error(scores: list[float]) -> float:
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """A trial as JSON values: number, values, params and what batchlr recorded on it, its
     fold scores as :func:`fold_scores` reads them."""
-    attrs = trial.user_attrs if "fold_scores" not in trial.user_attrs else {**trial.user_attrs, "fold_scores": fold_scores(trial)}
+    attrs = (
+        trial.user_attrs
+        if "fold_scores" not in trial.user_attrs
+        else {**trial.user_attrs, "fold_scores": fold_scores(trial)}
+    )
     return {
         "number": trial.number,
         "state": trial.state.name,
@@ -196,7 +219,9 @@ def describe(study: optuna.Study, k: int) -> dict[str, Any]:
         "metrics": metric_labels(study) if spec is None else spec.metric_names,
         "refit": refit or None,
         "trials_by_state": dict(Counter(trial.state.name for trial in trials)),
-        "reasons": dict(Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)),
+        "reasons": dict(
+            Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)
+        ),
         "best": None if best is None else trial_record(best),
         "top": [trial_record(trial) for trial in top_trials(study, k)],
         "pareto": [trial_record(trial) for trial in pareto_trials(study)],

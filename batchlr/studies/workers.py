@@ -66,7 +66,14 @@ class _Worker:
     :class:`batchlr.cli.BatchlrGroup`), which is kept for the parent to say once."""
 
     def __init__(self, command: list[str], environment: dict[str, str]) -> None:
-        self.process = subprocess.Popen(command, env=environment, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace")
+        self.process = subprocess.Popen(
+            command,
+            env=environment,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
         self.error: str | None = None
         self.reader = threading.Thread(target=self._read, name="batchlr-worker-stderr", daemon=True)
         self.reader.start()
@@ -87,7 +94,9 @@ class _Worker:
         if not code:
             return None
         if code > 0:
-            return WorkerFailed(self.error or f"a worker (pid {self.process.pid}) exited with {code}", code)
+            return WorkerFailed(
+                self.error or f"a worker (pid {self.process.pid}) exited with {code}", code
+            )
         # Killed by a signal: exit as a shell reports it (128 + signum).
         return WorkerFailed(
             f"a worker (pid {self.process.pid}) was killed by {signal.Signals(-code).name}; completed trials are kept, "
@@ -96,7 +105,9 @@ class _Worker:
         )
 
 
-def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on_poll: Callable[[], None]) -> None:
+def run_workers(
+    arguments: Sequence[str], count: int, device: str, seed: int, on_poll: Callable[[], None]
+) -> None:
     """Run ``batchlr run ARGUMENTS`` in ``count`` processes and wait for all, calling
     ``on_poll`` every :data:`POLL_SECONDS` meanwhile.
 
@@ -112,7 +123,17 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on
     workers = [
         _Worker(
             # "--workers 1" last: a study file given with --config may ask for workers too.
-            [sys.executable, "-m", "batchlr", "run", *arguments, "--seed", str(offset_seed(seed, index)), "--workers", "1"],
+            [
+                sys.executable,
+                "-m",
+                "batchlr",
+                "run",
+                *arguments,
+                "--seed",
+                str(offset_seed(seed, index)),
+                "--workers",
+                "1",
+            ],
             {**environment, PARENT_ENV: str(os.getpid())},
         )
         for index, environment in enumerate(worker_environments(count, device))
@@ -123,7 +144,9 @@ def run_workers(arguments: Sequence[str], count: int, device: str, seed: int, on
             if worker.process.poll() is None:
                 worker.process.send_signal(signum)
 
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while any(worker.process.poll() is None for worker in workers):
             on_poll()
