@@ -377,9 +377,7 @@ def lr_range_figure(result: LrRangeTest, title: str) -> Figure:
 def noise_scale_figure(result: NoiseScale, title: str) -> Figure:
     """The expected squared gradient norm of a batch, |G|^2 + tr(S)/B, over the batch size B:
     past the critical batch size B_simple = tr(S)/|G|^2 a larger batch hardly lowers the noise."""
-    sizes = [
-        2.0**power for power in range(max(2, math.ceil(math.log2(4 * result.big_batch))) + 1)
-    ]
+    sizes = [2.0**power for power in range(max(2, math.ceil(math.log2(4 * result.big_batch))) + 1)]
     expected = [result.gradient_norm_squared + result.covariance_trace / size for size in sizes]
     measured = [result.small_batch, result.big_batch]
     critical = float(result.critical_batch_size)

@@ -185,13 +185,12 @@ def _fault_cause(detail: str, error: BaseException, url: str) -> str:
         return "the disk is full"
     if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
         return "the database is read-only"
-    if (
-        getattr(error, "connection_invalidated", False)
-        or (isinstance(error, sqlalchemy.exc.OperationalError)
+    if getattr(error, "connection_invalidated", False) or (
+        isinstance(error, sqlalchemy.exc.OperationalError)
         and any(
             sign in lowered
             for sign in ("connect", "server closed", "terminating connection", "connection")
-        ))
+        )
     ):
         return "the connection to the database server was lost"
     return "the database refused a write"
