@@ -190,7 +190,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     "--lr",
     default="1e-4:1",
     type=LR_RANGE,
-    help="MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either side of the LR range test's suggestion.",
+    help=(
+        "MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either "
+        "side of the LR range test's suggestion."
+    ),
 )
 @click.option(
     "--optimizers",
@@ -220,7 +223,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     "--augment",
     default="none",
     type=AUGMENT,
-    help="Augment training batches on the device: random horizontal flips, random crops after reflection padding, or both.",
+    help=(
+        "Augment training batches on the device: random horizontal flips, random crops after "
+        "reflection padding, or both."
+    ),
 )
 @click.option(
     "--crop-padding",
@@ -254,7 +260,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--budget",
     type=click.Choice(["epochs", "steps"]),
-    help="Train each fold for --epochs epochs, or for --steps optimizer steps.  [default: epochs, or steps with --steps]",
+    help=(
+        "Train each fold for --epochs epochs, or for --steps optimizer steps.  "
+        "[default: epochs, or steps with --steps]"
+    ),
 )
 @click.option(
     "--steps",
@@ -264,13 +273,20 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--max-micro-batch",
     type=MICRO_BATCH,
-    help="Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' probes the GPU once per study.",
+    help=(
+        "Most samples per forward/backward pass; larger batches accumulate gradients. 'auto' "
+        "probes the GPU once per study."
+    ),
 )
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
     default="auto",
-    help="Autocast of the forward pass and loss; parameters and optimizer state stay fp32. auto: bf16 where the device computes it natively (recent GPUs, CPUs with AVX-512 BF16 or AMX), else fp32.",
+    help=(
+        "Autocast of the forward pass and loss; parameters and optimizer state stay fp32. auto: "
+        "bf16 where the device computes it natively (recent GPUs, CPUs with AVX-512 BF16 or AMX), "
+        "else fp32."
+    ),
 )
 @click.option(
     "--fuse-folds",
@@ -315,7 +331,10 @@ def main(ctx: click.Context, debug: bool) -> None:
     "--heartbeat",
     type=click.IntRange(1, MAX_HEARTBEAT),
     default=DEFAULT_HEARTBEAT,
-    help="Seconds between a running trial's heartbeats; a trial silent for twice that is failed and retried, twice at most.",
+    help=(
+        "Seconds between a running trial's heartbeats; a trial silent for twice that is failed and "
+        "retried, twice at most."
+    ),
 )
 @click.option(
     "--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines."
@@ -329,7 +348,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--grid-points",
     type=GRID_POINTS,
-    help="With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, batch_size or weight_decay, e.g. lr=12,batch_size=8.  [default: decades of lr, powers of two of batch_size]",
+    help=(
+        "With --sampler grid: NAME=N log-spaced values from the low to the high end, for lr, "
+        "batch_size or weight_decay, e.g. lr=12,batch_size=8.  "
+        "[default: decades of lr, powers of two of batch_size]"
+    ),
 )
 @click.option(
     "--pruner",

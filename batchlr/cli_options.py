@@ -134,7 +134,10 @@ ARTIFACTS_OPTION = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     envvar="BATCHLR_ARTIFACTS",
     show_envvar=True,
-    help="The studies' artifact store, which optuna-dashboard shows.  [default: NAME-artifacts beside a SQLite file NAME.db; none for PostgreSQL]",
+    help=(
+        "The studies' artifact store, which optuna-dashboard shows.  "
+        "[default: NAME-artifacts beside a SQLite file NAME.db; none for PostgreSQL]"
+    ),
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 DATA_DIR_OPTION = click.option(
@@ -143,12 +146,18 @@ DATA_DIR_OPTION = click.option(
     default=Path("data"),
     envvar="BATCHLR_DATA_DIR",
     show_envvar=True,
-    help="Where torchvision data sets are read from, or downloaded to (a resumed study and refit: where the study was created from).",
+    help=(
+        "Where torchvision data sets are read from, or downloaded to (a resumed study and refit: "
+        "where the study was created from)."
+    ),
 )
 IMAGE_SIZE_OPTION = click.option(
     "--image-size",
     type=IMAGE_SIZE,
-    help="Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a centre crop.  [default: images as they are, all one size]",
+    help=(
+        "Resize every image to N x N (or H x W) while loading: the shorter side scaled, then a "
+        "centre crop.  [default: images as they are, all one size]"
+    ),
 )
 CACHE_DIR_OPTION = click.option(
     "--cache-dir",
@@ -174,7 +183,11 @@ DATASET_OPTION = click.option(
 MODEL_OPTION = click.option(
     "--model",
     default="convnet",
-    help="convnet, convnet-bn, resnet20, any torchvision classification model by name (untrained; e.g. resnet18, mobilenet_v3_small; grey images are repeated to 3 channels), or package.module:function.",
+    help=(
+        "convnet, convnet-bn, resnet20, any torchvision classification model by name (untrained; "
+        "e.g. resnet18, mobilenet_v3_small; grey images are repeated to 3 channels), or "
+        "package.module:function."
+    ),
 )
 OPTIMIZER_OPTION = click.option(
     "--optimizer",

@@ -14,7 +14,8 @@ from typing import Any
 
 
 def finite_or_null(value: Any) -> Any:
-    """``value`` with every float that is not finite replaced by ``None``, through dicts, lists and tuples (as lists)."""
+    """``value`` with every float that is not finite replaced by ``None``, through dicts, lists
+    and tuples (as lists)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

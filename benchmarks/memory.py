@@ -102,7 +102,8 @@ def main() -> None:
             "--cache-dir" in usage.stdout
         )  # a checkout that caches decoded folders must not write the user's cache
         print(
-            f"batchlr from {args.checkout}; {args.image_size}x{args.image_size} RGB PNGs; {args.repeats} run(s) per size"
+            f"batchlr from {args.checkout}; {args.image_size}x{args.image_size} RGB PNGs; "
+            f"{args.repeats} run(s) per size"
         )
         print(f"{'images':>7}  {'peak RSS MiB':>12}  runs")
         medians = []

@@ -1,7 +1,9 @@
-"""Seconds per trial of batchlr's objective against the hand-written objectives it replaces.
+r"""Seconds per trial of batchlr's objective against the hand-written objectives it replaces.
 
-    python benchmarks/peer.py --data imagefolder:../shared/data/cifar10-subset/train --model convnet-bn --batch-size 64 --folds 3 --epochs 1
-    python benchmarks/peer.py --synthetic 50000 --model convnet-bn --batch-size 128 --folds 3 --epochs 10 --device cuda
+    python benchmarks/peer.py --data imagefolder:../shared/data/cifar10-subset/train \
+        --model convnet-bn --batch-size 64 --folds 3 --epochs 1
+    python benchmarks/peer.py --synthetic 50000 --model convnet-bn --batch-size 128 --folds 3 \
+        --epochs 10 --device cuda
 
 In one process, on the same images, folds, network, batch size and optimizer (Adam, lr 1e-3),
 one trial (every fold for --epochs epochs, then its validation) of:
@@ -320,7 +322,9 @@ def main() -> None:
         else f"cpu, {torch.get_num_threads()} threads"
     )
     print(
-        f"{data.name}: {len(data.labels)} images {data.input_shape}, {args.model}, batch {args.batch_size}, {args.folds} folds x {args.epochs} epochs on {device} ({device_name}); median of {args.repeats} after a warm-up"
+        f"{data.name}: {len(data.labels)} images {data.input_shape}, {args.model}, batch "
+        f"{args.batch_size}, {args.folds} folds x {args.epochs} epochs on {device} "
+        f"({device_name}); median of {args.repeats} after a warm-up"
     )
     seconds: dict[str, list[float]] = {label: [] for label, _ in contenders}
     memory: dict[str, float] = {}
@@ -353,7 +357,8 @@ def main() -> None:
             line += f" {rate * flops / 1e12 / args.peak_tflops:>7.1%}"
         print(line)
     print(
-        f"s/trial includes validation and building the models; img/s counts training images only ({setup.train_images} per trial, {flops / 1e6:.1f} MFLOP each)"
+        "s/trial includes validation and building the models; img/s counts training images only "
+        f"({setup.train_images} per trial, {flops / 1e6:.1f} MFLOP each)"
     )
 
 

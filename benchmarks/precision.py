@@ -1,7 +1,8 @@
-"""Accuracy under --precision auto against fp32: does the faster precision change the answer?
+r"""Accuracy under --precision auto against fp32: does the faster precision change the answer?
 
     python benchmarks/precision.py
-    python benchmarks/precision.py --trials 20 --data imagefolder:../shared/data/cifar10-subset/train --epochs 5 --seeds 0,1,2
+    python benchmarks/precision.py --trials 20 \
+        --data imagefolder:../shared/data/cifar10-subset/train --epochs 5 --seeds 0,1,2
 
 Runs (1) the README's demo study (digits, --trials TPE trials) once per precision with the
 same seed, and prints each study's best CV accuracy; (2) one trial on --data (convnet-bn,
@@ -97,7 +98,9 @@ def main() -> None:
         }
     best = {precision: study.best_value for precision, (study, _) in studies.items()}
     print(
-        f"{f'digits demo, {args.trials} trials, best CV':<40} {best['fp32']:>7.4f} {best['auto']:>7.4f} {best['auto'] - best['fp32']:>+9.4f} {studies['fp32'][1]:>7.1f} {studies['auto'][1]:>7.1f}"
+        f"{f'digits demo, {args.trials} trials, best CV':<40} {best['fp32']:>7.4f} "
+        f"{best['auto']:>7.4f} {best['auto'] - best['fp32']:>+9.4f} {studies['fp32'][1]:>7.1f} "
+        f"{studies['auto'][1]:>7.1f}"
     )
     for seed in map(int, args.seeds.split(",")):
         (fp32, fp32_seconds), (auto, auto_seconds) = (

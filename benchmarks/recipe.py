@@ -1,7 +1,9 @@
-"""Where the best configuration moves when trials train with the user's recipe.
+r"""Where the best configuration moves when trials train with the user's recipe.
 
-    python benchmarks/recipe.py --dataset imagefolder:../shared/data/cifar10-subset/train --model convnet-bn --folds 3 --epochs 15 --trials 12
-    python benchmarks/recipe.py --dataset imagefolder:../shared/data/cifar10-subset/train --model resnet20 --trials 6
+    python benchmarks/recipe.py --dataset imagefolder:../shared/data/cifar10-subset/train \
+        --model convnet-bn --folds 3 --epochs 15 --trials 12
+    python benchmarks/recipe.py --dataset imagefolder:../shared/data/cifar10-subset/train \
+        --model resnet20 --trials 6
 
 Runs the same TPE study (same seed, same search space) twice with ``batchlr run``: once
 plain, once with ``--recipe`` (by default augmentation and a searched weight decay), and
@@ -44,7 +46,8 @@ def run_study(
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         sys.exit(
-            f"{name}: batchlr run failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+            f"{name}: batchlr run failed: "
+            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
         )
     return optuna.load_study(study_name=name, storage=storage), time.perf_counter() - started
 
@@ -90,10 +93,12 @@ def main() -> None:
         "tpe",
     ]
     print(
-        f"{args.dataset}, {args.model}, {args.folds} folds x {args.epochs} epochs, {args.trials} TPE trials, seed {args.seed}"
+        f"{args.dataset}, {args.model}, {args.folds} folds x {args.epochs} epochs, {args.trials} "
+        f"TPE trials, seed {args.seed}"
     )
     print(
-        f"{'study':<8} {'best CV':>8} {'lr':>9} {'batch':>6} {'optimizer':>9} {'decay':>9} {'complete':>8} {'pruned':>6} {'minutes':>7}  options"
+        f"{'study':<8} {'best CV':>8} {'lr':>9} {'batch':>6} {'optimizer':>9} {'decay':>9} "
+        f"{'complete':>8} {'pruned':>6} {'minutes':>7}  options"
     )
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{Path(folder) / 'recipe.db'}"
@@ -107,9 +112,11 @@ def main() -> None:
             params = best.params if best else {}
             decay = params.get("weight_decay", 0.0)
             print(
-                f"{name:<8} {best.value if best else float('nan'):>8.4f} {best.user_attrs.get('lr', float('nan')) if best else float('nan'):>9.3g} "
+                f"{name:<8} {best.value if best else float('nan'):>8.4f} "
+                f"{best.user_attrs.get('lr', float('nan')) if best else float('nan'):>9.3g} "
                 f"{params.get('batch_size', '-'):>6} {params.get('optimizer', '-'):>9} {decay:>9.3g} "
-                f"{len(complete):>8} {states.count(optuna.trial.TrialState.PRUNED):>6} {seconds / 60:>7.1f}  {' '.join(extra) or '(none)'}"
+                f"{len(complete):>8} {states.count(optuna.trial.TrialState.PRUNED):>6} "
+                f"{seconds / 60:>7.1f}  {' '.join(extra) or '(none)'}"
             )
 
 

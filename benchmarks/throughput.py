@@ -49,7 +49,8 @@ def main() -> None:
         seed=0,
     )
     print(
-        f"{args.dataset}: {tuple(data.images.shape)} loaded in {time.perf_counter() - started:.1f} s; {args.model} on {device}"
+        f"{args.dataset}: {tuple(data.images.shape)} loaded in "
+        f"{time.perf_counter() - started:.1f} s; {args.model} on {device}"
     )
     print(f"{'batch':>6}  {'images/s':>9}  {'s/epoch/fold':>12}  {'s/trial':>8}  {'accuracy':>8}")
     for batch_size in map(int, args.batch_sizes.split(",")):
@@ -60,7 +61,8 @@ def main() -> None:
         seconds = time.perf_counter() - trial_started
         attrs, value = study.trials[0].user_attrs, study.trials[0].value
         print(
-            f"{batch_size:>6}  {attrs['images_per_second']:>9.0f}  {attrs['seconds_per_epoch']:>12.2f}  {seconds:>8.1f}  {value:>8.4f}"
+            f"{batch_size:>6}  {attrs['images_per_second']:>9.0f}  "
+            f"{attrs['seconds_per_epoch']:>12.2f}  {seconds:>8.1f}  {value:>8.4f}"
         )
 
 

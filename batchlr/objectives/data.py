@@ -305,7 +305,8 @@ def _resized(
     image_size: tuple[int, int] | None,
     device: torch.device | None,
 ) -> tuple[readers.Arrays, readers.Arrays | None]:
-    """The splits with their images fitted to ``image_size`` when it is given and not theirs, after checking that they fit."""
+    """The splits with their images fitted to ``image_size`` when it is given and not theirs,
+    after checking that they fit."""
     images = train[0]
     if image_size is None or images.shape[2:] == image_size:
         return train, test

@@ -132,7 +132,10 @@ def _check_class_sizes(sizes: np.ndarray, k: int, holdout: bool, classes: Sequen
         return
     name = repr(classes[label]) if label < len(classes) else str(label)
     after = f"{k} folds after the {HOLDOUT_FRACTION:.0%} hold-out" if holdout else f"{k} folds"
-    problem = f"class {name} has only {size} image{'s' if size != 1 else ''}: {after} need at least {needed} images in every class"
+    problem = (
+        f"class {name} has only {size} image{'s' if size != 1 else ''}: {after} need at least "
+        f"{needed} images in every class"
+    )
     most = size - holdout_count(size) if holdout else size
     if most >= 2:
         fewer = "2" if most == 2 else f"{most} or fewer"

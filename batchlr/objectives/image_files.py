@@ -79,8 +79,9 @@ def list_image_folder(root: Path) -> ImageFolder:
             len(classes) > MAX_CLASSES
         ):  # before walking them: a model of so many classes could not be loaded
             raise BatchlrError(
-                f"imagefolder: {root} has {len(classes):,} class folders, more than the {MAX_CLASSES:,} classes batchlr trains on; "
-                "give the folder whose subfolders are the classes, or merge classes"
+                f"imagefolder: {root} has {len(classes):,} class folders, more than the "
+                f"{MAX_CLASSES:,} classes batchlr trains on; give the folder whose subfolders are "
+                "the classes, or merge classes"
             )
         _check_distinct(root, classes)
         files = walk_image_files(

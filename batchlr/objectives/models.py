@@ -126,7 +126,8 @@ def torchvision_model(name: str, input_shape: tuple[int, int, int], num_classes:
     if min(height, width) < MINIMUM_IMAGE_SIZES.get(name, 0):
         size = MINIMUM_IMAGE_SIZES[name]
         raise BatchlrError(
-            f"--model {name} needs at least {size}x{size} images, not {height}x{width}; give --image-size {size} {instead}"
+            f"--model {name} needs at least {size}x{size} images, not {height}x{width}; give "
+            f"--image-size {size} {instead}"
         )
     # Without init_weights googlenet and inception_v3 warn that their default init will change.
     options = (
@@ -176,8 +177,9 @@ def resolve_model(name: str) -> ModelFactory:
 
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise BatchlrUsageError(
-                f"--model: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}, any torchvision classification model "
-                "(such as resnet18 or mobilenet_v3_small), or give package.module:function"
+                f"--model: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}, any "
+                "torchvision classification model (such as resnet18 or mobilenet_v3_small), or "
+                "give package.module:function"
             )
         return lambda shape, classes: torchvision_model(name, shape, classes)
     if not module_name or not function_name:
@@ -269,7 +271,8 @@ def build_model(
         raise  # a trial prunes an OutOfMemoryError, as it does in training
     except Exception as error:
         raise BatchlrError(
-            f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised {type(error).__name__}: {_one_line(error)}"
+            f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised "
+            f"{type(error).__name__}: {_one_line(error)}"
         ) from None
     if not isinstance(model, nn.Module):
         raise BatchlrError(f"--model {name} returned {type(model).__name__}, not a torch.nn.Module")
@@ -307,7 +310,8 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
         SystemExit,
     ) as error:  # a user's forward is theirs to fix, an exit() in it included
         raise BatchlrError(
-            f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward pass: {type(error).__name__}: {_one_line(error)}"
+            f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward "
+            f"pass: {type(error).__name__}: {_one_line(error)}"
         ) from None
     finally:
         for module, training in zip(model.modules(), modes):

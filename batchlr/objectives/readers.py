@@ -239,8 +239,9 @@ def image_shape(
     height, width = int(sizes[0, 0]), int(sizes[0, 1])
     if max(height, width) > MAX_IMAGE_SIDE:
         raise BatchlrError(
-            f"imagefolder: {folder.root} holds images of {height}x{width} (height x width), larger than the {MAX_IMAGE_SIDE} "
-            f"pixels a side batchlr trains on; give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
+            f"imagefolder: {folder.root} holds images of {height}x{width} (height x width), larger "
+            f"than the {MAX_IMAGE_SIDE} pixels a side batchlr trains on; give --image-size N or "
+            f"HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
         )
     return channels, height, width
 
@@ -303,7 +304,8 @@ def _run(
     chunk_files: int,
     workers: Workers,
 ) -> Iterator[np.ndarray]:
-    """``task``'s blocks for successive chunks of ``chunk_files`` of ``paths``, in order, from ``workers`` or this process."""
+    """``task``'s blocks for successive chunks of ``chunk_files`` of ``paths``, in order, from
+    ``workers`` or this process."""
     chunks = [paths[start : start + chunk_files] for start in range(0, len(paths), chunk_files)]
     return workers.map(task, chunks) if workers is not None else map(task, chunks)
 
@@ -355,7 +357,8 @@ def _opened(path: str) -> Iterator[Image.Image]:
         # What PIL raises for a file it cannot read: UnidentifiedImageError and truncation are
         # OSErrors, a header with impossible values is a ValueError, a huge image a bomb error.
         except (OSError, ValueError, Image.DecompressionBombError) as error:
-            # PIL names a file it cannot identify by its handle (<_io.BufferedReader name=3>): the path is named already.
+            # PIL names a file it cannot identify by its handle (<_io.BufferedReader name=3>):
+            # the path is named already.
             reason = (
                 "not an image format PIL reads"
                 if isinstance(error, Image.UnidentifiedImageError)

@@ -22,7 +22,8 @@ BUDGET_KINDS: tuple[str, ...] = ("epochs", "steps")
 
 
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch: the last incomplete batch is dropped (see :class:`batchlr.objectives.training.BatchStream`)."""
+    """Optimizer steps in one epoch: the last incomplete batch is dropped (see
+    :class:`batchlr.objectives.training.BatchStream`)."""
     return train_size // batch_size
 
 
@@ -173,11 +174,13 @@ class TrainingSettings:
             raise BatchlrUsageError(f"--warmup {self.warmup}: give a number of epochs, 0 or more")
         if self.warmup and self.schedule == "onecycle":
             raise BatchlrUsageError(
-                "--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % of steps); drop --warmup"
+                "--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % "
+                "of steps); drop --warmup"
             )
         if self.budget.kind == "epochs" and self.warmup >= self.budget.amount:
             raise BatchlrUsageError(
-                f"--warmup {self.warmup:g} is not shorter than --epochs {self.budget.amount}: the lr would never reach its value; warm up for fewer epochs"
+                f"--warmup {self.warmup:g} is not shorter than --epochs {self.budget.amount}: the "
+                "lr would never reach its value; warm up for fewer epochs"
             )
         if tuple(self.objectives) not in OBJECTIVES:
             raise BatchlrUsageError(
@@ -207,7 +210,8 @@ class TrainingSettings:
         )
         if padding >= min(input_shape[1:]):
             raise BatchlrUsageError(
-                f"--crop-padding {padding}: reflection padding must be smaller than the {input_shape[1]}x{input_shape[2]} images"
+                f"--crop-padding {padding}: reflection padding must be smaller than the "
+                f"{input_shape[1]}x{input_shape[2]} images"
             )
         return padding
 

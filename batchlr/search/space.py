@@ -20,7 +20,8 @@ OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop", "adamw")
 Adam with decoupled weight decay (Loshchilov and Hutter 2019)."""
 
 DEFAULT_OPTIMIZERS: tuple[str, ...] = OPTIMIZER_NAMES[:3]
-"""What a study searches unless told: ``adamw`` only where named, so that studies made before it search what they did."""
+"""What a study searches unless told: ``adamw`` only where named, so that studies made before
+it search what they did."""
 
 MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
 """Optimizers whose momentum is searched too; Adam's betas play that role and stay at defaults."""
@@ -81,7 +82,8 @@ def parse_lr_range(text: str) -> tuple[float, float]:
     low, high = parse_range(text, float)
     if high > MAX_LR:
         raise BatchlrUsageError(
-            f"{text!r}: a learning rate above {MAX_LR:g} only diverges (far above, float32 overflows); give a MAX of at most {MAX_LR:g}"
+            f"{text!r}: a learning rate above {MAX_LR:g} only diverges (far above, float32 "
+            f"overflows); give a MAX of at most {MAX_LR:g}"
         )
     return low, high
 
@@ -272,7 +274,9 @@ class SearchSpace:
         """
         if self.lr[1] > MAX_LR:
             raise BatchlrError(
-                f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's limit, where training only diverges or overflows; create a new study with --lr at most {MAX_LR:g}"
+                f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's "
+                "limit, where training only diverges or overflows; create a new study with --lr "
+                f"at most {MAX_LR:g}"
             )
         optimizer = trial.suggest_categorical("optimizer", list(self.optimizers))
         momentum = None
@@ -347,7 +351,8 @@ def grid_point_counts(text: str | None) -> dict[str, int]:
             or not 2 <= count <= MAX_GRID_POINTS
         ):
             raise BatchlrUsageError(
-                f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8"
+                f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N "
+                f"from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8"
             )
         counts[name] = count
     return counts

@@ -115,7 +115,10 @@ def attach(storage_url: str, study_name: str, paths: list[Path], given: Path | N
     """
     folder = artifact_dir(storage_url, given)
     if folder is None:
-        reason = "the storage has no artifact store: give --artifacts DIR (a store every worker reaches) to attach files to a study on a server storage"
+        reason = (
+            "the storage has no artifact store: give --artifacts DIR (a store every worker "
+            "reaches) to attach files to a study on a server storage"
+        )
         return Attachment(study_name, None, missed=tuple(paths), reason=reason)
     attached: list[Path] = []
     try:

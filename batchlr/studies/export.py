@@ -340,7 +340,8 @@ def _from_first_format(record: Mapping[str, Any]) -> dict[str, Any]:
         and budget.get("kind") in (None, *BUDGET_KINDS)
     ):
         raise BatchlrError(
-            f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not those of a batchlr 0.1.0 export"
+            f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not "
+            "those of a batchlr 0.1.0 export"
         )
     settings = {
         key: record[key]

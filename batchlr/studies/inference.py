@@ -79,19 +79,25 @@ def evaluation_data(
         return _scored(model, data, None, "all images")
     holdout = model.info.get("holdout")
     if holdout is None:  # a model file from before batchlr recorded the hold-out
-        note = f"warning: the model was trained on {dataset}, and this model file does not say which of its images were held out: this accuracy counts images it trained on; refit to score the hold-out alone"
+        note = (
+            f"warning: the model was trained on {dataset}, and this model file does not say which "
+            "of its images were held out: this accuracy counts images it trained on; refit to "
+            "score the hold-out alone"
+        )
         return _scored(model, data, None, "all images", note)
     held = set(holdout)
     chosen = torch.tensor(
         [index for index, name in enumerate(image_names(data)) if name in held], dtype=torch.long
     )
     note = (
-        f"note: the model was trained on {dataset}: only the {len(chosen):,} images of the hold-out its study set aside "
-        f"are scored, not the {len(data.images) - len(chosen):,} others, which trained it or were added since"
+        f"note: the model was trained on {dataset}: only the {len(chosen):,} images of the "
+        f"hold-out its study set aside are scored, not the {len(data.images) - len(chosen):,} "
+        "others, which trained it or were added since"
     )
     if not len(chosen):
         raise BatchlrError(
-            f"{dataset} no longer holds any image of the hold-out the model was scored on, and the model trained on the others; evaluate it on another data set"
+            f"{dataset} no longer holds any image of the hold-out the model was scored on, and the "
+            "model trained on the others; evaluate it on another data set"
         )
     return _scored(model, data, chosen, "hold-out set aside when the study was created", note)
 

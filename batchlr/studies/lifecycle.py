@@ -159,7 +159,8 @@ class OpenStudy:
             # Only a model's own code exits inside a trial; as an error, the trial ends FAIL
             # instead of RUNNING with no worker left to run it.
             raise BatchlrError(
-                f"--model {self.spec.model}: its code called exit({error.code!r}) in trial {trial.number}; a model must return or raise"
+                f"--model {self.spec.model}: its code called exit({error.code!r}) in trial "
+                f"{trial.number}; a model must return or raise"
             ) from None
 
 
@@ -249,7 +250,8 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
             interrupts.check()  # a signal after the last trial began still ends the run as interrupted
     except KeyboardInterrupt:
         raise Interrupted(
-            "interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
+            "interrupted: the running trial is marked FAIL (reason interrupted); run the same "
+            "command to resume, retrying it first"
         ) from None
 
 

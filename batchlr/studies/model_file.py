@@ -120,7 +120,8 @@ def model_info(
 
 
 def save_model(path: Path, network: nn.Module, info: dict[str, Any]) -> None:
-    """Write ``network``'s weights with ``info`` to ``path``, replacing a previous file only once the new one is whole."""
+    """Write ``network``'s weights with ``info`` to ``path``, replacing a previous file only once
+    the new one is whole."""
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()
     }
@@ -158,12 +159,14 @@ def load_model(
         ) from None
     if not isinstance(content, dict) or "batchlr_model" not in content:
         raise BatchlrError(
-            f"{path} is not a batchlr model file (a bare state dict holds no model name, classes or normalisation); write one with batchlr refit"
+            f"{path} is not a batchlr model file (a bare state dict holds no model name, classes "
+            "or normalisation); write one with batchlr refit"
         )
     version = content["batchlr_model"]
     if type(version) is not int or version < 1:  # a bool is an int to isinstance
         raise BatchlrError(
-            f"{path} is not a batchlr model file (its format, batchlr_model, is {reprlib.repr(version)}, not a number from 1); write one with batchlr refit"
+            f"{path} is not a batchlr model file (its format, batchlr_model, is "
+            f"{reprlib.repr(version)}, not a number from 1); write one with batchlr refit"
         )
     if version > MODEL_FORMAT:
         raise BatchlrError(
@@ -197,7 +200,8 @@ def load_model(
     )
     if diverged is not None:
         raise BatchlrError(
-            f"{path}: its weights hold NaN or infinite values ({diverged}): the model is unusable; refit it, with a lower learning rate if its training diverged"
+            f"{path}: its weights hold NaN or infinite values ({diverged}): the model is unusable; "
+            "refit it, with a lower learning rate if its training diverged"
         )
     input_shape = tuple(info["input_shape"])
     network = build_model(
@@ -231,7 +235,10 @@ def _info_problem(info: object) -> str | None:
     ):
         return "input_shape is not [channels, height, width] in whole numbers"
     if max(shape[1:]) > MAX_IMAGE_SIDE or math.prod(shape) > MAX_INPUT_VALUES:
-        return f"input_shape {shape} exceeds the largest batchlr trains on: sides up to {MAX_IMAGE_SIDE}, {MAX_INPUT_VALUES:,} values"
+        return (
+            f"input_shape {shape} exceeds the largest batchlr trains on: sides up to "
+            f"{MAX_IMAGE_SIDE}, {MAX_INPUT_VALUES:,} values"
+        )
     if not (
         isinstance(classes, list)
         and 2 <= len(classes) <= MAX_CLASSES
@@ -251,7 +258,10 @@ def _info_problem(info: object) -> str | None:
     if not all(0 <= value <= 1 for value in mean) or not all(
         MIN_STD <= value <= 1 for value in std
     ):
-        return f"mean {reprlib.repr(mean)} or std {reprlib.repr(std)} is out of range: a mean of pixels scaled to 0..1 is from 0 to 1, a std from {MIN_STD:g} to 1"
+        return (
+            f"mean {reprlib.repr(mean)} or std {reprlib.repr(std)} is out of range: a mean of "
+            f"pixels scaled to 0..1 is from 0 to 1, a std from {MIN_STD:g} to 1"
+        )
     holdout = info.get("holdout")
     if holdout is not None and not (
         isinstance(holdout, list) and all(isinstance(name, str) for name in holdout)

@@ -36,7 +36,8 @@ from batchlr.studies.spec import check_names
 
 @dataclasses.dataclass(frozen=True)
 class ProbeData:
-    """A data set on the device, normalised with the statistics of the images a probe may train on, and their indices."""
+    """A data set on the device, normalised with the statistics of the images a probe may train
+    on, and their indices."""
 
     data: ImageData
     images: DeviceImages

@@ -97,15 +97,16 @@ def opening(
     state = f"resuming, {previous_trials} trials so far" if previous_trials else "new"
     lines = [
         f"study {name} ({state}) in {masked_storage}",
-        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on {device}; "
-        f"batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} {space.lr[0]:.3g}:{space.lr[1]:.3g}, "
-        f"{','.join(space.optimizers)}",
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on "
+        f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} "
+        f"{space.lr[0]:.3g}:{space.lr[1]:.3g}, {','.join(space.optimizers)}",
     ]
     found = spec.lr_find
     if not found:
         return lines, None
     lines.append(
-        f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} suggested {found['suggested_lr']:.3g}"
+        f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} "
+        f"suggested {found['suggested_lr']:.3g}"
     )
     return lines, weak_descent_warning(
         found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX"
@@ -140,10 +141,12 @@ def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command
     else:
         kept_out = f"the official test split ({len(data.test_images):,} images) kept out"
     return (
-        f"# batchlr study\n\nTraining split of {data.name}: {len(data.labels):,} images of shape {data.input_shape}, "
-        f"{data.num_classes} classes. {folds.k}-fold cross-validation on {in_folds:,} of them: each fold's model trains on "
-        f"{_count_range([len(train) for train, _ in parts])} and validates on {_count_range([len(validate) for _, validate in parts])}; "
-        f"{kept_out} for the test score of `batchlr refit`.\n\n"
+        f"# batchlr study\n\nTraining split of {data.name}: {len(data.labels):,} images of shape "
+        f"{data.input_shape}, {data.num_classes} classes. {folds.k}-fold cross-validation on "
+        f"{in_folds:,} of them: each fold's model trains on "
+        f"{_count_range([len(train) for train, _ in parts])} and validates on "
+        f"{_count_range([len(validate) for _, validate in parts])}; {kept_out} for the test score "
+        "of `batchlr refit`.\n\n"
         f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
         f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
         f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
@@ -162,7 +165,10 @@ def trial_line(trial: FrozenTrial) -> str:
     value = f"{trial.values[0]:.4f}" if trial.values else ""
     seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     reason = trial.user_attrs.get("reason", "")
-    return f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  {format_params(trial.params)}  {reason}".rstrip()
+    return (
+        f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  "
+        f"{format_params(trial.params)}  {reason}"
+    ).rstrip()
 
 
 def outcome(study: optuna.Study, storage: str) -> str:
@@ -206,7 +212,8 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
         counts = summary.trials_by_state
         best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
         lines.append(
-            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  {counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
+            f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  "
+            f"{counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
         )
     return "\n".join(lines)
 
@@ -216,7 +223,10 @@ def study_report(report: dict[str, Any]) -> str:
     if report["settings"] is None:
         return _plain_study_report(report)
     spec, best = StudySpec.from_attrs(report["settings"]), report["best"]
-    heading = f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x {training_phrase(spec)}; trials {_states(report)}"
+    heading = (
+        f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x "
+        f"{training_phrase(spec)}; trials {_states(report)}"
+    )
     if best is None:
         reasons = ", ".join(
             f"{count} {reason}" for reason, count in sorted(report["reasons"].items())
@@ -303,7 +313,8 @@ def _param_lines(params: dict[str, Any]) -> list[str]:
 
 def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  {'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"
+        f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  "
+        f"{'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"
     ]
     for row in rows:
         params, attrs = row["params"], row["user_attrs"]
@@ -454,7 +465,8 @@ def attached(what: str, attachment: Attachment) -> tuple[list[str], str | None]:
     names = ", ".join(path.name for path in attachment.attached)
     return (
         [],
-        f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts in {attachment.store}: {names}; not attached: {missed}",
+        f"warning: attached {len(attachment.attached)} of {total} files to the study's artifacts "
+        f"in {attachment.store}: {names}; not attached: {missed}",
     )
 
 
@@ -483,8 +495,10 @@ def noise_scale(result: NoiseScale, epochs: int) -> list[str]:
     when = f"after {epochs} epochs" if epochs else "at initialisation"
     low, high = result.suggested_batch_range
     return [
-        f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 {result.gradient_norm_squared:.3g}, "
-        f"tr(S) {result.covariance_trace:.3g}; batches {result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
-        f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps almost proportionally, larger ones mostly add compute",
+        f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 "
+        f"{result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches "
+        f"{result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
+        f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps "
+        "almost proportionally, larger ones mostly add compute",
         f"suggested batch range: {low}:{high}",
     ]

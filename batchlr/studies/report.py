@@ -96,10 +96,16 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
         "data set / model": f"{spec.dataset} / {spec.model}",
         "folds × training": f"{spec.folds} × {training_phrase(spec)}",
         "trials": ", ".join(f"{count} {state}" for state, count in states.items() if count),
-        "best CV accuracy": f"{best.values[0]:.4f} ± {error:.4f} (standard error over {len(folds)} folds; trial {best.number})",
+        "best CV accuracy": (
+            f"{best.values[0]:.4f} ± {error:.4f} (standard error over {len(folds)} folds; trial "
+            f"{best.number})"
+        ),
         "fold scores": " ".join(f"{score:.4f}" for score in folds),
         "best params": format_params(best.params),
-        "training seconds / images per second": f"{attrs.get('train_seconds', math.nan):.1f} / {attrs.get('images_per_second', math.nan):.0f}",
+        "training seconds / images per second": (
+            f"{attrs.get('train_seconds', math.nan):.1f} / "
+            f"{attrs.get('images_per_second', math.nan):.0f}"
+        ),
     }
     if "test_accuracy" not in refit:
         rows["test accuracy"] = (
@@ -134,8 +140,11 @@ def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: lis
         for k, v in key_numbers(study, spec, best).items()
     )
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>batchlr: {html.escape(study.study_name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}th{text-align:left;padding-right:1em;vertical-align:top}"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>batchlr: {html.escape(study.study_name)}</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "th{text-align:left;padding-right:1em;vertical-align:top}"
         ".caption{color:#555;font-size:small}</style>"
-        f"</head><body><h1>Study {html.escape(study.study_name)}</h1><table>{table}</table>{''.join(sections)}</body></html>"
+        f"</head><body><h1>Study {html.escape(study.study_name)}</h1>"
+        f"<table>{table}</table>{''.join(sections)}</body></html>"
     )

@@ -451,6 +451,7 @@ def study_spec(study: optuna.Study) -> StudySpec:
     spec = study_spec_or_none(study)
     if spec is None:
         raise BatchlrError(
-            f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr settings; batchlr show prints its trials"
+            f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr "
+            "settings; batchlr show prints its trials"
         )
     return spec

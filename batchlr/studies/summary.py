@@ -124,7 +124,8 @@ def best_complete_trial(study: optuna.Study) -> FrozenTrial:
     best = best_complete_trial_or_none(study)
     if best is None:
         raise BatchlrError(
-            f"study {study.study_name!r} has no complete trial yet; run more trials with batchlr run --study {study.study_name}"
+            f"study {study.study_name!r} has no complete trial yet; run more trials with batchlr "
+            f"run --study {study.study_name}"
         )
     return best
 
