@@ -123,5 +123,8 @@ class DeviceImages:
         if not self.augmentation:
             return batch
         return torch.stack(
-            [self.augmentation(fold, generator) for fold, generator in zip(batch, generators)]
+            [
+                self.augmentation(fold, generator)
+                for fold, generator in zip(batch, generators, strict=True)
+            ]
         )

@@ -86,7 +86,7 @@ class SeparateFolds(FoldModels):
         return torch.stack(
             [
                 model(batch.contiguous(memory_format=self.memory_format))
-                for model, batch in zip(self.models[folds], inputs)
+                for model, batch in zip(self.models[folds], inputs, strict=True)
             ]
         )
 

@@ -54,6 +54,10 @@ class MicroBatching:
         return self.cap or EVAL_CHUNK
 
 
+UNCAPPED = MicroBatching()
+"""No cap: every batch in one forward/backward pass."""
+
+
 def resolve_cap(
     requested: int | str | None,
     stored: int | None,

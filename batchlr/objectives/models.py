@@ -297,7 +297,7 @@ def build_model(
 
 def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> object:
     """``model``'s output for two zero images, in eval mode; the modules' modes are restored after."""
-    modes = [module.training for module in model.modules()]
+    modes = [(module, module.training) for module in model.modules()]
     first = next(model.parameters(), None)
     batch = torch.zeros((2, *input_shape), device=first.device if first is not None else "cpu")
     try:
@@ -314,7 +314,7 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
             f"pass: {type(error).__name__}: {_one_line(error)}"
         ) from None
     finally:
-        for module, training in zip(model.modules(), modes):
+        for module, training in modes:
             module.training = training  # each module's own flag, as it was
     return output
 

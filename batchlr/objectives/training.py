@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.execution import Execution
 from batchlr.objectives.fold_models import FoldModels
-from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
+from batchlr.objectives.micro_batches import EVAL_CHUNK, UNCAPPED, MicroBatching
 
 # Under fp16 the gradient scaler skips the steps whose gradients overflowed, and torch then warns
 # that the schedule stepped without the optimizer: that skip is the scaler's purpose.
@@ -179,7 +179,7 @@ def evaluate(
 
 
 def train_in_lockstep(
-    group: FoldGroup, data: DeviceImages, micro_batching: MicroBatching = MicroBatching()
+    group: FoldGroup, data: DeviceImages, micro_batching: MicroBatching = UNCAPPED
 ) -> Iterator[RoundResult]:
     """Train every fold round by round, yielding after each round of all folds.
 

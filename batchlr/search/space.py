@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import optuna
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.search.weight_decay import SWITCH_PARAM, WeightDecay
+from batchlr.search.weight_decay import NO_WEIGHT_DECAY, SWITCH_PARAM, WeightDecay
 from batchlr.whole_numbers import whole_number
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop", "adamw")
@@ -247,7 +247,7 @@ class SearchSpace:
     lr: tuple[float, float] = (1e-4, 1.0)
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     lr_scaling: LrScaling = LrScaling()
-    weight_decay: WeightDecay = WeightDecay()
+    weight_decay: WeightDecay = NO_WEIGHT_DECAY
     nesterov: bool = False
 
     @property

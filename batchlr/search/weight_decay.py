@@ -93,6 +93,10 @@ class WeightDecay:
         return cls(float(low), float(high), bool(attrs.get("try_no_weight_decay")))
 
 
+NO_WEIGHT_DECAY = WeightDecay()
+"""Every trial trains without weight decay: a study's default."""
+
+
 def parse_weight_decay(text: str) -> tuple[float, float]:
     """``W`` (one value, 0 for none) or ``MIN:MAX`` (searched on a log scale) as a pair.
 

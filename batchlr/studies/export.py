@@ -327,7 +327,8 @@ def _from_record(record: Any) -> BestConfig:
         settings=StudySpec.from_attrs(record["settings"]),
         versions=dict(record["versions"]),
     )
-    config.hyperparameters  # checks the params: a bad file fails here, not at first use
+    # checks the params: a bad file fails here, not at first use
+    Hyperparameters.from_params(config.params, config.settings.space)
     return config
 
 

@@ -242,7 +242,11 @@ def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:
     if not top:
         raise ValueError("no complete trial with fold scores")
     labels = [f"trial {trial.number}" for trial in top]
-    folds = [(label, score) for label, trial in zip(labels, top) for score in scores[trial.number]]
+    folds = [
+        (label, score)
+        for label, trial in zip(labels, top, strict=True)
+        for score in scores[trial.number]
+    ]
     return Figure(
         "Fold scores of the best trials",
         "",

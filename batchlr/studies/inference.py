@@ -39,7 +39,7 @@ class Evaluation:
         """Each class present: its images and the fraction of them predicted right."""
         return {
             name: {"images": sum(row), "accuracy": row[index] / sum(row)}
-            for index, (name, row) in enumerate(zip(self.classes, self.confusion))
+            for index, (name, row) in enumerate(zip(self.classes, self.confusion, strict=True))
             if sum(row)
         }
 
@@ -214,7 +214,9 @@ def image_paths(arguments: list[Path]) -> list[Path]:
             or folder (a FIFO, which would block its reader), or no images at all.
     """
     is_folder = [_is_folder(argument) for argument in arguments]
-    folders = [str(argument) for argument, folder in zip(arguments, is_folder) if folder]
+    folders = [
+        str(argument) for argument, folder in zip(arguments, is_folder, strict=True) if folder
+    ]
     try:
         under = walk_image_files(folders)
     except OSError as error:
@@ -226,7 +228,7 @@ def image_paths(arguments: list[Path]) -> list[Path]:
         in_folder[file.label].append(Path(file.path))
     next_folder = iter(in_folder)
     paths: list[Path] = []
-    for argument, folder in zip(arguments, is_folder):
+    for argument, folder in zip(arguments, is_folder, strict=True):
         paths.extend(next(next_folder) if folder else [check_regular_file(argument, "image file")])
     if not paths:
         raise BatchlrError(
@@ -269,13 +271,15 @@ def predict(model: TrainedModel, paths: list[Path], top_k: int = 3) -> list[Pred
         chunk = paths[start : start + CHUNK]
         probabilities = _logits(model, model.load_images(chunk)).softmax(dim=1)
         values, indices = probabilities.topk(min(top_k, len(model.classes)), dim=1)
-        for path, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):
+        for path, row_values, row_indices in zip(
+            chunk, values.tolist(), indices.tolist(), strict=True
+        ):
             predictions.append(
                 Prediction(
                     str(path),
                     [
                         (model.classes[index], value)
-                        for index, value in zip(row_indices, row_values)
+                        for index, value in zip(row_indices, row_values, strict=True)
                     ],
                 )
             )

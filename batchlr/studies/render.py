@@ -256,7 +256,7 @@ def _plain_study_report(report: dict[str, Any]) -> str:
     direction (best is the lowest value where it minimises), its params, no batchlr columns."""
     metrics, directions, best = report["metrics"], report["directions"], report["best"]
     objectives = ", ".join(
-        f"{direction} {metric}" for metric, direction in zip(metrics, directions)
+        f"{direction} {metric}" for metric, direction in zip(metrics, directions, strict=True)
     )
     heading = (
         f"study {report['study']} (not made by batchlr; {objectives}): trials {_states(report)}"
@@ -267,7 +267,9 @@ def _plain_study_report(report: dict[str, Any]) -> str:
     lines = [
         heading,
         f"best trial {best['number']} ({order} {metrics[0]}): "
-        + ", ".join(f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"])),
+        + ", ".join(
+            f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"], strict=True)
+        ),
         *_param_lines(best["params"]),
         "",
         f"top {len(report['top'])} by {metrics[0]}, {order} first:",
@@ -286,11 +288,13 @@ def _plain_table(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
     widths = [max(10, len(metric)) for metric in metrics]
     lines = [
         f"{'trial':>5}  "
-        + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths))
+        + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths, strict=True))
         + "  params"
     ]
     for row in rows:
-        values = "  ".join(f"{value:>{width}.6g}" for value, width in zip(row["values"], widths))
+        values = "  ".join(
+            f"{value:>{width}.6g}" for value, width in zip(row["values"], widths, strict=True)
+        )
         lines.append(f"{row['number']:>5}  {values}  {format_params(row['params'])}")
     return lines
 
@@ -368,7 +372,7 @@ def evaluated(result: Evaluation) -> str:
     )
     lines += [
         f"{name:<{width}}  " + " ".join(f"{count:>{column}}" for count in row)
-        for name, row in zip(result.classes, result.confusion)
+        for name, row in zip(result.classes, result.confusion, strict=True)
     ]
     return "\n".join(lines)
 

@@ -74,6 +74,11 @@ CREATION_KEYS = frozenset({"seed", "lr_find"})
 FOLDS_ATTR = "batchlr:folds"
 LABELS_ATTR = "batchlr:labels"
 
+# StudySpec's defaults of its nested parts: instances, not default factories, since
+# _unflatten reads each part's type from its field's default.
+DEFAULT_SPACE = SearchSpace()
+DEFAULT_TRAINING = TrainingSettings()
+
 
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
@@ -90,8 +95,8 @@ class StudySpec:
     image_size: tuple[int, int] | None = None
     model: str = "convnet"
     folds: int = 3
-    space: SearchSpace = SearchSpace()
-    training: TrainingSettings = TrainingSettings()
+    space: SearchSpace = DEFAULT_SPACE
+    training: TrainingSettings = DEFAULT_TRAINING
     seed: int = 0
     sampler: str = "tpe"
     grid_points: str | None = None
