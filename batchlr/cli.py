@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -74,6 +75,9 @@ from batchlr.studies.storage import (
     storage_fault,
 )
 
+if TYPE_CHECKING:
+    from batchlr.studies.progress import Mode
+
 
 class BatchlrGroup(click.Group):
     """Turns :class:`BatchlrError` into one line and its exit code; ``--debug`` shows tracebacks."""
@@ -93,16 +97,23 @@ class BatchlrGroup(click.Group):
         ctx.meta["batchlr.arguments"] = ["batchlr", *arguments]
         return ctx
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         """Print every error as the single line ``Error: ...``, without click's usage block."""
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         if isinstance(sys.stdout, io.TextIOWrapper):
             # A file or class name need not be UTF-8 (Python escapes its odd bytes as surrogates):
             # print its bytes as they are, as `ls` does, rather than fail under a strict locale.
             sys.stdout.reconfigure(errors="surrogateescape")
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:
             click.echo(f"{ERROR_PREFIX}{redact(error.format_message())}", err=True)
             code = error.exit_code
@@ -141,7 +152,8 @@ class BatchlrGroup(click.Group):
                 raise click.UsageError(str(error)) from None
             if isinstance(error, BatchlrError):
                 failure = click.ClickException(str(error))
-                failure.exit_code = error.exit_code
+                # click types exit_code as a ClassVar, yet reads it from the exception it catches
+                failure.exit_code = error.exit_code  # type: ignore[misc]
                 raise failure from None
             raise click.ClickException(
                 f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback)"
@@ -361,7 +373,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     help="median, hyperband, wilcoxon (paired test against the best trial) or none.",
 )
 @click.pass_context
-def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
+def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     """Create a study, or resume the one named --study, and run trials in this process.
 
     A resumed study keeps the data set, model, folds, budget, schedule and search space it
@@ -399,7 +411,9 @@ def run(ctx: click.Context, study_name: str | None, **option: Any) -> None:
         given(ctx, list(settings)),
         options,
     )
-    progress = "quiet" if option["quiet"] or worker else "live" if sys.stdout.isatty() else "lines"
+    progress: Mode = (
+        "quiet" if option["quiet"] or worker else "live" if sys.stdout.isatty() else "lines"
+    )
     plan = TrialPlan(
         option["n_trials"],
         option["timeout"],

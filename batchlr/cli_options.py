@@ -7,7 +7,7 @@ import math
 import reprlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -33,8 +33,13 @@ MAX_HEARTBEAT = (
 )
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+if TYPE_CHECKING:
+    _AnyParamType = click.ParamType[Any]
+else:  # ParamType is generic only in newer click releases than the 8.1 batchlr allows
+    _AnyParamType = click.ParamType
 
-class ParsedParam(click.ParamType):
+
+class ParsedParam(_AnyParamType):
     """An option value read by one of batchlr's parse functions, whose errors become click's.
 
     ``joiner`` makes a study file's array the option's text: ``":"`` for a range

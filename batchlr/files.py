@@ -67,7 +67,7 @@ def check_writable(path: Path) -> None:
     os.unlink(probe_name)
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(temporary)`` on a new file beside ``path``, flush it to disk, then rename it to ``path``.
 
     Readers see the old file or the whole new one, never a part; a failure leaves no

@@ -21,6 +21,7 @@ import torch
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives import memory, readers
 from batchlr.objectives.image_cache import CacheEntry
+from batchlr.objectives.image_files import list_image_folder
 
 DATASET_NAMES: tuple[str, ...] = (
     "digits",
@@ -99,7 +100,7 @@ class ImageData:
         digest.update(b"\0".join(map(os.fsencode, (*self.classes, *self.sources))))
         digest.update(self.labels.numpy().tobytes())
         digest.update(
-            np.ascontiguousarray(self.images.numpy())
+            np.ascontiguousarray(self.images.numpy()).data
         )  # hashed in place: no copy of the data set
         return digest.hexdigest()[:32]
 
@@ -157,8 +158,10 @@ def load_dataset(
         )
     if spec == "digits":
         from sklearn.datasets import load_digits
+        from sklearn.utils import Bunch
 
         digits = load_digits()
+        assert isinstance(digits, Bunch)  # always without return_X_y; the stubs say a union
         # Pixel values run 0..16; scale to 0..255 like every other source.
         images = (digits.images[:, None] * (255 / 16)).round().astype(np.uint8)
         return _image_data(
@@ -196,6 +199,7 @@ def load_test_split(
     Raises:
         BatchlrError: when the test files are missing and cannot be downloaded, or damaged.
     """
+    read: Callable[[], readers.Arrays]
     if spec in ("mnist", "fashion-mnist"):
         folder = _mnist_raw(spec, data_dir)
         files, read = (
@@ -235,7 +239,7 @@ def _load_image_folder(
 ) -> ImageData:
     """The images of the folder at ``root`` from the cache, else decoded and cached; either way
     only once it is known that they fit in memory."""
-    folder = readers.list_image_folder(root)
+    folder = list_image_folder(root)
 
     def check_fits(shape: tuple[int, int, int]) -> None:
         memory.check_fits("imagefolder", len(folder.paths), shape, device, folder=True)

@@ -31,7 +31,7 @@ def image_digests(images: np.ndarray | torch.Tensor) -> np.ndarray:
     """
     rows = np.ascontiguousarray(np.asarray(images)).reshape(len(images), -1)
     return np.frombuffer(
-        b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in rows), dtype=np.uint64
+        b"".join(hashlib.blake2b(row.data, digest_size=8).digest() for row in rows), dtype=np.uint64
     )
 
 

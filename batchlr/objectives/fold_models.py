@@ -118,7 +118,8 @@ class FusedFolds(FoldModels):
         def forward(
             params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], batch: torch.Tensor
         ) -> torch.Tensor:
-            return functional_call(skeleton, (params, buffers), (batch,))
+            logits: torch.Tensor = functional_call(skeleton, (params, buffers), (batch,))
+            return logits
 
         self.skeleton = skeleton
         # Dropout draws differently in each fold, as in separate models.
@@ -146,8 +147,8 @@ class FusedFolds(FoldModels):
         with torch.no_grad():
             for name, tensor in model.named_parameters():
                 tensor.copy_(self.params[name][fold])
-            for name, tensor in model.named_buffers():
-                tensor.copy_(self.buffers[name][fold])
+            for name, buffer in model.named_buffers():
+                buffer.copy_(self.buffers[name][fold])
         return model
 
 

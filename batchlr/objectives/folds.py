@@ -104,6 +104,7 @@ def _outside_holdout(labels: np.ndarray, sizes: np.ndarray, k: int, seed: int) -
     ``k``. There every class gives :func:`holdout_count` of its own instead, which classes
     of :func:`images_needed` images always allow.
     """
+    kept: np.ndarray  # train_test_split returns arrays of the type it is given
     try:
         kept, _ = train_test_split(
             np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed

@@ -115,7 +115,8 @@ class CacheEntry:
                 ):  # written before sides were bounded: reading the headers refuses it
                     return None
                 check_fits(shape[1:])
-                return stored["images"]
+                images: np.ndarray = stored["images"]
+                return images
         # What a missing, truncated or altered file raises (a zip's checksum fails with BadZipFile).
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
@@ -161,7 +162,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array_header_2_0(
                     member, np.lib.format.header_data_from_array_1_0(array)
                 )
-                member.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+                member.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def _warn(reason: str) -> None:

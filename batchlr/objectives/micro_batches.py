@@ -60,15 +60,16 @@ UNCAPPED = MicroBatching()
 
 def resolve_cap(
     requested: int | str | None,
-    stored: int | None,
+    stored: int | str | None,
     factory: ModelFactory,
     input_shape: tuple[int, int, int],
     num_classes: int,
     device: torch.device,
     upper: int,
-) -> int | None:
+) -> int | str | None:
     """The cap a run trains with: a number as given; for ``auto`` the study's ``stored`` cap, so
-    that resumed runs and refits train as its trials did, else the one probed on ``device``."""
+    that resumed runs and refits train as its trials did, else the one probed on ``device``.
+    ``stored`` is as the study's attrs hold it, which allow ``auto`` too: that comes back as is."""
     if requested != AUTO:
         return None if requested is None else int(requested)
     if stored is not None:
@@ -85,7 +86,7 @@ def largest_passing(passes: Callable[[int], bool], upper: int) -> int:
     Raises:
         BatchlrError: when not even a batch of one passes.
     """
-    low, high = 0, None
+    low, high = 0, upper + 1  # high: the smallest size known to fail; upper + 1 until one does
     size = 1
     while size <= upper:
         if not passes(size):

@@ -150,7 +150,9 @@ class GreyToRGB(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images.expand(-1, 3, -1, -1))  # a view: no copy of the batch
+        # expand makes a view: no copy of the batch
+        logits: torch.Tensor = self.model(images.expand(-1, 3, -1, -1))
+        return logits
 
 
 def resolve_model(name: str) -> ModelFactory:

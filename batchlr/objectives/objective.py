@@ -75,8 +75,8 @@ class CrossValidationObjective:
         """Entered around each round's training and validation, which take no lock of the
         storage's: where a signal may interrupt the trial at once."""
         self.fold_indices = [
-            tuple(torch.as_tensor(part, device=device) for part in folds.train_val(fold))
-            for fold in range(folds.k)
+            (torch.as_tensor(train, device=device), torch.as_tensor(val, device=device))
+            for train, val in map(folds.train_val, range(folds.k))
         ]
 
     def _execution(self, fuse_folds: str, compile: bool) -> Execution:

@@ -19,7 +19,7 @@ _OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 
 
 def make_optimizer(
-    hyperparameters: Hyperparameters, parameters: Iterable[torch.nn.Parameter]
+    hyperparameters: Hyperparameters, parameters: Iterable[torch.Tensor]
 ) -> torch.optim.Optimizer:
     """The optimizer ``hyperparameters.optimizer`` over ``parameters`` with its lr, momentum and
     weight decay (coupled L2 for SGD, Adam and RMSProp, decoupled for AdamW, as torch defines

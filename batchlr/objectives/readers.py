@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from batchlr.errors import BatchlrError
 from batchlr.files import file_kind
@@ -361,7 +361,7 @@ def _opened(path: str) -> Iterator[Image.Image]:
             # the path is named already.
             reason = (
                 "not an image format PIL reads"
-                if isinstance(error, Image.UnidentifiedImageError)
+                if isinstance(error, UnidentifiedImageError)
                 else error
             )
             raise BatchlrError(
@@ -429,7 +429,11 @@ def _largest_value(image: Image.Image) -> int:
     when its SampleFormat tag (339) is 2.
     """
     if image.mode == "I" and image.format == "TIFF":
-        bits, signed = image.tag_v2.get(258, (32,))[0], image.tag_v2.get(339, (1,))[0] == 2
+        from PIL.TiffImagePlugin import TiffImageFile  # loaded already: it read this image
+
+        assert isinstance(image, TiffImageFile)  # the one class of format "TIFF"
+        bits: int = image.tag_v2.get(258, (32,))[0]
+        signed: bool = image.tag_v2.get(339, (1,))[0] == 2
         return (1 << (bits - signed)) - 1
     return int(np.iinfo(np.uint16).max)
 

@@ -76,7 +76,8 @@ class ResNet20(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(F.relu(self.bn(self.conv(x))))
-        return self.head(torch.flatten(self.pool(x), 1))
+        logits: torch.Tensor = self.head(torch.flatten(self.pool(x), 1))
+        return logits
 
 
 def resnet20(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

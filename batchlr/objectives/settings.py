@@ -63,7 +63,10 @@ class Budget:
             raise BatchlrUsageError(
                 "--steps goes with --budget steps; drop it or add --budget steps"
             )
-        return cls(kind, int(steps) if kind == "steps" else int(attrs.get("epochs") or cls.amount))
+        return cls(
+            kind,
+            int(steps) if kind == "steps" and steps else int(attrs.get("epochs") or cls.amount),
+        )
 
     @property
     def round_count(self) -> int:
@@ -129,9 +132,9 @@ def parse_image_size(text: str) -> tuple[int, int]:
         BatchlrUsageError: for malformed text or a side outside 1..:data:`MAX_IMAGE_SIDE`.
     """
     sides = list(map(whole_number, text.lower().split("x")))
-    if len(sides) not in (1, 2) or None in sides:
-        raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
     height, width = sides[0], sides[-1]
+    if len(sides) not in (1, 2) or height is None or width is None:
+        raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
     if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
         raise BatchlrUsageError(
             f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels"

@@ -168,6 +168,7 @@ def evaluate(
     )
     correct = torch.zeros(len(indices), device=device, dtype=torch.long)
     for start in range(0, longest, chunk_size):
+        assert padded is not None  # stacked whenever longest > 0, as it is in this loop
         chunk = padded[:, start : start + chunk_size]
         counted = torch.arange(start, start + chunk.shape[1], device=device) < lengths[:, None]
         inputs, labels = data.inputs(chunk), data.labels[chunk]

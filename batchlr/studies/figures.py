@@ -33,7 +33,8 @@ def _trained_lr(trial: FrozenTrial) -> float:
 def _last_value(trial: FrozenTrial) -> float | None:
     """A complete trial's accuracy, a pruned one's last report."""
     if trial.state == TrialState.COMPLETE:
-        return trial.values[0]
+        value: float = trial.values[0]  # FrozenTrial.values is an untyped property
+        return value
     return (
         trial.intermediate_values[max(trial.intermediate_values)]
         if trial.intermediate_values
@@ -297,7 +298,7 @@ def best_so_far(study: optuna.Study, spec: StudySpec) -> Figure:
             Series(
                 "points",
                 [t.number for t in pruned],
-                [_last_value(t) for t in pruned],
+                [value for t in pruned if (value := _last_value(t)) is not None],  # all of them
                 "pruned (last report)",
                 GREY,
                 marker="x",

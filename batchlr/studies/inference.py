@@ -174,7 +174,7 @@ def _logits(model: TrainedModel, images: torch.Tensor) -> torch.Tensor:
     Raises:
         BatchlrError: when any logit is NaN or infinite.
     """
-    logits = model(images.to(model.scale.device))
+    logits: torch.Tensor = model(images.to(model.scale.device))
     if not torch.isfinite(logits).all():
         raise BatchlrError(
             "the model's outputs overflow to NaN or infinity on these images: its weights are unusable; refit it"

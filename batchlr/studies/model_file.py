@@ -50,6 +50,9 @@ class TrainedModel(nn.Module):
     returns one logit per class. :meth:`load_images` reads image files of any size into such a
     batch, resized as the model was trained. :attr:`info` holds everything else the file says."""
 
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
     def __init__(self, network: nn.Module, info: dict[str, Any]) -> None:
         super().__init__()
         self.network, self.info = network, info
@@ -63,7 +66,8 @@ class TrainedModel(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(torch.addcmul(self.shift, images.float(), self.scale))
+        logits: torch.Tensor = self.network(torch.addcmul(self.shift, images.float(), self.scale))
+        return logits
 
     def load_images(self, paths: list[Path]) -> torch.Tensor:
         """The images at ``paths`` as one uint8 batch of :attr:`input_shape`: colour or grey as
@@ -178,6 +182,7 @@ def load_model(
         raise BatchlrError(
             f"{path}: its info is damaged ({problem}); write it again with batchlr refit"
         )
+    assert isinstance(info, dict)  # _info_problem refuses anything else
     if ":" in info["model"] and not trust_code:
         raise BatchlrError(
             f"{path} names the model {info['model']}, a Python function: building it imports and runs that module; "

@@ -110,7 +110,7 @@ def to_plotly(figure: Figure) -> Any:
 
     traces = []
     for series in figure.series:
-        common = {
+        common: dict[str, Any] = {
             "x": list(series.x),
             "name": series.name,
             "showlegend": bool(series.name),

@@ -77,6 +77,7 @@ def refit_best(
 
     data = objective.data
     if data.test_images is not None:
+        assert data.test_labels is not None  # ImageData has both test splits or neither
         images = DeviceImages(
             data.test_images.to(objective.device),
             data.test_labels.to(objective.device),

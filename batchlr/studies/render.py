@@ -163,7 +163,9 @@ def trial_line(trial: FrozenTrial) -> str:
     """One line for a finished trial: number, state, accuracy, wall-clock seconds (training,
     validation and set-up, unlike user attr ``train_seconds``), params and why it stopped."""
     value = f"{trial.values[0]:.4f}" if trial.values else ""
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    start, complete = trial.datetime_start, trial.datetime_complete
+    assert start is not None and complete is not None  # Optuna sets both for a finished trial
+    seconds = (complete - start).total_seconds()
     reason = trial.user_attrs.get("reason", "")
     return (
         f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  "

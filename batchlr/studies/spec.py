@@ -14,7 +14,7 @@ import math
 import reprlib
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 
@@ -60,7 +60,8 @@ format 3 trained in float32, and resumes so, whatever the new default is."""
 
 METRIC = "accuracy"
 # Optuna directions and metric names for each entry of --objectives.
-DIRECTIONS = {"accuracy": "maximize", "time": "minimize"}
+Direction = Literal["minimize", "maximize"]
+DIRECTIONS: dict[str, Direction] = {"accuracy": "maximize", "time": "minimize"}
 METRIC_NAMES = {"accuracy": "accuracy", "time": "train_seconds"}
 
 # Stored beside the settings, for readers of the storage; no setting.
@@ -129,10 +130,11 @@ class StudySpec:
             raise BatchlrError(
                 f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it"
             )
-        return _unflatten(cls, _checked({**SETTINGS_BEFORE_THEIR_OPTION, **attrs}))
+        spec: StudySpec = _unflatten(cls, _checked({**SETTINGS_BEFORE_THEIR_OPTION, **attrs}))
+        return spec
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return [DIRECTIONS[name] for name in self.training.objectives]
 
     @property
@@ -162,7 +164,7 @@ def _unflatten(kind: type, attrs: Mapping[str, Any]) -> Any:
     values = {}
     for field in dataclasses.fields(kind):
         default = field.default
-        if hasattr(default, "from_attrs"):
+        if default is not dataclasses.MISSING and hasattr(default, "from_attrs"):
             values[field.name] = type(default).from_attrs(attrs)
         elif dataclasses.is_dataclass(default):
             values[field.name] = _unflatten(type(default), attrs)
