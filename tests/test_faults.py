@@ -399,5 +399,8 @@ def test_postgresql_read_only_commands_open_read_only_sessions():
     from batchlr.studies.storage import open_storage
 
     storage = open_storage(POSTGRES_URL, access="read")
-    with pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"), storage.engine.begin() as connection:
+    with (
+        pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"),
+        storage.engine.begin() as connection,
+    ):
         connection.exec_driver_sql("CREATE TEMP TABLE batchlr_probe (x int)")
