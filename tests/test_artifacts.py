@@ -89,7 +89,10 @@ def test_a_postgresql_study_attaches_only_to_a_given_store_and_says_how(tmp_path
         "cpu",
         "--quiet",
     )
-    how = "the storage has no artifact store: give --artifacts DIR (a store every worker reaches) to attach files to a study on a server storage"
+    how = (
+        "the storage has no artifact store: give --artifacts DIR (a store every worker reaches) "
+        "to attach files to a study on a server storage"
+    )
     refit = invoke(
         "refit",
         study,
@@ -273,7 +276,8 @@ def test_a_store_that_fails_midway_keeps_no_partial_file_and_the_warning_names_w
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     warning = result.stderr.strip().splitlines()[-1]
     assert warning.startswith(
-        f"warning: attached 1 of 7 files to the study's artifacts in {store}: index.html; not attached: a-lr-over-batch-size.png, "
+        f"warning: attached 1 of 7 files to the study's artifacts in {store}: index.html; "
+        "not attached: a-lr-over-batch-size.png, "
     ), warning
     assert "No space left on device" in warning
     metas = get_all_artifact_meta(optuna.load_study(study_name="f", storage=storage))

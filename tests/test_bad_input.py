@@ -41,20 +41,28 @@ def broken_images(tmp_path_factory) -> Path:
 
 # Inputs batchlr did not make: users' models (--model NAME:build) and study files (run --config).
 USER_MODELS = {
-    "model_wrong_classes": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.LazyLinear(classes + 1))\n",
-    "model_squeezed": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.LazyLinear(1), nn.Flatten(0))\n",
-    "model_no_parameters": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(classes))\n",
-    "model_frozen": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], classes)).requires_grad_(False)\n",
-    "model_tuple": "from torch import nn\nclass Two(nn.Sequential):\n    def forward(self, x):\n        y = super().forward(x)\n        return y, y\n"
+    "model_wrong_classes": "from torch import nn\ndef build(shape, classes):\n"
+    "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(classes + 1))\n",
+    "model_squeezed": "from torch import nn\ndef build(shape, classes):\n"
+    "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(1), nn.Flatten(0))\n",
+    "model_no_parameters": "from torch import nn\ndef build(shape, classes):\n"
+    "    return nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(classes))\n",
+    "model_frozen": "from torch import nn\ndef build(shape, classes):\n"
+    "    return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], classes))"
+    ".requires_grad_(False)\n",
+    "model_tuple": "from torch import nn\nclass Two(nn.Sequential):\n"
+    "    def forward(self, x):\n        y = super().forward(x)\n        return y, y\n"
     "def build(shape, classes):\n    return Two(nn.Flatten(), nn.LazyLinear(classes))\n",
-    "model_broken_forward": "from torch import nn\ndef build(shape, classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(5, classes))\n",
+    "model_broken_forward": "from torch import nn\ndef build(shape, classes):\n"
+    "    return nn.Sequential(nn.Flatten(), nn.Linear(5, classes))\n",
     "model_bad_signature": "def build(shape):\n    pass\n",
     "model_syntax": "def build(shape, classes)\n    pass\n",
     "model_missing_dependency": "import batchlr_no_such_dependency\n",
     "model_raises_on_import": "raise RuntimeError('needs a GPU\\nto import')\n",
     "model_exits_on_import": "raise SystemExit(3)\n",
     "model_exits_in_build": "import sys\ndef build(shape, classes):\n    sys.exit(0)\n",
-    "model_exits_in_forward": "import sys\nfrom torch import nn\nclass Quits(nn.Linear):\n    def forward(self, x):\n        sys.exit(0)\n"
+    "model_exits_in_forward": "import sys\nfrom torch import nn\nclass Quits(nn.Linear):\n"
+    "    def forward(self, x):\n        sys.exit(0)\n"
     "def build(shape, classes):\n    return Quits(1, classes)\n",
 }
 STUDY_FILES = {
@@ -342,7 +350,8 @@ def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
 
 
 def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(tmp_path):
-    # A fresh process, CXX a compiler that is not there, and an empty inductor cache, so nothing compiled before can answer.
+    # A fresh process, CXX a compiler that is not there, and an empty inductor cache, so nothing
+    # compiled before can answer.
     import os
     import subprocess
     import sys

@@ -56,7 +56,7 @@ def _copy_classes(source: Path, target: Path, per_class: int) -> None:
 def test_imagefolder_names_an_undecodable_image(shared_data, tmp_path):
     _copy_classes(shared_data / "cifar10-subset" / "train", tmp_path, 3)
     (tmp_path / "bird" / "broken.png").write_bytes(b"not a png at all")
-    with pytest.raises(BatchlrError, match="broken.png"):
+    with pytest.raises(BatchlrError, match=r"broken\.png"):
         load_dataset(f"imagefolder:{tmp_path}", Path("unused"))
 
 
@@ -159,7 +159,7 @@ def test_cifar_batches_cannot_run_code(tmp_path):
 def test_missing_data_without_network_says_where_files_belong_and_leaves_no_empty_folders(tmp_path):
     with pytest.raises(
         BatchlrError,
-        match="FashionMNIST/raw lacks train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte",
+        match=r"FashionMNIST/raw lacks train-images-idx3-ubyte, .*t10k-labels-idx1-ubyte",
     ):
         load_dataset("fashion-mnist", tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -44,9 +44,10 @@ def _png(path: Path, seed: int, compress_level: int = 6) -> None:
 def _image_folder(
     root: Path, per_class: int | tuple[int, int], classes: tuple[str, str] = ("cat", "dog")
 ) -> Path:
-    """``root`` with a folder of distinct images per class: ``per_class`` of each, or one count per class."""
+    """``root`` with a folder of distinct images per class: ``per_class`` of each, or one count
+    per class."""
     counts = (per_class, per_class) if isinstance(per_class, int) else per_class
-    for label, (name, count) in enumerate(zip(classes, counts)):
+    for label, (name, count) in enumerate(zip(classes, counts, strict=True)):
         for index in range(count):
             _png(root / name / f"{index}.png", seed=1000 * label + index)
     return root
@@ -130,7 +131,7 @@ def test_links_to_ancestors_end_and_add_nothing(tmp_path):
 def test_a_class_folder_that_links_to_another_class_is_a_clear_error(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     (root / "kitten").symlink_to(root / "cat")
-    with pytest.raises(BatchlrError, match="class folder kitten .* holds no image of its own"):
+    with pytest.raises(BatchlrError, match=r"class folder kitten .* holds no image of its own"):
         read_image_folder(root)
 
 
@@ -140,7 +141,8 @@ def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_pa
     )  # é, and e with an accent
     with pytest.raises(
         BatchlrError,
-        match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name in different Unicode forms; rename one$",
+        match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name "
+        r"in different Unicode forms; rename one$",
     ):
         read_image_folder(root)
 
@@ -168,13 +170,14 @@ def test_a_fifo_with_an_image_name_is_refused_before_it_is_opened(tmp_path):
     os.mkfifo(root / "dog" / "pipe.png")  # opening it would block until a writer came
     with pytest.raises(
         BatchlrError,
-        match=f"^image file {root}/dog/pipe.png is a FIFO, not a regular file; remove it or replace it with an image file$",
+        match=rf"^image file {re.escape(str(root))}/dog/pipe\.png is a FIFO, not a regular file; "
+        r"remove it or replace it with an image file$",
     ):
         _read(root)
     # predict: named, it is refused at once; in a folder, when its images are read.
-    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+    with pytest.raises(BatchlrError, match=r"pipe\.png is a FIFO, not a regular file"):
         image_paths([root / "dog" / "pipe.png"])
-    with pytest.raises(BatchlrError, match="pipe.png is a FIFO, not a regular file"):
+    with pytest.raises(BatchlrError, match=r"pipe\.png is a FIFO, not a regular file"):
         decode_files([str(path) for path in image_paths([root / "dog"])], 3, (8, 8))
 
 
@@ -222,7 +225,8 @@ def test_predict_words_a_bad_image_a_missing_path_and_an_unreadable_folder_for_w
     bad.write_text("not an image")
     with pytest.raises(
         BatchlrError,
-        match=rf"^cannot decode image file {bad} \(not an image format PIL reads\); remove it or replace it with an image file$",
+        match=rf"^cannot decode image file {re.escape(str(bad))} \(not an image format PIL reads\); "
+        r"remove it or replace it with an image file$",
     ):
         decode_files([str(bad)], 3, (8, 8))
     with pytest.raises(
@@ -384,7 +388,9 @@ def _assert_every_class_in_every_fold(
 def test_many_small_classes_split_where_scikit_learn_refuses():
     # Five classes of three: scikit-learn wants a hold-out of at least five images, 20 % is three.
     labels = np.repeat(np.arange(5), 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"test_size = 3 should be greater or equal to the number of classes = 5"
+    ):
         train_test_split(np.arange(15), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=0)
     folds = assign_folds(labels, 2, seed=0, holdout=True)
     _assert_every_class_in_every_fold(labels, folds, holdout=True)

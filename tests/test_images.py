@@ -453,7 +453,7 @@ def _with_truncated_image(root: Path) -> Path:
 
 def test_a_folder_too_big_for_memory_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch):
     root = _with_truncated_image(tmp_path / "pets")
-    with pytest.raises(BatchlrError, match="cannot decode .*truncated.png"):
+    with pytest.raises(BatchlrError, match=r"cannot decode .*truncated\.png"):
         _load(root, (32, 32))
     monkeypatch.setattr(memory, "available_host_memory", lambda: 20_000)
     with pytest.raises(BatchlrError) as raised:
@@ -488,7 +488,8 @@ def test_memory_figures_and_the_device_check(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000_000, 80_000_000_000))
     with pytest.raises(
         BatchlrError,
-        match=r"^cifar10: 50,000 images of 3x32x32 need 154 MB of memory on cuda:0 but 100 MB is free; give a smaller --image-size \(e\.g\. 24\)$",
+        match=r"^cifar10: 50,000 images of 3x32x32 need 154 MB of memory on cuda:0 but 100 MB is free; "
+        r"give a smaller --image-size \(e\.g\. 24\)$",
     ):
         memory.check_fits("cifar10", 50_000, (3, 32, 32), torch.device("cuda:0"), folder=False)
 
@@ -520,7 +521,7 @@ def test_worker_processes_give_exactly_the_array_this_process_gives(tmp_path, mo
     assert spawned and np.array_equal(here, there) and np.array_equal(labels, same_labels)
     # A file that does not decode is the same one line from a worker.
     _with_truncated_image(tmp_path / "broken")
-    with pytest.raises(BatchlrError, match="cannot decode .*truncated.png"):
+    with pytest.raises(BatchlrError, match=r"cannot decode .*truncated\.png"):
         readers.read_image_folder(tmp_path / "broken", (24, 24))
 
 
@@ -625,8 +626,9 @@ def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_poi
     for name in ("a", "b"):
         _save(root / name / "0.png", 8, MAX_IMAGE_SIDE + 1, "L")
     message = (
-        f"imagefolder: {root} holds images of 8x{MAX_IMAGE_SIDE + 1} (height x width), larger than the {MAX_IMAGE_SIDE} pixels "
-        f"a side batchlr trains on; give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
+        f"imagefolder: {root} holds images of 8x{MAX_IMAGE_SIDE + 1} (height x width), "
+        f"larger than the {MAX_IMAGE_SIDE} pixels a side batchlr trains on; "
+        f"give --image-size N or HxW (sides up to {MAX_IMAGE_SIDE}) to resize them while loading"
     )
     with pytest.raises(BatchlrError, match=f"^{re.escape(message)}$"):
         _load(root)
@@ -650,6 +652,8 @@ def test_more_class_folders_than_a_model_file_may_name_are_refused(tmp_path, mon
         _save(tmp_path / "many" / name / "0.png", 8, 8)
     with pytest.raises(
         BatchlrError,
-        match=f"^imagefolder: {tmp_path}/many has 3 class folders, more than the 2 classes batchlr trains on; give the folder whose subfolders are the classes, or merge classes$",
+        match=rf"^imagefolder: {re.escape(str(tmp_path))}/many has 3 class folders, "
+        r"more than the 2 classes batchlr trains on; "
+        r"give the folder whose subfolders are the classes, or merge classes$",
     ):
         _load(tmp_path / "many")

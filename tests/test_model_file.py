@@ -117,9 +117,7 @@ def _by_hand(path: Path, folder: Path) -> float:
     """Accuracy of the file's weights on ``folder``, without batchlr's data or model code."""
     content = torch.load(path, weights_only=True)
     info = content["info"]
-    network = torch.nn.Sequential(
-        *[module for module in batchlr.load_model(path).network]
-    )  # the same architecture
+    network = torch.nn.Sequential(*batchlr.load_model(path).network)  # the same architecture
     network.load_state_dict(content["state_dict"])
     network.eval()
     mean, std = (
@@ -264,7 +262,8 @@ def test_load_model_refuses_text_and_missing_files(tmp_path):
 def test_a_model_file_naming_python_code_is_built_only_when_trusted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.py").write_text(
-        "import torch\ndef net(shape, classes):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes))\n"
+        "import torch\ndef net(shape, classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, classes))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
@@ -279,7 +278,7 @@ def test_a_model_file_naming_python_code_is_built_only_when_trusted(tmp_path, mo
         {"batchlr_model": 1, "info": info, "state_dict": network.state_dict()}, tmp_path / "m.pt"
     )
     with pytest.raises(
-        BatchlrError, match="names the model mine:net, a Python function: .*trust_code=True"
+        BatchlrError, match=r"names the model mine:net, a Python function: .*trust_code=True"
     ):
         batchlr.load_model(tmp_path / "m.pt")
     assert batchlr.load_model(tmp_path / "m.pt", trust_code=True).classes == ("a", "b", "c")
@@ -398,7 +397,8 @@ def test_a_model_of_other_channels_is_one_line_in_predict_and_evaluate(tmp_path,
     assert predicted.exit_code == 1, predicted.output
     assert (
         predicted.output
-        == f"Error: the model takes {channels}-channel images but image files are read with 3; only grey (1 channel) and RGB (3) images convert into each other\n"
+        == f"Error: the model takes {channels}-channel images but image files are read with 3; "
+        "only grey (1 channel) and RGB (3) images convert into each other\n"
     )
     evaluated = CliRunner().invoke(main, ["evaluate", str(path), "--dataset", "digits"])
     assert evaluated.exit_code == 1 and evaluated.output.startswith(
@@ -462,8 +462,8 @@ def test_evaluate_on_the_training_folder_scores_the_hold_out_alone(cifar_model):
         info["test_accuracy"], abs=0.02
     )  # refit scored it in its own precision
     assert (
-        f"only the {len(holdout)} images of the hold-out its study set aside are scored, not the {total - len(holdout):,} others"
-        in result.stderr
+        f"only the {len(holdout)} images of the hold-out its study set aside are scored, "
+        f"not the {total - len(holdout):,} others" in result.stderr
     )
 
 

@@ -140,7 +140,7 @@ def test_an_unknown_name_lists_what_works(name: str) -> None:
 @pytest.mark.parametrize("name", [":build", "my_models:"])
 def test_a_factory_path_needs_both_parts(name: str) -> None:
     with pytest.raises(
-        BatchlrUsageError, match="give package.module:function, with both a module and a function"
+        BatchlrUsageError, match=r"give package\.module:function, with both a module and a function"
     ):
         resolve_model(name)
 

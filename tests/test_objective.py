@@ -51,8 +51,11 @@ def digits():
     return data, assign_folds(data.labels.numpy(), 2, seed=0, holdout=True)
 
 
+DEFAULT_SPACE = SearchSpace()
+
+
 def make_objective(
-    digits, space=SearchSpace(), model="convnet", fuse_folds="off", **settings
+    digits, space=DEFAULT_SPACE, model="convnet", fuse_folds="off", **settings
 ) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(**{"budget": Budget("epochs", EPOCHS), **settings})

@@ -48,7 +48,7 @@ def test_a_study_file_sets_every_option(cfg_study):
 
 
 def test_flags_override_the_study_file_and_as_config_reproduces_it(cfg_study, tmp_path):
-    _, storage, config = cfg_study
+    _, storage, _config = cfg_study
     shown = invoke("show", "cfg", "--storage", storage, "--as-config").output
     assert 'study = "cfg"' in shown and "folds = 2" in shown and 'batch_size = "32:256"' in shown
     assert 'sampler = "tpe"' in shown and 'pruner = "median"' in shown and "data_dir = " in shown
@@ -139,7 +139,8 @@ def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
     )  # digits' 1,437 images outside the hold-out, in two folds
     assert (
         "Training split of digits: 1,797 images of shape" in note
-        and "2-fold cross-validation on 1,437 of them: each fold's model trains on 718 to 719 and validates on 718 to 719"
+        and "2-fold cross-validation on 1,437 of them: "
+        "each fold's model trains on 718 to 719 and validates on 718 to 719"
         in note
     )
     assert f"; {len(folds.holdout()):,} held out for the test score of `batchlr refit`" in note

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -23,7 +25,7 @@ def test_cosine_falls_from_one_to_zero():
         and factors[50] == pytest.approx(0.5)
         and factors[100] == pytest.approx(0.0)
     )
-    assert all(a >= b for a, b in zip(factors, factors[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors))
 
 
 def test_onecycle_rises_to_the_peak_at_thirty_percent_then_anneals():

@@ -31,8 +31,11 @@ def digits():
     return data, assign_folds(data.labels.numpy(), 3, seed=0, holdout=True)
 
 
+FOUR_STEPS = Budget("steps", 4)
+
+
 def _objective(
-    digits, model="convnet-bn", fuse="off", precision="fp32", budget=Budget("steps", 4), **settings
+    digits, model="convnet-bn", fuse="off", precision="fp32", budget=FOUR_STEPS, **settings
 ) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(budget=budget, precision=precision, **settings)
@@ -49,7 +52,7 @@ def _trained_folds(
 ):
     torch.manual_seed(5)
     group = objective.fold_group(hyperparameters, objective.fold_indices, seed=5)
-    losses, accuracies = train_steps(group, objective.images, steps, MicroBatching(cap))
+    losses, _accuracies = train_steps(group, objective.images, steps, MicroBatching(cap))
     scores = evaluate(group.models, objective.images, group.val_indices, 64, group.execution)
     return group, losses, scores
 
@@ -91,7 +94,7 @@ def test_fused_folds_train_exactly_as_separate_ones(digits, model, optimizer, au
                 expected[name],
                 rtol=1e-3,
                 atol=tolerance,
-                msg=lambda text: f"fold {fold} {name}: {text}",
+                msg=lambda text, fold=fold, name=name: f"fold {fold} {name}: {text}",
             )
     # The folds did train apart: a model per fold, not one shared.
     assert not torch.equal(
@@ -226,7 +229,7 @@ def test_compiled_folds_train_as_uncompiled_ones(digits, fuse):
     hyperparameters = Hyperparameters(64, 0.05, "sgd", 0.9)
     objectives = [_objective(digits, "convnet", fuse) for _ in range(2)]
     objectives[1].execution = dataclasses.replace(objectives[1].execution, compile=True)
-    (plain, plain_losses, plain_scores), (compiled, compiled_losses, compiled_scores) = (
+    (_plain, plain_losses, plain_scores), (_compiled, compiled_losses, compiled_scores) = (
         _trained_folds(objective, hyperparameters, 2, None) for objective in objectives
     )
     torch.testing.assert_close(compiled_losses, plain_losses, rtol=1e-4, atol=1e-5)

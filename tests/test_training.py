@@ -21,10 +21,10 @@ from batchlr.objectives.training import (
     train_steps,
 )
 
+HALF_AND_QUARTER = Normalisation((0.5,), (0.25,))
 
-def _problem(
-    n: int = 90, normalisation: Normalisation = Normalisation((0.5,), (0.25,))
-) -> DeviceImages:
+
+def _problem(n: int = 90, normalisation: Normalisation = HALF_AND_QUARTER) -> DeviceImages:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 1, 4, 4), generator=generator, dtype=torch.uint8)
     return DeviceImages(images, (images.float().mean(dim=(1, 2, 3)) > 127.5).long(), normalisation)
@@ -160,7 +160,7 @@ def test_evaluate_counts_correct_predictions_across_chunks_and_folds_of_unequal_
     indices = [torch.arange(10, 60), torch.arange(60, 83)]
     expected = [
         (model(data.inputs(part)).argmax(1) == data.labels[part]).float().mean().item()
-        for model, part in zip(models, indices)
+        for model, part in zip(models, indices, strict=True)
     ]
     assert evaluate(SeparateFolds(models), data, indices, chunk_size=7).tolist() == pytest.approx(
         expected

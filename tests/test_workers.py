@@ -149,7 +149,7 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     stopped = optuna.load_study(study_name="s", storage=storage).trials[trial.number]
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["reason"] == "interrupted"
     listing = CliRunner().invoke(main, ["studies", "--storage", storage]).output.splitlines()
-    assert dict(zip(listing[0].split(), listing[1].split()))["waiting"] == "1"
+    assert dict(zip(listing[0].split(), listing[1].split(), strict=True))["waiting"] == "1"
     again = start(
         [*args[:-6], "--n-trials", "1", "--device", "cpu", "--heartbeat", "2"], tmp_path / "log"
     )
@@ -271,6 +271,10 @@ def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_c
         def __del__(self) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # its handler runs, and raises, inside __del__
 
+    def terminate_self_and_wait() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)  # interrupted at once, long before this ends
+
     signals = (signal.SIGINT, signal.SIGTERM, PARENT_GONE)
     handlers, hook = {signum: signal.getsignal(signum) for signum in signals}, sys.unraisablehook
     try:
@@ -286,8 +290,7 @@ def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_c
 
         interrupts = stop_gracefully_on_signals()
         with pytest.raises(KeyboardInterrupt), interrupts.computing():
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(60)  # interrupted at once, long before this ends
+            terminate_self_and_wait()
         assert signal.getsignal(PARENT_GONE) == signal.SIG_IGN  # later repeats do not end it harder
 
         interrupts = stop_gracefully_on_signals()
@@ -326,7 +329,8 @@ def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
     # been starting (it then had no trial to mark).
     assert [line for line in lines if line.startswith("Error: ")] in (
         [
-            "Error: interrupted: the running trial is marked FAIL (reason interrupted); run the same command to resume, retrying it first"
+            "Error: interrupted: the running trial is marked FAIL (reason interrupted); "
+            "run the same command to resume, retrying it first"
         ],
         ["Error: interrupted; run the same command again"],
     ), lines
