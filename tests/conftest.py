@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+
+# Set before any test module imports torch, which reads it once: the xdist workers share the
+# cores, and OpenMP threads spinning for one another on a busy core make a step many times
+# slower. Subprocesses inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_SUBSET = SHARED_DATA / "cifar10-subset" / "train"
@@ -39,9 +49,39 @@ def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     )  # decoded image folders: never ~/.cache
 
 
+def copy_database(database: Path, directory: Path) -> Path:
+    """A copy of a SQLite study file in ``directory``, whatever its -wal file still holds."""
+    copy = directory / database.name
+    with (
+        contextlib.closing(sqlite3.connect(database)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+    return copy
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test process's own on the local PostgreSQL server, dropped afterwards.
+
+    The xdist workers run at once: studies, tables and grants of one never meet another's.
+    """
+    name = f"batchlr_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    server = sqlalchemy.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with server.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    server.dispose()
 
 
 @pytest.fixture(scope="session")

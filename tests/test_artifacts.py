@@ -13,8 +13,6 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all
 from batchlr.cli import main
 from tests.test_results import _study_of_fold_scores
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 def invoke(*args: str):
     result = CliRunner().invoke(main, list(args))
@@ -68,11 +66,8 @@ def test_refit_and_report_attach_the_model_and_figures_beside_a_sqlite_file(tmp_
     assert (tmp_path / "got.png").read_bytes() == (tmp_path / "report" / png.filename).read_bytes()
 
 
-def test_a_postgresql_study_attaches_only_to_a_given_store_and_says_how(tmp_path):
-    postgres_url, study = (
-        "postgresql://postgres@127.0.0.1:5432/test",
-        f"pg-artifacts-{uuid.uuid4().hex[:8]}",
-    )
+def test_a_postgresql_study_attaches_only_to_a_given_store_and_says_how(postgres_url, tmp_path):
+    study = f"pg-artifacts-{uuid.uuid4().hex[:8]}"
     invoke(
         "run",
         "--storage",
@@ -290,14 +285,16 @@ def test_a_store_that_fails_midway_keeps_no_partial_file_and_the_warning_names_w
     ).read_bytes()
 
 
-def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_the_store(tmp_path):
+def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_the_store(
+    postgres_url, tmp_path
+):
     study, role = (
         f"pg-read-only-{uuid.uuid4().hex[:8]}",
         f"batchlr_read_only_{uuid.uuid4().hex[:8]}",
     )
-    _study_of_fold_scores(POSTGRES_URL, [[0.9, 0.9], [0.8, 0.8]], name=study)
+    _study_of_fold_scores(postgres_url, [[0.9, 0.9], [0.8, 0.8]], name=study)
     admin = sqlalchemy.create_engine(
-        POSTGRES_URL.replace("postgresql:", "postgresql+psycopg:"), isolation_level="AUTOCOMMIT"
+        postgres_url.replace("postgresql:", "postgresql+psycopg:"), isolation_level="AUTOCOMMIT"
     )
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
@@ -310,7 +307,7 @@ def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_t
             )
             connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
         store, report = tmp_path / "store", tmp_path / "report"
-        storage = f"postgresql://{role}@127.0.0.1:5432/test"
+        storage = postgres_url.replace("postgres@", f"{role}@")
         result = CliRunner().invoke(
             main,
             [
@@ -335,7 +332,7 @@ def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_t
             not store.exists() or list(store.iterdir()) == []
         )  # the file written before the link was refused is gone
         assert (
-            get_all_artifact_meta(optuna.load_study(study_name=study, storage=POSTGRES_URL)) == []
+            get_all_artifact_meta(optuna.load_study(study_name=study, storage=postgres_url)) == []
         )
     finally:
         with admin.connect() as connection:
@@ -344,4 +341,4 @@ def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_t
             )  # its grants, which DROP ROLE refuses to leave
             connection.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
-        optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+        optuna.delete_study(study_name=study, storage=postgres_url)

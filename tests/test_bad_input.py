@@ -324,6 +324,7 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert notes.read_text().startswith("my notes")
 
 
+@pytest.mark.process
 def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
     # Opening a FIFO blocks until a writer comes: in a subprocess, so that a hang fails the test.
     import os
@@ -349,6 +350,7 @@ def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.process
 def test_compile_without_a_cpp_compiler_is_one_line_before_the_study_is_created(tmp_path):
     # A fresh process, CXX a compiler that is not there, and an empty inductor cache, so nothing
     # compiled before can answer.

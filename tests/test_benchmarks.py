@@ -99,6 +99,7 @@ def test_every_benchmark_has_an_entry():
     assert sorted(path.name for path in (ROOT / "benchmarks").glob("*.py")) == sorted(BENCHMARKS)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs(script):
     arguments, shows_its_table = BENCHMARKS[script]

@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from batchlr.cli import main
 
+pytestmark = pytest.mark.process
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
     pytest.skip(

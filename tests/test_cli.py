@@ -3,6 +3,7 @@
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import click
 import optuna
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 import batchlr
 from batchlr.cli import main
+from tests.conftest import copy_database
 
 TINY = [
     "--dataset",
@@ -30,13 +32,30 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-@pytest.fixture
-def study_db(sqlite_url):
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory) -> Path:
+    """A 3-trial study trained once for the module; tests get copies."""
+    database = tmp_path_factory.mktemp("tiny") / "tiny.db"
     result = invoke(
-        "run", "--storage", sqlite_url, "--study", "tiny", *TINY, "--n-trials", "3", "--seed", "1"
+        "run",
+        "--storage",
+        f"sqlite:///{database}",
+        "--study",
+        "tiny",
+        *TINY,
+        "--n-trials",
+        "3",
+        "--seed",
+        "1",
     )
     assert result.exit_code == 0, result.output
-    return sqlite_url
+    return database
+
+
+@pytest.fixture
+def study_db(trained_study, tmp_path) -> str:
+    """A copy of the trained study of this test's own, which it may change."""
+    return f"sqlite:///{copy_database(trained_study, tmp_path)}"
 
 
 def test_run_creates_a_study_that_optuna_reads(study_db):

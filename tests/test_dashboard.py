@@ -6,11 +6,13 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
+import pytest
 from click.testing import CliRunner
 
 from batchlr.cli import main
 
 
+@pytest.mark.process
 def test_dashboard_lists_the_study_on_loopback_only(sqlite_url, dashboard):
     args = [
         "run",
@@ -52,6 +54,7 @@ def test_a_taken_port_is_one_line_and_no_address_is_announced(sqlite_url):
     assert "http://" not in result.stdout
 
 
+@pytest.mark.process
 def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_path):
     import base64
 

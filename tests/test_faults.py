@@ -4,15 +4,15 @@ lost database connections. Nothing is lost, and each fault is one line that name
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -21,9 +21,9 @@ import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
+from tests.conftest import copy_database
 from tests.test_workers import (
     FINISHED,
-    POSTGRES_URL,
     running_trial_of,
     start,
     wait_all,
@@ -32,12 +32,10 @@ from tests.test_workers import (
 
 
 def batchlr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "batchlr", *args],
         capture_output=True,
         text=True,
-        env=environment,
         timeout=300,
         cwd=cwd,
     )
@@ -59,6 +57,15 @@ def tiny_run(storage: str, *extra: str) -> list[str]:
         "-q",
         *extra,
     ]
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory) -> Path:
+    """A SQLite file holding study "s" of one finished trial, trained once for the module."""
+    database = tmp_path_factory.mktemp("trained") / "s.db"
+    result = batchlr(*tiny_run(f"sqlite:///{database}", "--study", "s", "--n-trials", "1"))
+    assert result.returncode == 0, result.stderr
+    return database
 
 
 def resume(storage: str, study: str, n_trials: int) -> list[str]:
@@ -124,6 +131,7 @@ def fill(disk: Path) -> None:
 # Processes
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("parent_signal", [signal.SIGKILL, signal.SIGHUP])
 def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path, parent_signal):
     storage = f"sqlite:///{tmp_path / 'w.db'}"
@@ -153,6 +161,7 @@ def test_workers_die_with_their_parent_and_their_trials_are_retried(tmp_path, pa
     )
 
 
+@pytest.mark.process
 def test_two_quick_interrupts_queue_one_retry(tmp_path):
     storage = f"sqlite:///{tmp_path / 'i.db'}"
     worker = start(worker_args(storage, "i", 50), tmp_path / "log")
@@ -171,20 +180,43 @@ def test_two_quick_interrupts_queue_one_retry(tmp_path):
 # Atomic creation and writes
 
 
+def until(happened: Callable[[], bool], process: subprocess.Popen, timeout: float = 120) -> None:
+    """Return once ``happened()`` is true or ``process`` has ended, polling every 10 ms."""
+    deadline = time.monotonic() + timeout
+    while not happened() and process.poll() is None:
+        assert time.monotonic() < deadline, f"nothing happened in {timeout} s"
+        time.sleep(0.01)
+
+
+def rows(database: Path, table: str) -> int:
+    """Rows of ``table`` in a SQLite file being written by another process; 0 until it exists."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.1)
+        ) as connection:
+            return int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.process
 def test_a_study_killed_while_being_created_is_absent_or_whole(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    database = tmp_path / "c.db"
+    storage = f"sqlite:///{database}"
     command = [
         sys.executable,
         "-m",
         "batchlr",
         *tiny_run(storage, "--study", "c", "--n-trials", "1"),
     ]
-    for delay in (1.0, 2.5, 4.0, 5.5):
+    # Killed as the file appears (its tables being made) and once the study is stored; a kill
+    # during a trial is the workers' tests' subject.
+    for stage in (database.exists, lambda: rows(database, "studies")):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        until(stage, process)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-        if (tmp_path / "c.db").exists():
+        if database.exists():
             names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
             assert names in ([], ["c"])
             if names:
@@ -194,11 +226,11 @@ def test_a_study_killed_while_being_created_is_absent_or_whole(tmp_path):
     assert optuna.load_study(study_name="c", storage=storage).get_trials(states=FINISHED)
 
 
+@pytest.mark.process
 def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails_before_training(
-    tmp_path,
+    trained_study, tmp_path
 ):
-    storage = f"sqlite:///{tmp_path / 'r.db'}"
-    assert batchlr(*tiny_run(storage, "--study", "r", "--n-trials", "1")).returncode == 0
+    storage = f"sqlite:///{copy_database(trained_study, tmp_path)}"
     model = tmp_path / "model.pt"
     torch.save({"previous": torch.ones(3)}, model)
     refit = [
@@ -206,7 +238,7 @@ def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails
         "-m",
         "batchlr",
         "refit",
-        "r",
+        "s",
         "--storage",
         storage,
         "--output",
@@ -214,31 +246,32 @@ def test_a_killed_refit_leaves_the_previous_model_and_an_unwritable_output_fails
         "--device",
         "cpu",
     ]
-    for delay in (2.0, 4.0, 6.0):
+    # Killed at once, and as its temporary file appears (or, if that was too quick to see, after).
+    for stage in (lambda: True, lambda: any(tmp_path.glob(".model.pt.*.tmp"))):
         process = subprocess.Popen(refit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        until(stage, process)
         process.kill()
         process.wait()
         weights = torch.load(model, weights_only=True)
         assert "previous" in weights or "0.weight" in weights["state_dict"]
     started = time.monotonic()
     missing = batchlr(
-        "refit", "r", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt")
+        "refit", "s", "--storage", storage, "--output", str(tmp_path / "no" / "model.pt")
     )
-    directory = batchlr("refit", "r", "--storage", storage, "--output", str(tmp_path))
+    directory = batchlr("refit", "s", "--storage", storage, "--output", str(tmp_path))
     assert (missing.returncode, directory.returncode) == (1, 2)
     assert "create it first" in missing.stderr and "is a directory" in directory.stderr
     assert time.monotonic() - started < 30  # no training ran
 
 
-def test_a_full_disk_keeps_the_previous_export_and_names_the_cause(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'e.db'}"
-    assert batchlr(*tiny_run(storage, "--study", "e", "--n-trials", "1")).returncode == 0
+@pytest.mark.process
+def test_a_full_disk_keeps_the_previous_export_and_names_the_cause(trained_study, tmp_path):
+    storage = f"sqlite:///{copy_database(trained_study, tmp_path)}"
     with small_disk(tmp_path / "disk", "1m") as disk:
         best = disk / "best.json"
         best.write_text('{"previous": true}', encoding="utf-8")
         fill(disk)
-        result = batchlr("export", "e", "--storage", storage, "--output", str(best))
+        result = batchlr("export", "s", "--storage", storage, "--output", str(best))
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
         assert "No space left on device" in result.stderr and "unchanged" in result.stderr
         assert best.read_text(encoding="utf-8") == '{"previous": true}'
@@ -248,6 +281,7 @@ def test_a_full_disk_keeps_the_previous_export_and_names_the_cause(tmp_path):
 # Storage faults
 
 
+@pytest.mark.process
 def test_a_disk_that_fills_during_a_run_is_named_and_the_trial_retried(tmp_path):
     with small_disk(tmp_path / "disk") as disk:
         storage = f"sqlite:///{disk / 's.db'}"
@@ -272,10 +306,12 @@ def test_a_disk_that_fills_during_a_run_is_named_and_the_trial_retried(tmp_path)
         assert lost and all(retries_of(trials, trial.number) == 1 for trial in lost)
 
 
-def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_cannot(tmp_path):
+@pytest.mark.process
+def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_cannot(
+    trained_study, tmp_path
+):
     with small_disk(tmp_path / "disk") as disk:
-        storage = f"sqlite:///{disk / 's.db'}"
-        assert batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1")).returncode == 0
+        storage = f"sqlite:///{copy_database(trained_study, disk)}"
         before = (disk / "s.db").read_bytes()
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         results = [
@@ -296,10 +332,10 @@ def test_read_only_commands_work_on_a_read_only_database_and_runs_say_why_they_c
         assert (disk / "s.db").read_bytes() == before
 
 
-def test_read_only_commands_never_write_to_a_writable_database(tmp_path):
-    database = tmp_path / "s.db"
+@pytest.mark.process
+def test_read_only_commands_never_write_to_a_writable_database(trained_study, tmp_path):
+    database = copy_database(trained_study, tmp_path)
     storage = f"sqlite:///{database}"
-    assert batchlr(*tiny_run(storage, "--study", "s", "--n-trials", "1")).returncode == 0
     before = (database.stat().st_mtime_ns, database.read_bytes())
     for command in (["studies"], ["show", "s"], ["show", "s", "--as-config"]):
         assert batchlr(*command, "--storage", storage).returncode == 0
@@ -352,16 +388,17 @@ class FlakyProxy:
                 end.close()
 
 
-def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(tmp_path):
+@pytest.mark.process
+def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(postgres_url, tmp_path):
     proxy = FlakyProxy()
     study = f"flaky-{uuid.uuid4().hex[:8]}"
-    storage = f"postgresql://postgres@127.0.0.1:{proxy.port}/test"
+    storage = postgres_url.replace(":5432/", f":{proxy.port}/")
     log = tmp_path / "log"
     try:
         run = start(
             tiny_run(storage, "--study", study, "--n-trials", "4", "--epochs", "3")[1:], log
         )
-        running_trial_of(POSTGRES_URL, study, run.pid)
+        running_trial_of(postgres_url, study, run.pid)
         proxy.outage(4)
         # Connections are made again with back-off; a query in flight when the server went
         # away ends the worker with one line naming the cause, and the next run retries its trial.
@@ -387,18 +424,18 @@ def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(tmp_path
                     )
                 ]
             ) == [0]
-        trials = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
+        trials = optuna.load_study(study_name=study, storage=postgres_url).trials
         assert sum(trial.state in FINISHED for trial in trials) >= 4
         assert TrialState.RUNNING not in {trial.state for trial in trials}
     finally:
         with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+            optuna.delete_study(study_name=study, storage=postgres_url)
 
 
-def test_postgresql_read_only_commands_open_read_only_sessions():
+def test_postgresql_read_only_commands_open_read_only_sessions(postgres_url):
     from batchlr.studies.storage import open_storage
 
-    storage = open_storage(POSTGRES_URL, access="read")
+    storage = open_storage(postgres_url, access="read")
     with (
         pytest.raises(sqlalchemy.exc.SQLAlchemyError, match="read-only"),
         storage.engine.begin() as connection,

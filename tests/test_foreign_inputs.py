@@ -440,6 +440,7 @@ def test_derived_seeds_stay_within_what_numpy_accepts():
     np.random.default_rng(offset_seed(largest, 7))
 
 
+@pytest.mark.process
 def test_the_largest_seed_resumes_and_runs_workers(sqlite_url):
     args = ["run", "--storage", sqlite_url, "--study", "edge", *TINY, "--seed", str(SEED_LIMIT - 1)]
     for extra in ([], [], ["--workers", "2"]):
@@ -470,6 +471,7 @@ def test_every_key_of_a_study_file_refuses_a_value_of_the_wrong_type(tmp_path, v
         assert key in error_line(invoke("run", "--config", str(path)), 2), key
 
 
+@pytest.mark.process
 def test_an_image_folder_named_in_bytes_that_are_not_utf_8_goes_through_run_refit_evaluate_and_predict(
     tmp_path,
 ):

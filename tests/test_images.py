@@ -540,6 +540,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.process
 @pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="worker processes are used only with two cores or more"
 )

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from batchlr.cli import main
+
+pytestmark = pytest.mark.process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +47,7 @@ def test_the_suite_ignores_a_demo_study_in_the_working_directory(tmp_path):
         "-q",
         "-p",
         "no:cacheprovider",
+        "-n0",  # a handful of tests: starting xdist workers would cost more than they save
         str(ROOT / "tests" / "test_bad_input.py"),
         "-k",
         selected,

@@ -134,6 +134,7 @@ def _by_hand(path: Path, folder: Path) -> float:
         return (network(batch).argmax(1) == torch.tensor(labels)).float().mean().item()
 
 
+@pytest.mark.process
 def test_evaluate_in_a_new_process_scores_as_the_weights_do_by_hand(cifar_model):
     path, other = cifar_model
     command = [
@@ -366,6 +367,7 @@ def test_load_model_refuses_unusable_contents_before_building(tmp_path, info, me
     ), result.output
 
 
+@pytest.mark.process
 def test_a_fifo_as_the_model_file_is_refused_at_once(tmp_path):
     fifo = tmp_path / "model.pt"
     os.mkfifo(fifo)

@@ -145,6 +145,7 @@ def test_a_factory_path_needs_both_parts(name: str) -> None:
         resolve_model(name)
 
 
+@pytest.mark.process
 def test_importing_the_models_leaves_torchvision_unimported(tmp_path: Path) -> None:
     # `batchlr --help` imports this module; torchvision would add a second to it.
     code = "import sys, batchlr.objectives.models; assert 'torchvision' not in sys.modules"

@@ -10,6 +10,7 @@ import sys
 import time
 
 import optuna
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -105,7 +106,7 @@ def test_following_a_study_shows_each_trial_finished_since_the_first_look_once()
 def on_a_terminal(*args: str, timeout: float = 240) -> str:
     """What ``batchlr ARGS`` shows on a terminal (a pseudo-terminal), escape codes and all."""
     controller, terminal = pty.openpty()
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "150", "TERM": "xterm"}
+    environment = {**os.environ, "COLUMNS": "150", "TERM": "xterm"}
     process = subprocess.Popen(
         [sys.executable, "-m", "batchlr", *args],
         stdin=terminal,
@@ -131,6 +132,7 @@ def on_a_terminal(*args: str, timeout: float = 240) -> str:
     return shown.decode(errors="replace")
 
 
+@pytest.mark.process
 def test_on_a_terminal_workers_show_one_opening_one_live_display_and_one_outcome(tmp_path):
     storage = f"sqlite:///{tmp_path / 'w.db'}"
     shown = on_a_terminal(
@@ -145,6 +147,7 @@ def test_on_a_terminal_workers_show_one_opening_one_live_display_and_one_outcome
     assert (complete + pruned, running) == (4, 0), shown
 
 
+@pytest.mark.process
 def test_on_a_terminal_the_running_count_includes_this_process_s_own_trial(tmp_path):
     shown = on_a_terminal(*ARGS, "--storage", f"sqlite:///{tmp_path / 'one.db'}")
     assert "trials: 0 complete, 0 pruned, 1 running" in shown, shown

@@ -15,11 +15,11 @@ from batchlr.studies.render import dashboard_address
 from batchlr.studies.storage import mask_command_line, mask_url, redact
 
 SECRET = "Hunter2Secret"
-SERVER = "127.0.0.1:5432/test"  # trust auth: any password is accepted, so it can travel everywhere
+SERVER = "127.0.0.1:5432/test"  # only masked, never connected to
 
 
 def batchlr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "batchlr", *args],
         capture_output=True,
@@ -47,9 +47,11 @@ def test_every_url_form_is_masked(url):
     assert SECRET not in redact(f"a driver echoed {SECRET} back")
 
 
-def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
+@pytest.mark.process
+def test_a_password_stays_out_of_output_and_storage_in_every_form(postgres_url, tmp_path):
+    server = postgres_url.removeprefix("postgresql://postgres@")
     study = f"secret-{uuid.uuid4().hex[:8]}"
-    query_form = f"postgresql://postgres@{SERVER}?password={SECRET}"
+    query_form = f"postgresql://postgres@{server}?password={SECRET}"
     run = [
         "run",
         "--study",
@@ -66,16 +68,16 @@ def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
         "cpu",
     ]
     config = tmp_path / "study.toml"
-    config.write_text(f'storage = "postgresql://postgres:{SECRET}@{SERVER}"\n', encoding="utf-8")
+    config.write_text(f'storage = "postgresql://postgres:{SECRET}@{server}"\n', encoding="utf-8")
     outputs = [
         batchlr(
-            *run, "--storage", f"postgresql://postgres:{SECRET}@{SERVER}"
+            *run, "--storage", f"postgresql://postgres:{SECRET}@{server}"
         ),  # user:password@ on the command line
         batchlr(*run, env={"BATCHLR_STORAGE": query_form}),  # a query parameter, in the environment
         batchlr(*run, "--config", str(config)),  # a study file
     ]
     try:
-        storage_flag = ["--storage", f"postgresql://postgres:{SECRET}@{SERVER}"]
+        storage_flag = ["--storage", f"postgresql://postgres:{SECRET}@{server}"]
         outputs += [
             batchlr("show", study, *storage_flag, "--as-config"),
             batchlr("show", study, *storage_flag, "--json"),
@@ -94,10 +96,10 @@ def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
             output.stderr for output in outputs
         ]
         assert "storage = " in outputs[3].stdout and "***" in outputs[3].stdout
-        assert optuna.load_study(study_name=study, storage=f"postgresql://postgres@{SERVER}").trials
+        assert optuna.load_study(study_name=study, storage=f"postgresql://postgres@{server}").trials
         for written in [tmp_path / "best.json", *(tmp_path / "report").iterdir()]:
             assert SECRET.encode() not in written.read_bytes(), written
-        engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@{SERVER}")
+        engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@{server}")
         with engine.connect() as connection:
             for table in (
                 "study_user_attributes",
@@ -111,9 +113,10 @@ def test_a_password_stays_out_of_output_and_storage_in_every_form(tmp_path):
                 ).scalar()
                 assert leaks == 0, table
     finally:
-        optuna.delete_study(study_name=study, storage=f"postgresql://postgres@{SERVER}")
+        optuna.delete_study(study_name=study, storage=f"postgresql://postgres@{server}")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("form", "code"),
     [

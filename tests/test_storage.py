@@ -10,8 +10,6 @@ from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.storage import mask_url, open_storage
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 def test_passwords_are_masked():
     assert (
@@ -46,12 +44,12 @@ def test_unwritable_sqlite_path_is_a_clear_error():
         open_storage("sqlite:////proc/nope/x.db", access="create")
 
 
-def test_a_study_runs_and_resumes_on_postgresql():
+def test_a_study_runs_and_resumes_on_postgresql(postgres_url):
     name = f"batchlr-test-{uuid.uuid4().hex[:8]}"
     args = [
         "run",
         "--storage",
-        POSTGRES_URL,
+        postgres_url,
         "--study",
         name,
         "--dataset",
@@ -66,7 +64,7 @@ def test_a_study_runs_and_resumes_on_postgresql():
         for seed in ("1", "2"):
             result = CliRunner().invoke(main, [*args, "--seed", seed], catch_exceptions=False)
             assert result.exit_code == 0, result.output
-        study = optuna.load_study(study_name=name, storage=POSTGRES_URL)
+        study = optuna.load_study(study_name=name, storage=postgres_url)
         assert len(study.trials) == 4 and study.user_attrs["folds"] == 2
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+        optuna.delete_study(study_name=name, storage=postgres_url)

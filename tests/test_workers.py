@@ -18,7 +18,6 @@ from optuna.trial import TrialState
 
 from batchlr.cli import main
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -46,14 +45,11 @@ def worker_args(storage: str, study: str, max_trials: int) -> list[str]:
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
-    # One thread each: three workers share this machine's two cores.
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("ab") as output:
         return subprocess.Popen(
             [sys.executable, "-m", "batchlr", "run", *args],
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=environment,
         )
 
 
@@ -82,6 +78,7 @@ def running_trial_of(
     raise AssertionError(f"worker {pid} ran no trial in {timeout} s")
 
 
+@pytest.mark.process
 def test_three_workers_share_one_sqlite_file(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     workers = [start(worker_args(storage, "s", 12), tmp_path / "log") for _ in range(3)]
@@ -93,22 +90,24 @@ def test_three_workers_share_one_sqlite_file(tmp_path):
     assert "database is locked" not in (tmp_path / "log").read_text()
 
 
+@pytest.mark.process
 def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_running_or_waiting(
+    postgres_url,
     tmp_path,
 ):
     study = f"batchlr-kill-{uuid.uuid4().hex[:8]}"
     # Heartbeats that go stale only long after the test: the dead worker's pid alone frees its trial.
-    args = [*worker_args(POSTGRES_URL, study, 8), "--heartbeat", "300"]
+    args = [*worker_args(postgres_url, study, 8), "--heartbeat", "300"]
     log = tmp_path / "log"
     try:
         workers = [start(args, log) for _ in range(4)]
-        running_trial_of(POSTGRES_URL, study, workers[0].pid)
+        running_trial_of(postgres_url, study, workers[0].pid)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait()
         assert wait_all(workers[1:]) == [0, 0, 0], log.read_text()
-        before = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
+        before = optuna.load_study(study_name=study, storage=postgres_url).trials
         assert wait_all([start(args, log)]) == [0], log.read_text()
-        trials = optuna.load_study(study_name=study, storage=POSTGRES_URL).trials
+        trials = optuna.load_study(study_name=study, storage=postgres_url).trials
         states = [trial.state for trial in trials]
         assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
         assert 8 <= sum(state in FINISHED for state in states) <= 8 + 3
@@ -134,9 +133,10 @@ def test_a_killed_worker_on_postgresql_loses_no_trial_and_one_rerun_leaves_none_
             len({trial.user_attrs.get("worker", {}).get("pid") for trial in trials} - {None}) >= 2
         )
     finally:
-        optuna.delete_study(study_name=study, storage=POSTGRES_URL)
+        optuna.delete_study(study_name=study, storage=postgres_url)
 
 
+@pytest.mark.process
 def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     storage = f"sqlite:///{tmp_path / 'one.db'}"
     args = worker_args(storage, "s", 50)
@@ -162,6 +162,7 @@ def test_sigint_fails_the_running_trial_and_the_same_command_resumes(tmp_path):
     assert TrialState.RUNNING not in {t.state for t in trials}
 
 
+@pytest.mark.process
 def test_workers_option_starts_local_workers_and_speaks_for_them_once(tmp_path):
     storage = f"sqlite:///{tmp_path / 'local.db'}"
     args = [*worker_args(storage, "w", 100), "--n-trials", "2"]
@@ -241,6 +242,7 @@ def test_a_trial_records_its_worker_before_it_samples(sqlite_url):
     assert [seen["pid"] for seen in objective.workers_seen] == [os.getpid()] * 2
 
 
+@pytest.mark.process
 def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url):
     objective = RecordingObjective()
     opened = opened_study(sqlite_url, objective)
@@ -317,6 +319,7 @@ def test_no_two_seeds_give_a_resumed_run_the_sampler_seed_of_another():
     assert 0 <= sampler_seed(SEED_LIMIT - 1, 5) < SEED_LIMIT
 
 
+@pytest.mark.process
 def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
     storage = f"sqlite:///{tmp_path / 'c.db'}"
     log = tmp_path / "log"
