@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 
 from batchlr.errors import BatchlrError
 
-if (
-    TYPE_CHECKING
-):  # torch loads in the functions that train: reading a study's settings needs none of it
+# torch loads in the functions that train: reading a study's settings needs none of it
+if TYPE_CHECKING:
     import torch
 
     from batchlr.objectives.models import ModelFactory

@@ -43,9 +43,8 @@ from batchlr.search.space import (
 )
 from batchlr.search.weight_decay import MAX_WEIGHT_DECAY
 
-if (
-    TYPE_CHECKING
-):  # torch and scikit-learn load where data is: reading a study's settings needs neither
+# torch and scikit-learn load where data is: reading a study's settings needs neither
+if TYPE_CHECKING:
     from batchlr.objectives.folds import FoldAssignment
 
 FORMAT_VERSION = 4
