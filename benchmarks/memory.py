@@ -98,9 +98,8 @@ def main() -> None:
             sys.exit(
                 f"memory: batchlr from {args.checkout} does not start: {last_line(usage.stderr, usage.returncode)}"
             )
-        caches = (
-            "--cache-dir" in usage.stdout
-        )  # a checkout that caches decoded folders must not write the user's cache
+        # a checkout that caches decoded folders must not write the user's cache
+        caches = "--cache-dir" in usage.stdout
         print(
             f"batchlr from {args.checkout}; {args.image_size}x{args.image_size} RGB PNGs; "
             f"{args.repeats} run(s) per size"

@@ -44,9 +44,8 @@ def _outside_the_project(tmp_path_factory):
 def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test in its own empty working directory, so that default storages never meet."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(
-        "XDG_CACHE_HOME", str(tmp_path / "xdg-cache")
-    )  # decoded image folders: never ~/.cache
+    # decoded image folders: never ~/.cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 def copy_database(database: Path, directory: Path) -> Path:

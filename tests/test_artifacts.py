@@ -277,9 +277,8 @@ def test_a_store_that_fails_midway_keeps_no_partial_file_and_the_warning_names_w
     assert "No space left on device" in warning
     metas = get_all_artifact_meta(optuna.load_study(study_name="f", storage=storage))
     assert [meta.filename for meta in metas] == ["index.html"]
-    assert sorted(path.name for path in store.iterdir()) == [
-        metas[0].artifact_id
-    ]  # no partial file, no temporary one
+    # no partial file, no temporary one
+    assert sorted(path.name for path in store.iterdir()) == [metas[0].artifact_id]
     assert (store / metas[0].artifact_id).read_bytes() == (
         tmp_path / "report" / "index.html"
     ).read_bytes()
@@ -328,17 +327,15 @@ def test_a_read_only_postgresql_storage_keeps_the_report_and_leaves_no_file_in_t
             "warning: not attached to the study's artifacts: index.html, a-lr-over-batch-size.png, "
         ), warning
         assert "the database is read-only" in warning and "running trial" not in warning
-        assert (
-            not store.exists() or list(store.iterdir()) == []
-        )  # the file written before the link was refused is gone
+        # the file written before the link was refused is gone
+        assert not store.exists() or list(store.iterdir()) == []
         assert (
             get_all_artifact_meta(optuna.load_study(study_name=study, storage=postgres_url)) == []
         )
     finally:
         with admin.connect() as connection:
-            connection.exec_driver_sql(
-                f"DROP OWNED BY {role}"
-            )  # its grants, which DROP ROLE refuses to leave
+            # its grants, which DROP ROLE refuses to leave
+            connection.exec_driver_sql(f"DROP OWNED BY {role}")
             connection.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
         optuna.delete_study(study_name=study, storage=postgres_url)

@@ -94,9 +94,8 @@ def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_pat
     assert request("DELETE", f"/api/artifacts/{study_id}/{artifact}") == 405
     assert request("POST", f"/api/artifacts/{study_id}", upload) == 405
     assert request("POST", f"/api/artifacts/{study_id}/{study.trials[0]._trial_id}", upload) == 405
-    assert (
-        request("DELETE", f"/api/studies/{study_id}") == 405
-    )  # would remove every artifact of the study first
+    # would remove every artifact of the study first
+    assert request("DELETE", f"/api/studies/{study_id}") == 405
     with urllib.request.urlopen(f"{base}/artifacts/{study_id}/{artifact}", timeout=30) as response:
         assert response.read() == b"the refit model"
     assert [path.name for path in store.iterdir()] == [artifact]

@@ -82,14 +82,12 @@ def _assert_read_once(images: np.ndarray, sources: tuple[str, ...]) -> None:
 def test_links_to_files_count_each_file_once(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     (root / "cat" / "again.png").symlink_to(root / "cat" / "0.png")
-    (root / "dog" / "alias.png").symlink_to(
-        Path("..") / "cat" / "1.png"
-    )  # into another class, relative
+    # into another class, relative
+    (root / "dog" / "alias.png").symlink_to(Path("..") / "cat" / "1.png")
     os.link(root / "dog" / "0.png", root / "dog" / "hard.png")
     _png(tmp_path / "outside.png", seed=99)
-    (root / "cat" / "outside.png").symlink_to(
-        tmp_path / "outside.png"
-    )  # outside the root: read, once
+    # outside the root: read, once
+    (root / "cat" / "outside.png").symlink_to(tmp_path / "outside.png")
     images, labels, sources = _read(root)
     _assert_read_once(images, sources)
     assert sorted(sources) == sorted([*ORIGINALS, "cat/outside.png"])
@@ -136,9 +134,8 @@ def test_a_class_folder_that_links_to_another_class_is_a_clear_error(tmp_path):
 
 
 def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_path):
-    root = _image_folder(
-        tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301")
-    )  # é, and e with an accent
+    # é, and e with an accent
+    root = _image_folder(tmp_path / "menu", 3, classes=("caf\u00e9", "cafe\u0301"))
     with pytest.raises(
         BatchlrError,
         match=r"^imagefolder: class folders 'cafe\\u0301' and 'caf\\xe9' in .* have the same name "
@@ -207,9 +204,8 @@ def test_a_fifo_put_in_an_images_place_after_any_check_is_refused_without_blocki
     reader = threading.Thread(target=decode, daemon=True)
     reader.start()
     reader.join(timeout=60)
-    if (
-        not result
-    ):  # the FIFO was opened for reading: a writer lets the open return and the thread end
+    # the FIFO was opened for reading: a writer lets the open return and the thread end
+    if not result:
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("decoding opened the FIFO and blocked")
     assert (
@@ -236,9 +232,8 @@ def test_predict_words_a_bad_image_a_missing_path_and_an_unreadable_folder_for_w
         image_paths([Path(f"{tmp_path}/nosuchdir/")])
     (tmp_path / "locked").mkdir()
 
-    def refuse(
-        *args, **kwargs
-    ):  # as scandir does for a folder without read permission (the tests may run as root)
+    # as scandir does for a folder without read permission (the tests may run as root)
+    def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked"))
 
     monkeypatch.setattr(os, "scandir", refuse)
@@ -337,9 +332,8 @@ def test_folders_too_small_to_split_are_one_line_naming_the_size_needed(
 
 
 def test_a_built_in_data_set_too_small_for_the_folds_names_the_size_needed(tmp_path):
-    _write_cifar(
-        tmp_path, per_batch=20, protocol=2
-    )  # 10 airplanes and 10 birds, with a test split: no hold-out
+    # 10 airplanes and 10 birds, with a test split: no hold-out
+    _write_cifar(tmp_path, per_batch=20, protocol=2)
     result = _run(tmp_path, "cifar2", "--data-dir", str(tmp_path), "--folds", "11")
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (

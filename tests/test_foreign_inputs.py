@@ -386,9 +386,8 @@ def test_a_failed_report_leaves_the_previous_files(tmp_path, monkeypatch):
     assert len(written) >= 3 and all(
         content[:4] == b"\x89PNG" for path, content in before.items() if path.suffix == ".png"
     )
-    monkeypatch.setattr(
-        Path, "write_bytes", lambda self, data: _half_then_disk_full(self)
-    )  # each PNG, drawn before any is written
+    # each PNG, drawn before any is written
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: _half_then_disk_full(self))
     with pytest.raises(BatchlrError, match="cannot write"):
         write_report(study, output)
     assert {path: path.read_bytes() for path in written} == before and sorted(

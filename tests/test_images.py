@@ -168,9 +168,8 @@ def test_grey_of_more_than_8_bits_is_scaled_by_its_types_range_and_floats_from_0
     pixels = {
         source: data.images[index, 0, 0].tolist() for index, source in enumerate(data.sources)
     }
-    assert (
-        pixels["a/16.png"] == pixels["a/16.pgm"] == [0, 0, 1, 1, 117, 255]
-    )  # divided by 257, rounded
+    # divided by 257, rounded
+    assert pixels["a/16.png"] == pixels["a/16.pgm"] == [0, 0, 1, 1, 117, 255]
     assert pixels["a/32.tif"] == [0, 0, 1, 128, 255, 255]  # 0..2**31-1, negatives as 0
     assert pixels["a/u32.tif"] == [0, 0, 128, 191, 255, 0]
     assert pixels["a/float.tif"] == [0, 128, 255, 255, 0, 0]  # clipped to 0..1, NaN as 0
@@ -226,9 +225,8 @@ def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch)
         return resize(image, size, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "resize", recording_resize)
-    fitted = readers.decode_files(
-        [str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32)
-    )  # as predict reads it
+    # as predict reads it
+    fitted = readers.decode_files([str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32))
     assert fitted.shape == (1, 1, 32, 32) and (fitted == 200).all()
     data = _load(tmp_path / "lines", (32, 32))
     assert (
@@ -240,9 +238,8 @@ def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch)
 def test_cropping_first_stays_within_one_level_of_torchvisions_pixels(monkeypatch):
     from torchvision import transforms
 
-    monkeypatch.setattr(
-        readers, "_WHOLE_SCALED_PIXELS", 0
-    )  # crop first even where the scaled image is small
+    # crop first even where the scaled image is small
+    monkeypatch.setattr(readers, "_WHOLE_SCALED_PIXELS", 0)
     rng = np.random.default_rng(3)
     for height, width in [(5, 90), (90, 7), (20, 33), (1, 100)]:
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -303,9 +300,8 @@ def test_a_changed_file_is_decoded_again_and_replaces_the_stale_entry(tmp_path):
     stale = _cache_files(cache)
     changed = _save(root / "dog" / "0.png", 32, 32, seed=99)
     status = os.stat(root / "dog" / "0.png")
-    os.utime(
-        root / "dog" / "0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 1)
-    )  # a rewrite within the clock's tick
+    # a rewrite within the clock's tick
+    os.utime(root / "dog" / "0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 1))
     load_dataset.cache_clear()
     after = _load(root, (32, 32), cache_dir=cache)
     index = after.sources.index("dog/0.png")
@@ -323,9 +319,8 @@ def test_a_file_rewritten_at_the_same_size_with_its_modification_time_put_back_i
     original = os.stat(path)
     replacement = Image.fromarray(255 - np.asarray(Image.open(path)))
     deadline = time.monotonic() + 60
-    while (
-        os.stat(path).st_ctime_ns == original.st_ctime_ns
-    ):  # until the clock has moved on since the listing
+    # until the clock has moved on since the listing
+    while os.stat(path).st_ctime_ns == original.st_ctime_ns:
         assert time.monotonic() < deadline, "the status change time never changed"
         with path.open("r+b") as handle:  # in place: the same inode
             handle.write(_png_bytes(replacement, len(path.read_bytes())))
@@ -372,9 +367,8 @@ def test_an_entry_of_another_folder_or_image_size_under_this_ones_name_is_not_lo
         for size in [(32, 32), (16, 16)]
     ):
         _load(pets, (32, 32), cache_dir=cache)
-        entry.write_bytes(
-            impostor.read_bytes()
-        )  # another folder's entry, then one of another image size
+        # another folder's entry, then one of another image size
+        entry.write_bytes(impostor.read_bytes())
         load_dataset.cache_clear()
         loaded = _load(others, (32, 32), cache_dir=cache)
         assert loaded.input_shape == (3, 32, 32) and torch.equal(loaded.images, expected)

@@ -160,9 +160,8 @@ def test_evaluate_in_a_new_process_scores_as_the_weights_do_by_hand(cifar_model)
         and report["classes"] == list(CLASSES)
     )
     assert report["accuracy"] == pytest.approx(_by_hand(path, other), abs=1e-6)
-    assert (
-        sum(map(sum, report["confusion"])) == 30 and sum(report["confusion"][2]) == 0
-    )  # no bird in the other folder
+    # no bird in the other folder
+    assert sum(map(sum, report["confusion"])) == 30 and sum(report["confusion"][2]) == 0
     assert set(report["per_class"]) == {"airplane", "automobile"}
     text = invoke(
         "evaluate",
@@ -460,9 +459,8 @@ def test_evaluate_on_the_training_folder_scores_the_hold_out_alone(cifar_model):
     assert report["split"] == "hold-out set aside when the study was created" and report[
         "images"
     ] == len(holdout)
-    assert report["accuracy"] == pytest.approx(
-        info["test_accuracy"], abs=0.02
-    )  # refit scored it in its own precision
+    # refit scored it in its own precision
+    assert report["accuracy"] == pytest.approx(info["test_accuracy"], abs=0.02)
     assert (
         f"only the {len(holdout)} images of the hold-out its study set aside are scored, "
         f"not the {total - len(holdout):,} others" in result.stderr

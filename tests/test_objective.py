@@ -165,9 +165,8 @@ def test_a_micro_batch_cap_accumulates_instead_of_running_out_of_memory(
     )
     (trial,) = run_trials(objective, {"batch_size": 128, "lr": 1e-2, "optimizer": "adam"})
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    assert (
-        trial.user_attrs["micro_batch"] == 43 and trial.user_attrs["accumulation_steps"] == 3
-    )  # 43 + 43 + 42
+    # 43 + 43 + 42
+    assert trial.user_attrs["micro_batch"] == 43 and trial.user_attrs["accumulation_steps"] == 3
 
 
 def test_linear_lr_scaling_trains_with_the_scaled_lr(digits):

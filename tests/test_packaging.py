@@ -11,9 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _normalised(name: str) -> str:
-    return re.sub(
-        r"[-_.]+", "-", name
-    ).lower()  # PEP 503: Pillow, pillow and PIL's dist name compare equal
+    # PEP 503: Pillow, pillow and PIL's dist name compare equal
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _imported_modules() -> set[str]:

@@ -31,9 +31,8 @@ def _images(count: int = 64, channels: int = 3, side: int = 8, seed: int = 0) ->
 
 def test_uint8_images_normalised_on_the_device_equal_the_float_path():
     images = _images()
-    floats = (
-        images.double() / 255
-    )  # what batchlr stored before: the whole set as floats, standardised
+    # what batchlr stored before: the whole set as floats, standardised
+    floats = images.double() / 255
     mean, std = floats.mean(dim=(0, 2, 3), keepdim=True), floats.std(dim=(0, 2, 3), keepdim=True)
     expected = ((floats - mean) / std).float()
     data = DeviceImages(

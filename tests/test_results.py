@@ -134,9 +134,8 @@ def test_the_dashboard_note_describes_the_study_without_passwords(cfg_study):
     # The images each fold's model trains on, not those of the whole data set.
     _, folds, _ = load_spec(open_storage(storage, access="read"), "cfg")
     train, validate = ({len(folds.train_val(fold)[part]) for fold in range(2)} for part in (0, 1))
-    assert (
-        train == validate == {718, 719}
-    )  # digits' 1,437 images outside the hold-out, in two folds
+    # digits' 1,437 images outside the hold-out, in two folds
+    assert train == validate == {718, 719}
     assert (
         "Training split of digits: 1,797 images of shape" in note
         and "2-fold cross-validation on 1,437 of them: "
@@ -341,9 +340,8 @@ def test_show_and_export_read_fold_scores_as_the_report_does(sqlite_url, tmp_pat
     for name in ("best.json", "best.yaml"):
         invoke("export", "folds", "--storage", sqlite_url, "--output", str(tmp_path / name))
         scores = batchlr.load_config(tmp_path / name).fold_scores
-        assert [
-            None if score != score else score for score in scores
-        ] == read  # a diverged fold reads back as nan
+        # a diverged fold reads back as nan
+        assert [None if score != score else score for score in scores] == read
     assert _strict_json((tmp_path / "best.json").read_text())["fold_scores"] == read
 
 

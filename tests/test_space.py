@@ -60,20 +60,16 @@ def test_grid_points_space_lr_and_batch_size_evenly_in_log():
     )
     assert grid["batch_size"] == [16, 32, 64, 128, 256, 512]
     assert grid["lr"] == pytest.approx([10 ** (-4 + index / 2) for index in range(9)])
+    # whole, distinct
     assert SearchSpace(batch_size=(16, 20)).grid({"batch_size": 10})["batch_size"] == [
         16,
         17,
         18,
         19,
         20,
-    ]  # whole, distinct
-    assert SearchSpace().grid()["lr"] == [
-        1e-4,
-        1e-3,
-        1e-2,
-        1e-1,
-        1.0,
-    ]  # decades without --grid-points
+    ]
+    # decades without --grid-points
+    assert SearchSpace().grid()["lr"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
 @pytest.mark.parametrize("text", ["lr=1", "momentum=4", "lr", "lr=x", "lr=5000"])

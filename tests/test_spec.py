@@ -155,9 +155,8 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
         config.settings.space.lr_scaling == LrScaling("linear", 64)
         and config.settings.training.max_micro_batch == 48
     )
-    assert (
-        config.settings.training.precision == "fp32"
-    )  # what 0.1.0 trained in, whatever today's default
+    # what 0.1.0 trained in, whatever today's default
+    assert config.settings.training.precision == "fp32"
     assert "steps = 20" in invoke("show", "old-steps", "--as-config")
     assert "test accuracy" in invoke(
         "refit", "old-steps", "--output", str(tmp_path / "model.pt"), "--device", "cpu"

@@ -127,9 +127,8 @@ def test_a_diverging_fold_stays_in_its_fold_when_fused(digits):
 
 def test_a_model_torch_func_cannot_fuse_falls_back_under_auto_and_is_named_under_on(digits):
     name = f"{__name__}:item_in_forward"
-    assert (
-        _objective(digits, name, "auto").execution.fuse_folds is False
-    )  # on the CPU auto never fuses
+    # on the CPU auto never fuses
+    assert _objective(digits, name, "auto").execution.fuse_folds is False
     with pytest.raises(
         BatchlrError,
         match=r"--model .*item_in_forward cannot train with fused folds .*--fuse-folds off",
@@ -163,9 +162,8 @@ def test_native_bf16_follows_the_cpu_flags():
 
 def test_execution_per_device_and_model():
     assert Execution.on(CPU, "fp32").channels_last and not Execution.on(CPU, "fp32").fuse_folds
-    assert not Execution.on(
-        CPU, "fp32", builtin_model=False
-    ).channels_last  # a user's model may view() activations
+    # a user's model may view() activations
+    assert not Execution.on(CPU, "fp32", builtin_model=False).channels_last
     fused = Execution.on(CPU, "fp32", "on")
     assert fused.fuse_folds and not fused.channels_last
     with pytest.raises(BatchlrUsageError, match="--fuse-folds sometimes"):
@@ -180,9 +178,8 @@ def test_lower_precision_keeps_float32_parameters_and_optimizer_state(digits, pr
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     assert all(state["exp_avg"].dtype == torch.float32 for state in group.optimizer.state.values())
     assert group.scaler.is_enabled() == (precision == "fp16")
-    assert (losses < math.log(10)).all() and (
-        scores > 0.1
-    ).all()  # learning: below chance's loss, above its accuracy
+    # learning: below chance's loss, above its accuracy
+    assert (losses < math.log(10)).all() and (scores > 0.1).all()
     with group.execution.autocast():
         assert (
             model(objective.images.inputs(torch.arange(4))).dtype
@@ -267,9 +264,8 @@ def oom_when_fused(input_shape, num_classes):
 
 def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digits):
     objective = _objective(digits, f"{__name__}:oom_when_fused", "on")
-    assert (
-        objective.execution.fuse_folds
-    )  # running out of memory says nothing about whether torch.func can fuse it
+    # running out of memory says nothing about whether torch.func can fuse it
+    assert objective.execution.fuse_folds
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"batch_size": 32, "lr": 1e-2, "optimizer": "adam"})
     study.optimize(objective, n_trials=1)

@@ -133,9 +133,8 @@ def test_batchnorm_trains_when_the_batch_is_one_more_than_the_micro_batch():
     group = _group(
         [model], [torch.arange(64)], [torch.arange(0)], [2], torch.optim.SGD, lr=0.1, batch_size=17
     )
-    loss, _ = train_steps(
-        group, data, steps=2, micro_batching=MicroBatching(16)
-    )  # 9 + 8, not 16 + 1
+    # 9 + 8, not 16 + 1
+    loss, _ = train_steps(group, data, steps=2, micro_batching=MicroBatching(16))
     assert math.isfinite(loss.item())
 
 

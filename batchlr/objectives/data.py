@@ -99,9 +99,8 @@ class ImageData:
         # fsencode: names need not be UTF-8 (see batchlr.objectives.image_files).
         digest.update(b"\0".join(map(os.fsencode, (*self.classes, *self.sources))))
         digest.update(self.labels.numpy().tobytes())
-        digest.update(
-            np.ascontiguousarray(self.images.numpy()).data
-        )  # hashed in place: no copy of the data set
+        # hashed in place: no copy of the data set
+        digest.update(np.ascontiguousarray(self.images.numpy()).data)
         return digest.hexdigest()[:32]
 
 

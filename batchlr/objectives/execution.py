@@ -71,9 +71,8 @@ def _compile_failure(device: torch.device) -> str | None:
     """The first line of torch.compile's error on a tiny function on ``device``, or None when it works."""
     try:
         torch.compile(lambda tensor: tensor * 2 + 1)(torch.ones(4, device=device))
-    except (
-        Exception
-    ) as error:  # inductor's errors have no common base but Exception; any means compile fails here
+    # inductor's errors have no common base but Exception; any means compile fails here
+    except Exception as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         return lines[0][:300] if lines else type(error).__name__
     return None

@@ -110,9 +110,8 @@ class CacheEntry:
                     return None
                 if self.image_size is not None and tuple(shape[2:]) != self.image_size:
                     return None
-                if (
-                    max(shape[2:]) > MAX_IMAGE_SIDE
-                ):  # written before sides were bounded: reading the headers refuses it
+                # written before sides were bounded: reading the headers refuses it
+                if max(shape[2:]) > MAX_IMAGE_SIDE:
                     return None
                 check_fits(shape[1:])
                 images: np.ndarray = stored["images"]

@@ -72,12 +72,10 @@ def list_image_folder(root: Path) -> ImageFolder:
         )
     try:
         with os.scandir(root) as entries:
-            classes = sorted(
-                entry.name for entry in entries if entry.is_dir()
-            )  # as torchvision's find_classes
-        if (
-            len(classes) > MAX_CLASSES
-        ):  # before walking them: a model of so many classes could not be loaded
+            # as torchvision's find_classes
+            classes = sorted(entry.name for entry in entries if entry.is_dir())
+        # before walking them: a model of so many classes could not be loaded
+        if len(classes) > MAX_CLASSES:
             raise BatchlrError(
                 f"imagefolder: {root} has {len(classes):,} class folders, more than the "
                 f"{MAX_CLASSES:,} classes batchlr trains on; give the folder whose subfolders are "

@@ -199,10 +199,8 @@ def resolve_model(name: str) -> ModelFactory:
         raise BatchlrUsageError(
             f"--model {name}: {module_name} has no attribute {function_name}"
         ) from None
-    except (
-        Exception,
-        SystemExit,
-    ) as error:  # the user's code runs at import: any error of its is theirs to fix
+    # the user's code runs at import: any error of its is theirs to fix
+    except (Exception, SystemExit) as error:
         raise BatchlrUsageError(
             f"--model {name}: importing {module_name} raised {type(error).__name__}: {_one_line(error)}"
         ) from None
@@ -307,10 +305,8 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
             output = model.eval()(batch)
     except torch.OutOfMemoryError:
         raise
-    except (
-        Exception,
-        SystemExit,
-    ) as error:  # a user's forward is theirs to fix, an exit() in it included
+    # a user's forward is theirs to fix, an exit() in it included
+    except (Exception, SystemExit) as error:
         raise BatchlrError(
             f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward "
             f"pass: {type(error).__name__}: {_one_line(error)}"

@@ -281,9 +281,8 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     as 32-bit floats, so a pixel may then differ from torchvision's by one level.
     """
     height, width = size
-    if (
-        height * image.width >= width * image.height
-    ):  # scaling the height to `height` leaves the width at least `width`
+    # scaling the height to `height` leaves the width at least `width`
+    if height * image.width >= width * image.height:
         scaled = (image.width * height // image.height, height)
     else:
         scaled = (width, image.height * width // image.width)
@@ -411,13 +410,11 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         return Image.fromarray(np.rint(np.clip(np.nan_to_num(pixels), 0, 1) * 255).astype(np.uint8))
     largest = _largest_value(image)
-    if (
-        largest == np.iinfo(np.uint32).max
-    ):  # PIL holds unsigned 32-bit samples in its signed mode "I"
+    # PIL holds unsigned 32-bit samples in its signed mode "I"
+    if largest == np.iinfo(np.uint32).max:
         pixels = pixels.view(np.uint32)
-    wide = np.clip(pixels, 0, None).astype(
-        np.uint64 if largest >> 16 else np.uint32
-    )  # 32-bit values times 255 need 40 bits
+    # 32-bit values times 255 need 40 bits
+    wide = np.clip(pixels, 0, None).astype(np.uint64 if largest >> 16 else np.uint32)
     return Image.fromarray(((wide * 255 + largest // 2) // largest).astype(np.uint8))
 
 

@@ -20,9 +20,9 @@ from typing import BinaryIO
 
 import optuna
 from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore
-from optuna.artifacts._upload import (
-    ARTIFACTS_ATTR_PREFIX,
-)  # the key get_all_artifact_meta and the dashboard read
+
+# the key get_all_artifact_meta and the dashboard read
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_atomically
@@ -53,9 +53,8 @@ class AtomicArtifactStore(FileSystemArtifactStore):
     whole: Optuna's own writes in place, so a full disk left a partial file behind."""
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        path = self._get_filepath(
-            artifact_id
-        )  # Optuna's own check that the id names a file inside the store
+        # Optuna's own check that the id names a file inside the store
+        path = self._get_filepath(artifact_id)
 
         def copy(temporary: Path) -> None:
             with temporary.open("wb") as written:

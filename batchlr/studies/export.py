@@ -177,9 +177,8 @@ def export_trial(
     """
     language = config_language(output, language)
     study = load_existing_study(open_storage(storage_url, access="read"), study_name)
-    study_spec(
-        study
-    )  # a study batchlr did not make is refused before its trials are read as batchlr's
+    # a study batchlr did not make is refused before its trials are read as batchlr's
+    study_spec(study)
     trial = fastest_within(study, delta) if delta is not None else best_complete_trial(study)
     config = trial_config(study, trial)
     write_config(config, output, language)
@@ -242,10 +241,8 @@ def load_config(path: str | Path) -> BestConfig:
         record = yaml.safe_load(text) if language == "YAML" else json.loads(text)
     except RecursionError:
         raise BatchlrError(f"{path} nests too deeply for a batchlr export") from None
-    except (
-        ValueError,
-        yaml.YAMLError,
-    ) as error:  # ValueError: JSON's, and either's numbers of too many digits
+    # ValueError: JSON's, and either's numbers of too many digits
+    except (ValueError, yaml.YAMLError) as error:
         raise BatchlrError(
             f"{path} is not valid {language}: {' '.join(str(error).split())}"
         ) from None

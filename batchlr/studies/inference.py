@@ -157,9 +157,8 @@ def with_channels(images: torch.Tensor, channels: int, source: str) -> torch.Ten
         return images
     if channels == 3:
         return images.expand(-1, 3, -1, -1)
-    weights = torch.tensor([299, 587, 114]).view(
-        1, 3, 1, 1
-    )  # ITU-R 601-2 luma, PIL's "L" conversion
+    # ITU-R 601-2 luma, PIL's "L" conversion
+    weights = torch.tensor([299, 587, 114]).view(1, 3, 1, 1)
     return (
         ((images.long() * weights).sum(dim=1, keepdim=True) + 500)
         .div(1000, rounding_mode="floor")

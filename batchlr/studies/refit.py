@@ -92,9 +92,8 @@ def refit_best(
         split = "hold-out set aside when the study was created"
         names = image_names(data)
         holdout = [names[index] for index in indices]  # evaluate scores these alone
-        fingerprint = (
-            data.content_fingerprint()
-        )  # how evaluate knows this data wherever it is copied or moved
+        # how evaluate knows this data wherever it is copied or moved
+        fingerprint = data.content_fingerprint()
     accuracy = evaluate(
         group.models, images, [test], micro_batching.eval_chunk, group.execution
     ).item()

@@ -239,9 +239,8 @@ def create_study_from(
 
     Returns False when ``storage`` holds a study of that name already.
     """
-    from optuna.storages._rdb import (
-        models,
-    )  # Optuna creates a study and each attr in separate transactions
+    # Optuna creates a study and each attr in separate transactions
+    from optuna.storages._rdb import models
 
     study_id = draft.get_study_id_from_name(name)
     session = storage.scoped_session()
