@@ -68,13 +68,15 @@ def sqlite_url(tmp_path: Path) -> str:
 def postgres_url() -> Iterator[str]:
     """A database of this test process's own on the local PostgreSQL server, dropped afterwards.
 
-    The xdist workers run at once: studies, tables and grants of one never meet another's.
+    The xdist workers, and other suites on the same machine, run at once: studies, tables and
+    grants of one never meet another's.
     """
-    name = f"batchlr_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    name = f"batchlr_test_{os.getpid()}"
     server = sqlalchemy.create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
     )
     with server.connect() as connection:
+        # A pid is unique among live processes; one left by a killed run of that pid goes.
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
