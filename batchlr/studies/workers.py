@@ -63,7 +63,7 @@ class WorkerFailed(BatchlrError):
 
 class _Worker:
     """A worker process whose stderr is passed on as it comes, less its error line (see
-    :class:`batchlr.cli.BatchlrGroup`), which is kept for the parent to say once."""
+    :class:`batchlr.cli_group.BatchlrGroup`), which is kept for the parent to say once."""
 
     def __init__(self, command: list[str], environment: dict[str, str]) -> None:
         self.process = subprocess.Popen(
