@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives import memory, readers
+from batchlr.objectives import dataset_files, memory, readers
 from batchlr.objectives.image_cache import CacheEntry
 from batchlr.objectives.image_files import list_image_folder
 
@@ -50,10 +50,10 @@ CIFAR2_CLASSES = ("airplane", "bird")
 _CLASSES = {
     "mnist": MNIST_CLASSES,
     "fashion-mnist": FASHION_MNIST_CLASSES,
-    "cifar10": readers.CIFAR10_CLASSES,
+    "cifar10": dataset_files.CIFAR10_CLASSES,
     "cifar2": CIFAR2_CLASSES,
 }
-_CIFAR2_KEEP = [readers.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
+_CIFAR2_KEEP = [dataset_files.CIFAR10_CLASSES.index(name) for name in CIFAR2_CLASSES]
 """The CIFAR-10 labels that cifar2 keeps."""
 
 
@@ -170,13 +170,13 @@ def load_dataset(
         )
     if spec in ("mnist", "fashion-mnist"):
         raw = _mnist_raw(spec, data_dir)
-        train, test = readers.read_mnist_like(raw, _downloader(spec, data_dir, raw))
+        train, test = dataset_files.read_mnist_like(raw, _downloader(spec, data_dir, raw))
         return _image_data(spec, _resized(spec, train, test, image_size, device), _CLASSES[spec])
-    folder = data_dir / readers.CIFAR_FOLDER
-    train, test = readers.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
+    folder = data_dir / dataset_files.CIFAR_FOLDER
+    train, test = dataset_files.read_cifar10(folder, _downloader("cifar10", data_dir, folder))
     if spec == "cifar10":
         return _image_data(
-            spec, _resized(spec, train, test, image_size, device), readers.CIFAR10_CLASSES
+            spec, _resized(spec, train, test, image_size, device), dataset_files.CIFAR10_CLASSES
         )
     return _image_data(
         spec,
@@ -198,18 +198,18 @@ def load_test_split(
     Raises:
         BatchlrError: when the test files are missing and cannot be downloaded, or damaged.
     """
-    read: Callable[[], readers.Arrays]
+    read: Callable[[], dataset_files.Arrays]
     if spec in ("mnist", "fashion-mnist"):
         folder = _mnist_raw(spec, data_dir)
         files, read = (
             ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
-            lambda: readers.read_idx_split(folder, "t10k"),
+            lambda: dataset_files.read_idx_split(folder, "t10k"),
         )
     elif spec in ("cifar10", "cifar2"):
-        folder = data_dir / readers.CIFAR_FOLDER
+        folder = data_dir / dataset_files.CIFAR_FOLDER
         files, read = (
-            [readers.CIFAR_TEST_FILE],
-            lambda: readers.read_cifar_batch(folder / readers.CIFAR_TEST_FILE),
+            [dataset_files.CIFAR_TEST_FILE],
+            lambda: dataset_files.read_cifar_batch(folder / dataset_files.CIFAR_TEST_FILE),
         )
     else:
         return None
@@ -292,7 +292,7 @@ def _downloader(
     return download
 
 
-def _subset(arrays: readers.Arrays, keep: list[int]) -> readers.Arrays:
+def _subset(arrays: dataset_files.Arrays, keep: list[int]) -> dataset_files.Arrays:
     """The samples whose label is in ``keep``, relabelled 0..len(keep)-1."""
     images, labels = arrays
     mask = np.isin(labels, keep)
@@ -303,11 +303,11 @@ def _subset(arrays: readers.Arrays, keep: list[int]) -> readers.Arrays:
 
 def _resized(
     name: str,
-    train: readers.Arrays,
-    test: readers.Arrays | None,
+    train: dataset_files.Arrays,
+    test: dataset_files.Arrays | None,
     image_size: tuple[int, int] | None,
     device: torch.device | None,
-) -> tuple[readers.Arrays, readers.Arrays | None]:
+) -> tuple[dataset_files.Arrays, dataset_files.Arrays | None]:
     """The splits with their images fitted to ``image_size`` when it is given and not theirs,
     after checking that they fit."""
     images = train[0]
@@ -320,7 +320,9 @@ def _resized(
 
 
 def _image_data(
-    name: str, splits: tuple[readers.Arrays, readers.Arrays | None], classes: tuple[str, ...]
+    name: str,
+    splits: tuple[dataset_files.Arrays, dataset_files.Arrays | None],
+    classes: tuple[str, ...],
 ) -> ImageData:
     """The training and test split as tensors that share the arrays' memory, once their labels are checked."""
     (images, labels), test = splits
