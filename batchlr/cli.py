@@ -82,7 +82,7 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
         )
         return
     report = describe(study, top)
-    click.echo(json_text(report, indent=2) if as_json else render.study_report(report))
+    click.echo(json_text(report.to_json(), indent=2) if as_json else render.study_report(report))
 
 
 @main.command()

@@ -22,6 +22,7 @@ from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
 from batchlr.objectives.training import BatchStream, FoldGroup, RoundResult, train_in_lockstep
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 
@@ -112,19 +113,18 @@ class CrossValidationObjective:
             )
             group = groups[0]
             epoch_steps = group.batches[0].epoch_steps
-            for key, value in {
-                "lr": hyperparameters.lr,
-                "param_count": self.param_count,
-                "device": str(self.device),
-                "precision": self.execution.precision,
-                "fused_folds": self.execution.fuse_folds,
-                "steps_per_epoch": epoch_steps,
-                "optimizer_steps": sum(group.rounds),
-                "samples_seen": sum(group.rounds) * batch_size,
-                "micro_batch": micro_batching.size(batch_size),
-                "accumulation_steps": micro_batching.accumulation_steps(batch_size),
-            }.items():
-                trial.set_user_attr(key, value)
+            TrialRecord(
+                lr=hyperparameters.lr,
+                param_count=self.param_count,
+                device=str(self.device),
+                precision=self.execution.precision,
+                fused_folds=self.execution.fuse_folds,
+                steps_per_epoch=epoch_steps,
+                optimizer_steps=sum(group.rounds),
+                samples_seen=sum(group.rounds) * batch_size,
+                micro_batch=micro_batching.size(batch_size),
+                accumulation_steps=micro_batching.accumulation_steps(batch_size),
+            ).write(trial)
             epoch_images = epoch_steps * batch_size * group.models.count
             for result in _each_computing(
                 train_in_lockstep(group, self.images, micro_batching), self.computing
@@ -133,12 +133,12 @@ class CrossValidationObjective:
                 if self.on_round:
                     self.on_round(len(results))
                 if result.diverged:
-                    _record(trial, results, epoch_images, reason="diverged")
+                    _results(results, epoch_images, reason="diverged").write(trial)
                     raise optuna.TrialPruned(f"loss became non-finite in round {result.round + 1}")
                 if len(self.settings.objectives) == 1:
                     trial.report(statistics.fmean(result.val_accuracy), result.round)
                     if trial.should_prune():
-                        _record(trial, results, epoch_images, reason="pruned")
+                        _results(results, epoch_images, reason="pruned").write(trial)
                         raise optuna.TrialPruned(f"pruned after round {result.round + 1}")
         except torch.OutOfMemoryError:
             out_of_memory = True
@@ -150,14 +150,16 @@ class CrossValidationObjective:
             release_memory(self.device)
             if self.execution.fuse_folds and not results:
                 return self._separately(trial)
-            trial.set_user_attr("reason", "oom")
+            TrialRecord(reason="oom").write(trial)
             raise optuna.TrialPruned(
                 f"out of memory at batch {batch_size}, micro-batch {micro_batching.size(batch_size)}"
             )
-        _record(trial, results, epoch_images, reason=None)
+        record = _results(results, epoch_images, reason=None)
+        record.write(trial)
         accuracy = statistics.fmean(results[-1].val_accuracy)
         if len(self.settings.objectives) == 2:
-            return accuracy, trial.user_attrs["train_seconds"]
+            assert record.train_seconds is not None  # _results sets every result
+            return accuracy, record.train_seconds
         return accuracy
 
     def _separately(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -219,31 +221,27 @@ def fold_generator(device: torch.device, seed: int, fold: int) -> torch.Generato
     return torch.Generator(device=device).manual_seed(int(state))
 
 
-def _record(
-    trial: optuna.Trial, results: list[RoundResult], epoch_images: int, reason: str | None
-) -> None:
-    """Store the last round's per-fold scores, every round's (``fold_curves``) and the trial's speed as user attrs.
+def _results(results: list[RoundResult], epoch_images: int, reason: str | None) -> TrialRecord:
+    """The record of a trial's results: the last round's per-fold scores, every round's
+    (``fold_curves``) and the trial's speed, with ``reason`` where it stopped early.
 
     ``epoch_images`` is what one epoch of every fold trains on; ``seconds_per_epoch`` is per fold.
     """
     last = results[-1]
     train_seconds = sum(result.train_seconds for result in results)
     images_per_second = sum(result.train_images for result in results) / train_seconds
-    attrs = {
-        "fold_scores": last.val_accuracy,
-        "fold_curves": [result.val_accuracy for result in results],
-        "train_accuracy": statistics.fmean(last.train_accuracy),
-        "generalization_gap": statistics.fmean(last.train_accuracy)
+    return TrialRecord(
+        fold_scores=last.val_accuracy,
+        fold_curves=[result.val_accuracy for result in results],
+        train_accuracy=statistics.fmean(last.train_accuracy),
+        generalization_gap=statistics.fmean(last.train_accuracy)
         - statistics.fmean(last.val_accuracy),
-        "rounds_run": len(results),
-        "train_seconds": train_seconds,
-        "images_per_second": images_per_second,
-        "seconds_per_epoch": epoch_images / len(last.val_accuracy) / images_per_second,
-    }
-    if reason is not None:
-        attrs["reason"] = reason
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        rounds_run=len(results),
+        train_seconds=train_seconds,
+        images_per_second=images_per_second,
+        seconds_per_epoch=epoch_images / len(last.val_accuracy) / images_per_second,
+        reason=reason,
+    )
 
 
 def _each_computing(

@@ -19,13 +19,13 @@ from batchlr.files import write_text_atomically
 from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import BUDGET_KINDS
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
 from batchlr.studies.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import (
     best_complete_trial,
     fastest_within,
-    fold_scores,
     load_existing_study,
 )
 
@@ -149,6 +149,7 @@ class BestConfig:
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestConfig:
     """A complete trial of a batchlr study as a :class:`BestConfig`."""
+    record = TrialRecord.from_trial(trial)
     return BestConfig(
         study=study.study_name,
         trial=trial.number,
@@ -156,8 +157,8 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         metric=METRIC,
         direction=study.directions[0].name.lower(),
         params=dict(trial.params),
-        fold_scores=fold_scores(trial),
-        train_seconds=trial.user_attrs.get("train_seconds"),
+        fold_scores=record.fold_scores or [],
+        train_seconds=record.train_seconds,
         settings=study_spec(study),
         versions=versions(),
     )

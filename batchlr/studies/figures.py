@@ -15,9 +15,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.lr_finder import LrRangeTest
 from batchlr.objectives.noise_scale import NoiseScale
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.plotting import GREY, OKABE_ITO, Figure, Series
 from batchlr.studies.spec import StudySpec
-from batchlr.studies.summary import fold_scores, top_trials
+from batchlr.studies.summary import top_trials
 
 CURVE_TRIALS = 5
 PRUNED_CURVES = 20
@@ -27,7 +28,8 @@ SPREAD_MARGIN = 0.1
 
 def _trained_lr(trial: FrozenTrial) -> float:
     """The lr the trial trained with (after any scaling with its batch size)."""
-    return float(trial.user_attrs.get("lr", trial.params.get("lr", math.nan)))
+    lr = TrialRecord.from_trial(trial).lr
+    return float(trial.params.get("lr", math.nan) if lr is None else lr)
 
 
 def _last_value(trial: FrozenTrial) -> float | None:
@@ -148,7 +150,7 @@ def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
         )
     for index, trial in enumerate(top):
         colour = OKABE_ITO[index % len(OKABE_ITO)]
-        curves = trial.user_attrs.get("fold_curves")
+        curves = TrialRecord.from_trial(trial).fold_curves
         if curves:
             rounds = list(range(1, len(curves) + 1))
             series.append(
@@ -179,15 +181,17 @@ def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
 
 def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
     """(c) Accuracy against training seconds, coloured by batch size, with the Pareto front."""
-    complete = [
-        trial
+    timed = [
+        (trial, train_seconds)
         for trial in _trials(study, TrialState.COMPLETE)
-        if "train_seconds" in trial.user_attrs
+        if (train_seconds := TrialRecord.from_trial(trial).train_seconds) is not None
     ]
+    seconds = {trial.number: train_seconds for trial, train_seconds in timed}
+    complete = [trial for trial, _ in timed]
     if not complete:
         raise ValueError("no complete trial with its training seconds")
     front, best_so_far = [], -math.inf
-    for trial in sorted(complete, key=lambda t: t.user_attrs["train_seconds"]):
+    for trial in sorted(complete, key=lambda t: seconds[t.number]):
         if trial.values[0] > best_so_far:
             front.append(trial)
             best_so_far = trial.values[0]
@@ -198,7 +202,7 @@ def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
         [
             Series(
                 "points",
-                [t.user_attrs["train_seconds"] for t in complete],
+                [seconds[t.number] for t in complete],
                 [t.values[0] for t in complete],
                 values=[math.log2(t.params["batch_size"]) for t in complete],
                 value_label="batch size",
@@ -208,7 +212,7 @@ def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
             ),
             Series(
                 "line",
-                [t.user_attrs["train_seconds"] for t in front],
+                [seconds[t.number] for t in front],
                 [t.values[0] for t in front],
                 "Pareto front (nothing faster is as accurate)",
                 OKABE_ITO[3],
@@ -230,7 +234,7 @@ def fold_spread(study: optuna.Study, spec: StudySpec) -> Figure:
     """(d) Each fold's score of the best trials (those within :data:`SPREAD_MARGIN` of the best,
     so that a failed trial does not flatten the others' spread), and their mean."""
     ranked = top_trials(study, SPREAD_TRIALS)
-    scores = {trial.number: fold_scores(trial) for trial in ranked}
+    scores = {trial.number: TrialRecord.from_trial(trial).fold_scores or [] for trial in ranked}
     top = (
         [
             trial

@@ -22,6 +22,7 @@ from batchlr.objectives.folds import HOLDOUT, FoldAssignment, assign_folds
 from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.models import resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import bounded_grid, make_sampler
 from batchlr.search.space import SEED_LIMIT, Hyperparameters, default_momentum
@@ -145,7 +146,7 @@ class OpenStudy:
     ) -> float | tuple[float, float]:
         # First of all: a worker killed at any later moment leaves a trial that the next
         # sweep ties to a dead pid, instead of one that waits for its heartbeat to go stale.
-        trial.set_user_attr("worker", this_worker(str(self.objective.device)))
+        TrialRecord(worker=this_worker(str(self.objective.device))).write(trial)
         try:
             if on_start:
                 on_start(self.study)
@@ -153,7 +154,7 @@ class OpenStudy:
         except KeyboardInterrupt:
             # Queued for the next run of the study, as a dead worker's trial is.
             queue_retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
-            trial.set_user_attr("reason", "interrupted")
+            TrialRecord(reason="interrupted").write(trial)
             raise
         except SystemExit as error:
             # Only a model's own code exits inside a trial; as an error, the trial ends FAIL

@@ -14,6 +14,7 @@ from batchlr.files import check_writable
 from batchlr.objectives.batches import DeviceImages
 from batchlr.objectives.folds import HOLDOUT
 from batchlr.objectives.training import evaluate, train_steps
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.artifacts import attach
 from batchlr.studies.export import versions
@@ -25,7 +26,6 @@ from batchlr.studies.summary import (
     REFIT_ATTRS,
     RefitResult,
     best_complete_trial,
-    fold_scores,
     load_existing_study,
 )
 
@@ -113,7 +113,7 @@ def refit_best(
         params=best.params,
         hyperparameters=dataclasses.asdict(hyperparameters),
         cv_accuracy=best.values[0],
-        fold_scores=fold_scores(best),
+        fold_scores=TrialRecord.from_trial(best).fold_scores or [],
         test_accuracy=accuracy,
         test_split=split,
         train_images=len(train),

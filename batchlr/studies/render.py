@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.spec import StudySpec
 from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
 from batchlr.studies.summary import (
     RefitResult,
+    StudyDescription,
     StudySummary,
     best_complete_trial_or_none,
     pareto_trials,
@@ -166,7 +168,7 @@ def trial_line(trial: FrozenTrial) -> str:
     start, complete = trial.datetime_start, trial.datetime_complete
     assert start is not None and complete is not None  # Optuna sets both for a finished trial
     seconds = (complete - start).total_seconds()
-    reason = trial.user_attrs.get("reason", "")
+    reason = TrialRecord.from_trial(trial).reason or ""
     return (
         f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  "
         f"{format_params(trial.params)}  {reason}"
@@ -220,91 +222,88 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
     return "\n".join(lines)
 
 
-def study_report(report: dict[str, Any]) -> str:
+def study_report(report: StudyDescription) -> str:
     """The text ``batchlr show`` prints for a :func:`batchlr.studies.summary.describe` report."""
-    if report["settings"] is None:
+    spec, best = report.spec, report.best
+    if spec is None:
         return _plain_study_report(report)
-    spec, best = StudySpec.from_attrs(report["settings"]), report["best"]
     heading = (
-        f"study {report['study']}: {spec.dataset} / {spec.model}, {spec.folds} folds x "
+        f"study {report.study}: {spec.dataset} / {spec.model}, {spec.folds} folds x "
         f"{training_phrase(spec)}; trials {_states(report)}"
     )
     if best is None:
-        reasons = ", ".join(
-            f"{count} {reason}" for reason, count in sorted(report["reasons"].items())
-        )
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report.reasons.items()))
         why = f" (ended: {reasons})" if reasons else ""
         return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
-    folds = " ".join(f"{score:.4f}" for score in best["user_attrs"].get("fold_scores", [])) or "-"
+    scores = TrialRecord.from_trial(best).fold_scores or []
+    folds = " ".join(f"{score:.4f}" for score in scores) or "-"
     lines = [
         heading,
-        f"best trial {best['number']}: accuracy {best['value']:.4f}, folds {folds}",
-        *_param_lines(best["params"]),
+        f"best trial {best.number}: accuracy {best.values[0]:.4f}, folds {folds}",
+        *_param_lines(best.params),
         "",
-        f"top {len(report['top'])} by accuracy:",
-        *_trial_table(report["top"]),
+        f"top {len(report.top)} by accuracy:",
+        *_trial_table(report.top),
     ]
-    if report["pareto"]:
+    if report.pareto:
         lines += [
             "",
-            f"accuracy/time Pareto front ({len(report['pareto'])} trials):",
-            *_trial_table(report["pareto"]),
+            f"accuracy/time Pareto front ({len(report.pareto)} trials):",
+            *_trial_table(report.pareto),
         ]
     return "\n".join(lines)
 
 
-def _plain_study_report(report: dict[str, Any]) -> str:
+def _plain_study_report(report: StudyDescription) -> str:
     """``batchlr show`` for a study made with Optuna itself: its objectives by name and
     direction (best is the lowest value where it minimises), its params, no batchlr columns."""
-    metrics, directions, best = report["metrics"], report["directions"], report["best"]
+    metrics, directions, best = report.metrics, report.directions, report.best
     objectives = ", ".join(
         f"{direction} {metric}" for metric, direction in zip(metrics, directions, strict=True)
     )
-    heading = (
-        f"study {report['study']} (not made by batchlr; {objectives}): trials {_states(report)}"
-    )
+    heading = f"study {report.study} (not made by batchlr; {objectives}): trials {_states(report)}"
     if best is None:
         return f"{heading}\nno complete trial yet"
     order = "lowest" if directions[0] == "minimize" else "highest"
     lines = [
         heading,
-        f"best trial {best['number']} ({order} {metrics[0]}): "
+        f"best trial {best.number} ({order} {metrics[0]}): "
         + ", ".join(
-            f"{metric} {value:.6g}" for metric, value in zip(metrics, best["values"], strict=True)
+            f"{metric} {value:.6g}" for metric, value in zip(metrics, best.values, strict=True)
         ),
-        *_param_lines(best["params"]),
+        *_param_lines(best.params),
         "",
-        f"top {len(report['top'])} by {metrics[0]}, {order} first:",
-        *_plain_table(report["top"], metrics),
+        f"top {len(report.top)} by {metrics[0]}, {order} first:",
+        *_plain_table(report.top, metrics),
     ]
-    if report["pareto"]:
+    if report.pareto:
         lines += [
             "",
-            f"Pareto front ({len(report['pareto'])} trials):",
-            *_plain_table(report["pareto"], metrics),
+            f"Pareto front ({len(report.pareto)} trials):",
+            *_plain_table(report.pareto, metrics),
         ]
     return "\n".join(lines)
 
 
-def _plain_table(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+def _plain_table(trials: list[FrozenTrial], metrics: list[str]) -> list[str]:
     widths = [max(10, len(metric)) for metric in metrics]
     lines = [
         f"{'trial':>5}  "
         + "  ".join(f"{metric:>{width}}" for metric, width in zip(metrics, widths, strict=True))
         + "  params"
     ]
-    for row in rows:
+    for trial in trials:
         values = "  ".join(
-            f"{value:>{width}.6g}" for value, width in zip(row["values"], widths, strict=True)
+            f"{value:>{width}.6g}" for value, width in zip(trial.values, widths, strict=True)
         )
-        lines.append(f"{row['number']:>5}  {values}  {format_params(row['params'])}")
+        lines.append(f"{trial.number:>5}  {values}  {format_params(trial.params)}")
     return lines
 
 
-def _states(report: dict[str, Any]) -> str:
+def _states(report: StudyDescription) -> str:
     return (
         ", ".join(
-            f"{count} {state.lower()}" for state, count in sorted(report["trials_by_state"].items())
+            f"{count} {state.lower()}" for state, count in sorted(report.trials_by_state.items())
         )
         or "none"
     )
@@ -317,20 +316,26 @@ def _param_lines(params: dict[str, Any]) -> list[str]:
     ]
 
 
-def _trial_table(rows: list[dict[str, Any]]) -> list[str]:
+def _trial_table(trials: list[FrozenTrial]) -> list[str]:
     lines = [
         f"{'trial':>5}  {'accuracy':>8}  {'train s':>7}  {'batch':>5}  {'lr':>9}  "
         f"{'optimizer':<9}  {'momentum':>8}  {'img/s':>7}"
     ]
-    for row in rows:
-        params, attrs = row["params"], row["user_attrs"]
+    for trial in trials:
+        params, record = trial.params, TrialRecord.from_trial(trial)
         momentum = "-" if params.get("momentum") is None else f"{params['momentum']:.3f}"
+        lr = params.get("lr", math.nan) if record.lr is None else record.lr
         lines.append(
-            f"{row['number']:>5}  {row['value']:>8.4f}  {attrs.get('train_seconds', math.nan):>7.1f}  "
-            f"{params.get('batch_size', '-'):>5}  {attrs.get('lr', params.get('lr', math.nan)):>9.3g}  "
-            f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {attrs.get('images_per_second', math.nan):>7.0f}"
+            f"{trial.number:>5}  {trial.values[0]:>8.4f}  {or_nan(record.train_seconds):>7.1f}  "
+            f"{params.get('batch_size', '-'):>5}  {lr:>9.3g}  "
+            f"{params.get('optimizer', '-'):<9}  {momentum:>8}  {or_nan(record.images_per_second):>7.0f}"
         )
     return lines
+
+
+def or_nan(value: float | None) -> float:
+    """``value``, or nan (printed as ``nan``) for a number a trial lacks."""
+    return math.nan if value is None else value
 
 
 def exported(path: Path, config: BestConfig) -> str:

@@ -12,15 +12,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.files import write_bytes_atomically, write_text_atomically
+from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.artifacts import Attachment, attach
 from batchlr.studies.figures import FIGURES
 from batchlr.studies.plotting import png, to_plotly
-from batchlr.studies.render import format_params, training_phrase
+from batchlr.studies.render import format_params, or_nan, training_phrase
 from batchlr.studies.spec import StudySpec, study_spec
 from batchlr.studies.storage import open_storage
 from batchlr.studies.summary import (
     best_complete_trial,
-    fold_scores,
     load_existing_study,
     standard_error,
 )
@@ -85,12 +85,12 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
 def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict[str, str]:
     """The report's table: the study, the best trial's CV accuracy with its standard error over
     folds, and the refit's test accuracy with a sentence on why it differs from the CV estimate."""
-    attrs, refit = best.user_attrs, study.user_attrs
+    record, refit = TrialRecord.from_trial(best), study.user_attrs
     states = {
         state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
         for state in TrialState
     }
-    folds = fold_scores(best)
+    folds = record.fold_scores or []
     error = standard_error(folds)
     rows = {
         "data set / model": f"{spec.dataset} / {spec.model}",
@@ -103,8 +103,7 @@ def key_numbers(study: optuna.Study, spec: StudySpec, best: FrozenTrial) -> dict
         "fold scores": " ".join(f"{score:.4f}" for score in folds),
         "best params": format_params(best.params),
         "training seconds / images per second": (
-            f"{attrs.get('train_seconds', math.nan):.1f} / "
-            f"{attrs.get('images_per_second', math.nan):.0f}"
+            f"{or_nan(record.train_seconds):.1f} / {or_nan(record.images_per_second):.0f}"
         ),
     }
     if "test_accuracy" not in refit:

@@ -11,6 +11,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from batchlr.objectives.trial_record import TrialRecord
+
 # A dead worker's trial is retried, and so is that retry; a trial that keeps killing its
 # worker (the host's out-of-memory killer, say) then stops being retried.
 STALE_RETRIES = 2
@@ -67,7 +69,8 @@ def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorag
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _worker_is_dead(trial):
             try:
-                storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost")
+                for key, value in TrialRecord(reason="worker lost").to_attrs().items():
+                    storage.set_trial_user_attr(trial._trial_id, key, value)
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except UpdateFinishedTrialError:
                 continue  # another process failed it first, and queued its retry
@@ -77,16 +80,13 @@ def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorag
         fail_stale_trials(study)
 
 
-def _on_this_host(trial: FrozenTrial) -> bool:
-    worker = trial.user_attrs.get("worker") or {}
-    return worker.get("host") == socket.gethostname() and worker.get("pid") != os.getpid()
-
-
 def _worker_is_dead(trial: FrozenTrial) -> bool:
-    if not _on_this_host(trial):
+    """Whether ``trial``'s worker was another process of this host, which no longer runs."""
+    worker = TrialRecord.from_trial(trial).worker or {}
+    if worker.get("host") != socket.gethostname() or worker.get("pid") == os.getpid():
         return False
     try:
-        os.kill(int(trial.user_attrs["worker"]["pid"]), 0)
+        os.kill(int(worker["pid"]), 0)
     except ProcessLookupError:
         return True
     except (PermissionError, KeyError, ValueError, TypeError, OverflowError):

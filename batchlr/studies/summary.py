@@ -18,7 +18,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.studies.spec import study_spec_or_none
+from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.spec import StudySpec, study_spec_or_none
 
 if TYPE_CHECKING:
     from batchlr.studies.artifacts import Attachment
@@ -138,7 +139,13 @@ def fastest_within(study: optuna.Study, delta: float) -> FrozenTrial:
         )
     threshold = best_complete_trial(study).values[0] - delta
     close = [trial for trial in _complete(study) if trial.values[0] >= threshold]
-    return min(close, key=lambda trial: trial.user_attrs.get("train_seconds", float("inf")))
+    return min(close, key=_train_seconds_or_inf)
+
+
+def _train_seconds_or_inf(trial: FrozenTrial) -> float:
+    """``trial``'s training seconds; infinitely many where it lacks them, so that it is last."""
+    seconds = TrialRecord.from_trial(trial).train_seconds
+    return math.inf if seconds is None else seconds
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
@@ -163,18 +170,6 @@ def metric_labels(study: optuna.Study) -> list[str]:
     return ["value"] if count == 1 else [f"value {index}" for index in range(count)]
 
 
-def fold_scores(trial: FrozenTrial) -> list[float]:
-    """``trial``'s validation accuracy on each fold (user attr ``fold_scores``); a fold whose
-    training diverged scores nan. Anything but a list of numbers (a study damaged, or written
-    by other code) reads as no scores."""
-    scores = trial.user_attrs.get("fold_scores")
-    if not isinstance(scores, list) or not all(
-        isinstance(score, (int, float)) and not isinstance(score, bool) for score in scores
-    ):
-        return []
-    return [float(score) for score in scores]
-
-
 def standard_error(scores: list[float]) -> float:
     """The standard error of the mean of ``scores``: nan for fewer than two, or when one is
     not finite (where ``statistics.stdev`` of Python 3.11 raises AttributeError)."""
@@ -183,47 +178,74 @@ def standard_error(scores: list[float]) -> float:
     return statistics.stdev(scores) / math.sqrt(len(scores))
 
 
-def trial_record(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial as JSON values: number, values, params and what batchlr recorded on it, its
-    fold scores as :func:`fold_scores` reads them."""
-    attrs = (
-        trial.user_attrs
-        if "fold_scores" not in trial.user_attrs
-        else {**trial.user_attrs, "fold_scores": fold_scores(trial)}
-    )
+def trial_json(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial as JSON values: number, values, params and every user attr, batchlr's as its
+    :class:`TrialRecord` reads them (fold scores checked) and other code's as stored."""
     return {
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.values[0] if trial.values else None,
         "values": trial.values,
         "params": trial.params,
-        "user_attrs": attrs,
+        "user_attrs": {**trial.user_attrs, **TrialRecord.from_trial(trial).to_attrs()},
     }
 
 
-def describe(study: optuna.Study, k: int) -> dict[str, Any]:
-    """What ``batchlr show --json`` prints; ``best`` is None while no trial has completed,
-    ``refit`` while ``batchlr refit`` has not scored the study, and ``settings`` for a study
-    not made by batchlr. ``directions`` and ``metrics`` name the objectives, in order.
+@dataclasses.dataclass(frozen=True)
+class StudyDescription:
+    """What ``batchlr show`` reports of a study; :meth:`to_json` is what ``--json`` prints.
+
+    ``spec`` is None for a study not made by batchlr, ``best`` while no trial has completed,
+    and ``refit`` while ``batchlr refit`` has not scored the study. ``directions`` and
+    ``metrics`` name the objectives, in order; ``reasons`` counts why trials stopped early.
+    """
+
+    study: str
+    spec: StudySpec | None
+    directions: list[str]
+    metrics: list[str]
+    refit: dict[str, Any] | None
+    trials_by_state: dict[str, int]
+    reasons: dict[str, int]
+    best: FrozenTrial | None
+    top: list[FrozenTrial]
+    pareto: list[FrozenTrial]
+
+    def to_json(self) -> dict[str, Any]:
+        """The description as JSON values, each trial as :func:`trial_json` writes it."""
+        return {
+            "study": self.study,
+            "settings": None if self.spec is None else self.spec.to_attrs(),
+            "directions": self.directions,
+            "metrics": self.metrics,
+            "refit": self.refit,
+            "trials_by_state": self.trials_by_state,
+            "reasons": self.reasons,
+            "best": None if self.best is None else trial_json(self.best),
+            "top": [trial_json(trial) for trial in self.top],
+            "pareto": [trial_json(trial) for trial in self.pareto],
+        }
+
+
+def describe(study: optuna.Study, k: int) -> StudyDescription:
+    """What ``batchlr show`` reports of ``study``, with its ``k`` best trials.
 
     Raises:
         BatchlrError: for a study whose batchlr settings are damaged (see :func:`study_spec_or_none`).
     """
     spec = study_spec_or_none(study)
     trials = study.get_trials(deepcopy=False)
-    best = best_complete_trial_or_none(study)
+    reasons = (TrialRecord.from_trial(trial).reason for trial in trials)
     refit = {key: study.user_attrs[key] for key in REFIT_ATTRS if key in study.user_attrs}
-    return {
-        "study": study.study_name,
-        "settings": None if spec is None else spec.to_attrs(),
-        "directions": [direction.name.lower() for direction in study.directions],
-        "metrics": metric_labels(study) if spec is None else spec.metric_names,
-        "refit": refit or None,
-        "trials_by_state": dict(Counter(trial.state.name for trial in trials)),
-        "reasons": dict(
-            Counter(trial.user_attrs["reason"] for trial in trials if "reason" in trial.user_attrs)
-        ),
-        "best": None if best is None else trial_record(best),
-        "top": [trial_record(trial) for trial in top_trials(study, k)],
-        "pareto": [trial_record(trial) for trial in pareto_trials(study)],
-    }
+    return StudyDescription(
+        study=study.study_name,
+        spec=spec,
+        directions=[direction.name.lower() for direction in study.directions],
+        metrics=metric_labels(study) if spec is None else spec.metric_names,
+        refit=refit or None,
+        trials_by_state=dict(Counter(trial.state.name for trial in trials)),
+        reasons=dict(Counter(reason for reason in reasons if reason is not None)),
+        best=best_complete_trial_or_none(study),
+        top=top_trials(study, k),
+        pareto=pareto_trials(study),
+    )
