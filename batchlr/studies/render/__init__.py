@@ -1,0 +1,52 @@
+"""Everything batchlr says to a person: the lines of run, show, studies, the probes, progress
+and the other commands, and the study's note in optuna-dashboard.
+
+Error messages stay with the errors; all other user-facing text is made here, from the
+records the commands return, one module per kind of command.
+"""
+
+from batchlr.studies.render.models import evaluated, predictions, refitted, split_duplicates_warning
+from batchlr.studies.render.phrases import attached, format_params, or_nan, training_phrase
+from batchlr.studies.render.probes import (
+    RELIABLE_LOSS_DROP,
+    lr_range,
+    lr_range_record,
+    noise_scale,
+    noise_scale_record,
+    weak_descent_warning,
+)
+from batchlr.studies.render.results import (
+    dashboard_address,
+    exported,
+    report_written,
+    studies_table,
+    study_report,
+)
+from batchlr.studies.render.run import dashboard_note, opening, outcome, trial_line, workers_line
+
+__all__ = [
+    "RELIABLE_LOSS_DROP",
+    "attached",
+    "dashboard_address",
+    "dashboard_note",
+    "evaluated",
+    "exported",
+    "format_params",
+    "lr_range",
+    "lr_range_record",
+    "noise_scale",
+    "noise_scale_record",
+    "opening",
+    "or_nan",
+    "outcome",
+    "predictions",
+    "refitted",
+    "report_written",
+    "split_duplicates_warning",
+    "studies_table",
+    "study_report",
+    "training_phrase",
+    "trial_line",
+    "weak_descent_warning",
+    "workers_line",
+]

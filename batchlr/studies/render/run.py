@@ -1,0 +1,144 @@
+"""The lines of ``batchlr run``: its opening, one line per trial, its outcome, and the study's dashboard note."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.render.phrases import format_params, training_phrase
+from batchlr.studies.render.probes import weak_descent_warning
+from batchlr.studies.spec import StudySpec
+from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.summary import (
+    best_complete_trial_or_none,
+    pareto_trials,
+)
+
+if TYPE_CHECKING:
+    from batchlr.objectives.objective import CrossValidationObjective
+    from batchlr.search.space import SearchSpace
+
+
+def opening(
+    name: str,
+    previous_trials: int,
+    masked_storage: str,
+    spec: StudySpec,
+    space: SearchSpace,
+    device: str,
+) -> tuple[list[str], str | None]:
+    """What ``batchlr run`` prints before the first trial, and a warning about a weak
+    ``--lr auto`` range test, or None. ``space`` is the one trials draw from (batch range capped)."""
+    state = f"resuming, {previous_trials} trials so far" if previous_trials else "new"
+    lines = [
+        f"study {name} ({state}) in {masked_storage}",
+        f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on "
+        f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} "
+        f"{space.lr[0]:.3g}:{space.lr[1]:.3g}, {','.join(space.optimizers)}",
+    ]
+    found = spec.lr_find
+    if not found:
+        return lines, None
+    lines.append(
+        f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} "
+        f"suggested {found['suggested_lr']:.3g}"
+    )
+    return lines, weak_descent_warning(
+        found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX"
+    )
+
+
+def workers_line(
+    workers: int, trials_each: int | None, timeout: float | None, max_trials: int | None
+) -> str:
+    """The opening's line for ``run --workers``: what --n-trials, --timeout and --max-trials
+    mean with several local workers (``trials_each`` None: until the timeout)."""
+    parts = [f"  {workers} local workers"]
+    if trials_each:
+        parts.append(f"{trials_each} trials each ({trials_each * workers} in all)")
+    if timeout:
+        parts.append(f"each starting no trial after {timeout:g} s")
+    if max_trials:
+        parts.append(f"all stopping once the study holds {max_trials} finished trials")
+    return ", ".join(parts)
+
+
+def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command_line: str) -> str:
+    """The study's note in optuna-dashboard (markdown): what it searches, on what (the images
+    each fold's model trains and validates on, and those held out), and how it was started."""
+    data, space, folds = objective.data, objective.space, objective.folds
+    settings = {key: value for key, value in spec.to_attrs().items() if value is not None}
+    rows = "\n".join(f"| {key} | `{value}` |" for key, value in settings.items())
+    parts = [folds.train_val(fold) for fold in range(folds.k)]
+    in_folds = sum(len(validate) for _, validate in parts)
+    if data.test_images is None:
+        kept_out = f"{len(folds.holdout()):,} held out"
+    else:
+        kept_out = f"the official test split ({len(data.test_images):,} images) kept out"
+    return (
+        f"# batchlr study\n\nTraining split of {data.name}: {len(data.labels):,} images of shape "
+        f"{data.input_shape}, {data.num_classes} classes. {folds.k}-fold cross-validation on "
+        f"{in_folds:,} of them: each fold's model trains on "
+        f"{_count_range([len(train) for train, _ in parts])} and validates on "
+        f"{_count_range([len(validate) for _, validate in parts])}; {kept_out} for the test score "
+        "of `batchlr refit`.\n\n"
+        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
+        f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
+        f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
+    )
+
+
+def _count_range(counts: list[int]) -> str:
+    """``2,942``, or ``2,942 to 2,943`` where the folds differ."""
+    low, high = min(counts), max(counts)
+    return f"{low:,}" if low == high else f"{low:,} to {high:,}"
+
+
+def trial_line(trial: FrozenTrial) -> str:
+    """One line for a finished trial: number, state, accuracy, wall-clock seconds (training,
+    validation and set-up, unlike user attr ``train_seconds``), params and why it stopped."""
+    value = f"{trial.values[0]:.4f}" if trial.values else ""
+    start, complete = trial.datetime_start, trial.datetime_complete
+    assert start is not None and complete is not None  # Optuna sets both for a finished trial
+    seconds = (complete - start).total_seconds()
+    reason = TrialRecord.from_trial(trial).reason or ""
+    return (
+        f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  "
+        f"{format_params(trial.params)}  {reason}"
+    ).rstrip()
+
+
+def outcome(study: optuna.Study, storage: str) -> str:
+    """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
+    next; the commands name ``storage`` unless they find it by themselves (the default, or
+    the environment's)."""
+    storage_option = (
+        ""
+        if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
+        else f" --storage {shlex.quote(mask_url(storage))}"
+    )
+    best = best_complete_trial_or_none(study)
+    if best is None:
+        return "no trial has completed yet: every one was pruned or failed; run more, or widen the ranges"
+    lines = [
+        f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"
+    ]
+    if len(study.directions) > 1:
+        lines.append(
+            "accuracy/time Pareto front: "
+            + ", ".join(
+                f"{t.number} ({t.values[0]:.3f}, {t.values[1]:.1f} s)" for t in pareto_trials(study)
+            )
+        )
+    name = shlex.quote(study.study_name)
+    lines += [
+        f"see it:    batchlr show {name}{storage_option}",
+        f"export it: batchlr export {name}{storage_option} --output best.json",
+        f"browse it: batchlr dashboard{storage_option}",
+    ]
+    return "\n".join(lines)
