@@ -50,7 +50,7 @@ def refit(
 ) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies import render
-    from batchlr.studies.lifecycle import RunOptions
+    from batchlr.studies.creation import RunOptions
     from batchlr.studies.refit import refit_best
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None

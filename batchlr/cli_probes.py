@@ -71,7 +71,7 @@ def lr_find(
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.studies import render
     from batchlr.studies.artifacts import attach_figure
-    from batchlr.studies.figures import lr_range_figure
+    from batchlr.studies.probe_figures import lr_range_figure
     from batchlr.studies.probes import run_lr_find
 
     if old_lr_count is not None:
@@ -140,7 +140,7 @@ def noise_scale(
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
     from batchlr.studies import render
     from batchlr.studies.artifacts import attach_figure
-    from batchlr.studies.figures import noise_scale_figure
+    from batchlr.studies.probe_figures import noise_scale_figure
     from batchlr.studies.probes import run_noise_scale
 
     _check_study(storage, study_name)

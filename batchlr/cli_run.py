@@ -252,7 +252,8 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     its sampler, pruner, data dir and micro-batch cap unless this run gives them.
     """
     from batchlr.studies import render
-    from batchlr.studies.lifecycle import RunOptions, TrialPlan, open_study, run_trials
+    from batchlr.studies.creation import RunOptions
+    from batchlr.studies.lifecycle import TrialPlan, open_study, run_trials
     from batchlr.studies.spec import StudySpec
     from batchlr.studies.workers import watch_parent, worker_arguments
 

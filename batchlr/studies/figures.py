@@ -1,7 +1,8 @@
 """The report's figures, each about one question of batch size and learning rate, as
 :class:`~batchlr.studies.plotting.Figure` records drawn by :mod:`batchlr.studies.plotting`.
 
-Each function raises ValueError, with the reason, when the study has too little to draw it.
+Each function raises ValueError, with the reason, when the study has too little to draw it. The
+figures of one probe's result (lr-find, noise-scale) are in :mod:`batchlr.studies.probe_figures`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from batchlr.objectives.lr_finder import LrRangeTest
-from batchlr.objectives.noise_scale import NoiseScale
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.plotting import GREY, OKABE_ITO, Figure, Series
 from batchlr.studies.spec import StudySpec
@@ -358,67 +357,6 @@ def accuracy_by_optimizer(study: optuna.Study, spec: StudySpec) -> Figure:
             ),
         ],
         categories=names,
-    )
-
-
-def lr_range_figure(result: LrRangeTest, title: str) -> Figure:
-    """The LR range test's smoothed loss over the learning rate, its suggestion marked."""
-    low, high = min(result.losses), max(result.losses)
-    return Figure(
-        f"LR range test: {title}",
-        "learning rate",
-        "smoothed training loss",
-        [
-            Series("line", result.lrs, result.losses, "smoothed loss", OKABE_ITO[0]),
-            Series(
-                "line",
-                [result.suggested_lr] * 2,
-                [low, high],
-                f"suggested lr {result.suggested_lr:.2g}",
-                OKABE_ITO[3],
-                dash=True,
-            ),
-        ],
-        x_log=True,
-    )
-
-
-def noise_scale_figure(result: NoiseScale, title: str) -> Figure:
-    """The expected squared gradient norm of a batch, |G|^2 + tr(S)/B, over the batch size B:
-    past the critical batch size B_simple = tr(S)/|G|^2 a larger batch hardly lowers the noise."""
-    sizes = [2.0**power for power in range(max(2, math.ceil(math.log2(4 * result.big_batch))) + 1)]
-    expected = [result.gradient_norm_squared + result.covariance_trace / size for size in sizes]
-    measured = [result.small_batch, result.big_batch]
-    critical = float(result.critical_batch_size)
-    return Figure(
-        f"Gradient noise scale: {title}",
-        "batch size",
-        "expected squared gradient norm",
-        [
-            Series("line", sizes, expected, "|G|^2 + tr(S)/B", OKABE_ITO[0]),
-            Series(
-                "points",
-                measured,
-                [
-                    result.gradient_norm_squared + result.covariance_trace / size
-                    for size in measured
-                ],
-                "batches measured",
-                OKABE_ITO[1],
-                size=9,
-            ),
-            Series(
-                "line",
-                [critical] * 2,
-                [min(expected), max(expected)],
-                f"critical batch size ~ {result.critical_batch_size}",
-                OKABE_ITO[3],
-                dash=True,
-            ),
-        ],
-        x_log=True,
-        y_log=True,
-        x_whole=True,
     )
 
 

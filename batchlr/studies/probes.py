@@ -219,8 +219,8 @@ def run_lr_find(
         lr_count,
     )
     if plot:
-        from batchlr.studies.figures import lr_range_figure
         from batchlr.studies.plotting import save_png
+        from batchlr.studies.probe_figures import lr_range_figure
 
         save_png(
             lr_range_figure(

@@ -17,8 +17,8 @@ from batchlr.objectives.training import evaluate, train_steps
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.artifacts import attach
+from batchlr.studies.creation import RunOptions, prepare
 from batchlr.studies.export import versions
-from batchlr.studies.lifecycle import RunOptions, prepare
 from batchlr.studies.model_file import image_names, model_info, save_model
 from batchlr.studies.spec import load_spec
 from batchlr.studies.storage import open_storage
