@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from batchlr.studies.export import BestConfig, load_config
-    from batchlr.studies.model_file import TrainedModel, load_model
+    from batchlr.studies.deploy.best_config import BestConfig, load_config
+    from batchlr.studies.deploy.model_file import TrainedModel, load_model
 
 __all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_model"]
 
@@ -27,11 +27,11 @@ __all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_mod
 def __getattr__(name: str) -> Any:
     # Importing torch takes seconds; `batchlr --help` and `import batchlr` should not pay it.
     if name in ("load_config", "BestConfig"):
-        from batchlr.studies import export
+        from batchlr.studies.deploy import best_config as export
 
         return getattr(export, name)
     if name in ("load_model", "TrainedModel"):
-        from batchlr.studies import model_file
+        from batchlr.studies.deploy import model_file
 
         return getattr(model_file, name)
     raise AttributeError(f"module 'batchlr' has no attribute {name!r}")

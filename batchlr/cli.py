@@ -25,7 +25,7 @@ from batchlr.cli_options import (
 from batchlr.cli_probes import lr_find, noise_scale
 from batchlr.cli_run import run
 from batchlr.json_text import json_text
-from batchlr.studies.storage import mask_url
+from batchlr.studies.store import mask_url
 
 
 @click.group(
@@ -49,8 +49,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 def studies(storage: str) -> None:
     """List the studies in a storage: trials by state and best value."""
     from batchlr.studies import render
-    from batchlr.studies.storage import open_storage
-    from batchlr.studies.summary import list_studies
+    from batchlr.studies.store import list_studies, open_storage
 
     click.echo(render.studies_table(list_studies(open_storage(storage, access="read"))))
 
@@ -70,10 +69,13 @@ def studies(storage: str) -> None:
 def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool) -> None:
     """Print a study's best trial and its top trials."""
     from batchlr.studies import render
-    from batchlr.studies.config import render_run_config
-    from batchlr.studies.spec import study_spec
-    from batchlr.studies.storage import open_storage
-    from batchlr.studies.summary import describe, load_existing_study
+    from batchlr.studies.store import (
+        describe,
+        load_existing_study,
+        open_storage,
+        render_run_config,
+        study_spec,
+    )
 
     study = load_existing_study(open_storage(storage, access="read"), study_name)
     if as_config:
@@ -117,7 +119,7 @@ def export(
     batchlr export STUDY --pick fastest-within 0.01 --output fast.yaml
     """
     from batchlr.studies import render
-    from batchlr.studies.export import export_trial
+    from batchlr.studies.deploy import export_trial
 
     if (pick == "fastest-within") != (delta is not None):
         raise click.UsageError(
@@ -136,7 +138,7 @@ def export(
 def dashboard(storage: str, host: str, port: int, artifacts: Path | None) -> None:
     """Serve the storage's studies, and the files attached to them, in optuna-dashboard."""
     from batchlr.studies import render
-    from batchlr.studies.dashboard import serve_dashboard
+    from batchlr.studies.results import serve_dashboard
 
     serve_dashboard(
         storage,
@@ -156,7 +158,7 @@ def report(study_name: str, storage: str, output: Path, artifacts: Path | None) 
     """Write a static HTML report of a study, with PNG copies of its plots, and attach them to
     the study's artifacts."""
     from batchlr.studies import render
-    from batchlr.studies.report import write_study_report
+    from batchlr.studies.results import write_study_report
 
     files, attached = write_study_report(storage, study_name, output, artifacts)
     echo_lines(*render.report_written(files, output, attached))

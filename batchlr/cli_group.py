@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from batchlr.errors import ERROR_PREFIX, BatchlrError, BatchlrUsageError, Interrupted
-from batchlr.studies.storage import (
+from batchlr.studies.store import (
     FAULT_REMEDY,
     RETRY_REMEDY,
     STORAGE_ENV,

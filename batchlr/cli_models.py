@@ -50,8 +50,8 @@ def refit(
 ) -> None:
     """Retrain the best configuration on all training data and score it on data the search never saw."""
     from batchlr.studies import render
-    from batchlr.studies.creation import RunOptions
-    from batchlr.studies.refit import refit_best
+    from batchlr.studies.deploy import refit_best
+    from batchlr.studies.run import RunOptions
 
     given_dir = data_dir if given(ctx, ["data_dir"]) else None
     echo_lines(
@@ -93,10 +93,9 @@ def evaluate(
     \b
     batchlr evaluate model.pt --dataset imagefolder:photos/val
     """
-    from batchlr.objectives.device import resolve_device
+    from batchlr.objectives.training import resolve_device
     from batchlr.studies import render
-    from batchlr.studies.inference import evaluate_model, evaluation_data
-    from batchlr.studies.model_file import load_model
+    from batchlr.studies.deploy import evaluate_model, evaluation_data, load_model
 
     model = load_model(model_file, resolve_device(device), trust_code)
     result = evaluate_model(model, evaluation_data(model, dataset, data_dir, cache_dir), dataset)
@@ -129,11 +128,10 @@ def predict(
     \b
     batchlr predict model.pt cat.png dog.jpg photos/
     """
-    from batchlr.objectives.device import resolve_device
+    from batchlr.objectives.training import resolve_device
     from batchlr.studies import render
-    from batchlr.studies.inference import image_paths
-    from batchlr.studies.inference import predict as predict_images
-    from batchlr.studies.model_file import load_model
+    from batchlr.studies.deploy import image_paths, load_model
+    from batchlr.studies.deploy import predict as predict_images
 
     results = predict_images(
         load_model(model_file, resolve_device(device), trust_code), image_paths(list(images)), top_k

@@ -24,7 +24,7 @@ from batchlr.search.space import (
     parse_range,
 )
 from batchlr.search.weight_decay import parse_weight_decay
-from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
+from batchlr.studies.store import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 from batchlr.whole_numbers import whole_number
 
 MAX_EPOCHS = 10_000
@@ -262,7 +262,7 @@ def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | No
     """Make a study file's values the defaults of run's other options, so flags still override them."""
     if path is None:
         return
-    from batchlr.studies.config import read_run_config
+    from batchlr.studies.store import read_run_config
 
     params = {
         option.name: option

@@ -70,9 +70,8 @@ def lr_find(
 ) -> None:
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
     from batchlr.studies import render
-    from batchlr.studies.artifacts import attach_figure
-    from batchlr.studies.probe_figures import lr_range_figure
-    from batchlr.studies.probes import run_lr_find
+    from batchlr.studies.results import attach_figure, lr_range_figure
+    from batchlr.studies.run import run_lr_find
 
     if old_lr_count is not None:
         click.echo(
@@ -139,9 +138,8 @@ def noise_scale(
 ) -> None:
     """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
     from batchlr.studies import render
-    from batchlr.studies.artifacts import attach_figure
-    from batchlr.studies.probe_figures import noise_scale_figure
-    from batchlr.studies.probes import run_noise_scale
+    from batchlr.studies.results import attach_figure, noise_scale_figure
+    from batchlr.studies.run import run_noise_scale
 
     _check_study(storage, study_name)
     result = run_noise_scale(**option)
@@ -164,7 +162,6 @@ def noise_scale(
 def _check_study(storage: str, study_name: str | None) -> None:
     """Fail before minutes of probing when the study to attach to does not exist."""
     if study_name:
-        from batchlr.studies.storage import open_storage
-        from batchlr.studies.summary import load_existing_study
+        from batchlr.studies.store import load_existing_study, open_storage
 
         load_existing_study(open_storage(storage, access="read"), study_name)

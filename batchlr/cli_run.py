@@ -37,14 +37,14 @@ from batchlr.search.space import (
     LR_SCALING_RULES,
     OPTIMIZER_NAMES,
 )
-from batchlr.studies.storage import (
+from batchlr.studies.store import (
     DEFAULT_HEARTBEAT,
     mask_command_line,
     mask_url,
 )
 
 if TYPE_CHECKING:
-    from batchlr.studies.progress import Mode
+    from batchlr.studies.run import Mode
 
 
 @click.command()
@@ -252,10 +252,15 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     its sampler, pruner, data dir and micro-batch cap unless this run gives them.
     """
     from batchlr.studies import render
-    from batchlr.studies.creation import RunOptions
-    from batchlr.studies.lifecycle import TrialPlan, open_study, run_trials
-    from batchlr.studies.spec import StudySpec
-    from batchlr.studies.workers import watch_parent, worker_arguments
+    from batchlr.studies.run import (
+        RunOptions,
+        TrialPlan,
+        open_study,
+        run_trials,
+        watch_parent,
+        worker_arguments,
+    )
+    from batchlr.studies.store import StudySpec
 
     worker = watch_parent()
     option = file_over_environment(ctx, option)

@@ -38,13 +38,11 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as transforms
 from PIL import Image
 
-from batchlr.objectives.batches import Normalisation
-from batchlr.objectives.data import ImageData, load_dataset
-from batchlr.objectives.device import resolve_device
-from batchlr.objectives.folds import HOLDOUT, assign_folds
+from batchlr.objectives.data import HOLDOUT, ImageData, assign_folds, load_dataset
 from batchlr.objectives.models import build_model, resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.training import Normalisation, resolve_device
 from batchlr.search.space import SearchSpace
 
 LR = 1e-3

@@ -23,12 +23,10 @@ from pathlib import Path
 import optuna
 import torch
 
-from batchlr.objectives.data import load_dataset
-from batchlr.objectives.device import resolve_device
-from batchlr.objectives.execution import resolve_precision
-from batchlr.objectives.folds import assign_folds
+from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.training import resolve_device, resolve_precision
 from batchlr.search.space import SearchSpace
 
 PRECISIONS = ("fp32", "auto")

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import optuna
 
-from batchlr.objectives.data import load_dataset
-from batchlr.objectives.device import resolve_device
-from batchlr.objectives.folds import assign_folds
+from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.training import resolve_device
 from batchlr.search.space import SearchSpace
 
 

@@ -167,7 +167,7 @@ def test_a_user_model_from_the_working_directory(tmp_path, monkeypatch):
 
 
 def test_show_a_study_with_no_complete_trial_says_why(sqlite_url):
-    from batchlr.studies.spec import StudySpec
+    from batchlr.studies.store import StudySpec
 
     study = optuna.create_study(study_name="stuck", storage=sqlite_url, direction="maximize")
     for key, value in StudySpec().to_attrs().items():

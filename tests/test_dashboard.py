@@ -61,7 +61,7 @@ def test_the_dashboard_serves_artifacts_read_only(sqlite_url, dashboard, tmp_pat
     import optuna
     from optuna.artifacts import get_all_artifact_meta
 
-    from batchlr.studies.artifacts import attach
+    from batchlr.studies.results import attach
 
     study = optuna.create_study(study_name="kept", storage=sqlite_url, direction="maximize")
     study.add_trial(

@@ -14,7 +14,7 @@ from PIL import Image
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import check_dataset_name, load_dataset
-from batchlr.objectives.dataset_files import (
+from batchlr.objectives.files import (
     CIFAR10_CLASSES,
     CIFAR_FOLDER,
     CIFAR_TEST_FILE,

@@ -18,17 +18,17 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
-from batchlr.objectives.duplicates import split_duplicates
-from batchlr.objectives.folds import (
+from batchlr.objectives.data import (
     HOLDOUT,
     HOLDOUT_FRACTION,
     FoldAssignment,
     assign_folds,
     images_needed,
+    split_duplicates,
 )
-from batchlr.objectives.readers import decode_files, read_image_folder
-from batchlr.studies.inference import image_paths
-from batchlr.studies.spec import FOLDS_ATTR
+from batchlr.objectives.files import decode_files, read_image_folder
+from batchlr.studies.deploy import image_paths
+from batchlr.studies.store import FOLDS_ATTR
 from tests.test_data import _write_cifar
 
 ORIGINALS = ["cat/0.png", "cat/1.png", "cat/2.png", "dog/0.png", "dog/1.png", "dog/2.png"]

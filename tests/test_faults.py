@@ -433,7 +433,7 @@ def test_a_lost_postgresql_connection_is_made_again_and_the_run_goes_on(postgres
 
 
 def test_postgresql_read_only_commands_open_read_only_sessions(postgres_url):
-    from batchlr.studies.storage import open_storage
+    from batchlr.studies.store import open_storage
 
     storage = open_storage(postgres_url, access="read")
     with (

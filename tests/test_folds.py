@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from batchlr.errors import BatchlrUsageError
-from batchlr.objectives.folds import HOLDOUT, FoldAssignment, assign_folds
+from batchlr.objectives.data import HOLDOUT, FoldAssignment, assign_folds
 
 LABELS = np.repeat(np.arange(4), [50, 40, 30, 20])
 

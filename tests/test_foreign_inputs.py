@@ -28,9 +28,9 @@ from batchlr.cli import main, run
 from batchlr.errors import BatchlrError
 from batchlr.objectives.models import build_model, convnet
 from batchlr.search.space import SEED_LIMIT, SearchSpace, offset_seed
-from batchlr.studies.export import MAX_CONFIG_BYTES, BestConfig, write_config
-from batchlr.studies.report import write_report
-from batchlr.studies.spec import StudySpec
+from batchlr.studies.deploy import MAX_CONFIG_BYTES, BestConfig, write_config
+from batchlr.studies.results import write_report
+from batchlr.studies.store import StudySpec
 
 TINY = [
     "--folds",

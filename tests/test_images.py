@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives import image_cache, memory, readers
-from batchlr.objectives.data import load_dataset
+from batchlr.objectives.data import load_dataset, memory
+from batchlr.objectives.files import image_cache, readers
 
 
 @pytest.fixture(autouse=True)
@@ -522,7 +522,7 @@ def test_worker_processes_give_exactly_the_array_this_process_gives(tmp_path, mo
 WORKERS_OF_A_KILLED_PARENT = """
 import os, sys
 from pathlib import Path
-from batchlr.objectives import readers
+from batchlr.objectives.files import readers
 
 if __name__ == "__main__":
     readers.PARALLEL_FROM_BYTES = 0
@@ -604,7 +604,7 @@ def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_poi
     tmp_path, monkeypatch
 ):
     from batchlr.objectives.settings import MAX_IMAGE_SIDE
-    from batchlr.studies.model_file import _info_problem
+    from batchlr.studies.deploy.model_file import _info_problem
 
     # The widest images batchlr trains on at their own size make a model file load_model reads.
     for name in ("a", "b"):
@@ -638,8 +638,8 @@ def test_without_an_image_size_a_side_over_the_model_files_bound_is_one_line_poi
 
 
 def test_more_class_folders_than_a_model_file_may_name_are_refused(tmp_path, monkeypatch):
-    from batchlr.objectives import image_files
-    from batchlr.studies import model_file
+    from batchlr.objectives.files import image_files
+    from batchlr.studies.deploy import model_file
 
     assert model_file.MAX_CLASSES is image_files.MAX_CLASSES  # one bound: what trains, loads
     monkeypatch.setattr(image_files, "MAX_CLASSES", 2)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.micro_batches import largest_micro_batch, largest_passing
 from batchlr.objectives.models import convnet
+from batchlr.objectives.training import largest_micro_batch, largest_passing
 
 
 @pytest.mark.parametrize(

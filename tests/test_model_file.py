@@ -354,7 +354,8 @@ def test_load_model_refuses_unusable_contents_before_building(tmp_path, info, me
         _nan_weights(path)
     # Nothing is built, let alone allocated, for a file refused on its info.
     monkeypatch.setattr(
-        "batchlr.objectives.models.build_model", lambda *args: pytest.fail("built a refused model")
+        "batchlr.objectives.models.catalog.build_model",
+        lambda *args: pytest.fail("built a refused model"),
     )
     with pytest.raises(BatchlrError, match=message):
         batchlr.load_model(path)

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from batchlr.objectives.data import load_dataset
-from batchlr.objectives.folds import assign_folds
+from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.search.space import LrScaling, SearchSpace

@@ -7,8 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from batchlr.cli import main
-from batchlr.objectives.lr_finder import steepest_descent
-from batchlr.objectives.noise_scale import estimate_noise_scale
+from batchlr.objectives.probes import estimate_noise_scale, steepest_descent
 
 
 def test_noise_scale_matches_least_squares_in_closed_form():

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from batchlr.cli import main
-from batchlr.studies.progress import StudyProgress
+from batchlr.studies.run import StudyProgress
 
 ARGS = [
     "run",

@@ -13,11 +13,15 @@ from torch import nn
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
-from batchlr.objectives.fold_models import SeparateFolds
-from batchlr.objectives.optimizers import make_optimizer
 from batchlr.objectives.settings import TrainingSettings, parse_augment, parse_image_size
-from batchlr.objectives.training import evaluate
+from batchlr.objectives.training import (
+    Augmentation,
+    DeviceImages,
+    Normalisation,
+    SeparateFolds,
+    evaluate,
+    make_optimizer,
+)
 from batchlr.search.space import Hyperparameters, SearchSpace
 from batchlr.search.weight_decay import WeightDecay, parse_weight_decay
 

@@ -11,8 +11,7 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
-from batchlr.studies.spec import load_spec
-from batchlr.studies.storage import mask_command_line, open_storage
+from batchlr.studies.store import load_spec, mask_command_line, open_storage
 
 
 def invoke(*args: str, expect: int = 0):
@@ -223,7 +222,7 @@ def test_export_writes_the_format_its_name_or_format_says_and_refuses_a_guess(cf
 
 
 def test_log_axes_have_few_plain_labels():
-    from batchlr.studies.plotting import log_ticks, tick_label
+    from batchlr.studies.results import log_ticks, tick_label
 
     assert [tick_label(tick) for tick in log_ticks([16, 512], whole=True)] == [
         "16",
@@ -253,7 +252,7 @@ def _study_of_fold_scores(
     storage: str, scores: list[list[float]], name: str = "folds"
 ) -> optuna.Study:
     """A batchlr study made without training: a complete trial per list of fold scores, the first best."""
-    from batchlr.studies.spec import StudySpec
+    from batchlr.studies.store import StudySpec
 
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     for key, value in StudySpec().to_attrs().items():
@@ -299,7 +298,7 @@ def test_a_report_of_fold_scores_that_are_not_finite_is_whole(sqlite_url, tmp_pa
 
 
 def test_a_report_that_fails_while_drawing_writes_no_file(sqlite_url, tmp_path, monkeypatch):
-    from batchlr.studies import report
+    from batchlr.studies.results import report
 
     study = _study_of_fold_scores(sqlite_url, [[0.9, 0.9], [0.8, 0.8]])
     drawn = []

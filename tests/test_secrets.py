@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy
 
 from batchlr.studies.render import dashboard_address
-from batchlr.studies.storage import mask_command_line, mask_url, redact
+from batchlr.studies.store import mask_command_line, mask_url, redact
 
 SECRET = "Hunter2Secret"
 SERVER = "127.0.0.1:5432/test"  # only masked, never connected to

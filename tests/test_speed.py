@@ -14,13 +14,17 @@ from click.testing import CliRunner
 
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.data import load_dataset
-from batchlr.objectives.execution import Execution, native_bf16, resolve_precision
-from batchlr.objectives.folds import assign_folds
+from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
-from batchlr.objectives.training import evaluate, train_steps
+from batchlr.objectives.training import (
+    Execution,
+    evaluate,
+    native_bf16,
+    resolve_precision,
+    train_steps,
+)
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.studies.storage import mask_url, open_storage
+from batchlr.studies.store import mask_url, open_storage
 
 
 def test_passwords_are_masked():

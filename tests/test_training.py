@@ -6,16 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from batchlr.objectives.batches import DeviceImages, Normalisation
-from batchlr.objectives.execution import Execution
-from batchlr.objectives.fold_models import SeparateFolds
 from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import Budget
 from batchlr.objectives.training import (
     BatchStream,
+    DeviceImages,
+    Execution,
     FoldGroup,
+    Normalisation,
     RoundResult,
+    SeparateFolds,
     evaluate,
     train_in_lockstep,
     train_steps,

@@ -13,8 +13,8 @@ from optuna.trial import TrialState, create_trial
 
 from batchlr.cli import main
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.studies.report import write_report
-from batchlr.studies.summary import fastest_within
+from batchlr.studies.results import write_report
+from batchlr.studies.store import fastest_within
 from tests.test_spec import STUDIES_V1, _storage_of_release_0_1_0
 
 WHOLE = TrialRecord(

@@ -199,7 +199,7 @@ def test_workers_option_starts_local_workers_and_speaks_for_them_once(tmp_path):
     ],
 )
 def test_worker_arguments_drop_only_the_workers_option(argv, expected):
-    from batchlr.studies.workers import worker_arguments
+    from batchlr.studies.run import worker_arguments
 
     assert worker_arguments(argv) == expected
 
@@ -222,8 +222,8 @@ class RecordingObjective:
 
 
 def opened_study(storage_url: str, objective: RecordingObjective):
-    from batchlr.studies.lifecycle import OpenStudy
-    from batchlr.studies.storage import open_storage
+    from batchlr.studies.run import OpenStudy
+    from batchlr.studies.store import open_storage
 
     storage = open_storage(storage_url, access="create", heartbeat=30)
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
@@ -267,7 +267,7 @@ def test_retries_of_dead_workers_run_even_once_max_trials_is_reached(sqlite_url)
 
 
 def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_check(capsys):
-    from batchlr.studies.workers import PARENT_GONE, stop_gracefully_on_signals
+    from batchlr.studies.run import PARENT_GONE, stop_gracefully_on_signals
 
     class InterruptedWhileFinalized:
         def __del__(self) -> None:
@@ -309,7 +309,7 @@ def test_a_signal_interrupts_at_once_only_while_computing_and_else_at_the_next_c
 
 def test_no_two_seeds_give_a_resumed_run_the_sampler_seed_of_another():
     from batchlr.search.space import SEED_LIMIT
-    from batchlr.studies.lifecycle import sampler_seed
+    from batchlr.studies.run import sampler_seed
 
     assert sampler_seed(7, 0) == 7, "a new study's sampler keeps the seed given"
     # Two workers, seeds 0 and 1, opening the study before and after the first trial.

@@ -11,17 +11,17 @@ import optuna
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.batches import Augmentation, DeviceImages, Normalisation
-from batchlr.objectives.data import ImageData
-from batchlr.objectives.device import release_memory
-from batchlr.objectives.execution import Execution
-from batchlr.objectives.fold_models import check_fusable, fold_models
-from batchlr.objectives.folds import HOLDOUT, FoldAssignment
-from batchlr.objectives.models import build_model, parameter_count, resolve_model
-from batchlr.objectives.optimizers import make_optimizer
+from batchlr.objectives.data.datasets import ImageData
+from batchlr.objectives.data.folds import HOLDOUT, FoldAssignment
+from batchlr.objectives.models.catalog import build_model, parameter_count, resolve_model
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
-from batchlr.objectives.training import BatchStream, FoldGroup, RoundResult, train_in_lockstep
+from batchlr.objectives.training.batches import Augmentation, DeviceImages, Normalisation
+from batchlr.objectives.training.device import release_memory
+from batchlr.objectives.training.execution import Execution
+from batchlr.objectives.training.fold_models import check_fusable, fold_models
+from batchlr.objectives.training.loop import BatchStream, FoldGroup, RoundResult, train_in_lockstep
+from batchlr.objectives.training.optimizers import make_optimizer
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters, SearchSpace
 

@@ -23,7 +23,7 @@ BUDGET_KINDS: tuple[str, ...] = ("epochs", "steps")
 
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
     """Optimizer steps in one epoch: the last incomplete batch is dropped (see
-    :class:`batchlr.objectives.training.BatchStream`)."""
+    :class:`batchlr.objectives.training.loop.BatchStream`)."""
     return train_size // batch_size
 
 
@@ -92,7 +92,7 @@ AUGMENTATIONS: tuple[str, ...] = ("flip", "crop")
 MAX_IMAGE_SIDE = 4096
 """The largest height or width batchlr trains on: of ``--image-size``, and of an image folder's
 images loaded at their own size. A model file's input shape is refused beyond it
-(:mod:`batchlr.studies.model_file`), so training never writes a model that cannot be loaded."""
+(:mod:`batchlr.studies.deploy.model_file`), so training never writes a model that cannot be loaded."""
 
 MAX_CLASSES = 100_000
 """The most classes batchlr trains on (ImageNet-21k has 21,841): of an image folder's class

@@ -34,7 +34,7 @@ class TrialRecord:
 
     worker: dict[str, Any] | None = None
     """Where the trial runs: ``host``, ``pid`` and ``device``, so that a worker that died can
-    be recognised (see :func:`batchlr.studies.retries.fail_orphaned_trials`)."""
+    be recognised (see :func:`batchlr.studies.store.retries.fail_orphaned_trials`)."""
     lr: float | None = None
     """The learning rate trained with, after any scaling with the batch size (the param
     ``lr`` may be the base rate of the scaling rule)."""

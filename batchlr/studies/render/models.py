@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchlr.studies.render.phrases import attached
-from batchlr.studies.summary import RefitResult
+from batchlr.studies.store.summary import RefitResult
 
 if TYPE_CHECKING:
-    from batchlr.objectives.duplicates import SplitDuplicates
-    from batchlr.studies.inference import Evaluation, Prediction
+    from batchlr.objectives.data import SplitDuplicates
+    from batchlr.studies.deploy.inference import Evaluation, Prediction
 
 
 def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:

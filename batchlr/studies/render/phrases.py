@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from batchlr.studies.spec import StudySpec
+from batchlr.studies.store.spec import StudySpec
 
 if TYPE_CHECKING:
-    from batchlr.studies.artifacts import Attachment
+    from batchlr.studies.results.artifacts import Attachment
 
 
 def format_params(params: dict[str, Any]) -> str:

@@ -6,8 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchlr.objectives.lr_finder import LrRangeTest
-    from batchlr.objectives.noise_scale import NoiseScale
+    from batchlr.objectives.probes import LrRangeTest, NoiseScale
 
 
 # An LR range test whose smoothed loss fell less than this found no descent.

@@ -12,14 +12,14 @@ from optuna.trial import FrozenTrial
 
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import attached, format_params, or_nan, training_phrase
-from batchlr.studies.summary import (
+from batchlr.studies.store.summary import (
     StudyDescription,
     StudySummary,
 )
 
 if TYPE_CHECKING:
-    from batchlr.studies.artifacts import Attachment
-    from batchlr.studies.export import BestConfig
+    from batchlr.studies.deploy.best_config import BestConfig
+    from batchlr.studies.results.artifacts import Attachment
 
 
 def studies_table(summaries: Sequence[StudySummary]) -> str:
@@ -39,7 +39,7 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
 
 
 def study_report(report: StudyDescription) -> str:
-    """The text ``batchlr show`` prints for a :func:`batchlr.studies.summary.describe` report."""
+    """The text ``batchlr show`` prints for a :func:`batchlr.studies.store.summary.describe` report."""
     spec, best = report.spec, report.best
     if spec is None:
         return _plain_study_report(report)

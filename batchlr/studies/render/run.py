@@ -12,9 +12,9 @@ from optuna.trial import FrozenTrial
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import format_params, training_phrase
 from batchlr.studies.render.probes import weak_descent_warning
-from batchlr.studies.spec import StudySpec
-from batchlr.studies.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
-from batchlr.studies.summary import (
+from batchlr.studies.store.spec import StudySpec
+from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.store.summary import (
     best_complete_trial_or_none,
     pareto_trials,
 )

@@ -1,0 +1,30 @@
+"""Running trials across processes, and the probes; imports store, results, render, objectives and search."""
+
+from batchlr.studies.run.creation import RunOptions, prepare
+from batchlr.studies.run.lifecycle import OpenStudy, TrialPlan, open_study, run_trials, sampler_seed
+from batchlr.studies.run.probes import run_lr_find, run_noise_scale
+from batchlr.studies.run.progress import Mode, StudyProgress
+from batchlr.studies.run.workers import (
+    PARENT_GONE,
+    stop_gracefully_on_signals,
+    watch_parent,
+    worker_arguments,
+)
+
+__all__ = [
+    "PARENT_GONE",
+    "Mode",
+    "OpenStudy",
+    "RunOptions",
+    "StudyProgress",
+    "TrialPlan",
+    "open_study",
+    "prepare",
+    "run_lr_find",
+    "run_noise_scale",
+    "run_trials",
+    "sampler_seed",
+    "stop_gracefully_on_signals",
+    "watch_parent",
+    "worker_arguments",
+]

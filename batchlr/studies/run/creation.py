@@ -1,0 +1,194 @@
+"""Building a study's spec and objective, and creating a new study whole: the options of the
+process that builds it (:class:`RunOptions`), the folds it draws or checks, the lr range that
+``--lr auto`` finds, and the one write that creates it.
+
+Kept apart from :mod:`batchlr.studies.run.lifecycle`, which opens studies and runs trials, so that
+``batchlr refit`` builds a study's objective without the trial-running machinery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+import optuna
+import optuna_dashboard
+import torch
+
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.data import (
+    HOLDOUT,
+    FoldAssignment,
+    ImageData,
+    assign_folds,
+    load_dataset,
+    split_duplicates,
+)
+from batchlr.objectives.models import resolve_model
+from batchlr.objectives.objective import CrossValidationObjective
+from batchlr.objectives.training import resolve_cap, resolve_device
+from batchlr.search.samplers import bounded_grid
+from batchlr.search.space import Hyperparameters, default_momentum
+from batchlr.studies import render
+from batchlr.studies.run.probes import ProbeData, find_lr
+from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
+from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, create_study_from
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How this process runs trials; none of it is part of the study's definition."""
+
+    seed: int = 0
+    """Seeds this run's sampler and model initialisation (and a new study's folds, as ``StudySpec.seed``)."""
+    device: str = "auto"
+    lr_auto: bool = False
+    """For a new study, run the LR range test and search one decade either side of its suggestion."""
+    heartbeat: int | None = DEFAULT_HEARTBEAT
+    """Seconds between a running trial's heartbeats; ``None`` turns heartbeats off."""
+    command_line: str = ""
+    """The command that started the run (passwords masked), for the study's dashboard note."""
+    cache_dir: Path | None = None
+    """Where decoded image folders are cached; ``None``: the user's cache home."""
+    fuse_folds: str = "auto"
+    """``--fuse-folds``: train a trial's folds as one fused model (auto: on CUDA)."""
+    compile: bool = False
+    """``--compile``: torch.compile the forward pass."""
+
+
+def prepare(
+    name: str,
+    stored: tuple[StudySpec, FoldAssignment, str] | None,
+    requested: StudySpec,
+    given: Collection[str],
+    options: RunOptions,
+) -> tuple[StudySpec, CrossValidationObjective]:
+    """The spec and objective for the stored study, or for a new one from ``requested``.
+
+    The spec comes back as the run uses it: the data directory absolute, the micro-batch cap
+    resolved, and for a new study under ``--lr auto`` the lr range found.
+    """
+    spec = reconcile(stored[0] if stored else None, requested, given, name)
+    if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
+        raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
+    if spec.sampler == "grid":
+        bounded_grid(spec.space, spec.grid_points)  # before anything loads or is stored
+    spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
+    device = resolve_device(options.device)
+    data = load_dataset(spec.dataset, spec.data_dir, spec.image_size, options.cache_dir, device)
+    if stored:
+        folds = _checked_folds(stored[1], stored[2], data, name)
+    else:
+        folds = assign_folds(
+            data.labels.numpy(),
+            spec.folds,
+            spec.seed,
+            holdout=data.test_images is None,
+            classes=data.classes,
+        )
+    if options.lr_auto and not stored:
+        spec = _with_found_lr(spec, data, folds, device, options.seed)
+    space = spec.space.clip_batch_size(folds.smallest_train_size())
+    stored_cap = stored[0].training.max_micro_batch if stored else None
+    cap = resolve_cap(
+        spec.training.max_micro_batch,
+        stored_cap,
+        resolve_model(spec.model),
+        data.input_shape,
+        data.num_classes,
+        device,
+        space.batch_size[1],
+    )
+    spec = dataclasses.replace(
+        spec, training=dataclasses.replace(spec.training, max_micro_batch=cap)
+    )
+    return spec, CrossValidationObjective(
+        data,
+        folds,
+        space,
+        spec.model,
+        spec.training,
+        device,
+        options.seed,
+        options.fuse_folds,
+        options.compile,
+    )
+
+
+def create_study(
+    storage: optuna.storages.RDBStorage,
+    name: str,
+    spec: StudySpec,
+    objective: CrossValidationObjective,
+    command_line: str,
+) -> bool:
+    """Create the study with its spec, folds, metric names and note, all at once; False when
+    another process created one of that name first."""
+    draft = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=draft, study_name=name, directions=spec.directions)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(spec.metric_names)
+    optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, command_line))
+    save_spec(draft, name, spec, objective.folds, objective.data.labels_fingerprint())
+    return create_study_from(storage, draft, name)
+
+
+def duplicates_warning(objective: CrossValidationObjective) -> str | None:
+    """What the process that creates a study says when its folds split identical images
+    (see :func:`render.split_duplicates_warning`), or None."""
+    return render.split_duplicates_warning(
+        split_duplicates(objective.data.images, objective.folds.fold_of), objective.data.sources
+    )
+
+
+def _with_found_lr(
+    spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int
+) -> StudySpec:
+    """``spec`` searching lr (or base_lr) one decade either side of the LR range test's suggestion.
+
+    The test runs at the reference batch size under an LR scaling rule, so that the
+    suggestion is a base_lr, and else at the geometric middle of the batch range, with the
+    first optimizer of the search space.
+    """
+    space = spec.space.clip_batch_size(folds.smallest_train_size())
+    if space.lr_scaling.rule != "none":
+        batch_size = min(space.lr_scaling.reference_batch_size, space.batch_size[1])
+    else:
+        batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
+    optimizer = space.optimizers[0]
+    momentum = default_momentum(optimizer)
+    hyperparameters = Hyperparameters(
+        batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum
+    )
+    probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
+    test = find_lr(probe, spec.model, hyperparameters, seed)
+    suggested = test.suggested_lr
+    record = {
+        "suggested_lr": suggested,
+        "loss_drop": test.loss_drop,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "momentum": momentum,
+    }
+    # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
+    center = suggested / space.lr_scaling.lr(1.0, batch_size)
+    return dataclasses.replace(
+        spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record
+    )
+
+
+def _checked_folds(
+    folds: FoldAssignment, fingerprint: str, data: ImageData, study: str
+) -> FoldAssignment:
+    """The stored folds, once the data set is known to be the one they were drawn on."""
+    if len(folds.fold_of) != len(data.labels) or fingerprint != data.labels_fingerprint():
+        raise BatchlrError(
+            f"study {study!r} was created on different {data.name} data ({len(folds.fold_of)} samples, "
+            f"now {len(data.labels)}); point --data-dir at the original data or choose a new --study name"
+        )
+    return folds

@@ -1,0 +1,327 @@
+"""The record of everything a study was created with: read and written here, and nowhere else.
+
+A study stores its :class:`StudySpec` as flat Optuna user attrs (optuna-dashboard shows
+them) keyed like ``batchlr run``'s options with underscores (``batch_size``, ``lr_scaling``),
+so that the same keys serve the command line, study files and the storage. Nested parts
+(the search space, the training settings, the budget) flatten into that one namespace;
+:meth:`StudySpec.to_attrs` and :meth:`StudySpec.from_attrs` are the only conversions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import reprlib
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import optuna
+
+import batchlr
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.settings import (
+    TrainingSettings,
+)
+from batchlr.search.space import (
+    SearchSpace,
+    is_whole_number,
+)
+from batchlr.studies.store.setting_rules import checked_settings
+
+# torch and scikit-learn load where data is: reading a study's settings needs neither
+if TYPE_CHECKING:
+    from batchlr.objectives.data import FoldAssignment
+
+FORMAT_VERSION = 4
+"""Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
+this version); 3 added the image size, augmentation and regularisation, which a batchlr of
+format 2 would silently drop; 4 added the precision. A study of a newer format than this is
+refused rather than misread."""
+
+SETTINGS_BEFORE_THEIR_OPTION = {"precision": "fp32"}
+"""What a study or exported file written before a setting existed trained with: a study of
+format 3 trained in float32, and resumes so, whatever the new default is."""
+
+METRIC = "accuracy"
+# Optuna directions and metric names for each entry of --objectives.
+Direction = Literal["minimize", "maximize"]
+DIRECTIONS: dict[str, Direction] = {"accuracy": "maximize", "time": "minimize"}
+METRIC_NAMES = {"accuracy": "accuracy", "time": "train_seconds"}
+
+# Stored beside the settings, for readers of the storage; no setting.
+META_KEYS = ("batchlr_format", "batchlr_version", "metric")
+# Settings a later run may change for itself (its option overrides the stored value).
+PER_RUN_KEYS = frozenset({"sampler", "grid_points", "pruner", "data_dir", "max_micro_batch"})
+# Settings fixed when the study is created and never given again: the folds' seed and the
+# LR range test of --lr auto. Every other setting must match when a resumed run gives it.
+CREATION_KEYS = frozenset({"seed", "lr_find"})
+
+FOLDS_ATTR = "batchlr:folds"
+LABELS_ATTR = "batchlr:labels"
+
+# StudySpec's defaults of its nested parts: instances, not default factories, since
+# _unflatten reads each part's type from its field's default.
+DEFAULT_SPACE = SearchSpace()
+DEFAULT_TRAINING = TrainingSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """What every trial of a study shares, and how the study was created.
+
+    ``seed`` is the seed the folds and the hold-out were drawn with. ``sampler``, ``pruner``,
+    ``data_dir`` and ``training.max_micro_batch`` are what the creating run used; a later
+    run may override them for itself. ``lr_find`` is the LR range test of ``--lr auto``
+    (suggested_lr, loss_drop, batch_size, optimizer, momentum), or ``None``. ``image_size``
+    is the (height, width) every image is resized to, or ``None`` for images as they are.
+    """
+
+    dataset: str = "digits"
+    image_size: tuple[int, int] | None = None
+    model: str = "convnet"
+    folds: int = 3
+    space: SearchSpace = DEFAULT_SPACE
+    training: TrainingSettings = DEFAULT_TRAINING
+    seed: int = 0
+    sampler: str = "tpe"
+    grid_points: str | None = None
+    pruner: str = "median"
+    data_dir: Path = Path("data")
+    lr_find: dict[str, Any] | None = None
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The settings as JSON values keyed like the options, with the format version."""
+        return {
+            **_flatten(self),
+            "batchlr_format": FORMAT_VERSION,
+            "batchlr_version": batchlr.__version__,
+            "metric": METRIC,
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudySpec:
+        """Read :meth:`to_attrs` (of any format up to :data:`FORMAT_VERSION`) or option values;
+        a missing or null key takes its default, keys that are no setting are ignored.
+
+        Raises:
+            BatchlrError: for attrs of a newer format, or a setting of the wrong type or out
+                of its range (see :data:`~batchlr.studies.store.setting_rules.SETTING_RULES`): a
+                damaged study or exported file.
+        """
+        version = attrs.get("batchlr_format", 1)
+        if not is_whole_number(version):
+            raise BatchlrError(f"batchlr_format {reprlib.repr(version)} is no format version")
+        if version > FORMAT_VERSION:
+            raise BatchlrError(
+                f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it"
+            )
+        spec: StudySpec = _unflatten(
+            cls, checked_settings({**SETTINGS_BEFORE_THEIR_OPTION, **attrs})
+        )
+        return spec
+
+    @property
+    def directions(self) -> list[Direction]:
+        return [DIRECTIONS[name] for name in self.training.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [METRIC_NAMES[name] for name in self.training.objectives]
+
+    def default_study_name(self) -> str:
+        from batchlr.objectives.data import dataset_slug
+
+        return f"{dataset_slug(self.dataset)}-{self.model.replace(':', '.')}"
+
+
+def _flatten(record: Any) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if hasattr(value, "to_attrs"):
+            attrs.update(value.to_attrs())
+        elif dataclasses.is_dataclass(value):
+            attrs.update(_flatten(value))
+        else:
+            attrs[field.name] = _json(value)
+    return attrs
+
+
+def _unflatten(kind: type, attrs: Mapping[str, Any]) -> Any:
+    values = {}
+    for field in dataclasses.fields(kind):
+        default = field.default
+        if default is not dataclasses.MISSING and hasattr(default, "from_attrs"):
+            values[field.name] = type(default).from_attrs(attrs)
+        elif dataclasses.is_dataclass(default):
+            values[field.name] = _unflatten(type(default), attrs)
+        elif field.name in attrs:
+            values[field.name] = _typed(attrs[field.name], default)
+    return kind(**values)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _typed(value: Any, default: Any) -> Any:
+    """A JSON value (or an option's), checked by :func:`_checked`, as the type of the field's default."""
+    if isinstance(default, tuple) or isinstance(value, list):
+        return tuple(_typed(item, default[0]) if default else item for item in value)
+    if isinstance(default, Path):
+        return Path(value)
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def setting_keys() -> list[str]:
+    """Every setting's key, in the order :meth:`StudySpec.to_attrs` writes them."""
+    return list(_flatten(StudySpec()))
+
+
+def option_name(key: str) -> str:
+    """The ``batchlr run`` option of a setting's key: ``batch_size`` is ``--batch-size``."""
+    return "--" + key.replace("_", "-")
+
+
+def check_names(dataset: str, model: str) -> str:
+    """Fail fast, before any data loads, on a data set or model name batchlr cannot resolve;
+    returns the data set as a study stores it (see :func:`batchlr.objectives.data.datasets.check_dataset_name`)."""
+    from batchlr.objectives.data import check_dataset_name
+    from batchlr.objectives.models import resolve_model
+
+    resolve_model(model)
+    return check_dataset_name(dataset)
+
+
+def reconcile(
+    stored: StudySpec | None, requested: StudySpec, given: Collection[str], study: str
+) -> StudySpec:
+    """The spec a run uses: the stored one when the study exists, else the requested one.
+
+    Of the settings the user gave explicitly (``given``, setting keys), those in
+    :data:`PER_RUN_KEYS` override the stored ones for this run, and the others must match
+    the stored study; settings not given take the stored values, so ``batchlr run --study S``
+    resumes S as it was created.
+
+    Raises:
+        BatchlrUsageError: naming the first setting that differs.
+    """
+    if stored is None:
+        return requested
+    old, new = stored.to_attrs(), requested.to_attrs()
+    for key in setting_keys():
+        if (
+            key in given
+            and key not in PER_RUN_KEYS | CREATION_KEYS
+            and _comparable(key, old[key]) != _comparable(key, new[key])
+        ):
+            raise BatchlrUsageError(
+                f"study {study!r} was created with {option_name(key)} {_show(old[key])}, not {_show(new[key])}; "
+                f"drop {option_name(key)} to resume it, or choose a new --study name"
+            )
+    return StudySpec.from_attrs({**old, **{key: new[key] for key in PER_RUN_KEYS & set(given)}})
+
+
+def _comparable(key: str, value: Any) -> Any:
+    # The optimizers are a set to the search: "adam,sgd" resumes a study made with "sgd,adam".
+    return sorted(value) if key == "optimizers" else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return (
+            ":".join(map(str, value))
+            if len(value) == 2 and not isinstance(value[0], str)
+            else ",".join(value)
+        )
+    return "(not set)" if value is None else str(value)
+
+
+def save_spec(
+    storage: optuna.storages.BaseStorage,
+    study: str,
+    spec: StudySpec,
+    folds: FoldAssignment,
+    labels_fingerprint: str,
+) -> None:
+    """Store the spec as user attrs and the folds as system attrs."""
+    study_id = storage.get_study_id_from_name(study)
+    for key, value in spec.to_attrs().items():
+        storage.set_study_user_attr(study_id, key, value)
+    storage.set_study_system_attr(study_id, FOLDS_ATTR, folds.encode())
+    storage.set_study_system_attr(study_id, LABELS_ATTR, labels_fingerprint)
+
+
+def save_micro_batch_cap(study: optuna.Study, cap: int) -> None:
+    """Keep the cap a later run found for a study created without one, for the runs after it."""
+    study.set_user_attr("max_micro_batch", cap)
+
+
+def load_spec(
+    storage: optuna.storages.BaseStorage, study: str
+) -> tuple[StudySpec, FoldAssignment, str] | None:
+    """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
+
+    batchlr creates a study with all of them at once, so a study without them is not batchlr's.
+
+    Raises:
+        BatchlrError: when the study exists but batchlr did not create it.
+    """
+    from batchlr.objectives.data import FoldAssignment
+
+    try:
+        study_id = storage.get_study_id_from_name(study)
+    except KeyError:
+        return None
+    system = storage.get_study_system_attrs(study_id)
+    if LABELS_ATTR not in system:
+        raise BatchlrError(
+            f"study {study!r} exists but was not made by batchlr run; choose another --study name"
+        )
+    spec = StudySpec.from_attrs(storage.get_study_user_attrs(study_id))
+    return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
+
+
+def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
+    """The spec of a study batchlr made, for commands that only read it; ``None`` for a study
+    made otherwise (with Optuna itself), which holds no batchlr settings.
+
+    Raises:
+        BatchlrError: when the study's settings are damaged, or its directions are not those
+            of its settings' objectives (another program's study with a ``dataset`` attr).
+    """
+    attrs = study.user_attrs
+    if "dataset" not in attrs:
+        return None
+    try:
+        spec = StudySpec.from_attrs(attrs)
+    except BatchlrError as error:
+        raise BatchlrError(
+            f"study {study.study_name!r} holds settings batchlr cannot read: {error}"
+        ) from None
+    directions = [direction.name.lower() for direction in study.directions]
+    if directions != spec.directions:
+        raise BatchlrError(
+            f"study {study.study_name!r} was not made by batchlr run: its settings name the objectives "
+            f"{','.join(spec.training.objectives)}, but it has directions {','.join(directions)}"
+        )
+    return spec
+
+
+def study_spec(study: optuna.Study) -> StudySpec:
+    """:func:`study_spec_or_none` for commands that need batchlr's settings.
+
+    Raises:
+        BatchlrError: also when the study holds no batchlr settings.
+    """
+    spec = study_spec_or_none(study)
+    if spec is None:
+        raise BatchlrError(
+            f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr "
+            "settings; batchlr show prints its trials"
+        )
+    return spec

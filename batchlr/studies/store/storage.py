@@ -1,0 +1,352 @@
+"""Opening Optuna storages from URLs, with passwords kept out of every message."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+import urllib.parse
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import sqlalchemy.event
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.studies.store.retries import retry_stale_trial
+
+DEFAULT_STORAGE = "sqlite:///batchlr.db"
+Access = Literal["read", "write", "create"]
+STORAGE_ENV = "BATCHLR_STORAGE"
+# Seconds a SQLite writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT = 60
+DEFAULT_HEARTBEAT = 30
+# Workers that open one new database at once race to create its tables; the losers retry.
+SCHEMA_RACE_RETRIES = 4
+# Seconds between attempts to reach a database server that went away (a restart, a network
+# glitch) before a worker gives up, about half a minute in all.
+RECONNECT_DELAYS = (1, 2, 4, 8, 16)
+FAULT_REMEDY = (
+    "completed trials are kept; fix it, then run the same command to retry the running trial"
+)
+# What other commands, which leave no trial behind, say instead.
+RETRY_REMEDY = "fix it, then run the same command again"
+# What installs each driver SQLAlchemy may ask for.
+DRIVER_PACKAGES = {
+    "psycopg": "pip install 'batchlr[postgres]'",
+    "psycopg2": "pip install psycopg2-binary, or use postgresql+psycopg:// after pip install 'batchlr[postgres]'",
+    "pymysql": "pip install pymysql",
+    "MySQLdb": "pip install mysqlclient, or use mysql+pymysql:// after pip install pymysql",
+    "mysql": "pip install mysql-connector-python",
+    "oracledb": "pip install oracledb",
+    "pyodbc": "pip install pyodbc",
+}
+
+
+# Query parameters whose values are secrets (libpq's password, tokens of cloud drivers).
+_SECRET_PARAMETER = re.compile(
+    r"(?i)\b([\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*)=([^&;\s]*)"
+)
+# user:SECRET@ in anything that looks like a URL, parsable or not; the password may hold '@' and ':'.
+_USER_PASSWORD = re.compile(r"(://[^/\s:@]*:)([^\s/]*)(@)")
+_known_secrets: set[str] = set()
+
+
+def mask_url(url: str) -> str:
+    """``url`` with every password in it replaced by ``***``: after ``user:``, and in query
+    parameters such as ``password=``, whether or not the URL parses.
+
+    The secrets found are remembered (see :func:`remember_secrets`), so that :func:`redact`
+    can take them out of messages that others (a database driver, say) wrote.
+    """
+    remember_secrets(url)
+    return redact(_SECRET_PARAMETER.sub(r"\1=***", _USER_PASSWORD.sub(r"\1***\3", url)))
+
+
+def remember_secrets(url: str) -> None:
+    """Note the passwords in ``url`` (any of the forms :func:`mask_url` masks) for :func:`redact`."""
+    for pattern in (_USER_PASSWORD, _SECRET_PARAMETER):
+        for match in pattern.finditer(url):
+            _remember(match.group(2))
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        parsed = None
+    if parsed is not None:
+        _remember(parsed.password)
+        for key, value in parsed.query.items():
+            if _SECRET_PARAMETER.fullmatch(f"{key}=x"):
+                _remember(*([value] if isinstance(value, str) else value))
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret that :func:`mask_url` has seen in this process replaced by ``***``."""
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _remember(*secrets: object) -> None:
+    # Very short "secrets" (a password "x") would mask ordinary letters in every message.
+    _known_secrets.update(
+        str(secret)
+        for secret in secrets
+        if secret is not None and len(str(secret)) >= 3 and str(secret) != "***"
+    )
+
+
+def mask_command_line(arguments: list[str]) -> str:
+    """The command line with the password of every URL in it (``--storage URL`` or ``--storage=URL``) masked."""
+    return " ".join(mask_url(argument) for argument in arguments)
+
+
+def open_storage(
+    url: str, *, access: Access, heartbeat: int | None = None
+) -> optuna.storages.RDBStorage:
+    """Open the relational storage at ``url``.
+
+    ``access`` is ``"read"`` (the read-only commands), ``"write"`` or ``"create"``. Unless
+    it is ``"create"``, a SQLite file must already exist, so that a typo leaves no empty
+    database behind. With ``"read"`` the storage is opened read-only and never written to:
+    a SQLite file may be a read-only file, and a server session refuses writes. Otherwise a
+    SQLite file is switched to write-ahead logging, so that readers never block the one
+    writer, and writers wait for each other's locks for up to a minute instead of failing
+    with "database is locked"; a connection to a server that is lost is made again, with
+    back-off (see :data:`RECONNECT_DELAYS`).
+
+    With ``heartbeat`` seconds, a running trial records a heartbeat that often; one silent
+    for twice that long (a worker that died) is marked FAIL by the next worker to look, and
+    retried with the same params (see :func:`batchlr.studies.store.retries.queue_retry`).
+
+    Raises:
+        BatchlrError: for a malformed URL, a missing driver, a path that cannot be written,
+            a file that is no database, or a server that does not answer.
+    """
+    masked = mask_url(url)
+    parsed = _parse(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        _check_sqlite_path(parsed, masked, access)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+        if access == "read":
+            url = _read_only_sqlite(parsed).render_as_string(hide_password=False)
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        if access == "read" and parsed.get_backend_name() == "postgresql":
+            engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    try:
+        storage = _create_storage(url, engine_kwargs, heartbeat)
+        if sqlite and access != "read":
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        if not sqlite:
+            sqlalchemy.event.listen(storage.engine, "do_connect", _connect_with_back_off)
+        return storage
+    except ModuleNotFoundError as error:
+        install = DRIVER_PACKAGES.get(str(error.name), f"pip install {error.name}")
+        raise BatchlrError(
+            f"--storage {masked}: the database driver {error.name!r} is not installed; {install}"
+        ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise BatchlrUsageError(
+            f"--storage {masked}: unknown database kind; use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as error:
+        detail = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
+        cause = "the disk is full; " if _sqlite_disk_full(url) else ""
+        raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from None
+
+
+def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError | None:
+    """The one-line error for the storage at ``url`` failing while in use, ending in
+    ``remedy`` (:data:`FAULT_REMEDY` for a run), or None when ``error`` is no storage fault. Looks
+    through the chain of causes, since Optuna wraps the database's errors
+    (StorageInternalError) or hides them behind its own (an AssertionError)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, sqlalchemy.exc.DBAPIError | sqlite3.Error):
+            detail = redact(str(getattr(cause, "orig", None) or cause).strip().splitlines()[0])
+            return BatchlrError(
+                f"the storage failed: {_fault_cause(detail, cause, url)} ({detail}); {remedy}"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _fault_cause(detail: str, error: BaseException, url: str) -> str:
+    lowered = detail.lower()
+    if "full" in lowered or "no space" in lowered or _sqlite_disk_full(url):
+        return "the disk is full"
+    if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+        return "the database is read-only"
+    if getattr(error, "connection_invalidated", False) or (
+        isinstance(error, sqlalchemy.exc.OperationalError)
+        and any(
+            sign in lowered
+            for sign in ("connect", "server closed", "terminating connection", "connection")
+        )
+    ):
+        return "the connection to the database server was lost"
+    return "the database refused a write"
+
+
+def _sqlite_disk_full(url: str) -> bool:
+    # SQLite reports a full disk as "disk I/O error" when it cannot grow its -wal or -shm file.
+    try:
+        parsed = make_url(url)
+        return (
+            parsed.get_backend_name() == "sqlite"
+            and shutil.disk_usage(Path(str(parsed.database)).parent).free < 1 << 20
+        )
+    except (sqlalchemy.exc.ArgumentError, ValueError, OSError):
+        return False
+
+
+def _connect_with_back_off(
+    dialect: Any, record: Any, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    """Connect, waiting :data:`RECONNECT_DELAYS` between attempts while the server does not answer."""
+    for delay in RECONNECT_DELAYS:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            time.sleep(delay)
+    return None  # SQLAlchemy's own last attempt, whose error is the one reported
+
+
+def _read_only_sqlite(parsed: URL) -> URL:
+    """``parsed`` as a read-only SQLite URI; immutable (no locks, no -shm file) when the file
+    or its directory cannot be written, as no one can be writing it then."""
+    path = Path(str(parsed.database))
+    query = {"mode": "ro", "uri": "true"}
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        query["immutable"] = "1"
+    return parsed.set(database=f"file:{urllib.parse.quote(str(path))}", query=query)
+
+
+def create_study_from(
+    storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str
+) -> bool:
+    """Copy the study ``name`` of ``draft`` (without trials) to ``storage``, with its directions
+    and all its attrs, in one transaction, so that a study interrupted at any moment of its
+    creation is either absent or whole.
+
+    Returns False when ``storage`` holds a study of that name already.
+    """
+    # Optuna creates a study and each attr in separate transactions
+    from optuna.storages._rdb import models
+
+    study_id = draft.get_study_id_from_name(name)
+    session = storage.scoped_session()
+    try:
+        session.add(
+            models.StudyModel(
+                study_name=name,
+                directions=[
+                    models.StudyDirectionModel(objective=index, direction=direction)
+                    for index, direction in enumerate(draft.get_study_directions(study_id))
+                ],
+                user_attributes=[
+                    models.StudyUserAttributeModel(key=key, value_json=json.dumps(value))
+                    for key, value in draft.get_study_user_attrs(study_id).items()
+                ],
+                system_attributes=[
+                    models.StudySystemAttributeModel(key=key, value_json=json.dumps(value))
+                    for key, value in draft.get_study_system_attrs(study_id).items()
+                ],
+            )
+        )
+        session.commit()
+    except sqlalchemy.exc.IntegrityError:
+        session.rollback()
+        return False
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return True
+
+
+def _create_storage(
+    url: str, engine_kwargs: dict[str, Any], heartbeat: int | None
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage, retried when another worker is creating the same new database's tables."""
+    options: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat:
+            options = {
+                "heartbeat_interval": heartbeat,
+                "heartbeat_stale_trial_callback": retry_stale_trial,
+            }
+        attempt = 1
+        while True:
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+                racing = "alembic_version" in str(error) or "already exists" in str(error)
+                if not racing or attempt == SCHEMA_RACE_RETRIES:
+                    raise
+                time.sleep(attempt)
+                attempt += 1
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` URL; ``None`` for other databases and SQLite in memory.
+
+    Raises:
+        BatchlrUsageError: for text that is no database URL.
+    """
+    parsed = _parse(url)
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
+        return None
+    return Path(parsed.database)
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise BatchlrUsageError(
+            f"--storage {mask_url(url)!r} is not a database URL; use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
+
+
+def _check_sqlite_path(parsed: URL, masked: str, access: Access) -> None:
+    if not parsed.database or parsed.database == ":memory:":
+        raise BatchlrUsageError(
+            f"--storage {masked}: give a file, e.g. sqlite:///batchlr.db; an in-memory database keeps nothing"
+        )
+    path = Path(parsed.database)
+    if access != "create" and not path.is_file():
+        raise BatchlrError(
+            f"--storage {masked}: no such file; run 'batchlr run' first or point --storage at a study file"
+        )
+    if access == "create" and not path.exists():
+        parent = path.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise BatchlrError(
+                f"--storage {masked}: cannot create a file in {parent}; choose a writable directory"
+            )
+    if (
+        access != "read"
+        and path.exists()
+        and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    ):
+        # SQLite writes a -wal file beside the database, so the directory must be writable too.
+        raise BatchlrError(
+            f"--storage {masked}: the database is read-only (the file or its directory cannot be written); "
+            "runs write trials to it: make both writable, or copy the file to a writable directory"
+        )
