@@ -233,7 +233,11 @@ ATTACH_OPTIONS = options(
         "--study",
         "study_name",
         type=STUDY_NAME,
-        help="Attach the curve (PNG) to this study's artifacts, which optuna-dashboard shows.",
+        help=(
+            "Train in this study's regime (its data, model, precision, augmentation, label "
+            "smoothing and micro-batch cap) and attach the curve (PNG) to its artifacts, which "
+            "optuna-dashboard shows."
+        ),
     ),
     STORAGE_OPTION,
     ARTIFACTS_OPTION,
@@ -272,12 +276,12 @@ def read_config_file(ctx: click.Context, param: click.Parameter, path: Path | No
     names = {name: name for name in params} | {"study": "study_name"}
     try:
         table = read_run_config(path, names)
-    except UnicodeDecodeError:
-        raise BatchlrUsageError(f"--config {path} is not UTF-8 text; save it as UTF-8") from None
-    except RecursionError:
+    except UnicodeDecodeError as error:
+        raise BatchlrUsageError(f"--config {path} is not UTF-8 text; save it as UTF-8") from error
+    except RecursionError as error:
         raise BatchlrUsageError(
             f"--config {path} nests too deeply; a study file holds only option = value lines"
-        ) from None
+        ) from error
     values = {
         names[key]: _file_value(params[names[key]], key, value, path)
         for key, value in table.items()

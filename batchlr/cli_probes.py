@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,11 +17,14 @@ from batchlr.cli_options import (
     MOMENTUM_OPTION,
     OPTIMIZER_OPTION,
     FiniteFloatRange,
+    given,
 )
 from batchlr.json_text import json_text
-from batchlr.search.space import (
-    MAX_LR,
-)
+from batchlr.search.space import MAX_LR
+
+# the studies load torch, which a command's --help need not wait for
+if TYPE_CHECKING:
+    from batchlr.studies.run import Probe
 
 
 @click.command("lr-find")
@@ -68,26 +71,40 @@ def lr_find(
     artifacts: Path | None,
     **option: Any,
 ) -> None:
-    """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest."""
+    """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest.
+
+    It trains as a study's trials do: those of --study, or else of a new study with these
+    options (the default precision, no augmentation).
+    """
     from batchlr.studies import render
     from batchlr.studies.results import attach_figure, lr_range_figure
-    from batchlr.studies.run import run_lr_find
+    from batchlr.studies.run import probe_hyperparameters, run_lr_find
 
     if old_lr_count is not None:
         click.echo(
             "warning: lr-find --steps is now --lr-count; --steps goes in the next release", err=True
         )
         option["lr_count"] = old_lr_count
-    _check_study(storage, study_name)
-    result = run_lr_find(**option, plot=plot)
+    probe = _open_probe(option, study_name, storage)
+    hyperparameters = probe_hyperparameters(
+        option["batch_size"], option["optimizer"], option["momentum"]
+    )
+    result = run_lr_find(
+        probe,
+        hyperparameters,
+        option["seed"],
+        option["start_lr"],
+        option["end_lr"],
+        option["lr_count"],
+        plot,
+    )
     if as_json:
-        click.echo(json_text(render.lr_range_record(result)))
+        click.echo(json_text(render.lr_range_record(result, study_name)))
     else:
-        echo_lines(*render.lr_range(result))
+        echo_lines(*render.lr_range(result, study_name))
     if study_name:
-        figure = lr_range_figure(
-            result, f"{option['model']}, {option['optimizer']}, batch {option['batch_size']}"
-        )
+        what = f"{option['optimizer']}, batch {option['batch_size']}"
+        figure = lr_range_figure(result, probe.title(what))
         echo_lines(
             *render.attached(
                 "LR range test",
@@ -136,21 +153,36 @@ def lr_find(
 def noise_scale(
     as_json: bool, study_name: str | None, storage: str, artifacts: Path | None, **option: Any
 ) -> None:
-    """Estimate the gradient noise scale B_simple, which predicts the critical batch size."""
+    """Estimate the gradient noise scale B_simple, which predicts the critical batch size.
+
+    Its gradients are those of a study's trials: of --study, or else of a new study with these
+    options.
+    """
     from batchlr.studies import render
     from batchlr.studies.results import attach_figure, noise_scale_figure
-    from batchlr.studies.run import run_noise_scale
+    from batchlr.studies.run import probe_hyperparameters, run_noise_scale
 
-    _check_study(storage, study_name)
-    result = run_noise_scale(**option)
+    probe = _open_probe(option, study_name, storage)
+    hyperparameters = probe_hyperparameters(
+        option["batch_size"], option["optimizer"], option["momentum"], option["lr"]
+    )
+    result = run_noise_scale(
+        probe,
+        hyperparameters,
+        option["seed"],
+        option["epochs"],
+        option["small_batch"],
+        option["big_batch"],
+        option["repeats"],
+    )
     click.echo(
-        json_text(render.noise_scale_record(result))
+        json_text(render.noise_scale_record(result, study_name))
         if as_json
-        else "\n".join(render.noise_scale(result, option["epochs"]))
+        else "\n".join(render.noise_scale(result, option["epochs"], study_name))
     )
     if study_name:
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
-        figure = noise_scale_figure(result, f"{option['model']}, {when}")
+        figure = noise_scale_figure(result, probe.title(when))
         echo_lines(
             *render.attached(
                 "noise-scale curve",
@@ -159,9 +191,16 @@ def noise_scale(
         )
 
 
-def _check_study(storage: str, study_name: str | None) -> None:
-    """Fail before minutes of probing when the study to attach to does not exist."""
-    if study_name:
-        from batchlr.studies.store import load_existing_study, open_storage
+SPEC_OPTIONS = ("dataset", "data_dir", "image_size", "model", "seed")
+"""The probes' options that are study settings: a study's own unless given."""
 
-        load_existing_study(open_storage(storage, access="read"), study_name)
+
+def _open_probe(option: dict[str, Any], study_name: str | None, storage: str) -> Probe:
+    """The trainer and samples that --study's trials train with, or a new study's of the options."""
+    from batchlr.studies.run import RunOptions, open_probe
+    from batchlr.studies.store import StudySpec
+
+    ctx = click.get_current_context()
+    requested = StudySpec.from_attrs({name: option[name] for name in SPEC_OPTIONS})
+    options = RunOptions(option["seed"], option["device"], cache_dir=option["cache_dir"])
+    return open_probe(requested, given(ctx, list(SPEC_OPTIONS)), options, storage, study_name)

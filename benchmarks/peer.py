@@ -31,17 +31,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import optuna
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as transforms
 from PIL import Image
 
-from batchlr.objectives.data import HOLDOUT, ImageData, assign_folds, load_dataset
+from batchlr.objectives.data import ImageData, assign_folds, load_dataset
 from batchlr.objectives.models import build_model, resolve_model
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import Normalisation, resolve_device
 from batchlr.search.space import SearchSpace
 
@@ -84,9 +84,7 @@ class Setup:
             data.labels.numpy(), folds, seed=0, holdout=data.test_images is None
         )
         self.split = [self.folds.train_val(fold) for fold in range(folds)]
-        self.normalisation = Normalisation.of(
-            data.images, np.flatnonzero(self.folds.fold_of != HOLDOUT)
-        )
+        self.normalisation = Normalisation.of(data.images, self.folds.searched())
         self.factory = resolve_model(model)
 
     def new_model(self) -> torch.nn.Module:
@@ -208,19 +206,13 @@ def batchlr_objective(
 ) -> tuple[Trial, str]:
     settings = TrainingSettings(budget=Budget("epochs", setup.epochs), precision=precision)
     space = SearchSpace(batch_size=(1, 1 << 20))
-    objective = CrossValidationObjective(
-        setup.data,
-        setup.folds,
-        space,
-        setup.model,
-        settings,
-        setup.device,
-        seed=0,
-        fuse_folds=fuse,
-        compile=compile,
+    trainer = Trainer.on(
+        setup.data, setup.folds.searched(), setup.model, settings, setup.device, fuse, compile
     )
     if not channels_last:  # to measure what channels_last gives: batchlr before it trained so
-        objective.execution = dataclasses.replace(objective.execution, channels_last=False)
+        execution = dataclasses.replace(trainer.execution, channels_last=False)
+        trainer = dataclasses.replace(trainer, execution=execution)
+    objective = CrossValidationObjective(trainer, setup.data, setup.folds, space, seed=0)
 
     def trial() -> None:
         study = optuna.create_study(direction="maximize")
@@ -231,8 +223,9 @@ def batchlr_objective(
                 f"the batchlr trial ended {study.trials[0].state.name}: {study.trials[0].user_attrs.get('reason')}"
             )
 
-    layout = "" if objective.execution.channels_last or objective.execution.fuse_folds else ", NCHW"
-    return trial, f"batchlr {objective.execution.describe()}{layout}"
+    execution = objective.trainer.execution
+    layout = "" if execution.channels_last or execution.fuse_folds else ", NCHW"
+    return trial, f"batchlr {execution.describe()}{layout}"
 
 
 def training_flops_per_image(setup: Setup) -> float:

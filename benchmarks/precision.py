@@ -26,6 +26,7 @@ import torch
 from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device, resolve_precision
 from batchlr.search.space import SearchSpace
 
@@ -67,9 +68,9 @@ def one_trial(
     data = load_dataset(data_name, Path("data"))
     folds = assign_folds(data.labels.numpy(), 3, seed=seed, holdout=data.test_images is None)
     settings = TrainingSettings(budget=Budget("epochs", epochs), precision=precision)
-    objective = CrossValidationObjective(
-        data, folds, SearchSpace(batch_size=(1, 1 << 20)), "convnet-bn", settings, device, seed=seed
-    )
+    trainer = Trainer.on(data, folds.searched(), "convnet-bn", settings, device)
+    space = SearchSpace(batch_size=(1, 1 << 20))
+    objective = CrossValidationObjective(trainer, data, folds, space, seed=seed)
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"batch_size": 64, "lr": 1e-3, "optimizer": "adam"})
     study.optimize(objective, n_trials=1)

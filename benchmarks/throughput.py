@@ -18,6 +18,7 @@ import optuna
 from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
 from batchlr.search.space import SearchSpace
 
@@ -38,15 +39,10 @@ def main() -> None:
     data = load_dataset(args.dataset, args.data_dir)
     folds = assign_folds(data.labels.numpy(), args.folds, seed=0, holdout=data.test_images is None)
     device = resolve_device(args.device)
-    objective = CrossValidationObjective(
-        data,
-        folds,
-        SearchSpace(batch_size=(1, 1 << 20)),
-        args.model,
-        TrainingSettings(budget=Budget("epochs", args.epochs)),
-        device,
-        seed=0,
-    )
+    settings = TrainingSettings(budget=Budget("epochs", args.epochs))
+    trainer = Trainer.on(data, folds.searched(), args.model, settings, device)
+    space = SearchSpace(batch_size=(1, 1 << 20))
+    objective = CrossValidationObjective(trainer, data, folds, space, seed=0)
     print(
         f"{args.dataset}: {tuple(data.images.shape)} loaded in "
         f"{time.perf_counter() - started:.1f} s; {args.model} on {device}"

@@ -156,9 +156,9 @@ def test_lr_find_and_noise_scale_attach_their_curves_to_a_study_that_exists(tmp_
         "--device",
         "cpu",
         "--repeats",
-        "2",
+        "5",
         "--big-batch",
-        "64",
+        "256",
     )
     assert (
         "attached the LR range test to study p's artifacts" in found.output

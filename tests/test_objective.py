@@ -11,6 +11,7 @@ from torch import nn
 from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.trainer import Trainer
 from batchlr.search.space import LrScaling, SearchSpace
 
 EPOCHS = 3
@@ -58,9 +59,8 @@ def make_objective(
 ) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(**{"budget": Budget("epochs", EPOCHS), **settings})
-    return CrossValidationObjective(
-        data, folds, space, model, training, torch.device("cpu"), seed=0, fuse_folds=fuse_folds
-    )
+    trainer = Trainer.on(data, folds.searched(), model, training, torch.device("cpu"), fuse_folds)
+    return CrossValidationObjective(trainer, data, folds, space, seed=0)
 
 
 # Every precision, and fused folds, keep the paths that end a trial early.

@@ -1,6 +1,7 @@
 """The LR range test and the gradient noise scale: closed-form checks and the CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from click.testing import CliRunner
 
 from batchlr.cli import main
 from batchlr.objectives.probes import estimate_noise_scale, steepest_descent
+from batchlr.objectives.trainer import Regime
 
 
 def test_noise_scale_matches_least_squares_in_closed_form():
@@ -26,23 +28,17 @@ def test_noise_scale_matches_least_squares_in_closed_form():
     squared = offset.pow(2).sum().item()
     expected = (dims * (squared + noise**2) + squared) / squared
 
-    def loss(outputs, wanted):
-        return 0.5 * (outputs.squeeze(1) - wanted).pow(2).mean()
+    def squared_norm(drawn: torch.Tensor) -> float:
+        model.zero_grad()
+        outputs = model(inputs[drawn]).squeeze(1)
+        (0.5 * (outputs - targets[drawn]).pow(2).mean()).backward()
+        return model.weight.grad.pow(2).sum().item()
 
-    weights_before = model.weight.detach().clone()
-    result = estimate_noise_scale(
-        model,
-        loss,
-        lambda drawn: (inputs[drawn], targets[drawn]),
-        samples,
-        8,
-        256,
-        60,
-        torch.Generator().manual_seed(1),
-    )
+    regime = Regime("fp32", (), 0.0, 256, 256)
+    generator = torch.Generator().manual_seed(1)
+    result = estimate_noise_scale(squared_norm, samples, 8, 256, 60, generator, regime)
     assert result.noise_scale == pytest.approx(expected, rel=0.2)
     assert result.gradient_norm_squared == pytest.approx(squared, rel=0.2)
-    assert torch.equal(model.weight, weights_before)
 
 
 def test_steepest_descent_picks_the_fastest_fall_before_the_minimum():
@@ -148,3 +144,48 @@ def test_bad_probe_options_are_usage_errors(args):
     result = CliRunner().invoke(main, [*args, "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_lr_find_on_a_study_trains_in_its_regime(sqlite_url, monkeypatch):
+    """bf16 autocast, flipped and cropped batches, the study's label smoothing: as its trials."""
+    import optuna
+
+    from batchlr.objectives.data import assign_folds, load_dataset
+    from batchlr.objectives.settings import TrainingSettings
+    from batchlr.objectives.training import Augmentation
+    from batchlr.studies.store import StudySpec, open_storage, save_spec
+
+    data = load_dataset("digits", Path("unused"))
+    training = TrainingSettings(precision="bf16", augment=("flip", "crop"), label_smoothing=0.1)
+    spec = StudySpec(folds=2, training=training)
+    folds = assign_folds(data.labels.numpy(), 2, seed=0, holdout=True)
+    storage = open_storage(sqlite_url, access="create")
+    optuna.create_study(storage=storage, study_name="recipe", direction="maximize")
+    save_spec(storage, "recipe", spec, folds, data.labels_fingerprint())
+
+    losses, augmented = [], []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def recorded_loss(logits, labels, **options):
+        losses.append((logits.dtype, torch.is_autocast_enabled("cpu"), options))
+        return cross_entropy(logits, labels, **options)
+
+    augment = Augmentation.__call__
+
+    def recorded_augmentation(self, batch, generator):
+        augmented.append((self.flip, self.crop_padding))
+        return augment(self, batch, generator)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", recorded_loss)
+    monkeypatch.setattr(Augmentation, "__call__", recorded_augmentation)
+    args = ["lr-find", "--study", "recipe", "--storage", sqlite_url, "--lr-count", "20"]
+    result = CliRunner().invoke(main, [*args, "--batch-size", "32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(losses) >= 20 and len(augmented) == len(losses)
+    assert all(dtype == torch.bfloat16 and autocast for dtype, autocast, _ in losses)
+    assert all(options["label_smoothing"] == 0.1 for *_, options in losses)
+    assert set(augmented) == {(True, 1)}  # digits are 8x8: an eighth of a side
+    assert (
+        "trained as study 'recipe''s trials: bf16, augment flip,crop, label smoothing 0.1, "
+        "batch 32 in one pass" in result.output
+    )

@@ -13,13 +13,16 @@ from torch import nn
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.settings import TrainingSettings, parse_augment, parse_image_size
+from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import (
     Augmentation,
     DeviceImages,
+    Execution,
+    FoldGroup,
     Normalisation,
     SeparateFolds,
-    evaluate,
     make_optimizer,
 )
 from batchlr.search.space import Hyperparameters, SearchSpace
@@ -114,9 +117,23 @@ def test_validation_is_never_augmented():
     plain = DeviceImages(images, labels, normalisation)
     augmented = DeviceImages(images, labels, normalisation, Augmentation(True, 3))
     indices = torch.arange(40)
+    optimizer = torch.optim.SGD(model.parameters())
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer)
+    execution = Execution(torch.device("cpu"))
+    group = FoldGroup(
+        SeparateFolds([model]),
+        optimizer,
+        scheduler,
+        [],
+        [indices],
+        [1],
+        execution,
+        micro_batching=MicroBatching(7),
+    )
+    trainer = Trainer(augmented, lambda: model, TrainingSettings(), execution)
     assert (
-        evaluate(SeparateFolds([model]), augmented, [indices], 7).item()
-        == evaluate(SeparateFolds([model]), plain, [indices], 7).item()
+        trainer.evaluate(group, [indices]).item()
+        == trainer.evaluate(group, [indices], plain).item()
     )
 
 

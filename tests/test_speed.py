@@ -15,16 +15,10 @@ from click.testing import CliRunner
 from batchlr.cli import main
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import assign_folds, load_dataset
-from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
-from batchlr.objectives.training import (
-    Execution,
-    evaluate,
-    native_bf16,
-    resolve_precision,
-    train_steps,
-)
+from batchlr.objectives.trainer import Trainer
+from batchlr.objectives.training import Execution, native_bf16, resolve_precision
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 CPU = torch.device("cpu")
@@ -55,22 +49,25 @@ def _objective(
 ) -> CrossValidationObjective:
     data, folds = digits
     training = TrainingSettings(budget=budget, precision=precision, **settings)
-    return CrossValidationObjective(
-        data, folds, SearchSpace(), model, training, CPU, seed=0, fuse_folds=fuse
-    )
+    trainer = Trainer.on(data, folds.searched(), model, training, CPU, fuse)
+    return CrossValidationObjective(trainer, data, folds, SearchSpace(), seed=0)
+
+
+def _with_execution(objective: CrossValidationObjective, **changes) -> None:
+    """Change how ``objective`` trains, e.g. ``channels_last=False``."""
+    trainer = objective.trainer
+    execution = dataclasses.replace(trainer.execution, **changes)
+    objective.trainer = dataclasses.replace(trainer, execution=execution)
 
 
 def _trained_folds(
-    objective: CrossValidationObjective,
-    hyperparameters: Hyperparameters,
-    steps: int,
-    cap: int | None,
+    objective: CrossValidationObjective, hyperparameters: Hyperparameters, steps: int
 ):
     torch.manual_seed(5)
-    group = objective.fold_group(hyperparameters, objective.fold_indices, seed=5)
-    losses, _accuracies = train_steps(group, objective.images, steps, MicroBatching(cap))
-    scores = evaluate(group.models, objective.images, group.val_indices, 64, group.execution)
-    return group, losses, scores
+    trainer = objective.trainer
+    group = trainer.fold_group(hyperparameters, objective.fold_indices, seed=5)
+    losses, _accuracies = trainer.train_steps(group, steps)
+    return group, losses, trainer.evaluate(group, group.val_indices)
 
 
 @pytest.mark.parametrize(
@@ -90,10 +87,13 @@ def test_fused_folds_train_exactly_as_separate_ones(digits, model, optimizer, au
     augmented batches take other kernels whose last-bit differences 20 BatchNorm layers
     amplify; there the weights agree within a few steps' lr (the losses still to 1e-4)."""
     hyperparameters = Hyperparameters(48, 0.01, optimizer, 0.9 if optimizer != "adam" else None)
-    objectives = [_objective(digits, model, fuse, augment=augment) for fuse in ("off", "on")]
+    objectives = [
+        _objective(digits, model, fuse, augment=augment, max_micro_batch=cap)
+        for fuse in ("off", "on")
+    ]
     # Both in NCHW: channels_last's other kernels differ in the last bits, which is not fusion's doing.
-    objectives[0].execution = dataclasses.replace(objectives[0].execution, channels_last=False)
-    runs = [_trained_folds(objective, hyperparameters, 3, cap) for objective in objectives]
+    _with_execution(objectives[0], channels_last=False)
+    runs = [_trained_folds(objective, hyperparameters, 3) for objective in objectives]
     (separate, separate_losses, separate_scores), (fused, fused_losses, fused_scores) = runs
     assert separate.execution.fuse_folds is False and fused.execution.fuse_folds is True
     torch.testing.assert_close(fused_losses, separate_losses, rtol=1e-4, atol=1e-5)
@@ -121,10 +121,11 @@ def test_fused_folds_train_exactly_as_separate_ones(digits, model, optimizer, au
 
 def test_a_diverging_fold_stays_in_its_fold_when_fused(digits):
     objective = _objective(digits, "convnet", "on")
-    group = objective.fold_group(Hyperparameters(32, 0.01, "adam"), objective.fold_indices, seed=1)
+    trainer = objective.trainer
+    group = trainer.fold_group(Hyperparameters(32, 0.01, "adam"), objective.fold_indices, seed=1)
     with torch.no_grad():
         group.models.params["0.weight"][1].fill_(float("nan"))
-    losses, _ = train_steps(group, objective.images, 2, MicroBatching())
+    losses, _ = trainer.train_steps(group, 2)
     assert torch.isfinite(losses[[0, 2]]).all() and torch.isnan(losses[1])
     assert torch.isfinite(group.models.module(0).state_dict()["6.weight"]).all()
 
@@ -132,7 +133,7 @@ def test_a_diverging_fold_stays_in_its_fold_when_fused(digits):
 def test_a_model_torch_func_cannot_fuse_falls_back_under_auto_and_is_named_under_on(digits):
     name = f"{__name__}:item_in_forward"
     # on the CPU auto never fuses
-    assert _objective(digits, name, "auto").execution.fuse_folds is False
+    assert _objective(digits, name, "auto").trainer.execution.fuse_folds is False
     with pytest.raises(
         BatchlrError,
         match=r"--model .*item_in_forward cannot train with fused folds .*--fuse-folds off",
@@ -177,7 +178,7 @@ def test_execution_per_device_and_model():
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_lower_precision_keeps_float32_parameters_and_optimizer_state(digits, precision):
     objective = _objective(digits, precision=precision)
-    group, losses, scores = _trained_folds(objective, Hyperparameters(32, 3e-3, "adam"), 6, None)
+    group, losses, scores = _trained_folds(objective, Hyperparameters(32, 3e-3, "adam"), 6)
     model = group.models.module(0)
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     assert all(state["exp_avg"].dtype == torch.float32 for state in group.optimizer.state.values())
@@ -186,7 +187,7 @@ def test_lower_precision_keeps_float32_parameters_and_optimizer_state(digits, pr
     assert (losses < math.log(10)).all() and (scores > 0.1).all()
     with group.execution.autocast():
         assert (
-            model(objective.images.inputs(torch.arange(4))).dtype
+            model(objective.trainer.images.inputs(torch.arange(4))).dtype
             == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         )
 
@@ -246,9 +247,9 @@ def test_a_study_keeps_its_precision_and_refuses_another_on_resume(tmp_path, mon
 def test_compiled_folds_train_as_uncompiled_ones(digits, fuse):
     hyperparameters = Hyperparameters(64, 0.05, "sgd", 0.9)
     objectives = [_objective(digits, "convnet", fuse) for _ in range(2)]
-    objectives[1].execution = dataclasses.replace(objectives[1].execution, compile=True)
+    _with_execution(objectives[1], compile=True)
     (_plain, plain_losses, plain_scores), (_compiled, compiled_losses, compiled_scores) = (
-        _trained_folds(objective, hyperparameters, 2, None) for objective in objectives
+        _trained_folds(objective, hyperparameters, 2) for objective in objectives
     )
     torch.testing.assert_close(compiled_losses, plain_losses, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(compiled_scores, plain_scores)
@@ -269,7 +270,7 @@ def oom_when_fused(input_shape, num_classes):
 def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digits):
     objective = _objective(digits, f"{__name__}:oom_when_fused", "on")
     # running out of memory says nothing about whether torch.func can fuse it
-    assert objective.execution.fuse_folds
+    assert objective.trainer.execution.fuse_folds
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({"batch_size": 32, "lr": 1e-2, "optimizer": "adam"})
     study.optimize(objective, n_trials=1)
@@ -277,7 +278,7 @@ def test_a_trial_that_runs_out_of_memory_fused_trains_its_folds_separately(digit
     assert (
         trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs["fused_folds"] is False
     )
-    assert objective.execution.fuse_folds  # the next trial tries fused again
+    assert objective.trainer.execution.fuse_folds  # the next trial tries fused again
 
 
 def tied_and_unsaved(input_shape, num_classes):
@@ -300,8 +301,8 @@ def tied_and_unsaved(input_shape, num_classes):
 
 def test_fused_folds_give_back_models_with_tied_weights_and_unsaved_buffers(digits):
     objective = _objective(digits, f"{__name__}:tied_and_unsaved", "on")
-    assert objective.execution.fuse_folds
-    group, losses, _ = _trained_folds(objective, Hyperparameters(32, 0.01, "sgd", 0.9), 2, None)
+    assert objective.trainer.execution.fuse_folds
+    group, losses, _ = _trained_folds(objective, Hyperparameters(32, 0.01, "sgd", 0.9), 2)
     model = group.models.module(1)
     assert model.outer.weight is model.inner.weight and torch.equal(
         model.inner.weight, group.models.params["inner.weight"][1].detach().cpu()
@@ -312,9 +313,11 @@ def test_fused_folds_give_back_models_with_tied_weights_and_unsaved_buffers(digi
 def test_separate_folds_run_one_fold_per_pass_and_fused_ones_all_at_once(digits):
     separate, fused = _objective(digits, "convnet", "off"), _objective(digits, "convnet", "on")
     hyperparameters = Hyperparameters(32, 0.01, "adam")
-    assert separate.fold_group(hyperparameters, separate.fold_indices, 0).models.passes == [
+    assert separate.trainer.fold_group(hyperparameters, separate.fold_indices, 0).models.passes == [
         slice(0, 1),
         slice(1, 2),
         slice(2, 3),
     ]
-    assert fused.fold_group(hyperparameters, fused.fold_indices, 0).models.passes == [slice(None)]
+    assert fused.trainer.fold_group(hyperparameters, fused.fold_indices, 0).models.passes == [
+        slice(None)
+    ]

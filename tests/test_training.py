@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from batchlr.objectives.micro_batches import EVAL_CHUNK, MicroBatching
+from batchlr.objectives.micro_batches import EVAL_CHUNK, UNCAPPED, MicroBatching
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.objectives.settings import Budget
+from batchlr.objectives.settings import Budget, TrainingSettings
+from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import (
     BatchStream,
     DeviceImages,
@@ -17,9 +18,6 @@ from batchlr.objectives.training import (
     Normalisation,
     RoundResult,
     SeparateFolds,
-    evaluate,
-    train_in_lockstep,
-    train_steps,
 )
 
 HALF_AND_QUARTER = Normalisation((0.5,), (0.25,))
@@ -39,6 +37,7 @@ def _group(
     optimizer: type = torch.optim.Adam,
     lr: float = 0.01,
     batch_size: int = 16,
+    micro_batching: MicroBatching = UNCAPPED,
 ) -> FoldGroup:
     folds = SeparateFolds(models)
     optimizer = optimizer(folds.parameters(), lr=lr)
@@ -54,7 +53,13 @@ def _group(
         vals,
         rounds,
         Execution(torch.device("cpu")),
+        micro_batching=micro_batching,
     )
+
+
+def _trainer(data: DeviceImages) -> Trainer:
+    """A trainer of ``data``, for fold groups built by hand."""
+    return Trainer(data, _linear, TrainingSettings(), Execution(torch.device("cpu")))
 
 
 def _linear() -> nn.Module:
@@ -78,8 +83,9 @@ def test_every_fold_finishes_a_round_before_any_fold_starts_the_next():
         [indices[indices % 3 != fold] for fold in range(3)],
         [indices[indices % 3 == fold] for fold in range(3)],
         rounds,
+        micro_batching=MicroBatching(16),
     )
-    results = train_in_lockstep(group, data, MicroBatching(16))
+    results = _trainer(data).rounds(group)
     for round_index in range(3):
         result = next(results)
         assert result.round == round_index and len(result.val_accuracy) == 3
@@ -122,8 +128,9 @@ def test_accumulated_micro_batches_give_the_single_batch_gradient():
             torch.optim.SGD,
             lr=0.0,
             batch_size=64,
+            micro_batching=MicroBatching(micro_batch),
         )
-        train_steps(group, data, steps=1, micro_batching=MicroBatching(micro_batch))
+        _trainer(data).train_steps(group, steps=1)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
@@ -131,20 +138,33 @@ def test_accumulated_micro_batches_give_the_single_batch_gradient():
 def test_batchnorm_trains_when_the_batch_is_one_more_than_the_micro_batch():
     data = _problem(64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
-    group = _group(
-        [model], [torch.arange(64)], [torch.arange(0)], [2], torch.optim.SGD, lr=0.1, batch_size=17
-    )
     # 9 + 8, not 16 + 1
-    loss, _ = train_steps(group, data, steps=2, micro_batching=MicroBatching(16))
+    group = _group(
+        [model],
+        [torch.arange(64)],
+        [torch.arange(0)],
+        [2],
+        torch.optim.SGD,
+        lr=0.1,
+        batch_size=17,
+        micro_batching=MicroBatching(16),
+    )
+    loss, _ = _trainer(data).train_steps(group, steps=2)
     assert math.isfinite(loss.item())
 
 
 def test_a_huge_learning_rate_is_reported_as_divergence():
     data = _problem(normalisation=Normalisation((0.5,), (1e-20,)))  # inputs near 1e20
     group = _group(
-        [_linear()], [torch.arange(80)], [torch.arange(80, 90)], [5], lr=1e30, batch_size=8
+        [_linear()],
+        [torch.arange(80)],
+        [torch.arange(80, 90)],
+        [5],
+        lr=1e30,
+        batch_size=8,
+        micro_batching=MicroBatching(8),
     )
-    result = next(train_in_lockstep(group, data, MicroBatching(8)))
+    result = next(_trainer(data).rounds(group))
     assert result.diverged
 
 
@@ -162,9 +182,8 @@ def test_evaluate_counts_correct_predictions_across_chunks_and_folds_of_unequal_
         (model(data.inputs(part)).argmax(1) == data.labels[part]).float().mean().item()
         for model, part in zip(models, indices, strict=True)
     ]
-    assert evaluate(SeparateFolds(models), data, indices, chunk_size=7).tolist() == pytest.approx(
-        expected
-    )
+    group = _group(models, indices, indices, [1], micro_batching=MicroBatching(7))
+    assert _trainer(data).evaluate(group, indices).tolist() == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -208,9 +209,8 @@ class RecordingObjective:
     """Stands in for the cross-validation objective: notes the worker attr its trial holds in
     the storage before it samples anything, and scores 0.5."""
 
-    device = "cpu"
-
     def __init__(self) -> None:
+        self.trainer = types.SimpleNamespace(device="cpu")
         self.workers_seen: list[object] = []
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -1,12 +1,13 @@
 """Micro-batching: the cap on samples per forward/backward pass and how a batch splits under it.
 
-Finding the largest micro-batch that fits in device memory, which needs torch, is in
-:mod:`batchlr.objectives.training.micro_batch_fit`."""
+Finding the largest micro-batch that fits in device memory, which trains, is in
+:mod:`batchlr.objectives.probes.memory`."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 # torch loads in the functions that train: reading a study's settings needs none of it
@@ -53,3 +54,16 @@ class MicroBatching:
 
 UNCAPPED = MicroBatching()
 """No cap: every batch in one forward/backward pass."""
+
+
+def resolve_cap(
+    requested: int | str | None, stored: int | str | None, probe: Callable[[], int]
+) -> int | None:
+    """The cap a run trains with: a number as given, or none; for :data:`AUTO` the study's
+    ``stored`` cap, so that resumed runs and refits train as its trials did, else what
+    ``probe`` finds on this device. A stored :data:`AUTO` (never resolved) is probed too."""
+    if requested != AUTO:
+        return None if requested is None else int(requested)
+    if stored is not None and stored != AUTO:
+        return int(stored)
+    return probe()

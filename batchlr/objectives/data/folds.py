@@ -34,6 +34,10 @@ class FoldAssignment:
     def holdout(self) -> np.ndarray:
         return np.flatnonzero(self.fold_of == HOLDOUT)
 
+    def searched(self) -> np.ndarray:
+        """Indices of every sample in the folds: what trials, refits and probes may train on."""
+        return np.flatnonzero(self.fold_of != HOLDOUT)
+
     def smallest_train_size(self) -> int:
         """Samples in the smallest training part of any fold: the largest usable batch."""
         in_folds = int((self.fold_of != HOLDOUT).sum())

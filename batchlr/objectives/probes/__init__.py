@@ -1,6 +1,20 @@
-"""Training outside trials: the LR range test and the gradient noise scale; imports objectives.training only."""
+"""Training outside trials through the trials' Trainer (LR range test, noise scale, memory); imports the trainer."""
 
 from batchlr.objectives.probes.lr_finder import LrRangeTest, lr_range_test, steepest_descent
-from batchlr.objectives.probes.noise_scale import NoiseScale, estimate_noise_scale
+from batchlr.objectives.probes.memory import largest_micro_batch, largest_passing
+from batchlr.objectives.probes.noise_scale import (
+    NoiseScale,
+    estimate_noise_scale,
+    trained_noise_scale,
+)
 
-__all__ = ["LrRangeTest", "NoiseScale", "estimate_noise_scale", "lr_range_test", "steepest_descent"]
+__all__ = [
+    "LrRangeTest",
+    "NoiseScale",
+    "estimate_noise_scale",
+    "largest_micro_batch",
+    "largest_passing",
+    "lr_range_test",
+    "steepest_descent",
+    "trained_noise_scale",
+]

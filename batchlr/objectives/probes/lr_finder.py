@@ -7,24 +7,26 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from batchlr.objectives.training.batches import DeviceImages
-from batchlr.objectives.training.loop import BatchStream
+from batchlr.objectives.trainer import Regime, Trainer
+from batchlr.search.space import Hyperparameters
 
 SMOOTHING = 0.98
 DIVERGENCE_FACTOR = 4.0
+MIN_POINTS = 3
+"""Learning rates a sweep must keep before the loss diverges for its suggestion to mean anything."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LrRangeTest:
-    """The swept learning rates, the smoothed loss at each, and the suggested learning rate."""
+    """The swept learning rates, the smoothed loss at each, the suggested learning rate, and
+    the regime the sweep trained in."""
 
     lrs: list[float]
     losses: list[float]
     suggested_lr: float
     stopped_early: bool
+    regime: Regime
 
     @property
     def loss_drop(self) -> float:
@@ -32,37 +34,44 @@ class LrRangeTest:
         curve has no real descent and the suggestion is noise."""
         return 1 - min(self.losses) / self.losses[0] if self.losses and self.losses[0] > 0 else 0.0
 
+    @property
+    def diverged_at_once(self) -> bool:
+        """True when fewer than :data:`MIN_POINTS` learning rates trained before the loss diverged."""
+        return len(self.lrs) < MIN_POINTS
+
 
 def lr_range_test(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: BatchStream,
-    data: DeviceImages,
+    trainer: Trainer,
+    indices: torch.Tensor,
+    hyperparameters: Hyperparameters,
+    seed: int,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     steps: int = 100,
 ) -> LrRangeTest:
-    """Train with a learning rate growing exponentially from ``start_lr`` to ``end_lr`` over ``steps``.
+    """Train one fresh model on ``indices`` with the trainer's step, the learning rate growing
+    exponentially from ``start_lr`` to ``end_lr`` over ``steps`` (``hyperparameters.lr`` is
+    ignored).
 
     The loss is smoothed with a bias-corrected exponential average; the sweep stops once
     the smoothed loss exceeds four times its minimum or turns non-finite. The suggestion is
     the learning rate where the smoothed loss falls fastest against log(lr), before its
     minimum. Reads the loss every step (one device sync per step) to stop in time.
     """
-    model.train()
+    growth = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    group = trainer.fold_group(
+        dataclasses.replace(hyperparameters, lr=start_lr),
+        [(indices, indices[:0])],
+        seed,
+        lr_multiplier=lambda step: growth**step,
+    )
     lrs: list[float] = []
     losses: list[float] = []
     average, lowest, stopped_early = 0.0, math.inf, False
     for step in range(steps):
-        lr = start_lr * (end_lr / start_lr) ** (step / max(1, steps - 1))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = batches.next()
-        loss = F.cross_entropy(model(data.inputs(batch)), data.labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        average = SMOOTHING * average + (1 - SMOOTHING) * loss.item()
+        lr = group.optimizer.param_groups[0]["lr"]
+        loss = trainer.train_steps(group, 1)[0].item()
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
         smoothed = average / (1 - SMOOTHING ** (step + 1))
         if not math.isfinite(smoothed) or smoothed > DIVERGENCE_FACTOR * lowest:
             stopped_early = True
@@ -71,7 +80,8 @@ def lr_range_test(
         lrs.append(lr)
         losses.append(smoothed)
     suggested = steepest_descent(lrs, losses) if lrs else math.nan
-    return LrRangeTest(lrs, losses, suggested, stopped_early)
+    regime = trainer.regime(hyperparameters.batch_size)
+    return LrRangeTest(lrs, losses, suggested, stopped_early, regime)
 
 
 def steepest_descent(lrs: list[float], losses: list[float]) -> float:

@@ -100,6 +100,7 @@ class DeviceImages:
         augmentation: Augmentation = Augmentation(),
     ) -> None:
         self.images, self.labels, self.augmentation = images, labels, augmentation
+        self.normalisation = normalisation
         mean = torch.tensor(normalisation.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(normalisation.std, device=images.device).view(1, -1, 1, 1)
         # (x / 255 - mean) / std as one multiply-add.

@@ -111,10 +111,6 @@ class Execution:
                 f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}"
             )
         fused = fuse_folds == "on" or (fuse_folds == "auto" and device.type == "cuda")
-        if device.type == "cuda":
-            # cuDNN then times its convolution algorithms once per shape and keeps the fastest:
-            # a trial runs thousands of steps of one batch shape.
-            torch.backends.cudnn.benchmark = True
         if compile:
             check_compile(device)
         return cls(

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from batchlr.errors import BatchlrError
 from batchlr.objectives.training.execution import Execution
 
 
@@ -157,30 +156,3 @@ def fold_models(models: list[nn.Module], execution: Execution) -> FoldModels:
     if execution.fuse_folds:
         return FusedFolds(models, execution.compile)
     return SeparateFolds(models, execution.compile, execution.memory_format)
-
-
-def check_fusable(
-    make_model: Callable[[], nn.Module],
-    input_shape: tuple[int, int, int],
-    device: torch.device,
-    name: str,
-) -> None:
-    """Raise when two fresh models of ``make_model`` cannot train fused: a forward and backward
-    pass of two images per fold, in training mode.
-
-    Raises:
-        BatchlrError: naming ``--model`` and what torch.func refused (an in-place update of
-            an unbatched tensor, ``.item()`` in the forward pass, ...).
-    """
-    try:
-        models = FusedFolds([make_model(), make_model()])
-        models.train()
-        models.logits(torch.zeros(2, 2, *input_shape, device=device)).sum().backward()
-        models.module(1)
-    except torch.OutOfMemoryError:
-        return  # a question of memory, not of torch.func: a trial that runs out fused trains separately
-    except Exception as error:
-        reason = " ".join(str(error).split())[:300]
-        raise BatchlrError(
-            f"--model {name} cannot train with fused folds ({type(error).__name__}: {reason}); use --fuse-folds off"
-        ) from None

@@ -6,13 +6,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from batchlr.errors import BatchlrError
 from batchlr.files import check_writable
-from batchlr.objectives.data import HOLDOUT
-from batchlr.objectives.training import DeviceImages, evaluate, train_steps
+from batchlr.objectives.training import DeviceImages
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.deploy.best_config import versions
@@ -61,48 +59,39 @@ def refit_best(
 
     started = time.perf_counter()
     torch.manual_seed(options.seed)
-    train = torch.as_tensor(
-        np.flatnonzero(objective.folds.fold_of != HOLDOUT), device=objective.device
-    )
-    group = objective.fold_group(hyperparameters, [(train, train[:0])], options.seed)
-    micro_batching = objective.settings.micro_batching
-    losses = [
-        train_steps(group, objective.images, steps, micro_batching)[0] for steps in group.rounds
-    ]
-    if not torch.isfinite(torch.stack(losses)).all():
+    trainer, device = objective.trainer, objective.trainer.device
+    train = torch.as_tensor(objective.folds.searched(), device=device)
+    group = trainer.fold_group(hyperparameters, [(train, train[:0])], options.seed)
+    if any(result.diverged for result in trainer.rounds(group)):
         raise BatchlrError(
             f"the refit of trial {best.number} diverged (non-finite loss); refit another trial's settings"
         )
 
-    data = objective.data
+    data, normalisation = objective.data, trainer.images.normalisation
     if data.test_images is not None:
         assert data.test_labels is not None  # ImageData has both test splits or neither
         images = DeviceImages(
-            data.test_images.to(objective.device),
-            data.test_labels.to(objective.device),
-            objective.normalisation,
+            data.test_images.to(device), data.test_labels.to(device), normalisation
         )
-        test, split = torch.arange(len(images), device=objective.device), "official test split"
+        test, split = torch.arange(len(images), device=device), "official test split"
         holdout = fingerprint = None
     else:
-        images = objective.images
+        images = trainer.images
         indices = objective.folds.holdout()
-        test = torch.as_tensor(indices, device=objective.device)
+        test = torch.as_tensor(indices, device=device)
         split = "hold-out set aside when the study was created"
         names = image_names(data)
         holdout = [names[index] for index in indices]  # evaluate scores these alone
         # how evaluate knows this data wherever it is copied or moved
         fingerprint = data.content_fingerprint()
-    accuracy = evaluate(
-        group.models, images, [test], micro_batching.eval_chunk, group.execution
-    ).item()
+    accuracy = trainer.evaluate(group, [test], images).item()
     spec = stored[0]
     info = model_info(
         model=spec.model,
         input_shape=data.input_shape,
         classes=data.classes,
-        mean=objective.normalisation.mean,
-        std=objective.normalisation.std,
+        mean=normalisation.mean,
+        std=normalisation.std,
         image_size=list(spec.image_size) if spec.image_size else None,
         dataset=spec.dataset,
         holdout=holdout,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from batchlr.objectives.probes import LrRangeTest, NoiseScale
+    from batchlr.objectives.trainer import Regime
 
 
 # An LR range test whose smoothed loss fell less than this found no descent.
@@ -20,9 +22,32 @@ def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
     return f"warning: the LR range test's loss fell only {loss_drop:.1%}, so its suggestion is weak; {remedy}"
 
 
-def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
-    """What ``batchlr lr-find`` prints: the suggestion and the search around it, and a warning
-    when the curve had no real descent, or None."""
+def regime(trained: Regime, study: str | None) -> str:
+    """The line that says how a probe trained: as ``study``'s trials, or a new study's."""
+    whose = f"study {study!r}'s trials" if study else "the trials of a new study with these options"
+    augment = f"augment {','.join(trained.augment)}" if trained.augment else "no augmentation"
+    smoothing = (
+        f"label smoothing {trained.label_smoothing:g}"
+        if trained.label_smoothing
+        else "no label smoothing"
+    )
+    passes = math.ceil(trained.batch_size / trained.micro_batch)
+    split = (
+        f"batch {trained.batch_size} in {passes} micro-batches of up to {trained.micro_batch}"
+        if passes > 1
+        else f"batch {trained.batch_size} in one pass"
+    )
+    return f"trained as {whose}: {trained.precision}, {augment}, {smoothing}, {split}"
+
+
+def regime_record(trained: Regime, study: str | None) -> dict[str, Any]:
+    """The regime in a probe's ``--json`` record."""
+    return {"study": study, **dataclasses.asdict(trained)}
+
+
+def lr_range(result: LrRangeTest, study: str | None) -> tuple[list[str], str | None]:
+    """What ``batchlr lr-find`` prints: the suggestion and the search around it, how it trained
+    (see :func:`regime`), and a warning when the curve had no real descent, or None."""
     stop = (
         f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged"
         if result.stopped_early
@@ -31,13 +56,14 @@ def lr_range(result: LrRangeTest) -> tuple[list[str], str | None]:
     lines = [
         f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
         f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
+        regime(result.regime, study),
     ]
     return lines, weak_descent_warning(
         result.loss_drop, "try more --lr-count, another --optimizer or --batch-size"
     )
 
 
-def lr_range_record(result: LrRangeTest) -> dict[str, Any]:
+def lr_range_record(result: LrRangeTest, study: str | None) -> dict[str, Any]:
     """What ``batchlr lr-find --json`` prints."""
     return {
         "suggested_lr": result.suggested_lr,
@@ -45,20 +71,23 @@ def lr_range_record(result: LrRangeTest) -> dict[str, Any]:
         "losses": result.losses,
         "stopped_early": result.stopped_early,
         "loss_drop": result.loss_drop,
+        "regime": regime_record(result.regime, study),
     }
 
 
-def noise_scale_record(result: NoiseScale) -> dict[str, Any]:
+def noise_scale_record(result: NoiseScale, study: str | None) -> dict[str, Any]:
     """What ``batchlr noise-scale --json`` prints."""
     return {
         "critical_batch_size": result.critical_batch_size,
         "suggested_batch_range": result.suggested_batch_range,
         **dataclasses.asdict(result),
+        "regime": regime_record(result.regime, study),
     }
 
 
-def noise_scale(result: NoiseScale, epochs: int) -> list[str]:
-    """What ``batchlr noise-scale`` prints: the estimate, its parts and the batch range it suggests."""
+def noise_scale(result: NoiseScale, epochs: int, study: str | None) -> list[str]:
+    """What ``batchlr noise-scale`` prints: the estimate, its parts, the batch range it suggests
+    and how its gradients were taken (see :func:`regime`)."""
     when = f"after {epochs} epochs" if epochs else "at initialisation"
     low, high = result.suggested_batch_range
     return [
@@ -68,4 +97,5 @@ def noise_scale(result: NoiseScale, epochs: int) -> list[str]:
         f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps "
         "almost proportionally, larger ones mostly add compute",
         f"suggested batch range: {low}:{high}",
+        regime(result.regime, study),
     ]

@@ -2,7 +2,13 @@
 
 from batchlr.studies.run.creation import RunOptions, prepare
 from batchlr.studies.run.lifecycle import OpenStudy, TrialPlan, open_study, run_trials, sampler_seed
-from batchlr.studies.run.probes import run_lr_find, run_noise_scale
+from batchlr.studies.run.probes import (
+    Probe,
+    open_probe,
+    probe_hyperparameters,
+    run_lr_find,
+    run_noise_scale,
+)
 from batchlr.studies.run.progress import Mode, StudyProgress
 from batchlr.studies.run.workers import (
     PARENT_GONE,
@@ -15,11 +21,14 @@ __all__ = [
     "PARENT_GONE",
     "Mode",
     "OpenStudy",
+    "Probe",
     "RunOptions",
     "StudyProgress",
     "TrialPlan",
+    "open_probe",
     "open_study",
     "prepare",
+    "probe_hyperparameters",
     "run_lr_find",
     "run_noise_scale",
     "run_trials",

@@ -14,27 +14,26 @@ import warnings
 from collections.abc import Collection
 from pathlib import Path
 
-import numpy as np
 import optuna
 import optuna_dashboard
 import torch
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import (
-    HOLDOUT,
     FoldAssignment,
     ImageData,
     assign_folds,
     load_dataset,
     split_duplicates,
 )
-from batchlr.objectives.models import resolve_model
+from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.objective import CrossValidationObjective
-from batchlr.objectives.training import resolve_cap, resolve_device
+from batchlr.objectives.probes import largest_micro_batch, lr_range_test
+from batchlr.objectives.trainer import Trainer
+from batchlr.objectives.training import resolve_device
 from batchlr.search.samplers import bounded_grid
-from batchlr.search.space import Hyperparameters, default_momentum
+from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
 from batchlr.studies import render
-from batchlr.studies.run.probes import ProbeData, find_lr
 from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
 from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, create_study_from
 
@@ -90,33 +89,24 @@ def prepare(
             holdout=data.test_images is None,
             classes=data.classes,
         )
-    if options.lr_auto and not stored:
-        spec = _with_found_lr(spec, data, folds, device, options.seed)
     space = spec.space.clip_batch_size(folds.smallest_train_size())
+    searched = folds.searched()
+    trainer = Trainer.on(
+        data, searched, spec.model, spec.training, device, options.fuse_folds, options.compile
+    )
     stored_cap = stored[0].training.max_micro_batch if stored else None
     cap = resolve_cap(
         spec.training.max_micro_batch,
         stored_cap,
-        resolve_model(spec.model),
-        data.input_shape,
-        data.num_classes,
-        device,
-        space.batch_size[1],
+        lambda: largest_micro_batch(trainer, space.batch_size[1]),
     )
-    spec = dataclasses.replace(
-        spec, training=dataclasses.replace(spec.training, max_micro_batch=cap)
-    )
-    return spec, CrossValidationObjective(
-        data,
-        folds,
-        space,
-        spec.model,
-        spec.training,
-        device,
-        options.seed,
-        options.fuse_folds,
-        options.compile,
-    )
+    trainer = trainer.with_cap(cap)
+    spec = dataclasses.replace(spec, training=trainer.settings)
+    if options.lr_auto and not stored:
+        searched_on_device = torch.as_tensor(searched, device=device)
+        spec = _with_found_lr(spec, space, trainer, searched_on_device, options.seed)
+        space = spec.space.clip_batch_size(folds.smallest_train_size())
+    return spec, CrossValidationObjective(trainer, data, folds, space, options.seed)
 
 
 def create_study(
@@ -147,36 +137,41 @@ def duplicates_warning(objective: CrossValidationObjective) -> str | None:
 
 
 def _with_found_lr(
-    spec: StudySpec, data: ImageData, folds: FoldAssignment, device: torch.device, seed: int
+    spec: StudySpec, space: SearchSpace, trainer: Trainer, searched: torch.Tensor, seed: int
 ) -> StudySpec:
-    """``spec`` searching lr (or base_lr) one decade either side of the LR range test's suggestion.
+    """``spec`` searching lr (or base_lr) one decade either side of the LR range test's
+    suggestion, the test trained as the study's trials will be.
 
     The test runs at the reference batch size under an LR scaling rule, so that the
     suggestion is a base_lr, and else at the geometric middle of the batch range, with the
-    first optimizer of the search space.
+    first optimizer of ``space``, the study's with its batch sizes clipped to the folds.
+
+    Raises:
+        BatchlrError: when the test's loss diverged at once.
     """
-    space = spec.space.clip_batch_size(folds.smallest_train_size())
     if space.lr_scaling.rule != "none":
         batch_size = min(space.lr_scaling.reference_batch_size, space.batch_size[1])
     else:
         batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
     optimizer = space.optimizers[0]
     momentum = default_momentum(optimizer)
-    hyperparameters = Hyperparameters(
-        batch_size=batch_size, lr=0.0, optimizer=optimizer, momentum=momentum
-    )
-    probe = ProbeData.on(data, np.flatnonzero(folds.fold_of != HOLDOUT), device)
-    test = find_lr(probe, spec.model, hyperparameters, seed)
-    suggested = test.suggested_lr
+    hyperparameters = Hyperparameters(batch_size, 0.0, optimizer, momentum)
+    torch.manual_seed(seed)
+    test = lr_range_test(trainer, searched, hyperparameters, seed)
+    if test.diverged_at_once:
+        raise BatchlrError(
+            f"--lr auto: the LR range test's loss diverged at once at batch {batch_size}; "
+            "give the range yourself with --lr MIN:MAX"
+        )
     record = {
-        "suggested_lr": suggested,
+        "suggested_lr": test.suggested_lr,
         "loss_drop": test.loss_drop,
         "batch_size": batch_size,
         "optimizer": optimizer,
         "momentum": momentum,
     }
     # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
-    center = suggested / space.lr_scaling.lr(1.0, batch_size)
+    center = test.suggested_lr / space.lr_scaling.lr(1.0, batch_size)
     return dataclasses.replace(
         spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record
     )

@@ -90,7 +90,7 @@ class OpenStudy:
         """What ``batchlr run`` prints before the first trial (see :func:`render.opening`),
         with what each of ``plan.workers`` local workers runs."""
         objective = self.objective
-        device = f"{objective.device} ({objective.execution.describe()})"
+        device = f"{objective.trainer.device} ({objective.trainer.execution.describe()})"
         lines, warning = render.opening(
             self.study.study_name,
             self.previous_trials,
@@ -112,7 +112,7 @@ class OpenStudy:
     ) -> float | tuple[float, float]:
         # First of all: a worker killed at any later moment leaves a trial that the next
         # sweep ties to a dead pid, instead of one that waits for its heartbeat to go stale.
-        TrialRecord(worker=this_worker(str(self.objective.device))).write(trial)
+        TrialRecord(worker=this_worker(str(self.objective.trainer.device))).write(trial)
         try:
             if on_start:
                 on_start(self.study)
@@ -128,7 +128,7 @@ class OpenStudy:
             raise BatchlrError(
                 f"--model {self.spec.model}: its code called exit({error.code!r}) in trial "
                 f"{trial.number}; a model must return or raise"
-            ) from None
+            ) from error
 
 
 class _StopAtMaxTrials:
@@ -200,7 +200,10 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
     objective = opened.objective
     try:
         with StudyProgress(
-            plan.progress, n_trials, objective.settings.budget.round_count, objective.folds.k
+            plan.progress,
+            n_trials,
+            objective.trainer.settings.budget.round_count,
+            objective.folds.k,
         ) as progress:
 
             def on_start(study: optuna.Study) -> None:
@@ -215,11 +218,11 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
             objective.computing = interrupts.computing
             opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, on_start)
             interrupts.check()  # a signal after the last trial began still ends the run as interrupted
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         raise Interrupted(
             "interrupted: the running trial is marked FAIL (reason interrupted); run the same "
             "command to resume, retrying it first"
-        ) from None
+        ) from error
 
 
 def open_study(
@@ -259,7 +262,7 @@ def open_study(
             sampler_seed(options.seed, previous_trials),
             spec.grid_points,
         ),
-        pruner=make_pruner(spec.pruner, objective.settings.budget.round_count),
+        pruner=make_pruner(spec.pruner, objective.trainer.settings.budget.round_count),
     )
     cap = spec.training.max_micro_batch
     if stored and isinstance(cap, int) and stored[0].training.max_micro_batch is None:

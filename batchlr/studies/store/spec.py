@@ -302,7 +302,7 @@ def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
     except BatchlrError as error:
         raise BatchlrError(
             f"study {study.study_name!r} holds settings batchlr cannot read: {error}"
-        ) from None
+        ) from error
     directions = [direction.name.lower() for direction in study.directions]
     if directions != spec.directions:
         raise BatchlrError(
