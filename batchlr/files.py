@@ -23,10 +23,10 @@ def check_regular_file(path: Path, what: str) -> Path:
     """
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise BatchlrError(f"{what} {path} does not exist") from None
+    except FileNotFoundError as error:
+        raise BatchlrError(f"{what} {path} does not exist") from error
     except OSError as error:
-        raise BatchlrError(f"cannot read {what} {path}: {error.strerror or error}") from None
+        raise BatchlrError(f"cannot read {what} {path}: {error.strerror or error}") from error
     if stat.S_ISDIR(mode):
         raise BatchlrError(f"{what} {path} is a directory; give a file")
     if not stat.S_ISREG(mode):
@@ -62,7 +62,7 @@ def check_writable(path: Path) -> None:
     except OSError as error:
         raise BatchlrError(
             f"cannot write {path}: {error.strerror}; choose a writable directory"
-        ) from None
+        ) from error
     os.close(probe)
     os.unlink(probe_name)
 
@@ -89,7 +89,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     except OSError as error:
         raise BatchlrError(
             f"cannot write {path}: {error.strerror or error}; the previous file, if any, is unchanged"
-        ) from None
+        ) from error
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -150,3 +150,23 @@ def test_importing_the_models_leaves_torchvision_unimported(tmp_path: Path) -> N
     # `batchlr --help` imports this module; torchvision would add a second to it.
     code = "import sys, batchlr.objectives.models.catalog; assert 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def broken_factory(input_shape, num_classes):
+    """A user's model function with a bug of its own."""
+    raise ValueError("the user's own bug")
+
+
+def test_debug_shows_a_user_models_own_error_as_the_cause():
+    from click.testing import CliRunner
+
+    from batchlr.cli import main
+
+    args = ["lr-find", "--model", f"{__name__}:broken_factory", "--device", "cpu"]
+    plain = CliRunner().invoke(main, args)
+    assert plain.exit_code == 1 and "raised ValueError: the user's own bug" in plain.output
+    assert "Traceback" not in plain.output
+    debug = CliRunner().invoke(main, ["--debug", *args])
+    assert isinstance(debug.exception, BatchlrError)
+    cause = debug.exception.__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "the user's own bug"

@@ -65,11 +65,11 @@ def parse_range(text: str, kind: type[Number]) -> tuple[Number, Number]:
         if len(parts) != 2:
             raise ValueError
         low, high = kind(parts[0]), kind(parts[1])
-    except ValueError:
+    except ValueError as error:
         example = "16:512" if kind is int else "1e-4:1"
         raise BatchlrUsageError(
             f"{text!r} is not MIN:MAX of {kind.__name__}s; write it like {example}"
-        ) from None
+        ) from error
     if not (low > 0 and high > 0) or math.isinf(high):
         raise BatchlrUsageError(f"{text!r}: both ends must be positive and finite")
     if low > high:

@@ -108,10 +108,10 @@ def parse_weight_decay(text: str) -> tuple[float, float]:
         if len(parts) > 2:
             raise ValueError
         low, high = float(parts[0]), float(parts[-1])
-    except ValueError:
+    except ValueError as error:
         raise BatchlrUsageError(
             f"{text!r} is neither a weight decay nor MIN:MAX; write it like 5e-4 or 1e-5:1e-2"
-        ) from None
+        ) from error
     if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= MAX_WEIGHT_DECAY):
         raise BatchlrUsageError(
             f"{text!r}: give values with 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}"

@@ -288,7 +288,7 @@ def _downloader(
             raise BatchlrError(
                 f"{spec}: {expected} lacks {', '.join(missing)} (it needs {needs}), and they could not be "
                 f"downloaded ({type(error).__name__}: no network?); put them there or point --data-dir at a copy"
-            ) from None
+            ) from error
 
     return download
 

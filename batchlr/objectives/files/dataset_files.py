@@ -70,7 +70,7 @@ def read_cifar_batch(path: Path) -> Arrays:
         ValueError,
         AttributeError,
     ) as error:
-        raise BatchlrError(f"{path} is not a CIFAR-10 python batch file ({error})") from None
+        raise BatchlrError(f"{path} is not a CIFAR-10 python batch file ({error})") from error
     if len(images) != len(labels):
         raise BatchlrError(f"{path} holds {len(images)} images but {len(labels)} labels")
     return images, labels
@@ -104,7 +104,7 @@ def read_idx_split(raw: Path, prefix: str) -> Arrays:
     except (OSError, AssertionError, RuntimeError, ValueError) as error:
         raise BatchlrError(
             f"cannot read IDX files {image_file.name}/{label_file.name} in {raw}: {error}"
-        ) from None
+        ) from error
     if len(images) != len(labels):
         raise BatchlrError(
             f"{image_file} holds {len(images)} images but {label_file} {len(labels)} labels"

@@ -86,7 +86,7 @@ def list_image_folder(root: Path) -> ImageFolder:
             [os.path.join(root, name) for name in classes], also_entered=[str(root)]
         )
     except OSError as error:
-        raise BatchlrError(f"imagefolder: {root}: {error}") from None
+        raise BatchlrError(f"imagefolder: {root}: {error}") from error
     if len(classes) < 2:
         found = f"one class folder ({classes[0]})" if classes else "no class folder"
         raise BatchlrError(
@@ -171,7 +171,9 @@ def walk_image_files(folders: Sequence[str], also_entered: Iterable[str] = ()) -
         try:
             status = os.stat(path)
         except OSError as error:  # a link to nothing, or to itself
-            raise BatchlrError(f"cannot read {path} ({error.strerror}); remove or fix it") from None
+            raise BatchlrError(
+                f"cannot read {path} ({error.strerror}); remove or fix it"
+            ) from error
         identity = _identity(status)
         if identity not in first or (through_link, position) < first[identity][:2]:
             first[identity] = (through_link, position, status)

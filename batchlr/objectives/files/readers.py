@@ -250,7 +250,7 @@ def _opened(path: str) -> Iterator[Image.Image]:
             )
             raise BatchlrError(
                 f"cannot decode image file {path} ({reason}); remove it or replace it with an image file"
-            ) from None
+            ) from error
 
 
 def _open_regular(path: str) -> int:
@@ -268,7 +268,7 @@ def _open_regular(path: str) -> int:
     except OSError as error:
         raise BatchlrError(
             f"cannot open image file {path} ({error.strerror}); make it readable or remove it"
-        ) from None
+        ) from error
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)

@@ -194,16 +194,16 @@ def resolve_model(name: str) -> ModelFactory:
     except ImportError as error:
         raise BatchlrUsageError(
             f"--model {name}: cannot import {module_name} ({_one_line(error)})"
-        ) from None
-    except AttributeError:
+        ) from error
+    except AttributeError as error:
         raise BatchlrUsageError(
             f"--model {name}: {module_name} has no attribute {function_name}"
-        ) from None
+        ) from error
     # the user's code runs at import: any error of its is theirs to fix
     except (Exception, SystemExit) as error:
         raise BatchlrUsageError(
             f"--model {name}: importing {module_name} raised {type(error).__name__}: {_one_line(error)}"
-        ) from None
+        ) from error
     if not callable(factory):
         raise BatchlrUsageError(f"--model {name}: {function_name} is not callable")
     return _exits_as_errors(factory, name)
@@ -245,7 +245,7 @@ def _exits_as_errors(factory: ModelFactory, name: str) -> ModelFactory:
             raise BatchlrError(
                 f"--model {name}: {_called(factory)}{(input_shape, num_classes)} called exit({_one_line(error)}); "
                 "a model function must return a torch.nn.Module"
-            ) from None
+            ) from error
 
     return call
 
@@ -273,7 +273,7 @@ def build_model(
         raise BatchlrError(
             f"--model {name}: {_called(factory)}{(input_shape, num_classes)} raised "
             f"{type(error).__name__}: {_one_line(error)}"
-        ) from None
+        ) from error
     if not isinstance(model, nn.Module):
         raise BatchlrError(f"--model {name} returned {type(model).__name__}, not a torch.nn.Module")
     output = _forward(model, name, input_shape)
@@ -310,7 +310,7 @@ def _forward(model: nn.Module, name: str, input_shape: tuple[int, int, int]) -> 
         raise BatchlrError(
             f"--model {name}: a batch of 2 images of shape {input_shape} fails in its forward "
             f"pass: {type(error).__name__}: {_one_line(error)}"
-        ) from None
+        ) from error
     finally:
         for module, training in modes:
             module.training = training  # each module's own flag, as it was

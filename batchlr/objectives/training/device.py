@@ -19,10 +19,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except RuntimeError as error:
         raise BatchlrUsageError(
             f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+        ) from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BatchlrUsageError(

@@ -229,28 +229,28 @@ def load_config(path: str | Path) -> BestConfig:
         with path.open("rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
-        raise BatchlrError(f"cannot read {path}: {error.strerror or error}") from None
+        raise BatchlrError(f"cannot read {path}: {error.strerror or error}") from error
     if len(data) > MAX_CONFIG_BYTES:
         raise BatchlrError(
             f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB: no batchlr export is"
         )
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BatchlrError(f"{path} is not UTF-8 text, so no batchlr export") from None
+    except UnicodeDecodeError as error:
+        raise BatchlrError(f"{path} is not UTF-8 text, so no batchlr export") from error
     try:
         record = yaml.safe_load(text) if language == "YAML" else json.loads(text)
-    except RecursionError:
-        raise BatchlrError(f"{path} nests too deeply for a batchlr export") from None
+    except RecursionError as error:
+        raise BatchlrError(f"{path} nests too deeply for a batchlr export") from error
     # ValueError: JSON's, and either's numbers of too many digits
     except (ValueError, yaml.YAMLError) as error:
         raise BatchlrError(
             f"{path} is not valid {language}: {' '.join(str(error).split())}"
-        ) from None
+        ) from error
     try:
         return _from_record(record)
     except BatchlrError as error:
-        raise BatchlrError(f"{path}: {error}") from None
+        raise BatchlrError(f"{path}: {error}") from error
 
 
 def _scalar(value: Any) -> bool:

@@ -221,7 +221,7 @@ def image_paths(arguments: list[Path]) -> list[Path]:
     except OSError as error:
         raise BatchlrError(
             f"cannot read {error.filename}: {error.strerror}; make it readable or leave it out"
-        ) from None
+        ) from error
     in_folder: list[list[Path]] = [[] for _ in folders]
     for file in under:
         in_folder[file.label].append(Path(file.path))
@@ -244,14 +244,14 @@ def _is_folder(argument: Path) -> bool:
     """
     try:
         return stat.S_ISDIR(argument.stat().st_mode)
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError) as error:
         raise BatchlrError(
             f"{argument}: no such file or folder; give image files or folders of them"
-        ) from None
+        ) from error
     except OSError as error:
         raise BatchlrError(
             f"cannot read {argument}: {error.strerror}; make it readable or leave it out"
-        ) from None
+        ) from error
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,7 +160,7 @@ def load_model(
     except Exception as error:  # what unpickling a damaged or foreign file raises varies
         raise BatchlrError(
             f"{path} is not a model file batchlr can read ({type(error).__name__}); write one with batchlr refit"
-        ) from None
+        ) from error
     if not isinstance(content, dict) or "batchlr_model" not in content:
         raise BatchlrError(
             f"{path} is not a batchlr model file (a bare state dict holds no model name, classes "
@@ -217,7 +217,7 @@ def load_model(
     except (RuntimeError, KeyError, TypeError) as error:
         raise BatchlrError(
             f"{path}: its weights do not fit --model {info['model']} ({' '.join(str(error).split())[:200]})"
-        ) from None
+        ) from error
     return TrainedModel(network, info).to(device).eval()
 
 

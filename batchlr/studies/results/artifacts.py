@@ -100,7 +100,7 @@ def artifact_store(
         except OSError as error:
             raise BatchlrError(
                 f"cannot create the artifact directory {folder}: {error.strerror}; give --artifacts DIR"
-            ) from None
+            ) from error
     return AtomicArtifactStore(folder) if folder.is_dir() else None
 
 

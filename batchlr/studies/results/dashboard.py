@@ -72,5 +72,5 @@ def serve_dashboard(
         if error.errno == errno.EADDRINUSE:
             raise BatchlrError(
                 f"port {port} on {host} is in use; choose another with --port"
-            ) from None
-        raise BatchlrError(f"cannot serve on {host}:{port}: {error.strerror}") from None
+            ) from error
+        raise BatchlrError(f"cannot serve on {host}:{port}: {error.strerror}") from error

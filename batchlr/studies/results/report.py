@@ -57,7 +57,7 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise BatchlrError(f"cannot create {output}: {error.strerror}") from None
+        raise BatchlrError(f"cannot create {output}: {error.strerror}") from error
     sections: list[str] = []
     pngs: dict[Path, bytes] = {}
     for index, (name, make) in enumerate(FIGURES.items()):

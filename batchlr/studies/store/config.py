@@ -26,14 +26,14 @@ def read_run_config(path: Path, options: Collection[str]) -> dict[str, Any]:
     try:
         check_regular_file(path, "--config")
     except BatchlrError as error:
-        raise BatchlrUsageError(str(error)) from None
+        raise BatchlrUsageError(str(error)) from error
     try:
         with path.open("rb") as handle:
             table = tomllib.load(handle)
     except OSError as error:
-        raise BatchlrUsageError(f"--config {path}: {error.strerror}") from None
+        raise BatchlrUsageError(f"--config {path}: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
-        raise BatchlrUsageError(f"--config {path} is not valid TOML: {error}") from None
+        raise BatchlrUsageError(f"--config {path} is not valid TOML: {error}") from error
     unknown = sorted(set(table) - set(options))
     if unknown:
         raise BatchlrUsageError(

@@ -152,15 +152,15 @@ def open_storage(
         install = DRIVER_PACKAGES.get(str(error.name), f"pip install {error.name}")
         raise BatchlrError(
             f"--storage {masked}: the database driver {error.name!r} is not installed; {install}"
-        ) from None
-    except sqlalchemy.exc.NoSuchModuleError:
+        ) from error
+    except sqlalchemy.exc.NoSuchModuleError as error:
         raise BatchlrUsageError(
             f"--storage {masked}: unknown database kind; use sqlite:///FILE or postgresql://USER@HOST/DB"
-        ) from None
+        ) from error
     except (sqlalchemy.exc.SQLAlchemyError, RuntimeError) as error:
         detail = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
         cause = "the disk is full; " if _sqlite_disk_full(url) else ""
-        raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from None
+        raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from error
 
 
 def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError | None:
@@ -318,10 +318,10 @@ def sqlite_path(url: str) -> Path | None:
 def _parse(url: str) -> URL:
     try:
         return make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
         raise BatchlrUsageError(
             f"--storage {mask_url(url)!r} is not a database URL; use sqlite:///FILE or postgresql://USER@HOST/DB"
-        ) from None
+        ) from error
 
 
 def _check_sqlite_path(parsed: URL, masked: str, access: Access) -> None:

@@ -99,12 +99,12 @@ def load_existing_study(storage: optuna.storages.BaseStorage, name: str) -> optu
     """The study ``name``; a clear error that lists the studies there when it is absent."""
     try:
         return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
+    except KeyError as error:
         names = sorted(study.study_name for study in storage.get_all_studies())
         listing = ", ".join(names) if names else "none"
         raise BatchlrError(
             f"no study {name!r} in this storage (studies there: {listing})"
-        ) from None
+        ) from error
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
