@@ -10,11 +10,18 @@ from typing import Any
 
 import click
 
-from batchlr.errors import ERROR_PREFIX, BatchlrError, BatchlrUsageError, Interrupted
+from batchlr.errors import (
+    ERROR_PREFIX,
+    BatchlrError,
+    BatchlrUsageError,
+    Interrupted,
+    SettingError,
+)
 from batchlr.studies.store import (
     FAULT_REMEDY,
     RETRY_REMEDY,
     STORAGE_ENV,
+    option_name,
     redact,
     remember_secrets,
     storage_fault,
@@ -90,6 +97,8 @@ class BatchlrGroup(click.Group):
             if not isinstance(error, BatchlrError):
                 remedy = FAULT_REMEDY if ctx.invoked_subcommand == "run" else RETRY_REMEDY
                 error = storage_fault(error, ctx.meta.get("batchlr.storage", ""), remedy) or error
+            if isinstance(error, SettingError):
+                raise click.UsageError(error.naming(option_name(error.key))) from None
             if isinstance(error, BatchlrUsageError):
                 raise click.UsageError(str(error)) from None
             if isinstance(error, BatchlrError):

@@ -27,7 +27,6 @@ from batchlr.search.weight_decay import parse_weight_decay
 from batchlr.studies.store import DEFAULT_STORAGE, STORAGE_ENV, remember_secrets
 from batchlr.whole_numbers import whole_number
 
-MAX_EPOCHS = 10_000
 MAX_HEARTBEAT = (
     86_400  # a day: a trial silent for two is surely dead, and Python's waits overflow far above
 )

@@ -13,13 +13,13 @@ from batchlr.cli_options import (
     BATCH_OPTION,
     DATA_OPTIONS,
     JSON_OPTION,
-    MAX_EPOCHS,
     MOMENTUM_OPTION,
     OPTIMIZER_OPTION,
     FiniteFloatRange,
     given,
 )
 from batchlr.json_text import json_text
+from batchlr.objectives.settings import MAX_EPOCHS
 from batchlr.search.space import MAX_LR
 
 # the studies load torch, which a command's --help need not wait for

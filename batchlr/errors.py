@@ -20,6 +20,35 @@ class BatchlrUsageError(BatchlrError):
     """A bad option value or combination of options; the CLI exits 2, as click does for usage errors."""
 
 
+class SettingError(BatchlrUsageError):
+    """A setting outside its rule. ``key`` names it as records, study files and the storage do
+    (``label_smoothing``); the CLI names its flag instead (``--label-smoothing``), so that each
+    rule is written once, in the record that holds the setting."""
+
+    def __init__(self, key: str, value: object, problem: str) -> None:
+        self.key, self.value, self.problem = key, value, problem
+        super().__init__(self.naming(key))
+
+    def naming(self, name: str) -> str:
+        """The message with the setting called ``name``: ``label_smoothing 1.5: ...`` or
+        ``--label-smoothing 1.5: ...``."""
+        return f"{name} {_shown(self.value)}: {self.problem}"
+
+
+def _shown(value: object) -> str:
+    """A setting's value as its option would spell it: ``16:512`` for a range, ``sgd,adam`` for names."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value)
+    ):
+        return f"{value[0]:g}:{value[1]:g}"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Interrupted(BatchlrError):
     """The user stopped a run (Ctrl-C, SIGTERM); the message says how to resume it."""
 

@@ -350,7 +350,7 @@ def test_every_option_of_every_command_has_help_and_help_shows_defaults():
         assert not undocumented, f"{name}: {undocumented}"
     shown = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
     assert (
-        "[default: 3; 2<=x<=100]" in shown
+        "Cross-validation folds, 2 to 100. [default: 3]" in shown
         and "env var: BATCHLR_STORAGE" in shown
         and "env var: BATCHLR_DATA_DIR" in shown
     )

@@ -177,7 +177,7 @@ def test_studies_shows_each_studys_best_value_by_its_direction(studies):
         ("lowest", "was not made by batchlr run"),
         ("pareto", "was not made by batchlr run"),
         ("impostor", "but it has directions minimize"),
-        ("damaged", "setting folds = 'three' is not a whole number"),
+        ("damaged", "study 'damaged' holds a damaged setting: folds three: must be a whole number"),
     ],
 )
 def test_export_and_report_refuse_a_study_batchlr_did_not_make_and_write_nothing(
@@ -266,9 +266,9 @@ MALFORMED = [
     (".json", _with(("params", "momentum"), -0.1), "momentum -0.1 is not"),
     (".json", _with(("params", "optimizer"), "lion"), "unknown optimizer 'lion'"),
     (".json", _with(("params", "optimizer"), KeyError), "lack optimizer"),
-    (".json", _with(("settings", "schedule"), "warm"), "schedule = 'warm'"),
-    (".json", _with(("settings", "folds"), "three"), "folds = 'three'"),
-    (".json", _with(("settings", "lr"), [1, 0.1]), "setting lr = [1, 0.1]"),
+    (".json", _with(("settings", "schedule"), "warm"), "damaged setting: schedule warm: choose"),
+    (".json", _with(("settings", "folds"), "three"), "damaged setting: folds three: must be"),
+    (".json", _with(("settings", "lr"), [1, 0.1]), "damaged setting: lr 1:0.1: give MIN:MAX"),
     (".json", _with(("settings", "batchlr_format"), "2"), "no format version"),
     (".json", _with(("params",), KeyError), "lacks params"),
     (".json", _with(("params",), [64, 0.05]), "params = [64, 0.05]"),

@@ -143,7 +143,7 @@ def test_crop_padding_defaults_to_an_eighth_and_must_be_smaller_than_the_image()
     assert TrainingSettings(augment=("flip",)).crop_padding_for((3, 32, 32)) == 0
     with pytest.raises(BatchlrUsageError, match="smaller than the 8x8"):
         TrainingSettings(augment=("crop",), crop_padding=8).crop_padding_for((1, 8, 8))
-    with pytest.raises(BatchlrUsageError, match="goes with --augment crop"):
+    with pytest.raises(BatchlrUsageError, match=r"crop_padding 2: goes with augment crop"):
         TrainingSettings(augment=("flip",), crop_padding=2)
 
 

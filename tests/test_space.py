@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from batchlr.errors import BatchlrUsageError
+from batchlr.errors import BatchlrUsageError, SettingError
 from batchlr.search.space import (
     Hyperparameters,
     SearchSpace,
@@ -74,5 +74,6 @@ def test_grid_points_space_lr_and_batch_size_evenly_in_log():
 
 @pytest.mark.parametrize("text", ["lr=1", "momentum=4", "lr", "lr=x", "lr=5000"])
 def test_bad_grid_points_are_usage_errors(text):
-    with pytest.raises(BatchlrUsageError, match="--grid-points"):
+    with pytest.raises(SettingError, match=f"grid_points {text}: give NAME=N pairs") as raised:
         parse_grid_points(text)
+    assert raised.value.key == "grid_points"

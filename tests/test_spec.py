@@ -81,7 +81,7 @@ def test_option_values_read_as_a_spec():
         and spec.space.batch_size == (4, 8)
         and spec.space.optimizers == ("adam",)
     )
-    with pytest.raises(BatchlrUsageError, match="--steps goes with --budget steps"):
+    with pytest.raises(BatchlrUsageError, match="steps 30: go with budget steps"):
         StudySpec.from_attrs({"budget": "epochs", "steps": 30})
 
 

@@ -171,7 +171,7 @@ def test_execution_per_device_and_model():
     assert not Execution.on(CPU, "fp32", builtin_model=False).channels_last
     fused = Execution.on(CPU, "fp32", "on")
     assert fused.fuse_folds and not fused.channels_last
-    with pytest.raises(BatchlrUsageError, match="--fuse-folds sometimes"):
+    with pytest.raises(BatchlrUsageError, match="fuse_folds sometimes: choose from auto, on, off"):
         Execution.on(CPU, "fp32", "sometimes")
 
 

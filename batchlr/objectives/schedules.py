@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     import torch
 
-SCHEDULE_NAMES: tuple[str, ...] = ("constant", "cosine", "onecycle")
+Schedule = Literal["constant", "cosine", "onecycle"]
+SCHEDULE_NAMES: tuple[Schedule, ...] = get_args(Schedule)
 
 # One-cycle (Smith & Topin 2019) as in torch's OneCycleLR defaults: start at lr/25, peak
 # after 30 % of the steps, end at lr/25/1e4, without cycling momentum (the study searches it).

@@ -9,34 +9,43 @@ Free of torch, so that commands that only read a study's settings start at once.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from batchlr.errors import BatchlrUsageError
-from batchlr.objectives.micro_batches import MicroBatching
+from batchlr.objectives.micro_batches import AUTO, MicroBatching
+from batchlr.objectives.schedules import SCHEDULE_NAMES, Schedule
+from batchlr.rules import is_finite_number, is_whole_number, names_of, one_of, require, whole
 from batchlr.whole_numbers import whole_number
 
 ROUNDS_PER_STEP_BUDGET = 10
-BUDGET_KINDS: tuple[str, ...] = ("epochs", "steps")
+BudgetKind = Literal["epochs", "steps"]
+BUDGET_KINDS: tuple[BudgetKind, ...] = get_args(BudgetKind)
+MAX_EPOCHS = 10_000
+MAX_STEPS = MAX_EPOCHS * 10_000
 
 
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
     """Optimizer steps in one epoch: the last incomplete batch is dropped (see
-    :class:`batchlr.objectives.training.loop.BatchStream`)."""
+    :class:`batchlr.objectives.training.fold_group.BatchStream`)."""
     return train_size // batch_size
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """How long each fold trains: ``amount`` epochs, or ``amount`` optimizer steps."""
+    """How long each fold trains: ``amount`` epochs (at most :data:`MAX_EPOCHS`), or ``amount``
+    optimizer steps (at most :data:`MAX_STEPS`).
 
-    kind: str = "epochs"
+    Raises:
+        SettingError: for another kind (key ``budget``) or amount (key ``epochs`` or ``steps``).
+    """
+
+    kind: BudgetKind = "epochs"
     amount: int = 10
 
     def __post_init__(self) -> None:
-        if self.kind not in BUDGET_KINDS:
-            raise BatchlrUsageError(f"--budget {self.kind}: choose from {', '.join(BUDGET_KINDS)}")
+        kind = one_of("budget", self.kind, BUDGET_KINDS)
+        whole(kind, self.amount, 1, MAX_EPOCHS if kind == "epochs" else MAX_STEPS)
 
     def to_attrs(self) -> dict[str, Any]:
         """The budget as the options that set it: ``budget``, and ``epochs`` or ``steps``."""
@@ -51,22 +60,25 @@ class Budget:
         """From stored attrs or options: ``steps`` without ``budget`` implies a step budget.
 
         Raises:
-            BatchlrUsageError: for a step budget without steps, or steps with an epoch budget.
+            SettingError: for a step budget without steps, or steps with an epoch budget.
         """
-        steps = attrs.get("steps")
-        kind = attrs.get("budget") or ("steps" if steps else "epochs")
-        if kind == "steps" and not steps:
-            raise BatchlrUsageError(
-                "--budget steps needs --steps N, the optimizer steps each fold trains"
-            )
-        if kind == "epochs" and steps:
-            raise BatchlrUsageError(
-                "--steps goes with --budget steps; drop it or add --budget steps"
-            )
-        return cls(
+        steps, epochs = attrs.get("steps"), attrs.get("epochs")
+        implied = "steps" if steps is not None else "epochs"
+        kind = one_of("budget", attrs.get("budget") or implied, BUDGET_KINDS)
+        require(
+            kind != "steps" or steps is not None,
+            "budget",
             kind,
-            int(steps) if kind == "steps" and steps else int(attrs.get("epochs") or cls.amount),
+            "needs a step count (steps), the optimizer steps each fold trains",
         )
+        require(
+            kind != "epochs" or steps is None,
+            "steps",
+            steps,
+            "go with budget steps; drop them or set budget to steps",
+        )
+        amount: Any = steps if kind == "steps" else cls.amount if epochs is None else epochs
+        return cls(kind, amount)
 
     @property
     def round_count(self) -> int:
@@ -84,9 +96,11 @@ class Budget:
         return [whole + (index < extra) for index in range(self.round_count)]
 
 
-OBJECTIVES: tuple[tuple[str, ...], ...] = (("accuracy",), ("accuracy", "time"))
+Objective = Literal["accuracy", "time"]
+OBJECTIVES: tuple[tuple[Objective, ...], ...] = (("accuracy",), ("accuracy", "time"))
 
-AUGMENTATIONS: tuple[str, ...] = ("flip", "crop")
+Augment = Literal["flip", "crop"]
+AUGMENTATIONS: tuple[Augment, ...] = get_args(Augment)
 """Random horizontal flips, and random crops of the image after reflection padding."""
 
 MAX_IMAGE_SIDE = 4096
@@ -99,13 +113,15 @@ MAX_CLASSES = 100_000
 folders, and of a model file's class names, which loading builds one output each for before it
 reads a weight."""
 
-FUSE_CHOICES: tuple[str, ...] = ("auto", "on", "off")
+FuseChoice = Literal["auto", "on", "off"]
+FUSE_CHOICES: tuple[FuseChoice, ...] = get_args(FuseChoice)
 """``--fuse-folds``: ``auto`` fuses on CUDA only. On the CPU fused folds measured 2.7x (fp32) to
 3.7x (bf16) slower than separate ones (vmap turns the folds into grouped convolutions, which the CPU runs worse
 than k plain ones), while on a GPU a small CNN is bound by kernel launches, which fusion
 divides by k. Not a study setting: fused and separate folds train the same models."""
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 """``--precision``: the dtype of the forward pass and the loss (parameters and optimizer state
 stay float32). ``auto`` is bf16 where the device computes it natively, else fp32."""
 
@@ -160,62 +176,91 @@ class TrainingSettings:
     :func:`default_crop_padding`). ``label_smoothing`` is the training loss's. ``precision``
     is one of :data:`PRECISIONS`, resolved per device by each process that trains, so that a
     study's workers on different machines each use what theirs does best.
+
+    Raises:
+        SettingError: naming the first setting outside its rule.
     """
 
     budget: Budget = Budget()
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
     warmup: float = 0.0
     max_micro_batch: int | str | None = None
-    objectives: tuple[str, ...] = ("accuracy",)
-    augment: tuple[str, ...] = ()
+    objectives: tuple[Objective, ...] = ("accuracy",)
+    augment: tuple[Augment, ...] = ()
     crop_padding: int | None = None
     label_smoothing: float = 0.0
-    precision: str = "auto"
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.warmup) or self.warmup < 0:
-            raise BatchlrUsageError(f"--warmup {self.warmup}: give a number of epochs, 0 or more")
-        if self.warmup and self.schedule == "onecycle":
-            raise BatchlrUsageError(
-                "--warmup with --schedule onecycle: one-cycle warms up by itself (its first 30 % "
-                "of steps); drop --warmup"
+        one_of("schedule", self.schedule, SCHEDULE_NAMES)
+        warmup = self.warmup
+        require(
+            is_finite_number(warmup) and warmup >= 0,
+            "warmup",
+            warmup,
+            "give a number of epochs, 0 or more",
+        )
+        require(
+            not (warmup and self.schedule == "onecycle"),
+            "warmup",
+            warmup,
+            "one-cycle warms up by itself (its first 30 % of steps); drop the warmup",
+        )
+        require(
+            not (self.budget.kind == "epochs" and warmup >= self.budget.amount),
+            "warmup",
+            warmup,
+            f"is not shorter than the {self.budget.amount} epochs: the lr would never reach its "
+            "value; warm up for fewer epochs",
+        )
+        cap = self.max_micro_batch
+        require(
+            cap is None or cap == AUTO or (is_whole_number(cap) and cap >= 1),
+            "max_micro_batch",
+            cap,
+            f"give a whole number of at least 1, or {AUTO}",
+        )
+        require(
+            isinstance(self.objectives, (list, tuple)) and tuple(self.objectives) in OBJECTIVES,
+            "objectives",
+            self.objectives,
+            "use accuracy, or accuracy,time",
+        )
+        augment = names_of("augment", self.augment, AUGMENTATIONS)
+        if self.crop_padding is not None:
+            whole("crop_padding", self.crop_padding, 1)
+            require(
+                "crop" in augment,
+                "crop_padding",
+                self.crop_padding,
+                "goes with augment crop (or flip,crop)",
             )
-        if self.budget.kind == "epochs" and self.warmup >= self.budget.amount:
-            raise BatchlrUsageError(
-                f"--warmup {self.warmup:g} is not shorter than --epochs {self.budget.amount}: the "
-                "lr would never reach its value; warm up for fewer epochs"
-            )
-        if tuple(self.objectives) not in OBJECTIVES:
-            raise BatchlrUsageError(
-                f"--objectives {','.join(self.objectives)}: use accuracy, or accuracy,time"
-            )
-        if self.crop_padding is not None and "crop" not in self.augment:
-            raise BatchlrUsageError("--crop-padding goes with --augment crop (or flip,crop)")
-        if self.precision not in PRECISIONS:
-            raise BatchlrUsageError(
-                f"--precision {self.precision}: choose from {', '.join(PRECISIONS)}"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise BatchlrUsageError(
-                f"--label-smoothing {self.label_smoothing:g}: give a number from 0 up to 1, like 0.1"
-            )
+        smoothing = self.label_smoothing
+        require(
+            is_finite_number(smoothing) and 0 <= smoothing < 1,
+            "label_smoothing",
+            smoothing,
+            "give a number from 0 up to 1, like 0.1",
+        )
+        one_of("precision", self.precision, PRECISIONS)
 
     def crop_padding_for(self, input_shape: tuple[int, int, int]) -> int:
         """The crop's reflection padding for images of ``input_shape``; 0 without crops.
 
         Raises:
-            BatchlrUsageError: when the padding is not smaller than the images, which reflection needs.
+            SettingError: when the padding is not smaller than the images, which reflection needs.
         """
         if "crop" not in self.augment:
             return 0
         padding = (
             default_crop_padding(input_shape) if self.crop_padding is None else self.crop_padding
         )
-        if padding >= min(input_shape[1:]):
-            raise BatchlrUsageError(
-                f"--crop-padding {padding}: reflection padding must be smaller than the "
-                f"{input_shape[1]}x{input_shape[2]} images"
-            )
+        require(
+            padding < min(input_shape[1:]),
+            "crop_padding",
+            padding,
+            f"reflection padding must be smaller than the {input_shape[1]}x{input_shape[2]} images",
+        )
         return padding
 
     @property

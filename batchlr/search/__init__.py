@@ -1,7 +1,7 @@
 """What a study searches and how: the search space, samplers and pruners."""
 
-from batchlr.search.pruners import PRUNER_NAMES, make_pruner
-from batchlr.search.samplers import SAMPLER_NAMES, make_sampler
+from batchlr.search.pruners import PRUNER_NAMES, PrunerName, make_pruner
+from batchlr.search.samplers import SAMPLER_NAMES, SamplerName, make_sampler
 from batchlr.search.space import OPTIMIZER_NAMES, Hyperparameters, SearchSpace, parse_range
 
 __all__ = [
@@ -9,6 +9,8 @@ __all__ = [
     "PRUNER_NAMES",
     "SAMPLER_NAMES",
     "Hyperparameters",
+    "PrunerName",
+    "SamplerName",
     "SearchSpace",
     "make_pruner",
     "make_sampler",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import optuna
 
-PRUNER_NAMES: tuple[str, ...] = ("median", "hyperband", "wilcoxon", "none")
+PrunerName = Literal["median", "hyperband", "wilcoxon", "none"]
+PRUNER_NAMES: tuple[PrunerName, ...] = get_args(PrunerName)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:

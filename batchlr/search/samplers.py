@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import optuna
 
 from batchlr.errors import BatchlrUsageError
 from batchlr.search.space import SearchSpace, grid_point_counts
 
-SAMPLER_NAMES: tuple[str, ...] = ("tpe", "gp", "random", "grid")
+SamplerName = Literal["tpe", "gp", "random", "grid"]
+SAMPLER_NAMES: tuple[SamplerName, ...] = get_args(SamplerName)
 MAX_GRID_SIZE = 100_000
 """The most points a grid study may have: each is a trial of k-fold training, and GridSampler
 holds every combination in memory (``--grid-points`` of 1000 for three params is 10^9)."""

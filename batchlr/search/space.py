@@ -5,21 +5,30 @@ from __future__ import annotations
 import dataclasses
 import math
 import reprlib
-import sys
 from collections.abc import Mapping
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import optuna
 
-from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
+from batchlr.rules import (
+    is_finite_number,
+    is_real,
+    is_whole_number,
+    names_of,
+    one_of,
+    require,
+    whole,
+)
 from batchlr.search.weight_decay import NO_WEIGHT_DECAY, SWITCH_PARAM, WeightDecay
 from batchlr.whole_numbers import whole_number
 
-OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "adam", "rmsprop", "adamw")
+OptimizerName = Literal["sgd", "adam", "rmsprop", "adamw"]
+OPTIMIZER_NAMES: tuple[OptimizerName, ...] = get_args(OptimizerName)
 """Optimizers a study can search, by the names stored in the ``optimizer`` param; ``adamw`` is
 Adam with decoupled weight decay (Loshchilov and Hutter 2019)."""
 
-DEFAULT_OPTIMIZERS: tuple[str, ...] = OPTIMIZER_NAMES[:3]
+DEFAULT_OPTIMIZERS: tuple[OptimizerName, ...] = OPTIMIZER_NAMES[:3]
 """What a study searches unless told: ``adamw`` only where named, so that studies made before
 it search what they did."""
 
@@ -99,7 +108,8 @@ def parse_optimizers(text: str) -> tuple[str, ...]:
     return names
 
 
-LR_SCALING_RULES: tuple[str, ...] = ("none", "linear", "sqrt")
+LrScalingRule = Literal["none", "linear", "sqrt"]
+LR_SCALING_RULES: tuple[LrScalingRule, ...] = get_args(LrScalingRule)
 DEFAULT_REFERENCE_BATCH_SIZE = 256
 
 
@@ -111,18 +121,12 @@ class LrScaling:
     (Hoffer et al. 2017); ``none``: the study searches lr itself.
     """
 
-    rule: str = "none"
+    rule: LrScalingRule = "none"
     reference_batch_size: int = DEFAULT_REFERENCE_BATCH_SIZE
 
     def __post_init__(self) -> None:
-        if self.rule not in LR_SCALING_RULES:
-            raise BatchlrUsageError(
-                f"--lr-scaling {self.rule!r}: choose from {', '.join(LR_SCALING_RULES)}"
-            )
-        if self.reference_batch_size < 1:
-            raise BatchlrUsageError(
-                f"--reference-batch-size {self.reference_batch_size}: must be at least 1"
-            )
+        one_of("lr_scaling", self.rule, LR_SCALING_RULES)
+        whole("reference_batch_size", self.reference_batch_size, 1)
 
     def lr(self, base_lr: float, batch_size: int) -> float:
         """The learning rate for ``batch_size``."""
@@ -141,14 +145,13 @@ class LrScaling:
         """From stored attrs or options; a missing or null key takes its default.
 
         Raises:
-            BatchlrUsageError: for an unknown rule or a reference batch size that is no whole number of at least 1.
+            SettingError: for an unknown rule or a reference batch size that is no whole number of at least 1.
         """
-        reference = attrs.get("reference_batch_size") or DEFAULT_REFERENCE_BATCH_SIZE
-        if not is_whole_number(reference):
-            raise BatchlrUsageError(
-                f"--reference-batch-size {reprlib.repr(reference)}: must be a whole number"
-            )
-        return cls(attrs.get("lr_scaling") or "none", reference)
+        reference = attrs.get("reference_batch_size")
+        return cls(
+            attrs.get("lr_scaling") or "none",
+            DEFAULT_REFERENCE_BATCH_SIZE if reference is None else reference,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +163,7 @@ class Hyperparameters:
 
     batch_size: int
     lr: float
-    optimizer: str
+    optimizer: OptimizerName
     momentum: float | None = None
     weight_decay: float = 0.0
     nesterov: bool = False
@@ -224,31 +227,35 @@ def _scaled_lr(scaling: LrScaling, base_lr: Any, batch_size: int) -> float:
         return math.inf
 
 
-def is_whole_number(value: Any) -> TypeGuard[int]:
-    """Whether a value read from a file or a storage is an int; ``True`` is one to Python, but no count."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_real(value: Any) -> bool:
-    """Whether a value read from a file or a storage is an int or a float, not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_finite_number(value: Any) -> bool:
-    """:func:`is_real`, and neither nan, infinite, nor a whole number too large to be a float."""
-    return is_real(value) and -sys.float_info.max <= value <= sys.float_info.max
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """Ranges a study searches. Batch size and learning rate are sampled on a log scale."""
 
     batch_size: tuple[int, int] = (16, 512)
     lr: tuple[float, float] = (1e-4, 1.0)
-    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    optimizers: tuple[OptimizerName, ...] = DEFAULT_OPTIMIZERS
     lr_scaling: LrScaling = LrScaling()
     weight_decay: WeightDecay = NO_WEIGHT_DECAY
     nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        low, high = _pair(self.batch_size)
+        require(
+            is_whole_number(low) and is_whole_number(high) and 1 <= low <= high,
+            "batch_size",
+            self.batch_size,
+            "give MIN:MAX of whole numbers with 1 <= MIN <= MAX",
+        )
+        low, high = _pair(self.lr)
+        require(
+            is_finite_number(low) and is_finite_number(high) and 0 < low <= high,
+            "lr",
+            self.lr,
+            "give MIN:MAX of finite numbers with 0 < MIN <= MAX",
+        )
+        optimizers = names_of("optimizers", self.optimizers, OPTIMIZER_NAMES)
+        require(bool(optimizers), "optimizers", optimizers, "name at least one optimizer")
+        require(isinstance(self.nesterov, bool), "nesterov", self.nesterov, "give true or false")
 
     @property
     def lr_param(self) -> str:
@@ -278,7 +285,11 @@ class SearchSpace:
                 "limit, where training only diverges or overflows; create a new study with --lr "
                 f"at most {MAX_LR:g}"
             )
-        optimizer = trial.suggest_categorical("optimizer", list(self.optimizers))
+        optimizer = one_of(
+            "optimizer",
+            trial.suggest_categorical("optimizer", list(self.optimizers)),
+            OPTIMIZER_NAMES,
+        )
         momentum = None
         if optimizer in MOMENTUM_OPTIMIZERS:
             momentum = trial.suggest_float("momentum", *MOMENTUM_RANGE)
@@ -324,6 +335,13 @@ class SearchSpace:
         return grid
 
 
+def _pair(value: Any) -> tuple[Any, Any]:
+    """``value``'s two items, or two Nones when it is not a pair (which its rule then refuses)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return value[0], value[1]
+    return None, None
+
+
 GRID_PARAMS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
 """The params ``--grid-points`` sets; ``lr`` means base_lr under an LR scaling rule."""
 MAX_GRID_POINTS = 1000
@@ -350,9 +368,11 @@ def grid_point_counts(text: str | None) -> dict[str, int]:
             or count is None
             or not 2 <= count <= MAX_GRID_POINTS
         ):
-            raise BatchlrUsageError(
-                f"--grid-points {text!r}: give NAME=N pairs of {', '.join(GRID_PARAMS)} with N "
-                f"from 2 to {MAX_GRID_POINTS}, like lr=12,batch_size=8"
+            raise SettingError(
+                "grid_points",
+                text,
+                f"give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to "
+                f"{MAX_GRID_POINTS}, like lr=12,batch_size=8",
             )
         counts[name] = count
     return counts

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.rules import is_finite_number, require
 
 PARAM = "weight_decay"
 SWITCH_PARAM = "use_weight_decay"
@@ -32,18 +33,33 @@ class WeightDecay:
     try_none: bool = False
 
     def __post_init__(self) -> None:
-        if not (0 <= self.low <= self.high <= MAX_WEIGHT_DECAY):
-            raise BatchlrUsageError(
-                f"--weight-decay {self.low:g}:{self.high:g}: give 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}"
-            )
-        if self.searched and self.low == 0:
-            raise BatchlrUsageError(
-                "--weight-decay 0:MAX: a log scale cannot start at 0; give a positive MIN and --try-no-weight-decay"
-            )
-        if self.try_none and not self.searched:
-            raise BatchlrUsageError(
-                "--try-no-weight-decay goes with a searched --weight-decay MIN:MAX"
-            )
+        low, high = self.low, self.high
+        require(
+            is_finite_number(low)
+            and is_finite_number(high)
+            and 0 <= low <= high <= MAX_WEIGHT_DECAY,
+            "weight_decay",
+            (low, high) if low != high else low,
+            f"give a number or MIN:MAX with 0 <= MIN <= MAX <= {MAX_WEIGHT_DECAY:g}",
+        )
+        require(
+            not (low != high and low == 0),
+            "weight_decay",
+            (low, high),
+            "a log scale cannot start at 0; give a positive MIN and try_no_weight_decay",
+        )
+        require(
+            isinstance(self.try_none, bool),
+            "try_no_weight_decay",
+            self.try_none,
+            "give true or false",
+        )
+        require(
+            not (self.try_none and low == high),
+            "try_no_weight_decay",
+            self.try_none,
+            "goes with a searched weight_decay MIN:MAX",
+        )
 
     @property
     def searched(self) -> bool:
@@ -87,10 +103,21 @@ class WeightDecay:
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> WeightDecay:
-        """From stored attrs or options (a number or a pair); missing keys: no weight decay."""
-        value = attrs.get("weight_decay") or 0.0
-        low, high = (value, value) if isinstance(value, (int, float)) else value
-        return cls(float(low), float(high), bool(attrs.get("try_no_weight_decay")))
+        """From stored attrs or options (a number or a pair); missing keys: no weight decay.
+
+        Raises:
+            SettingError: for a value that is neither.
+        """
+        value: Any = attrs.get("weight_decay") or 0.0
+        pair = isinstance(value, (list, tuple)) and len(value) == 2
+        require(
+            is_finite_number(value) or (pair and all(map(is_finite_number, value))),
+            "weight_decay",
+            value,
+            f"give a number or MIN:MAX from 0 to {MAX_WEIGHT_DECAY:g}",
+        )
+        low, high = value if pair else (value, value)
+        return cls(float(low), float(high), attrs.get("try_no_weight_decay") or False)
 
 
 NO_WEIGHT_DECAY = WeightDecay()

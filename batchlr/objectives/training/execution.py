@@ -15,8 +15,9 @@ import functools
 
 import torch
 
-from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.settings import FUSE_CHOICES
+from batchlr.errors import BatchlrError
+from batchlr.objectives.settings import FUSE_CHOICES, Precision
+from batchlr.rules import one_of, require
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -36,18 +37,20 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` for ``--precision name`` on ``device``.
+def resolve_precision(name: Precision, device: torch.device) -> Precision:
+    """``fp32``, ``bf16`` or ``fp16`` for precision ``name`` on ``device``.
 
     Raises:
-        BatchlrUsageError: for bf16 or fp16 on a device torch cannot autocast on.
+        SettingError: for bf16 or fp16 on a device torch cannot autocast on.
     """
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if name != "fp32" and not torch.amp.is_autocast_available(device.type):
-        raise BatchlrUsageError(
-            f"--precision {name}: torch cannot autocast on {device.type}; use --precision fp32"
-        )
+    require(
+        name == "fp32" or torch.amp.is_autocast_available(device.type),
+        "precision",
+        name,
+        f"torch cannot autocast on {device.type}; use fp32",
+    )
     return name
 
 
@@ -86,7 +89,7 @@ class Execution:
     cores run faster)."""
 
     device: torch.device
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     fuse_folds: bool = False
     compile: bool = False
     channels_last: bool = False
@@ -95,7 +98,7 @@ class Execution:
     def on(
         cls,
         device: torch.device,
-        precision: str = "auto",
+        precision: Precision = "auto",
         fuse_folds: str = "auto",
         compile: bool = False,
         builtin_model: bool = True,
@@ -106,11 +109,8 @@ class Execution:
         ``view`` an activation, which fails on an NHWC tensor. Fused folds keep NCHW, which
         vmap's grouped convolutions expect.
         """
-        if fuse_folds not in FUSE_CHOICES:
-            raise BatchlrUsageError(
-                f"--fuse-folds {fuse_folds}: choose from {', '.join(FUSE_CHOICES)}"
-            )
-        fused = fuse_folds == "on" or (fuse_folds == "auto" and device.type == "cuda")
+        fuse = one_of("fuse_folds", fuse_folds, FUSE_CHOICES)
+        fused = fuse == "on" or (fuse == "auto" and device.type == "cuda")
         if compile:
             check_compile(device)
         return cls(
@@ -143,7 +143,7 @@ class Execution:
 
     def describe(self) -> str:
         """E.g. ``bf16, channels_last`` or ``fp32, folds fused, compiled``."""
-        parts = [self.precision]
+        parts: list[str] = [self.precision]
         if self.channels_last:
             parts.append("channels_last")
         if self.fuse_folds:

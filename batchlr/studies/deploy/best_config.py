@@ -20,7 +20,8 @@ from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.search.space import Hyperparameters, LrScaling, is_finite_number, is_whole_number
+from batchlr.rules import is_finite_number, is_whole_number
+from batchlr.search.space import Hyperparameters, LrScaling, LrScalingRule
 from batchlr.studies.store.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.summary import (
@@ -80,7 +81,7 @@ class BestConfig:
     def hyperparameters(self) -> Hyperparameters:
         return Hyperparameters.from_params(self.params, self.settings.space)
 
-    def lr_for(self, batch_size: int, rule: str | None = None) -> float:
+    def lr_for(self, batch_size: int, rule: LrScalingRule | None = None) -> float:
         """The learning rate for ``batch_size``, rescaled from this configuration's lr.
 
         ``rule`` defaults to the study's ``--lr-scaling`` rule; for a study that searched lr
@@ -322,7 +323,7 @@ def _from_record(record: Any) -> BestConfig:
             math.nan if score is None else float(score) for score in record["fold_scores"]
         ],
         train_seconds=None if seconds is None else float(seconds),
-        settings=StudySpec.from_attrs(record["settings"]),
+        settings=StudySpec.read(record["settings"], "its settings"),
         versions=dict(record["versions"]),
     )
     # checks the params: a bad file fails here, not at first use

@@ -20,7 +20,7 @@ from batchlr.files import check_writable
 from batchlr.objectives.data import dataset_slug
 from batchlr.objectives.probes import LrRangeTest, NoiseScale, lr_range_test, trained_noise_scale
 from batchlr.objectives.trainer import Trainer
-from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters
+from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, OptimizerName
 from batchlr.studies.run.creation import RunOptions, prepare
 from batchlr.studies.store.spec import StudySpec, load_spec
 from batchlr.studies.store.storage import open_storage
@@ -75,7 +75,7 @@ def open_probe(
 
 
 def probe_hyperparameters(
-    batch_size: int, optimizer: str, momentum: float, lr: float = 0.0
+    batch_size: int, optimizer: OptimizerName, momentum: float, lr: float = 0.0
 ) -> Hyperparameters:
     """The probe's training settings; momentum applies to SGD and RMSProp only."""
     return Hyperparameters(

@@ -1,4 +1,4 @@
-"""What a study persists, how, and reading it back (storage, spec, rules, summaries); imports objectives, search."""
+"""What a study persists, how, and reading it back (storage, spec, summaries); imports objectives, search."""
 
 from batchlr.studies.store.config import read_run_config, render_run_config
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
@@ -10,6 +10,7 @@ from batchlr.studies.store.spec import (
     StudySpec,
     check_names,
     load_spec,
+    option_name,
     reconcile,
     save_micro_batch_cap,
     save_spec,
@@ -74,6 +75,7 @@ __all__ = [
     "mask_command_line",
     "mask_url",
     "open_storage",
+    "option_name",
     "pareto_trials",
     "queue_retry",
     "read_run_config",

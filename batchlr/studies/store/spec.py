@@ -12,21 +12,17 @@ from __future__ import annotations
 import dataclasses
 import reprlib
 from collections.abc import Collection, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 
 import batchlr
-from batchlr.errors import BatchlrError, BatchlrUsageError
-from batchlr.objectives.settings import (
-    TrainingSettings,
-)
-from batchlr.search.space import (
-    SearchSpace,
-    is_whole_number,
-)
-from batchlr.studies.store.setting_rules import checked_settings
+from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
+from batchlr.objectives.settings import MAX_IMAGE_SIDE, TrainingSettings
+from batchlr.rules import is_finite_number, is_whole_number, one_of, require, whole
+from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES, PrunerName, SamplerName
+from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
 
 # torch and scikit-learn load where data is: reading a study's settings needs neither
 if TYPE_CHECKING:
@@ -56,6 +52,9 @@ PER_RUN_KEYS = frozenset({"sampler", "grid_points", "pruner", "data_dir", "max_m
 # LR range test of --lr auto. Every other setting must match when a resumed run gives it.
 CREATION_KEYS = frozenset({"seed", "lr_find"})
 
+MAX_FOLDS = 100
+"""The most cross-validation folds a study may have: each fold trains a model every trial."""
+
 FOLDS_ATTR = "batchlr:folds"
 LABELS_ATTR = "batchlr:labels"
 
@@ -83,11 +82,64 @@ class StudySpec:
     space: SearchSpace = DEFAULT_SPACE
     training: TrainingSettings = DEFAULT_TRAINING
     seed: int = 0
-    sampler: str = "tpe"
+    sampler: SamplerName = "tpe"
     grid_points: str | None = None
-    pruner: str = "median"
+    pruner: PrunerName = "median"
     data_dir: Path = Path("data")
     lr_find: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.dataset, str) and bool(self.dataset),
+            "dataset",
+            self.dataset,
+            "give a data set name",
+        )
+        if self.image_size is not None:
+            sides = self.image_size
+            require(
+                isinstance(sides, (list, tuple))
+                and len(sides) == 2
+                and all(is_whole_number(side) and 1 <= side <= MAX_IMAGE_SIDE for side in sides),
+                "image_size",
+                sides,
+                f"give HEIGHT and WIDTH of whole numbers from 1 to {MAX_IMAGE_SIDE}",
+            )
+        require(
+            isinstance(self.model, str) and bool(self.model),
+            "model",
+            self.model,
+            "give a model name",
+        )
+        whole("folds", self.folds, 2, MAX_FOLDS)
+        whole("seed", self.seed, 0, SEED_LIMIT - 1)
+        one_of("sampler", self.sampler, SAMPLER_NAMES)
+        if self.grid_points is not None:
+            require(
+                isinstance(self.grid_points, str),
+                "grid_points",
+                self.grid_points,
+                "give NAME=N pairs",
+            )
+            grid_point_counts(self.grid_points)
+        one_of("pruner", self.pruner, PRUNER_NAMES)
+        require(
+            isinstance(self.data_dir, (str, PurePath)), "data_dir", self.data_dir, "give a path"
+        )
+        require(
+            self.lr_find is None
+            or (
+                isinstance(self.lr_find, Mapping)
+                and all(
+                    isinstance(key, str)
+                    and (item is None or is_finite_number(item) or isinstance(item, str))
+                    for key, item in self.lr_find.items()
+                )
+            ),
+            "lr_find",
+            self.lr_find,
+            "give the LR range test's record of numbers and names",
+        )
 
     def to_attrs(self) -> dict[str, Any]:
         """The settings as JSON values keyed like the options, with the format version."""
@@ -104,9 +156,8 @@ class StudySpec:
         a missing or null key takes its default, keys that are no setting are ignored.
 
         Raises:
-            BatchlrError: for attrs of a newer format, or a setting of the wrong type or out
-                of its range (see :data:`~batchlr.studies.store.setting_rules.SETTING_RULES`): a
-                damaged study or exported file.
+            BatchlrError: for attrs of a newer format.
+            SettingError: for a setting of the wrong type or out of its range, naming its key.
         """
         version = attrs.get("batchlr_format", 1)
         if not is_whole_number(version):
@@ -115,10 +166,27 @@ class StudySpec:
             raise BatchlrError(
                 f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it"
             )
-        spec: StudySpec = _unflatten(
-            cls, checked_settings({**SETTINGS_BEFORE_THEIR_OPTION, **attrs})
-        )
+        keys = set(setting_keys())
+        given = {
+            key: value
+            for key, value in {**SETTINGS_BEFORE_THEIR_OPTION, **attrs}.items()
+            if not (value is None and key in keys)
+        }
+        spec: StudySpec = _unflatten(cls, given)
         return spec
+
+    @classmethod
+    def read(cls, attrs: Mapping[str, Any], source: str) -> StudySpec:
+        """:meth:`from_attrs` of settings written down before (a study's, an exported file's):
+        a setting outside its rule is damage there, not a usage error.
+
+        Raises:
+            BatchlrError: naming ``source`` and the setting.
+        """
+        try:
+            return cls.from_attrs(attrs)
+        except SettingError as error:
+            raise BatchlrError(f"{source} holds a damaged setting: {error}") from error
 
     @property
     def directions(self) -> list[Direction]:
@@ -167,12 +235,14 @@ def _json(value: Any) -> Any:
 
 
 def _typed(value: Any, default: Any) -> Any:
-    """A JSON value (or an option's), checked by :func:`_checked`, as the type of the field's default."""
-    if isinstance(default, tuple) or isinstance(value, list):
-        return tuple(_typed(item, default[0]) if default else item for item in value)
-    if isinstance(default, Path):
+    """A JSON value (or an option's) as the type of the field's default, where it is of a kind
+    that converts; anything else as it is, for the record's rule to refuse."""
+    if isinstance(value, (list, tuple)):
+        element = default[0] if isinstance(default, tuple) and default else None
+        return tuple(_typed(item, element) for item in value)
+    if isinstance(default, Path) and isinstance(value, (str, PurePath)):
         return Path(value)
-    if isinstance(default, float) and isinstance(value, int):
+    if isinstance(default, float) and is_whole_number(value) and is_finite_number(value):
         return float(value)
     return value
 
@@ -282,7 +352,7 @@ def load_spec(
         raise BatchlrError(
             f"study {study!r} exists but was not made by batchlr run; choose another --study name"
         )
-    spec = StudySpec.from_attrs(storage.get_study_user_attrs(study_id))
+    spec = StudySpec.read(storage.get_study_user_attrs(study_id), f"study {study!r}")
     return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
 
 
@@ -297,12 +367,7 @@ def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
     attrs = study.user_attrs
     if "dataset" not in attrs:
         return None
-    try:
-        spec = StudySpec.from_attrs(attrs)
-    except BatchlrError as error:
-        raise BatchlrError(
-            f"study {study.study_name!r} holds settings batchlr cannot read: {error}"
-        ) from error
+    spec = StudySpec.read(attrs, f"study {study.study_name!r}")
     directions = [direction.name.lower() for direction in study.directions]
     if directions != spec.directions:
         raise BatchlrError(
