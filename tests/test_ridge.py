@@ -167,5 +167,7 @@ def test_a_band_reads_back_from_its_record_and_names_a_damaged_key():
     assert Band.from_record(record) == band
     with pytest.raises(BatchlrError, match="'best_trial'"):
         Band.from_record({**record, "best_trial": "0"})
+    with pytest.raises(BatchlrError, match="'members'"):
+        Band.from_record({**record, "members": [0, 1.5]})
     with pytest.raises(BatchlrError, match="'lr'"):
         Band.from_record({**record, "lr_ranges": [{"optimizer": "sgd", "batch_size": 16}]})

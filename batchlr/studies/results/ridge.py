@@ -73,11 +73,11 @@ class Ridge:
         )
 
     def to_record(self) -> dict[str, Any]:
-        """The ridge as JSON values (tuples as lists)."""
+        """The ridge as JSON values, every field by name (tuples as lists, ``surge_peak`` null
+        where none)."""
+        record = dataclasses.asdict(self)
         return {
-            field.name: list(value) if isinstance(value, tuple) else value
-            for field in dataclasses.fields(self)
-            if (value := getattr(self, field.name)) is not None or field.name == "surge_peak"
+            key: list(value) if isinstance(value, tuple) else value for key, value in record.items()
         }
 
     @classmethod
@@ -197,10 +197,15 @@ def fit_ridges(
 
 def _fit(optimizer: str, learned: list[_Trial], rng: np.random.Generator) -> RidgeFit:
     points = _points(learned)
-    if len(points) < MIN_BATCH_GROUPS:
-        return RidgeFit(optimizer, None, _missing(MIN_BATCH_GROUPS, "batch sizes", len(points)))
-    if len(learned) < MIN_LEARNED_TRIALS:
-        return RidgeFit(optimizer, None, _missing(MIN_LEARNED_TRIALS, "trials", len(learned)))
+    for needed, what, present in (
+        (MIN_BATCH_GROUPS, "batch sizes", len(points)),
+        (MIN_LEARNED_TRIALS, "trials", len(learned)),
+    ):
+        if present < needed:
+            reason = (
+                f"{needed} {what} with trials that learned are needed, this study has {present}"
+            )
+            return RidgeFit(optimizer, None, reason)
     peak = _peak(points) if optimizer in ADAPTIVE_OPTIMIZERS else None
     # A hair above the peak, so that a group's batch size at the peak itself stays below it.
     limit = math.inf if peak is None else peak * (1 + 1e-9)
@@ -210,7 +215,7 @@ def _fit(optimizer: str, learned: list[_Trial], rng: np.random.Generator) -> Rid
         below = [point for point in resample if point[0] <= limit]
         every.append(_line(resample)[1] if len(resample) >= 2 else math.nan)
         below_peak.append(_line(below)[1] if len(below) >= 2 else math.nan)
-        curvatures.append(_quadratic(resample)[0] if len(resample) >= 3 else math.nan)
+        curvatures.append(_weighted_fit(resample, 2)[0] if len(resample) >= 3 else math.nan)
     if peak is None or not np.nanpercentile(curvatures, 97.5) < 0:
         return _ridge(optimizer, points, math.inf, every, None)
     return _ridge(optimizer, points, limit, below_peak, round(peak))
@@ -238,10 +243,6 @@ def _ridge(
     return RidgeFit(optimizer, ridge)
 
 
-def _missing(needed: int, what: str, present: int) -> str:
-    return f"{needed} {what} with trials that learned are needed, this study has {present}"
-
-
 _Point = tuple[int, float, int]
 """A batch-size group's batch size, best lr and number of trials."""
 
@@ -257,7 +258,7 @@ def _points(learned: list[_Trial]) -> list[_Point]:
     points = []
     for group in groups:
         best = max(group, key=lambda trial: trial.value)
-        # Resampled trials repeat: one accuracy per lr, so that a parabola has three lrs.
+        # A resample repeats trials; the parabola wants each lr once, at its best accuracy.
         by_lr: dict[float, float] = {}
         for trial in group:
             if trial.batch_size == best.batch_size:
@@ -289,15 +290,11 @@ def _line(points: list[_Point]) -> tuple[float, float]:
     return float(intercept), float(slope)
 
 
-def _quadratic(points: list[_Point]) -> np.ndarray:
-    return _weighted_fit(points, 2)
-
-
 def _peak(points: list[_Point]) -> float | None:
     """The batch size at the weighted quadratic's top, where it could be a surge."""
     if len(points) < 4:
         return None
-    curvature, slope, _ = _quadratic(points)
+    curvature, slope, _ = _weighted_fit(points, 2)
     if not curvature < 0:
         return None
     peak = math.exp(-slope / (2 * curvature))
@@ -342,9 +339,9 @@ class Band:
             BatchlrError: naming the first key that is missing or holds a value of a wrong type.
         """
         read = _Reader("band", record)
-        members = read("members", lambda value: isinstance(value, list))
-        if not all(is_whole_number(member) for member in members):
-            raise BatchlrError(f"band: members {members!r} are not all trial numbers")
+        members = read(
+            "members", lambda value: isinstance(value, list) and all(map(is_whole_number, value))
+        )
         lr_ranges: dict[str, dict[int, tuple[float, float]]] = {}
         for entry in read("lr_ranges", lambda value: isinstance(value, list)):
             item = _Reader("band lr_ranges entry", entry)
