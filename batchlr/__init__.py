@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from batchlr.studies.deploy.best_config import BestConfig, load_config
+    from batchlr.studies.deploy.best_config import BestConfig
+    from batchlr.studies.deploy.config_file import load_config
     from batchlr.studies.deploy.model_file import TrainedModel, load_model
 
 __all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_model"]
@@ -27,9 +28,9 @@ __all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_mod
 def __getattr__(name: str) -> Any:
     # Importing torch takes seconds; `batchlr --help` and `import batchlr` should not pay it.
     if name in ("load_config", "BestConfig"):
-        from batchlr.studies.deploy import best_config as export
+        from batchlr.studies import deploy
 
-        return getattr(export, name)
+        return getattr(deploy, name)
     if name in ("load_model", "TrainedModel"):
         from batchlr.studies.deploy import model_file
 

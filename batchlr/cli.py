@@ -67,7 +67,8 @@ def studies(storage: str) -> None:
     help="Print the TOML study file that reproduces the study (for run --config).",
 )
 def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool) -> None:
-    """Print a study's best trial and its top trials."""
+    """Print a study's best trial, its top trials, the best lr over batch size fitted per
+    optimizer, and the band of trials the folds cannot tell from the best."""
     from batchlr.studies import render
     from batchlr.studies.store import (
         describe,
@@ -83,8 +84,16 @@ def show(study_name: str, storage: str, top: int, as_json: bool, as_config: bool
             render_run_config(study.study_name, mask_url(storage), study_spec(study)), nl=False
         )
         return
+    from batchlr.studies.results import study_answer
+
     report = describe(study, top)
-    click.echo(json_text(report.to_json(), indent=2) if as_json else render.study_report(report))
+    found = study_answer(study) if report.spec is not None else None
+    if as_json:
+        click.echo(json_text({**report.to_json(), **(found.to_json() if found else {})}, indent=2))
+        return
+    click.echo(render.study_report(report))
+    if found:
+        click.echo("\n".join(render.answer(found)))
 
 
 @main.command()

@@ -160,7 +160,7 @@ def noise_scale(
     """
     from batchlr.studies import render
     from batchlr.studies.results import attach_figure, noise_scale_figure
-    from batchlr.studies.run import probe_hyperparameters, run_noise_scale
+    from batchlr.studies.run import probe_hyperparameters, remember_noise_scale, run_noise_scale
 
     probe = _open_probe(option, study_name, storage)
     hyperparameters = probe_hyperparameters(
@@ -178,9 +178,12 @@ def noise_scale(
     click.echo(
         json_text(render.noise_scale_record(result, study_name))
         if as_json
-        else "\n".join(render.noise_scale(result, option["epochs"], study_name))
+        else "\n".join(
+            render.noise_scale(result, option["epochs"], study_name, probe.largest_batch)
+        )
     )
     if study_name:
+        remember_noise_scale(storage, study_name, result, option["epochs"])
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, probe.title(when))
         echo_lines(

@@ -6,13 +6,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchlr.studies.deploy.best_config import (
-        MAX_CONFIG_BYTES,
-        BestConfig,
-        export_trial,
-        load_config,
-        write_config,
-    )
+    from batchlr.studies.deploy.best_config import BestConfig, export_trial, write_config
+    from batchlr.studies.deploy.config_file import MAX_CONFIG_BYTES, load_config
     from batchlr.studies.deploy.inference import (
         Evaluation,
         Prediction,
@@ -23,11 +18,13 @@ if TYPE_CHECKING:
     )
     from batchlr.studies.deploy.model_file import TrainedModel, load_model
     from batchlr.studies.deploy.refit import refit_best
+    from batchlr.studies.deploy.transfer import LrRule
 
 __all__ = [
     "MAX_CONFIG_BYTES",
     "BestConfig",
     "Evaluation",
+    "LrRule",
     "Prediction",
     "TrainedModel",
     "evaluate_model",
@@ -46,14 +43,15 @@ __all__ = [
 _HOMES = {
     "BestConfig": "best_config",
     "Evaluation": "inference",
-    "MAX_CONFIG_BYTES": "best_config",
+    "LrRule": "transfer",
+    "MAX_CONFIG_BYTES": "config_file",
     "Prediction": "inference",
     "TrainedModel": "model_file",
     "evaluate_model": "inference",
     "evaluation_data": "inference",
     "export_trial": "best_config",
     "image_paths": "inference",
-    "load_config": "best_config",
+    "load_config": "config_file",
     "load_model": "model_file",
     "predict": "inference",
     "refit_best": "refit",

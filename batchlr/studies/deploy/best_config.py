@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import reprlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,10 +15,13 @@ from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import write_text_atomically
 from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.rules import is_finite_number, is_whole_number
-from batchlr.search.space import Hyperparameters, LrScaling, LrScalingRule
+from batchlr.search.space import Hyperparameters
+from batchlr.studies.deploy.transfer import ForcedRule, LrRule, transfer_lr
+from batchlr.studies.results.answer import study_answer
+from batchlr.studies.results.band import Band
+from batchlr.studies.results.ridge import RidgeFit
+from batchlr.studies.store.data_facts import DataFacts, data_facts, measured_noise_scale
 from batchlr.studies.store.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.summary import (
@@ -50,8 +50,6 @@ def versions() -> dict[str, str]:
 
 
 YAML_SUFFIXES = (".yaml", ".yml")
-MAX_CONFIG_BYTES = 1 << 20
-"""An export is a few kilobytes; a file above this is no export and is refused unparsed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +62,11 @@ class BestConfig:
     with (data set, image size, model, folds, budget, schedule, warmup, LR scaling,
     augmentation, ...), as ``batchlr show --json`` prints it. ``fold_scores`` holds nan for a
     fold whose training diverged, written as null.
+
+    ``ridge`` holds the study's lr ridge fit per optimizer and ``band`` its near-optimal band
+    (see :mod:`batchlr.studies.results.answer`), ``data`` the input shape, classes and
+    normalisation its trials trained with, and ``noise_scale`` the critical batch size
+    ``batchlr noise-scale --study`` measured; exports of earlier releases lack them.
     """
 
     study: str
@@ -76,23 +79,49 @@ class BestConfig:
     train_seconds: float | None
     settings: StudySpec
     versions: dict[str, str]
+    ridge: dict[str, RidgeFit] = dataclasses.field(default_factory=dict)
+    band: Band | None = None
+    data: DataFacts | None = None
+    noise_scale: float | None = None
 
     @property
     def hyperparameters(self) -> Hyperparameters:
         return Hyperparameters.from_params(self.params, self.settings.space)
 
-    def lr_for(self, batch_size: int, rule: LrScalingRule | None = None) -> float:
-        """The learning rate for ``batch_size``, rescaled from this configuration's lr.
+    def lr_for(self, batch_size: int, rule: ForcedRule | None = None) -> float:
+        """The learning rate for ``batch_size``, by :meth:`lr_rule`."""
+        return self.lr_rule(batch_size, rule).lr
 
-        ``rule`` defaults to the study's ``--lr-scaling`` rule; for a study that searched lr
-        directly, name one (``"linear"`` or ``"sqrt"``) to rescale with.
+    def lr_rule(self, batch_size: int, rule: ForcedRule | None = None) -> LrRule:
+        """The learning rate for ``batch_size`` and the rule that gave it: within the study's
+        fitted ridge, its exponent from the best trial's lr; beyond it, the ridge up to the
+        measured critical batch size and held past it, with a warning; with no ridge, the
+        study's ``--lr-scaling`` rule. ``rule`` (``linear``, ``sqrt`` or ``noise``) forces one
+        (see :func:`batchlr.studies.deploy.transfer.transfer_lr`).
+
+        Raises:
+            BatchlrError: where no rule applies.
         """
-        rule = rule or self.settings.space.lr_scaling.rule
-        if rule == "none":
-            raise BatchlrError(
-                "this study searched lr without a scaling rule; call lr_for(batch_size, rule='linear' or 'sqrt')"
-            )
-        return LrScaling(rule, self.batch_size).lr(self.lr, batch_size)
+        fit = self.ridge.get(self.optimizer)
+        return transfer_lr(
+            self.lr,
+            self.batch_size,
+            self.optimizer,
+            batch_size,
+            None if fit is None else fit.ridge,
+            self.noise_scale,
+            self.settings.space.lr_scaling,
+            self.study,
+            rule,
+        )
+
+    @property
+    def crop_padding(self) -> int | None:
+        """The crop padding the trials used (the study's, or its default for the images), None
+        without crops or for an export without the data's shape."""
+        if self.data is None or "crop" not in self.settings.training.augment:
+            return None
+        return self.settings.training.crop_padding_for(self.data.input_shape)
 
     @property
     def batch_size(self) -> int:
@@ -143,14 +172,38 @@ class BestConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form :func:`load_config` reads."""
+        """The JSON form :func:`load_config` reads, with ``crop_padding`` and ``lr_by_batch``
+        (the lr and its rule at a quarter to four times the batch size) for readers that do
+        not load it."""
         record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        return {**record, "settings": self.settings.to_attrs()}
+        return {
+            **record,
+            "settings": self.settings.to_attrs(),
+            "ridge": {
+                optimizer: fit.ridge.to_record() if fit.ridge else {"reason": fit.reason}
+                for optimizer, fit in self.ridge.items()
+            },
+            "band": None if self.band is None else self.band.to_record(),
+            "data": None if self.data is None else self.data.to_record(),
+            "crop_padding": self.crop_padding,
+            "lr_by_batch": self._lr_by_batch(),
+        }
+
+    def _lr_by_batch(self) -> list[dict[str, Any]]:
+        rules = []
+        for factor in (0.25, 0.5, 1, 2, 4):
+            batch_size = max(1, round(self.batch_size * factor))
+            try:
+                rules.append(dataclasses.asdict(self.lr_rule(batch_size)))
+            except BatchlrError:
+                return []  # no rule applies: the study fitted nothing and scaled nothing
+        return rules
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestConfig:
     """A complete trial of a batchlr study as a :class:`BestConfig`."""
     record = TrialRecord.from_trial(trial)
+    answer = study_answer(study)
     return BestConfig(
         study=study.study_name,
         trial=trial.number,
@@ -162,6 +215,10 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         train_seconds=record.train_seconds,
         settings=study_spec(study),
         versions=versions(),
+        ridge=answer.ridges,
+        band=answer.band,
+        data=data_facts(study),
+        noise_scale=measured_noise_scale(study),
     )
 
 
@@ -213,147 +270,3 @@ def write_config(config: BestConfig, path: Path, language: str | None = None) ->
         else json_text(record, indent=2) + "\n"
     )
     write_text_atomically(path, text)
-
-
-def load_config(path: str | Path) -> BestConfig:
-    """Read a file written by ``batchlr export``: JSON for .json, YAML (which reads JSON too) otherwise.
-
-    Raises:
-        BatchlrError: in one line, for a file that cannot be read, and for any file that is not
-            an export: not UTF-8, over :data:`MAX_CONFIG_BYTES`, not JSON or YAML, nested too
-            deeply, or whose record lacks a field or holds a value of the wrong type or range
-            (see :data:`FIELD_RULES`, :meth:`StudySpec.from_attrs`, :meth:`Hyperparameters.from_params`).
-    """
-    path = Path(path)
-    language = "JSON" if path.suffix.lower() == ".json" else "YAML"
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as error:
-        raise BatchlrError(f"cannot read {path}: {error.strerror or error}") from error
-    if len(data) > MAX_CONFIG_BYTES:
-        raise BatchlrError(
-            f"{path} is larger than {MAX_CONFIG_BYTES >> 10} KiB: no batchlr export is"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise BatchlrError(f"{path} is not UTF-8 text, so no batchlr export") from error
-    try:
-        record = yaml.safe_load(text) if language == "YAML" else json.loads(text)
-    except RecursionError as error:
-        raise BatchlrError(f"{path} nests too deeply for a batchlr export") from error
-    # ValueError: JSON's, and either's numbers of too many digits
-    except (ValueError, yaml.YAMLError) as error:
-        raise BatchlrError(
-            f"{path} is not valid {language}: {' '.join(str(error).split())}"
-        ) from error
-    try:
-        return _from_record(record)
-    except BatchlrError as error:
-        raise BatchlrError(f"{path}: {error}") from error
-
-
-def _scalar(value: Any) -> bool:
-    # Any number: Hyperparameters.from_params then says which param is out of its range.
-    return value is None or isinstance(value, (str, bool, int, float))
-
-
-FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "study": (lambda value: isinstance(value, str), "a study name"),
-    "trial": (lambda value: is_whole_number(value) and value >= 0, "a trial number"),
-    "value": (is_finite_number, "a finite number"),
-    "metric": (lambda value: isinstance(value, str), "a metric name"),
-    "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
-    "params": (
-        lambda value: (
-            isinstance(value, Mapping)
-            and all(isinstance(key, str) and _scalar(item) for key, item in value.items())
-        ),
-        "a table of param names and values",
-    ),
-    "fold_scores": (
-        lambda value: (
-            isinstance(value, list)
-            and all(score is None or is_finite_number(score) for score in value)
-        ),
-        "a list of finite numbers, null for a fold that diverged",
-    ),
-    "train_seconds": (
-        lambda value: value is None or (is_finite_number(value) and value >= 0),
-        "a number of seconds, or null",
-    ),
-    "settings": (lambda value: isinstance(value, Mapping), "a table of settings"),
-    "versions": (
-        lambda value: (
-            isinstance(value, Mapping)
-            and all(isinstance(key, str) and isinstance(item, str) for key, item in value.items())
-        ),
-        "a table of version strings",
-    ),
-}
-"""What each field of an export may hold; the params and settings are then read as a study's."""
-
-
-def _from_record(record: Any) -> BestConfig:
-    """The :class:`BestConfig` of a parsed export, every field checked.
-
-    Raises:
-        BatchlrError: naming the first field that is missing or malformed.
-    """
-    if not isinstance(record, Mapping):
-        raise BatchlrError("it does not hold a batchlr configuration object")
-    if "settings" not in record:
-        record = _from_first_format(record)
-    missing = [name for name in FIELD_RULES if name not in record]
-    if missing:
-        raise BatchlrError(f"lacks {', '.join(missing)}; export it again with batchlr export")
-    for name, (fits, phrase) in FIELD_RULES.items():
-        if not fits(record[name]):
-            raise BatchlrError(f"{name} = {reprlib.repr(record[name])} is not {phrase}")
-    seconds = record["train_seconds"]
-    config = BestConfig(
-        study=record["study"],
-        trial=record["trial"],
-        value=float(record["value"]),
-        metric=record["metric"],
-        direction=record["direction"],
-        params=dict(record["params"]),
-        fold_scores=[
-            math.nan if score is None else float(score) for score in record["fold_scores"]
-        ],
-        train_seconds=None if seconds is None else float(seconds),
-        settings=StudySpec.read(record["settings"], "its settings"),
-        versions=dict(record["versions"]),
-    )
-    # checks the params: a bad file fails here, not at first use
-    Hyperparameters.from_params(config.params, config.settings.space)
-    return config
-
-
-def _from_first_format(record: Mapping[str, Any]) -> dict[str, Any]:
-    """An export of batchlr 0.1.0, which kept the settings at the top level, in today's form."""
-    budget, scaling = record.get("budget") or {}, record.get("lr_scaling") or {}
-    if not (
-        isinstance(budget, Mapping)
-        and isinstance(scaling, Mapping)
-        and budget.get("kind") in (None, *BUDGET_KINDS)
-    ):
-        raise BatchlrError(
-            f"budget = {reprlib.repr(budget)} and lr_scaling = {reprlib.repr(scaling)} are not "
-            "those of a batchlr 0.1.0 export"
-        )
-    settings = {
-        key: record[key]
-        for key in ("dataset", "model", "folds", "schedule", "warmup")
-        if key in record
-    }
-    settings |= {
-        "budget": budget.get("kind"),
-        budget.get("kind") or "epochs": budget.get("amount") or record.get("epochs"),
-    }
-    settings |= {
-        "lr_scaling": scaling.get("rule"),
-        "reference_batch_size": scaling.get("reference_batch_size"),
-    }
-    return {**record, "train_seconds": record.get("train_seconds"), "settings": settings}

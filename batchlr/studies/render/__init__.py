@@ -5,6 +5,7 @@ Error messages stay with the errors; all other user-facing text is made here, fr
 records the commands return, one module per kind of command.
 """
 
+from batchlr.studies.render.answer import answer, band_lines, ridge_line
 from batchlr.studies.render.models import evaluated, predictions, refitted, split_duplicates_warning
 from batchlr.studies.render.phrases import attached, format_params, or_nan, training_phrase
 from batchlr.studies.render.probes import (
@@ -26,7 +27,9 @@ from batchlr.studies.render.run import dashboard_note, opening, outcome, trial_l
 
 __all__ = [
     "RELIABLE_LOSS_DROP",
+    "answer",
     "attached",
+    "band_lines",
     "dashboard_address",
     "dashboard_note",
     "evaluated",
@@ -42,6 +45,7 @@ __all__ = [
     "predictions",
     "refitted",
     "report_written",
+    "ridge_line",
     "split_duplicates_warning",
     "studies_table",
     "study_report",

@@ -85,17 +85,32 @@ def noise_scale_record(result: NoiseScale, study: str | None) -> dict[str, Any]:
     }
 
 
-def noise_scale(result: NoiseScale, epochs: int, study: str | None) -> list[str]:
+def noise_scale(
+    result: NoiseScale, epochs: int, study: str | None, largest_batch: int
+) -> list[str]:
     """What ``batchlr noise-scale`` prints: the estimate, its parts, the batch range it suggests
-    and how its gradients were taken (see :func:`regime`)."""
+    (and whether the data can batch that much: ``largest_batch`` is a fold's training samples),
+    how its gradients were taken (see :func:`regime`), and where the measurement is kept."""
     when = f"after {epochs} epochs" if epochs else "at initialisation"
     low, high = result.suggested_batch_range
-    return [
+    lines = [
         f"gradient noise scale B_simple = {result.noise_scale:.1f} {when} (|G|^2 "
         f"{result.gradient_norm_squared:.3g}, tr(S) {result.covariance_trace:.3g}; batches "
         f"{result.small_batch} and {result.big_batch}, {result.repeats} repeats)",
         f"critical batch size ~ {result.critical_batch_size}: batches up to it cut the steps "
         "almost proportionally, larger ones mostly add compute",
         f"suggested batch range: {low}:{high}",
-        regime(result.regime, study),
     ]
+    if high > largest_batch:
+        lines.append(
+            f"note: a fold trains on {largest_batch} samples, so batches above {largest_batch} "
+            f"cannot be drawn: the data set is too small for {'this range' if low > largest_batch else 'its top'}; "
+            "the noise scale grows as the loss falls, so measure after some --epochs"
+        )
+    lines.append(regime(result.regime, study))
+    if study:
+        lines.append(
+            f"kept with study {study!r}: its export extrapolates the lr ridge up to batch "
+            f"{result.critical_batch_size}"
+        )
+    return lines

@@ -6,6 +6,7 @@ from batchlr.studies.run.probes import (
     Probe,
     open_probe,
     probe_hyperparameters,
+    remember_noise_scale,
     run_lr_find,
     run_noise_scale,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "open_study",
     "prepare",
     "probe_hyperparameters",
+    "remember_noise_scale",
     "run_lr_find",
     "run_noise_scale",
     "run_trials",

@@ -34,6 +34,7 @@ from batchlr.objectives.training import resolve_device
 from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
 from batchlr.studies import render
+from batchlr.studies.store.data_facts import DataFacts, save_data_facts
 from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
 from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, create_study_from
 
@@ -116,15 +117,18 @@ def create_study(
     objective: CrossValidationObjective,
     command_line: str,
 ) -> bool:
-    """Create the study with its spec, folds, metric names and note, all at once; False when
-    another process created one of that name first."""
+    """Create the study with its spec, folds, data facts, metric names and note, all at once;
+    False when another process created one of that name first."""
     draft = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=draft, study_name=name, directions=spec.directions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(spec.metric_names)
     optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, command_line))
-    save_spec(draft, name, spec, objective.folds, objective.data.labels_fingerprint())
+    data, normalisation = objective.data, objective.trainer.images.normalisation
+    save_spec(draft, name, spec, objective.folds, data.labels_fingerprint())
+    facts = DataFacts(data.input_shape, data.num_classes, normalisation.mean, normalisation.std)
+    save_data_facts(draft, name, facts)
     return create_study_from(storage, draft, name)
 
 

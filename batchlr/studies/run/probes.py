@@ -22,6 +22,7 @@ from batchlr.objectives.probes import LrRangeTest, NoiseScale, lr_range_test, tr
 from batchlr.objectives.trainer import Trainer
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, OptimizerName
 from batchlr.studies.run.creation import RunOptions, prepare
+from batchlr.studies.store.data_facts import save_noise_scale
 from batchlr.studies.store.spec import StudySpec, load_spec
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.summary import load_existing_study
@@ -30,12 +31,14 @@ from batchlr.studies.store.summary import load_existing_study
 @dataclasses.dataclass(frozen=True)
 class Probe:
     """A trainer in a study's regime, the samples it may train on (on its device), the study's
-    spec, and the study's name when it exists."""
+    spec, the study's name when it exists, and the largest batch its trials can draw (the
+    smallest fold's training samples)."""
 
     trainer: Trainer
     indices: torch.Tensor
     spec: StudySpec
     study: str | None
+    largest_batch: int
 
     def check_batch(self, batch_size: int, option: str) -> None:
         if not 0 < batch_size <= len(self.indices):
@@ -71,7 +74,7 @@ def open_probe(
     )
     trainer = objective.trainer
     indices = torch.as_tensor(objective.folds.searched(), device=trainer.device)
-    return Probe(trainer, indices, spec, study)
+    return Probe(trainer, indices, spec, study, objective.folds.smallest_train_size())
 
 
 def probe_hyperparameters(
@@ -151,3 +154,18 @@ def run_noise_scale(
             f"{result.covariance_trace:.3g}): the gradient is buried in noise; raise --repeats or --big-batch"
         )
     return result
+
+
+def remember_noise_scale(storage: str, study: str, result: NoiseScale, epochs: int) -> None:
+    """Keep ``result`` with ``study``: its export then extrapolates the lr ridge up to the
+    critical batch size (see :mod:`batchlr.studies.deploy.transfer`)."""
+    opened = load_existing_study(open_storage(storage, access="write"), study)
+    measurement = {
+        "noise_scale": result.noise_scale,
+        "critical_batch_size": result.critical_batch_size,
+        "small_batch": result.small_batch,
+        "big_batch": result.big_batch,
+        "repeats": result.repeats,
+        "epochs": epochs,
+    }
+    save_noise_scale(opened, measurement)

@@ -1,6 +1,7 @@
 """What a study persists, how, and reading it back (storage, spec, summaries); imports objectives, search."""
 
 from batchlr.studies.store.config import read_run_config, render_run_config
+from batchlr.studies.store.data_facts import DataFacts, data_facts, save_data_facts
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
 from batchlr.studies.store.spec import (
     CREATION_KEYS,
@@ -58,6 +59,7 @@ __all__ = [
     "REFIT_ATTRS",
     "RETRY_REMEDY",
     "STORAGE_ENV",
+    "DataFacts",
     "RefitResult",
     "StudyDescription",
     "StudySpec",
@@ -66,6 +68,7 @@ __all__ = [
     "best_complete_trial_or_none",
     "check_names",
     "create_study_from",
+    "data_facts",
     "describe",
     "fail_orphaned_trials",
     "fastest_within",
@@ -83,6 +86,7 @@ __all__ = [
     "redact",
     "remember_secrets",
     "render_run_config",
+    "save_data_facts",
     "save_micro_batch_cap",
     "save_spec",
     "setting_keys",

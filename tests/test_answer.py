@@ -1,0 +1,110 @@
+"""What a study answers beyond its best trial, through show, export and the exported config:
+the fitted lr ridge, the near-optimal band, and the lr at another batch size with its rule."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+import batchlr
+from batchlr.cli import main
+from batchlr.errors import BatchlrError
+from batchlr.studies.store import DataFacts, StudySpec, save_data_facts
+from tests.test_ridge import _grid
+
+CHANCE_FACTS = DataFacts((3, 32, 32), 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def _study(storage: str, name: str, trials, facts: DataFacts | None = CHANCE_FACTS, **spec):
+    """A batchlr study of ``trials`` (made with create_trial), without training."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for key, value in StudySpec(**spec).to_attrs().items():
+        study.set_user_attr(key, value)
+    if facts is not None:
+        save_data_facts(study._storage, name, facts)
+    study.add_trials(trials)
+    return study
+
+
+@pytest.fixture(scope="module")
+def grid_storage(tmp_path_factory) -> str:
+    """A SGD grid whose best lr grows linearly with the batch, and an Adam grid too small to fit."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('answer') / 'grid.db'}"
+    _study(storage, "sgd-grid", _grid("sgd", lambda batch: 1e-4 * batch, noise=0.01))
+    few = _grid("adam", lambda batch: 1e-3, batch_sizes=[32, 64])
+    _study(storage, "adam-few", few, facts=None)
+    return storage
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_show_prints_the_fitted_ridge_and_the_band(grid_storage):
+    output = invoke("show", "sgd-grid", "--storage", grid_storage)
+    (line,) = [line for line in output.splitlines() if line.strip().startswith("sgd: lr* =")]
+    assert "linear scaling holds from 16 to 512" in line and ", 46 trials" in line
+    assert "near-optimal band: " in output and "sgd lr at batch " in output
+    record = json.loads(invoke("show", "sgd-grid", "--storage", grid_storage, "--json"))
+    ridge = record["ridge"]["sgd"]
+    assert ridge["alpha_interval"][0] <= 1 <= ridge["alpha_interval"][1]
+    assert record["band"]["best_trial"] in record["band"]["members"]
+
+
+def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):
+    output = invoke("show", "adam-few", "--storage", grid_storage)
+    assert (
+        "  adam: no fit: 3 batch sizes with trials that learned are needed, this study has 2"
+        in output.splitlines()
+    )
+    record = json.loads(invoke("show", "adam-few", "--storage", grid_storage, "--json"))
+    assert record["ridge"] == {"adam": {"reason": record["ridge"]["adam"]["reason"]}}
+
+
+def test_the_export_carries_the_fit_and_transfers_the_lr_along_it(grid_storage, tmp_path):
+    path = tmp_path / "best.json"
+    invoke("export", "sgd-grid", "--storage", grid_storage, "--output", str(path))
+    written = json.loads(path.read_text())
+    assert written["data"]["mean"] == [0.5, 0.5, 0.5] and written["crop_padding"] is None
+    assert [entry["batch_size"] for entry in written["lr_by_batch"]][2] == written["params"][
+        "batch_size"
+    ]
+    cfg = batchlr.load_config(path)
+    ridge = cfg.ridge["sgd"].ridge
+    assert ridge is not None and cfg.band is not None
+    inside = cfg.lr_rule(ridge.batch_range[0])
+    assert inside.lr == pytest.approx(cfg.lr * (inside.batch_size / cfg.batch_size) ** ridge.alpha)
+    assert inside.rule.startswith("the ridge lr ~ B^") and inside.warning is None
+    beyond = cfg.lr_rule(4096)
+    assert "extrapolated" in beyond.rule and "noise-scale --study sgd-grid" in beyond.warning
+    assert cfg.lr_for(2 * cfg.batch_size, "linear") == pytest.approx(2 * cfg.lr)
+    with pytest.raises(BatchlrError, match="no measured critical batch size"):
+        cfg.lr_rule(64, "noise")
+
+
+def test_a_measured_noise_scale_holds_the_lr_past_the_critical_batch(grid_storage, tmp_path):
+    import dataclasses
+
+    path = tmp_path / "best.json"
+    invoke("export", "sgd-grid", "--storage", grid_storage, "--output", str(path))
+    cfg = dataclasses.replace(batchlr.load_config(path), noise_scale=1000.0)
+    assert cfg.lr_for(8000) == pytest.approx(cfg.lr_for(1000))
+    held = cfg.lr_rule(8000)
+    assert "held past the critical batch size 1000" in held.rule and held.warning
+    gain = cfg.lr_rule(2 * cfg.batch_size, "noise")
+    expected = (1000 / cfg.batch_size + 1) / (1000 / (2 * cfg.batch_size) + 1)
+    assert gain.lr == pytest.approx(cfg.lr * expected) and "AdaScale" in gain.rule
+
+
+def test_without_a_fit_the_studys_scaling_rule_is_named(grid_storage, tmp_path):
+    path = tmp_path / "few.json"
+    invoke("export", "adam-few", "--storage", grid_storage, "--output", str(path))
+    cfg = batchlr.load_config(path)
+    assert cfg.ridge["adam"].ridge is None and cfg.data is None
+    with pytest.raises(BatchlrError, match="fitted no lr ridge"):
+        cfg.lr_for(128)
