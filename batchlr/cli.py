@@ -22,7 +22,7 @@ from batchlr.cli_options import (
     FiniteFloatRange,
     output_option,
 )
-from batchlr.cli_probes import lr_find, noise_scale
+from batchlr.cli_probes import lr_find, noise_scale, throughput
 from batchlr.cli_run import run
 from batchlr.json_text import json_text
 from batchlr.studies.store import mask_url
@@ -174,5 +174,5 @@ def report(study_name: str, storage: str, output: Path, artifacts: Path | None) 
 
 
 # The commands of the modules beside this one, grouped by what they do.
-for command in (run, lr_find, noise_scale, refit, evaluate, predict):
+for command in (run, lr_find, noise_scale, throughput, refit, evaluate, predict):
     main.add_command(command)

@@ -15,6 +15,8 @@ from batchlr.cli_options import (
     JSON_OPTION,
     MOMENTUM_OPTION,
     OPTIMIZER_OPTION,
+    STORAGE_OPTION,
+    STUDY_ARGUMENT,
     FiniteFloatRange,
     given,
 )
@@ -192,6 +194,31 @@ def noise_scale(
                 attach_figure(storage, study_name, figure, "noise-scale.png", artifacts),
             )
         )
+
+
+@click.command()
+@STUDY_ARGUMENT
+@STORAGE_OPTION
+@DATA_OPTIONS
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=20,
+    help="Timed optimizer steps per batch size, after 3 that warm the device up.",
+)
+@JSON_OPTION
+def throughput(study_name: str, storage: str, steps: int, as_json: bool, **option: Any) -> None:
+    """Time the study's model and recipe at the batch sizes of its near-optimal band on
+    --device, and recommend the one that reaches the band's accuracy soonest there, with its lr."""
+    from batchlr.studies import render
+    from batchlr.studies.run import measure_throughput
+
+    probe = _open_probe(option, study_name, storage)
+    result = measure_throughput(storage, probe, option["seed"], steps)
+    if as_json:
+        click.echo(json_text(result.to_record()))
+    else:
+        click.echo("\n".join(render.throughput(result)))
 
 
 SPEC_OPTIONS = ("dataset", "data_dir", "image_size", "model", "seed")

@@ -4,6 +4,7 @@ the fitted lr ridge, the near-optimal band, and the lr at another batch size wit
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -48,7 +49,7 @@ def invoke(*args: str) -> str:
 def test_show_prints_the_fitted_ridge_and_the_band(grid_storage):
     output = invoke("show", "sgd-grid", "--storage", grid_storage)
     (line,) = [line for line in output.splitlines() if line.strip().startswith("sgd: lr* =")]
-    assert "linear scaling holds from 16 to 512" in line and ", 46 trials" in line
+    assert line.endswith(", 46 trials at batch 16 to 512: linear scaling holds")
     assert "near-optimal band: " in output and "sgd lr at batch " in output
     record = json.loads(invoke("show", "sgd-grid", "--storage", grid_storage, "--json"))
     ridge = record["ridge"]["sgd"]
@@ -108,3 +109,112 @@ def test_without_a_fit_the_studys_scaling_rule_is_named(grid_storage, tmp_path):
     assert cfg.ridge["adam"].ridge is None and cfg.data is None
     with pytest.raises(BatchlrError, match="fitted no lr ridge"):
         cfg.lr_for(128)
+
+
+@pytest.fixture(scope="module")
+def digits_storage(tmp_path_factory) -> str:
+    """A small real study of digits: data facts stored at creation, trials at three batch sizes."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('digits') / 'digits.db'}"
+    invoke(
+        "run",
+        "--storage",
+        storage,
+        "--study",
+        "d",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16:64",
+        "--lr",
+        "1e-3:1e-2",
+        "--optimizers",
+        "adam",
+        "--sampler",
+        "grid",
+        "--grid-points",
+        "batch_size=3,lr=2",
+        "--n-trials",
+        "6",
+        "--pruner",
+        "none",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    return storage
+
+
+def test_throughput_times_the_band_and_the_export_keeps_it(digits_storage, tmp_path):
+    record = json.loads(
+        invoke(
+            "throughput",
+            "d",
+            "--storage",
+            digits_storage,
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--json",
+        )
+    )
+    band = json.loads(invoke("show", "d", "--storage", digits_storage, "--json"))["band"]
+    timed = [timing["batch_size"] for timing in record["timings"]]
+    assert timed == sorted({entry["batch_size"] for entry in band["lr_ranges"]})
+    assert all(timing["images_per_second"] > 0 for timing in record["timings"])
+    best = record["recommended"]
+    assert best["seconds_to_target"] == min(t["seconds_to_target"] for t in record["timings"])
+    assert best["seconds_to_target"] == pytest.approx(
+        best["epochs_to_target"]
+        * _steps_per_epoch(digits_storage, best["batch_size"])
+        * best["batch_size"]
+        / best["images_per_second"]
+    )
+    lines = invoke(
+        "throughput", "d", "--storage", digits_storage, "--device", "cpu", "--steps", "2"
+    )
+    assert re.search(
+        r"^recommended: batch \d+, lr \S+ \(the (ridge|band)",
+        lines,
+        re.M,
+    )
+    path = tmp_path / "best.yaml"
+    invoke("export", "d", "--storage", digits_storage, "--output", str(path))
+    cfg = batchlr.load_config(path)
+    assert cfg.throughput is not None and cfg.throughput["device"] == "cpu"
+    assert cfg.data is not None and cfg.data.classes == 10 and cfg.data.input_shape == (1, 8, 8)
+
+
+def _steps_per_epoch(storage: str, batch_size: int) -> int:
+    study = optuna.load_study(study_name="d", storage=storage)
+    (per_epoch,) = {
+        trial.user_attrs["steps_per_epoch"]
+        for trial in study.trials
+        if trial.params["batch_size"] == batch_size
+    }
+    return per_epoch
+
+
+def test_noise_scale_on_a_study_is_kept_for_its_export(digits_storage, tmp_path):
+    output = invoke(
+        "noise-scale",
+        "--study",
+        "d",
+        "--storage",
+        digits_storage,
+        "--device",
+        "cpu",
+        "--small-batch",
+        "16",
+        "--big-batch",
+        "256",
+        "--repeats",
+        "5",
+    )
+    assert "kept with study 'd'" in output
+    path = tmp_path / "best.json"
+    invoke("export", "d", "--storage", digits_storage, "--output", str(path))
+    cfg = batchlr.load_config(path)
+    assert cfg.noise_scale is not None and f"{cfg.noise_scale:.1f}" in output

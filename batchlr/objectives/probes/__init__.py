@@ -7,11 +7,13 @@ from batchlr.objectives.probes.noise_scale import (
     estimate_noise_scale,
     trained_noise_scale,
 )
+from batchlr.objectives.probes.speed import images_per_second
 
 __all__ = [
     "LrRangeTest",
     "NoiseScale",
     "estimate_noise_scale",
+    "images_per_second",
     "largest_micro_batch",
     "largest_passing",
     "lr_range_test",

@@ -18,13 +18,11 @@ if TYPE_CHECKING:
     )
     from batchlr.studies.deploy.model_file import TrainedModel, load_model
     from batchlr.studies.deploy.refit import refit_best
-    from batchlr.studies.deploy.transfer import LrRule
 
 __all__ = [
     "MAX_CONFIG_BYTES",
     "BestConfig",
     "Evaluation",
-    "LrRule",
     "Prediction",
     "TrainedModel",
     "evaluate_model",
@@ -43,7 +41,6 @@ __all__ = [
 _HOMES = {
     "BestConfig": "best_config",
     "Evaluation": "inference",
-    "LrRule": "transfer",
     "MAX_CONFIG_BYTES": "config_file",
     "Prediction": "inference",
     "TrainedModel": "model_file",

@@ -17,11 +17,16 @@ from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters
-from batchlr.studies.deploy.transfer import ForcedRule, LrRule, transfer_lr
 from batchlr.studies.results.answer import study_answer
 from batchlr.studies.results.band import Band
 from batchlr.studies.results.ridge import RidgeFit
-from batchlr.studies.store.data_facts import DataFacts, data_facts, measured_noise_scale
+from batchlr.studies.results.transfer import ForcedRule, LrRule, transfer_lr
+from batchlr.studies.store.data_facts import (
+    DataFacts,
+    data_facts,
+    measured_noise_scale,
+    measured_throughput,
+)
 from batchlr.studies.store.spec import METRIC, StudySpec, study_spec
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.summary import (
@@ -65,8 +70,9 @@ class BestConfig:
 
     ``ridge`` holds the study's lr ridge fit per optimizer and ``band`` its near-optimal band
     (see :mod:`batchlr.studies.results.answer`), ``data`` the input shape, classes and
-    normalisation its trials trained with, and ``noise_scale`` the critical batch size
-    ``batchlr noise-scale --study`` measured; exports of earlier releases lack them.
+    normalisation its trials trained with, ``noise_scale`` the critical batch size
+    ``batchlr noise-scale --study`` measured, and ``throughput`` the band's speeds on the device
+    ``batchlr throughput`` ran on, with its recommendation; exports of earlier releases lack them.
     """
 
     study: str
@@ -83,6 +89,7 @@ class BestConfig:
     band: Band | None = None
     data: DataFacts | None = None
     noise_scale: float | None = None
+    throughput: dict[str, Any] | None = None
 
     @property
     def hyperparameters(self) -> Hyperparameters:
@@ -97,7 +104,7 @@ class BestConfig:
         fitted ridge, its exponent from the best trial's lr; beyond it, the ridge up to the
         measured critical batch size and held past it, with a warning; with no ridge, the
         study's ``--lr-scaling`` rule. ``rule`` (``linear``, ``sqrt`` or ``noise``) forces one
-        (see :func:`batchlr.studies.deploy.transfer.transfer_lr`).
+        (see :func:`batchlr.studies.results.transfer.transfer_lr`).
 
         Raises:
             BatchlrError: where no rule applies.
@@ -219,6 +226,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> BestCo
         band=answer.band,
         data=data_facts(study),
         noise_scale=measured_noise_scale(study),
+        throughput=measured_throughput(study),
     )
 
 

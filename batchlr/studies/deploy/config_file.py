@@ -140,6 +140,7 @@ def _from_record(record: Any) -> BestConfig:
         band=None if record.get("band") is None else Band.from_record(record["band"]),
         data=None if record.get("data") is None else DataFacts.from_record(record["data"]),
         noise_scale=_noise_scale(record.get("noise_scale")),
+        throughput=_table(record.get("throughput"), "throughput"),
     )
     # checks the params: a bad file fails here, not at first use
     Hyperparameters.from_params(config.params, config.settings.space)
@@ -157,6 +158,12 @@ def _ridges(record: Any) -> dict[str, RidgeFit]:
         else:
             fits[optimizer] = RidgeFit(str(optimizer), Ridge.from_record(entry))
     return fits
+
+
+def _table(value: Any, name: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise BatchlrError(f"{name} = {reprlib.repr(value)} is not a table")
+    return None if value is None else dict(value)
 
 
 def _noise_scale(value: Any) -> float | None:

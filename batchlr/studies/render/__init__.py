@@ -5,7 +5,7 @@ Error messages stay with the errors; all other user-facing text is made here, fr
 records the commands return, one module per kind of command.
 """
 
-from batchlr.studies.render.answer import answer, band_lines, ridge_line
+from batchlr.studies.render.answer import answer, band_lines, ridge_line, throughput
 from batchlr.studies.render.models import evaluated, predictions, refitted, split_duplicates_warning
 from batchlr.studies.render.phrases import attached, format_params, or_nan, training_phrase
 from batchlr.studies.render.probes import (
@@ -49,6 +49,7 @@ __all__ = [
     "split_duplicates_warning",
     "studies_table",
     "study_report",
+    "throughput",
     "training_phrase",
     "trial_line",
     "weak_descent_warning",

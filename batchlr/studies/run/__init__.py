@@ -11,6 +11,7 @@ from batchlr.studies.run.probes import (
     run_noise_scale,
 )
 from batchlr.studies.run.progress import Mode, StudyProgress
+from batchlr.studies.run.throughput import measure_throughput
 from batchlr.studies.run.workers import (
     PARENT_GONE,
     stop_gracefully_on_signals,
@@ -26,6 +27,7 @@ __all__ = [
     "RunOptions",
     "StudyProgress",
     "TrialPlan",
+    "measure_throughput",
     "open_probe",
     "open_study",
     "prepare",

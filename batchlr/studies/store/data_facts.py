@@ -1,7 +1,8 @@
 """What was measured about a study's data: stored when the study is created, what a script
 outside batchlr needs to feed a model as the trials did (input shape, normalisation) and what a
 fit needs to tell learning from guessing (the number of classes); and, once ``batchlr
-noise-scale --study`` ran, the critical batch size."""
+noise-scale --study`` and ``batchlr throughput`` ran, the critical batch size and the speed of
+the band's batch sizes on a device."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import optuna
 from batchlr.errors import BatchlrError
 from batchlr.rules import is_finite_number, is_whole_number
 
+THROUGHPUT_ATTR = "batchlr_throughput"
+"""The study user attr of the last ``batchlr throughput`` measurement, which exports carry."""
 NOISE_ATTR = "batchlr_noise_scale"
 """The study user attr of the last noise-scale measurement of the study's regime."""
 DATA_ATTR = "batchlr_data"
@@ -103,3 +106,14 @@ def measured_noise_scale(study: optuna.Study) -> float | None:
     record = study.user_attrs.get(NOISE_ATTR)
     value: Any = record.get("noise_scale") if isinstance(record, Mapping) else None
     return float(value) if is_finite_number(value) and value > 0 else None
+
+
+def save_throughput(study: optuna.Study, record: Mapping[str, Any]) -> None:
+    """Keep a ``batchlr throughput`` measurement (device, timings, recommendation) with the study."""
+    study.set_user_attr(THROUGHPUT_ATTR, dict(record))
+
+
+def measured_throughput(study: optuna.Study) -> dict[str, Any] | None:
+    """The last ``batchlr throughput`` measurement as stored, None where it never ran."""
+    record = study.user_attrs.get(THROUGHPUT_ATTR)
+    return dict(record) if isinstance(record, Mapping) else None
