@@ -75,6 +75,33 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
             [line.split()[0] for line in stdout.splitlines()[2:]] == ["digits", "digits,"]
         ),
     ),
+    "ridge.py": (
+        [
+            "--dataset",
+            "digits",
+            "--device",
+            "cpu",
+            "--optimizers",
+            "adam",
+            "--batch-size",
+            "16:64",
+            "--batch-points",
+            "3",
+            "--lr-points",
+            "4",
+            "--epochs",
+            "2",
+            "--held-out",
+            "24",
+            "--dense-points",
+            "3",
+        ],
+        lambda stdout: (
+            stdout.splitlines()[2].split()[0] == "adam"
+            and "predicted (+), measured (*)" in stdout
+            and "o" in stdout.split("measured (*)")[1]
+        ),
+    ),
     "recipe.py": (
         [
             "--dataset",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,7 +24,7 @@ SPREAD_TRIALS = 10
 SPREAD_MARGIN = 0.1
 
 
-def _trained_lr(trial: FrozenTrial) -> float:
+def trained_lr(trial: FrozenTrial) -> float:
     """The lr the trial trained with (after any scaling with its batch size)."""
     lr = TrialRecord.from_trial(trial).lr
     return float(trial.params.get("lr", math.nan) if lr is None else lr)
@@ -43,89 +42,12 @@ def _last_value(trial: FrozenTrial) -> float | None:
     )
 
 
-def _trials(study: optuna.Study, *states: TrialState) -> list[FrozenTrial]:
+def trials_in(study: optuna.Study, *states: TrialState) -> list[FrozenTrial]:
     return [
         trial
         for trial in study.get_trials(deepcopy=False, states=states)
         if "batch_size" in trial.params
     ]
-
-
-def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
-    """(a) Every trial's lr and batch size coloured by accuracy (pruned ones as crosses), the best
-    lr in each batch-size octave, and the linear and square-root scaling rules through the best trial."""
-    complete, pruned = _trials(study, TrialState.COMPLETE), _trials(study, TrialState.PRUNED)
-    if not complete:
-        raise ValueError("no complete trial")
-    best = max(complete, key=lambda trial: trial.values[0])
-    series = [
-        Series(
-            "points",
-            [t.params["batch_size"] for t in pruned],
-            [_trained_lr(t) for t in pruned],
-            "pruned",
-            GREY,
-            marker="x",
-        ),
-        Series(
-            "points",
-            [t.params["batch_size"] for t in complete],
-            [_trained_lr(t) for t in complete],
-            "complete",
-            values=[t.values[0] for t in complete],
-            value_label="CV accuracy",
-            size=9,
-            hover=[f"trial {t.number}: {t.values[0]:.4f}" for t in complete],
-        ),
-    ]
-    octaves: dict[int, FrozenTrial] = {}
-    for trial in complete:
-        octave = int(math.log2(trial.params["batch_size"]))
-        if octave not in octaves or trial.values[0] > octaves[octave].values[0]:
-            octaves[octave] = trial
-    if len(octaves) > 1:
-        winners = [octaves[octave] for octave in sorted(octaves)]
-        series.append(
-            Series(
-                "line",
-                [t.params["batch_size"] for t in winners],
-                [_trained_lr(t) for t in winners],
-                "best lr per batch-size octave",
-                OKABE_ITO[3],
-            )
-        )
-    low, high = spec.space.batch_size
-    sizes = [low * (high / low) ** (index / 20) for index in range(21)]
-    best_size, best_lr = best.params["batch_size"], _trained_lr(best)
-    series.append(
-        Series(
-            "line",
-            sizes,
-            [best_lr * size / best_size for size in sizes],
-            "linear scaling through the best",
-            OKABE_ITO[1],
-            dash=True,
-        )
-    )
-    series.append(
-        Series(
-            "line",
-            sizes,
-            [best_lr * math.sqrt(size / best_size) for size in sizes],
-            "square-root scaling through the best",
-            OKABE_ITO[2],
-            dash=True,
-        )
-    )
-    return Figure(
-        "Learning rate over batch size",
-        "batch size",
-        "learning rate (as trained)",
-        series,
-        x_log=True,
-        y_log=True,
-        x_whole=True,
-    )
 
 
 def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
@@ -137,7 +59,7 @@ def learning_curves(study: optuna.Study, spec: StudySpec) -> Figure:
             "no complete trial reported per round (two-objective studies do not report)"
         )
     series = []
-    for trial in _trials(study, TrialState.PRUNED)[-PRUNED_CURVES:]:
+    for trial in trials_in(study, TrialState.PRUNED)[-PRUNED_CURVES:]:
         rounds = sorted(trial.intermediate_values)
         series.append(
             Series(
@@ -182,7 +104,7 @@ def accuracy_over_time(study: optuna.Study, spec: StudySpec) -> Figure:
     """(c) Accuracy against training seconds, coloured by batch size, with the Pareto front."""
     timed = [
         (trial, train_seconds)
-        for trial in _trials(study, TrialState.COMPLETE)
+        for trial in trials_in(study, TrialState.COMPLETE)
         if (train_seconds := TrialRecord.from_trial(trial).train_seconds) is not None
     ]
     seconds = {trial.number: train_seconds for trial, train_seconds in timed}
@@ -282,7 +204,7 @@ def best_so_far(study: optuna.Study, spec: StudySpec) -> Figure:
     """(e) Every trial's accuracy in the order run (a pruned one's last report), and the best so far."""
     trials = [
         trial
-        for trial in _trials(study, TrialState.COMPLETE, TrialState.PRUNED)
+        for trial in trials_in(study, TrialState.COMPLETE, TrialState.PRUNED)
         if _last_value(trial) is not None
     ]
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
@@ -326,7 +248,7 @@ def best_so_far(study: optuna.Study, spec: StudySpec) -> Figure:
 
 def accuracy_by_optimizer(study: optuna.Study, spec: StudySpec) -> Figure:
     """(f) The accuracy of every complete trial, grouped by optimizer, with each group's best."""
-    complete = _trials(study, TrialState.COMPLETE)
+    complete = trials_in(study, TrialState.COMPLETE)
     names = sorted({str(trial.params.get("optimizer")) for trial in complete})
     if not names:
         raise ValueError("no complete trial")
@@ -358,14 +280,3 @@ def accuracy_by_optimizer(study: optuna.Study, spec: StudySpec) -> Figure:
         ],
         categories=names,
     )
-
-
-FIGURES: dict[str, Callable[[optuna.Study, StudySpec], Figure]] = {
-    "lr-over-batch-size": lr_over_batch_size,
-    "learning-curves": learning_curves,
-    "accuracy-over-time": accuracy_over_time,
-    "fold-spread": fold_spread,
-    "best-so-far": best_so_far,
-    "accuracy-by-optimizer": accuracy_by_optimizer,
-}
-"""The figures (a) to (f) by the name of their PNG."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -15,8 +16,15 @@ from batchlr.files import write_bytes_atomically, write_text_atomically
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import format_params, or_nan, training_phrase
 from batchlr.studies.results.artifacts import Attachment, attach
-from batchlr.studies.results.figures import FIGURES
-from batchlr.studies.results.plotting import png, to_plotly
+from batchlr.studies.results.figures import (
+    accuracy_by_optimizer,
+    accuracy_over_time,
+    best_so_far,
+    fold_spread,
+    learning_curves,
+)
+from batchlr.studies.results.lr_figure import lr_over_batch_size
+from batchlr.studies.results.plotting import Figure, png, to_plotly
 from batchlr.studies.store.spec import StudySpec, study_spec
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.summary import (
@@ -24,6 +32,16 @@ from batchlr.studies.store.summary import (
     load_existing_study,
     standard_error,
 )
+
+FIGURES: dict[str, Callable[[optuna.Study, StudySpec], Figure]] = {
+    "lr-over-batch-size": lr_over_batch_size,
+    "learning-curves": learning_curves,
+    "accuracy-over-time": accuracy_over_time,
+    "fold-spread": fold_spread,
+    "best-so-far": best_so_far,
+    "accuracy-by-optimizer": accuracy_by_optimizer,
+}
+"""The figures (a) to (f) by the name of their PNG."""
 
 
 def write_study_report(
@@ -39,7 +57,7 @@ def write_study_report(
 
 
 def write_report(study: optuna.Study, output: Path) -> list[Path]:
-    """Write ``index.html`` and a PNG of each figure of :data:`~batchlr.studies.results.figures.FIGURES`
+    """Write ``index.html`` and a PNG of each figure of :data:`FIGURES`
     into ``output``; returns the files written.
 
     The page opens with the key numbers (the CV estimate with its standard error over folds,
