@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from batchlr.objectives.models import named_model as build_model
     from batchlr.studies.deploy.best_config import BestConfig
     from batchlr.studies.deploy.config_file import load_config
     from batchlr.studies.deploy.model_file import TrainedModel, load_model
 
-__all__ = ["BestConfig", "TrainedModel", "__version__", "load_config", "load_model"]
+__all__ = ["BestConfig", "TrainedModel", "__version__", "build_model", "load_config", "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from batchlr.studies import deploy
 
         return getattr(deploy, name)
+    if name == "build_model":
+        from batchlr.objectives.models import named_model
+
+        return named_model
     if name in ("load_model", "TrainedModel"):
         from batchlr.studies.deploy import model_file
 

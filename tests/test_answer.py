@@ -8,6 +8,7 @@ import re
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 
 import batchlr
@@ -185,6 +186,8 @@ def test_throughput_times_the_band_and_the_export_keeps_it(digits_storage, tmp_p
     cfg = batchlr.load_config(path)
     assert cfg.throughput is not None and cfg.throughput["device"] == "cpu"
     assert cfg.data is not None and cfg.data.classes == 10 and cfg.data.input_shape == (1, 8, 8)
+    model = batchlr.build_model(cfg.settings.model, cfg.data.input_shape, cfg.data.classes)
+    assert model(torch.zeros(2, *cfg.data.input_shape)).shape == (2, 10)
 
 
 def _steps_per_epoch(storage: str, batch_size: int) -> int:

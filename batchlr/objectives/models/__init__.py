@@ -8,6 +8,7 @@ from batchlr.objectives.models.catalog import (
     ModelFactory,
     build_model,
     convnet,
+    named_model,
     parameter_count,
     resolve_model,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ModelFactory",
     "build_model",
     "convnet",
+    "named_model",
     "parameter_count",
     "resolve_model",
 ]

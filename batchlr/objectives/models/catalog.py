@@ -329,3 +329,14 @@ def _one_line(error: BaseException) -> str:
 def parameter_count(model: nn.Module) -> int:
     """Trainable parameters (of a model whose lazy modules, if any, have seen a batch)."""
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def named_model(name: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A fresh model of ``--model name`` for images of ``input_shape`` and ``num_classes``, as
+    batchlr's trials build it: ``batchlr.build_model(cfg.settings.model, cfg.data.input_shape,
+    cfg.data.classes)`` in a script that trains an exported configuration.
+
+    Raises:
+        BatchlrError: for an unknown name, or a model that fails batchlr's checks.
+    """
+    return build_model(resolve_model(name), name, input_shape, num_classes)
