@@ -119,7 +119,11 @@ if TYPE_CHECKING:
     "--lr-scaling",
     type=click.Choice(LR_SCALING_RULES),
     default="none",
-    help="Search base_lr and train with lr = base_lr*B/B0 (linear) or base_lr*sqrt(B/B0).",
+    help=(
+        "Search base_lr and train with lr = base_lr*B/B0 (linear), base_lr*sqrt(B/B0), or "
+        "base_lr times the AdaScale gain of the gradient noise scale measured when the study "
+        "is created (noise; its square root for adam, rmsprop and adamw)."
+    ),
 )
 @click.option(
     "--reference-batch-size",

@@ -71,6 +71,46 @@ def test_lr_scaling_searches_base_lr_and_exports_the_rule(sqlite_url, tmp_path):
     assert cfg.lr_for(2 * cfg.batch_size) == pytest.approx(2 * cfg.lr)
 
 
+def test_noise_lr_scaling_measures_the_noise_scale_once_and_scales_by_its_gain(
+    sqlite_url, tmp_path
+):
+    invoke(
+        "run",
+        "--storage",
+        sqlite_url,
+        "--study",
+        "gain",
+        *TINY,
+        "--epochs",
+        "1",
+        "--n-trials",
+        "3",
+        "--lr-scaling",
+        "noise",
+        "--reference-batch-size",
+        "64",
+        "--optimizers",
+        "sgd,adam",
+    )
+    study = optuna.load_study(study_name="gain", storage=sqlite_url)
+    noise = study.user_attrs["noise_scale"]
+    assert noise > 0 and study.user_attrs["batchlr_format"] == 5
+    for trial in study.trials:
+        batch = trial.params["batch_size"]
+        gain = (noise / 64 + 1) / (noise / batch + 1)
+        factor = gain if trial.params["optimizer"] == "sgd" else gain**0.5
+        assert trial.user_attrs["lr"] == pytest.approx(trial.params["base_lr"] * factor)
+    # A resumed run keeps the measured noise scale instead of measuring again.
+    invoke("run", "--storage", sqlite_url, "--study", "gain", "--n-trials", "1")
+    assert (
+        optuna.load_study(study_name="gain", storage=sqlite_url).user_attrs["noise_scale"] == noise
+    )
+    invoke("export", "gain", "--storage", sqlite_url, "--output", str(tmp_path / "gain.json"))
+    cfg = batchlr.load_config(tmp_path / "gain.json")
+    assert cfg.settings.space.lr_scaling.noise_scale == noise
+    assert "AdaScale gain of the noise scale" in cfg.lr_rule(2 * cfg.batch_size, "noise").rule
+
+
 def test_step_budget_is_stored_and_recorded(sqlite_url):
     invoke(
         "run",

@@ -77,3 +77,15 @@ def test_bad_grid_points_are_usage_errors(text):
     with pytest.raises(SettingError, match=f"grid_points {text}: give NAME=N pairs") as raised:
         parse_grid_points(text)
     assert raised.value.key == "grid_points"
+
+
+def test_noise_scaling_is_linear_far_below_the_noise_scale_and_flat_far_above_it():
+    from batchlr.search.space import LrScaling
+
+    scaling = LrScaling("noise", 64, noise_scale=10_000.0)
+    assert scaling.lr(1.0, 128, "sgd") == pytest.approx(2.0, rel=0.02)
+    assert scaling.lr(1.0, 128, "adam") == pytest.approx(2.0**0.5, rel=0.01)
+    flat = LrScaling("noise", 10_000, noise_scale=100.0)
+    assert flat.lr(1.0, 20_000, "sgd") == pytest.approx(1.0, rel=0.01)
+    with pytest.raises(ValueError, match="before it is measured"):
+        LrScaling("noise", 64).lr(1.0, 128, "sgd")

@@ -57,7 +57,7 @@ UNUSUAL = StudySpec(
 def test_a_spec_round_trips_through_json_attrs(spec):
     attrs = json.loads(json.dumps(spec.to_attrs()))
     assert StudySpec.from_attrs(attrs) == spec
-    assert attrs["batchlr_format"] == 4 and attrs["batch_size"] == list(spec.space.batch_size)
+    assert attrs["batchlr_format"] == 5 and attrs["batch_size"] == list(spec.space.batch_size)
 
 
 def test_every_setting_is_a_run_option_of_the_same_name():

@@ -33,6 +33,9 @@ DEFAULT_OPTIMIZERS: tuple[OptimizerName, ...] = OPTIMIZER_NAMES[:3]
 it search what they did."""
 
 MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
+ADAPTIVE_OPTIMIZERS: frozenset[str] = frozenset({"adam", "rmsprop", "adamw"})
+"""Optimizers that divide by a running gradient scale: their best lr grows about as the square
+root of the batch size (Malladi et al. 2022), and may surge (Li et al. 2024)."""
 """Optimizers whose momentum is searched too; Adam's betas play that role and stay at defaults."""
 
 MOMENTUM_RANGE: tuple[float, float] = (0.0, 0.99)
@@ -108,7 +111,7 @@ def parse_optimizers(text: str) -> tuple[str, ...]:
     return names
 
 
-LrScalingRule = Literal["none", "linear", "sqrt"]
+LrScalingRule = Literal["none", "linear", "sqrt", "noise"]
 LR_SCALING_RULES: tuple[LrScalingRule, ...] = get_args(LrScalingRule)
 DEFAULT_REFERENCE_BATCH_SIZE = 256
 
@@ -118,27 +121,55 @@ class LrScaling:
     """How the learning rate grows with the batch size from ``base_lr`` at ``reference_batch_size``.
 
     ``linear``: lr = base_lr * B / B0 (Goyal et al. 2017); ``sqrt``: lr = base_lr * sqrt(B / B0)
-    (Hoffer et al. 2017); ``none``: the study searches lr itself.
+    (Hoffer et al. 2017); ``noise``: lr = base_lr * r(B) / r(B0), the AdaScale gain (Johnson et
+    al. 2020) r(B) = (tr(S) + |G|^2) / (tr(S)/B + |G|^2) of the study's measured gradient
+    ``noise_scale`` tr(S)/|G|^2, or its square root for the adaptive optimizers (Pollux's
+    choice): linear far below the noise scale, flat far above it. ``none``: the study searches
+    lr itself. ``noise_scale`` is measured when a ``noise`` study is created (None until then).
     """
 
     rule: LrScalingRule = "none"
     reference_batch_size: int = DEFAULT_REFERENCE_BATCH_SIZE
+    noise_scale: float | None = None
 
     def __post_init__(self) -> None:
         one_of("lr_scaling", self.rule, LR_SCALING_RULES)
         whole("reference_batch_size", self.reference_batch_size, 1)
+        noise = self.noise_scale
+        require(
+            noise is None or (is_finite_number(noise) and noise > 0),
+            "noise_scale",
+            noise,
+            "give the measured gradient noise scale, a positive number",
+        )
 
-    def lr(self, base_lr: float, batch_size: int) -> float:
-        """The learning rate for ``batch_size``."""
+    def lr(self, base_lr: float, batch_size: int, optimizer: str) -> float:
+        """The learning rate of ``optimizer`` for ``batch_size``.
+
+        Raises:
+            ValueError: under ``noise`` before the noise scale is measured.
+        """
         if self.rule == "none":
             return base_lr
         ratio = batch_size / self.reference_batch_size
-        return base_lr * (ratio if self.rule == "linear" else math.sqrt(ratio))
+        if self.rule == "linear":
+            return base_lr * ratio
+        if self.rule == "sqrt":
+            return base_lr * math.sqrt(ratio)
+        if self.noise_scale is None:
+            raise ValueError("lr scaling by the noise scale before it is measured")
+        noise = self.noise_scale
+        gain = (noise / self.reference_batch_size + 1) / (noise / batch_size + 1)
+        return base_lr * (math.sqrt(gain) if optimizer in ADAPTIVE_OPTIMIZERS else gain)
 
     def to_attrs(self) -> dict[str, Any]:
         """The rule as the options that set it. The reference batch size is kept without a rule
         too, so that a resumed run given only --reference-batch-size compares it with the study's."""
-        return {"lr_scaling": self.rule, "reference_batch_size": self.reference_batch_size}
+        return {
+            "lr_scaling": self.rule,
+            "reference_batch_size": self.reference_batch_size,
+            "noise_scale": self.noise_scale,
+        }
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> LrScaling:
@@ -151,6 +182,7 @@ class LrScaling:
         return cls(
             attrs.get("lr_scaling") or "none",
             DEFAULT_REFERENCE_BATCH_SIZE if reference is None else reference,
+            attrs.get("noise_scale"),
         )
 
 
@@ -199,7 +231,7 @@ class Hyperparameters:
             raise BatchlrError(
                 f"batch_size {reprlib.repr(batch_size)} is not a whole number of at least 1"
             )
-        lr = _scaled_lr(scaling, base_lr, batch_size)
+        lr = _scaled_lr(scaling, base_lr, batch_size, optimizer)
         if not (math.isfinite(lr) and lr > 0):
             raise BatchlrError(
                 f"{lr_key} {reprlib.repr(base_lr)} is not a positive learning rate (or overflows when scaled)"
@@ -216,13 +248,13 @@ class Hyperparameters:
         )
 
 
-def _scaled_lr(scaling: LrScaling, base_lr: Any, batch_size: int) -> float:
+def _scaled_lr(scaling: LrScaling, base_lr: Any, batch_size: int, optimizer: str) -> float:
     """The learning rate for ``batch_size``: NaN when ``base_lr`` is no positive number, infinite
     when it overflows (a whole number too large for a float does not become infinite by itself)."""
     if not (is_real(base_lr) and base_lr > 0):
         return math.nan
     try:
-        return float(scaling.lr(base_lr, batch_size))
+        return float(scaling.lr(base_lr, batch_size, optimizer))
     except OverflowError:
         return math.inf
 
@@ -297,7 +329,7 @@ class SearchSpace:
         return Hyperparameters(
             batch_size=batch_size,
             lr=self.lr_scaling.lr(
-                trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size
+                trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size, optimizer
             ),
             optimizer=optimizer,
             momentum=momentum,

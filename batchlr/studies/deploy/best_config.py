@@ -116,7 +116,7 @@ class BestConfig:
             self.optimizer,
             batch_size,
             None if fit is None else fit.ridge,
-            self.noise_scale,
+            self.noise_scale or self.settings.space.lr_scaling.noise_scale,
             self.settings.space.lr_scaling,
             self.study,
             rule,

@@ -28,7 +28,8 @@ def training_phrase(spec: StudySpec) -> str:
     scaling, decay = space.lr_scaling, space.weight_decay
     parts = [f"{training.budget.amount} {training.budget.kind}"]
     if scaling.rule != "none":
-        parts.append(f"lr {scaling.rule}-scaled from batch {scaling.reference_batch_size}")
+        noise = f" (noise scale {scaling.noise_scale:.0f})" if scaling.noise_scale else ""
+        parts.append(f"lr {scaling.rule}-scaled from batch {scaling.reference_batch_size}{noise}")
     if training.schedule != "constant":
         parts.append(f"{training.schedule} schedule")
     if training.warmup:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from batchlr.search.space import SearchSpace
+from batchlr.search.space import ADAPTIVE_OPTIMIZERS, SearchSpace
 from batchlr.studies.results.scored_trials import (
     RecordReader,
     ScoredTrial,
@@ -25,9 +25,6 @@ from batchlr.studies.results.scored_trials import (
     positive_whole,
     scored_trials,
 )
-
-ADAPTIVE_OPTIMIZERS: frozenset[str] = frozenset({"adam", "rmsprop", "adamw"})
-"""Optimizers whose best lr may surge: rise with the batch size, then fall (Li et al. 2024)."""
 
 MIN_BATCH_GROUPS = 3
 MIN_LEARNED_TRIALS = 6

@@ -5,12 +5,11 @@ it, or the study's ``--lr-scaling`` rule where nothing was fitted."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 from batchlr.errors import BatchlrError
-from batchlr.search.space import LrScaling
-from batchlr.studies.results.ridge import ADAPTIVE_OPTIMIZERS, Ridge
+from batchlr.search.space import ADAPTIVE_OPTIMIZERS, LrScaling
+from batchlr.studies.results.ridge import Ridge
 
 ForcedRule = Literal["linear", "sqrt", "noise"]
 
@@ -51,18 +50,16 @@ def transfer_lr(
     """
     ratio = batch_size / best_batch
     if forced in ("linear", "sqrt"):
-        lr = LrScaling(forced, best_batch).lr(best_lr, batch_size)
+        lr = LrScaling(forced, best_batch).lr(best_lr, batch_size, optimizer)
         return LrRule(batch_size, lr, f"{forced} scaling from batch {best_batch}, as asked")
     if forced == "noise":
         if noise_scale is None:
             raise BatchlrError(_no_noise_scale(study, "rule='noise' needs it"))
-        gain = (noise_scale / best_batch + 1) / (noise_scale / batch_size + 1)
-        adaptive = optimizer in ADAPTIVE_OPTIMIZERS
-        lr = best_lr * (math.sqrt(gain) if adaptive else gain)
-        root = "the square root of " if adaptive else ""
+        gain = LrScaling("noise", best_batch, noise_scale)
+        root = "the square root of " if optimizer in ADAPTIVE_OPTIMIZERS else ""
         return LrRule(
             batch_size,
-            lr,
+            gain.lr(best_lr, batch_size, optimizer),
             f"{root}the AdaScale gain of the noise scale {noise_scale:.0f} from batch {best_batch}",
         )
     if ridge is None:
@@ -71,7 +68,8 @@ def transfer_lr(
                 f"study {study!r} fitted no lr ridge and searched lr without a scaling rule; "
                 "call lr_for(batch_size, rule='linear', 'sqrt' or 'noise')"
             )
-        lr = LrScaling(scaling.rule, best_batch).lr(best_lr, batch_size)
+        from_best = dataclasses.replace(scaling, reference_batch_size=best_batch)
+        lr = from_best.lr(best_lr, batch_size, optimizer)
         return LrRule(batch_size, lr, f"the study's {scaling.rule} scaling (no ridge was fitted)")
     low, high = ridge.batch_range
     fitted = f"the ridge lr ~ B^{ridge.alpha:.2f} fitted from {low} to {high}"

@@ -28,7 +28,7 @@ from batchlr.objectives.data import (
 )
 from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.objective import CrossValidationObjective
-from batchlr.objectives.probes import largest_micro_batch, lr_range_test
+from batchlr.objectives.probes import largest_micro_batch, lr_range_test, trained_noise_scale
 from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
 from batchlr.search.samplers import bounded_grid
@@ -103,6 +103,17 @@ def prepare(
     )
     trainer = trainer.with_cap(cap)
     spec = dataclasses.replace(spec, training=trainer.settings)
+    scaling = spec.space.lr_scaling
+    if scaling.rule == "noise" and scaling.noise_scale is None:
+        measured = _noise_scale(
+            space, trainer, torch.as_tensor(searched, device=device), options.seed
+        )
+        space = dataclasses.replace(
+            space, lr_scaling=dataclasses.replace(scaling, noise_scale=measured)
+        )
+        spec = dataclasses.replace(
+            spec, space=dataclasses.replace(spec.space, lr_scaling=space.lr_scaling)
+        )
     if options.lr_auto and not stored:
         searched_on_device = torch.as_tensor(searched, device=device)
         spec = _with_found_lr(spec, space, trainer, searched_on_device, options.seed)
@@ -140,6 +151,35 @@ def duplicates_warning(objective: CrossValidationObjective) -> str | None:
     )
 
 
+NOISE_BATCHES = (32, 1024)
+"""The small and big batch of the noise scale a ``--lr-scaling noise`` study measures when it is
+created (the big one at most a fold's training samples), as ``batchlr noise-scale`` defaults."""
+NOISE_REPEATS = 20
+
+
+def _noise_scale(space: SearchSpace, trainer: Trainer, searched: torch.Tensor, seed: int) -> float:
+    """B_simple at initialisation, in the trials' regime, for ``--lr-scaling noise``.
+
+    Raises:
+        BatchlrError: when the estimate is not usable (the gradient buried in noise).
+    """
+    big = min(NOISE_BATCHES[1], space.batch_size[1])
+    small = min(NOISE_BATCHES[0], big // 2)
+    if small >= 1:
+        optimizer = space.optimizers[0]
+        hyperparameters = Hyperparameters(big, 0.0, optimizer, default_momentum(optimizer))
+        torch.manual_seed(seed)
+        result = trained_noise_scale(
+            trainer, searched, hyperparameters, seed, 0, small, big, NOISE_REPEATS
+        )
+    if small < 1 or not result.usable:
+        raise BatchlrError(
+            f"--lr-scaling noise: the gradient noise scale measured with batches {small} and {big} "
+            "is not usable (the gradient is buried in noise); use --lr-scaling linear or sqrt"
+        )
+    return result.noise_scale
+
+
 def _with_found_lr(
     spec: StudySpec, space: SearchSpace, trainer: Trainer, searched: torch.Tensor, seed: int
 ) -> StudySpec:
@@ -175,7 +215,7 @@ def _with_found_lr(
         "momentum": momentum,
     }
     # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
-    center = test.suggested_lr / space.lr_scaling.lr(1.0, batch_size)
+    center = test.suggested_lr / space.lr_scaling.lr(1.0, batch_size, optimizer)
     return dataclasses.replace(
         spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record
     )

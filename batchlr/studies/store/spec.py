@@ -28,10 +28,11 @@ from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
 if TYPE_CHECKING:
     from batchlr.objectives.data import FoldAssignment
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
 this version); 3 added the image size, augmentation and regularisation, which a batchlr of
-format 2 would silently drop; 4 added the precision. A study of a newer format than this is
+format 2 would silently drop; 4 added the precision; 5 the ``noise`` lr scaling rule and its
+measured ``noise_scale``. A study of a newer format than this is
 refused rather than misread."""
 
 SETTINGS_BEFORE_THEIR_OPTION = {"precision": "fp32"}
@@ -50,7 +51,7 @@ META_KEYS = ("batchlr_format", "batchlr_version", "metric")
 PER_RUN_KEYS = frozenset({"sampler", "grid_points", "pruner", "data_dir", "max_micro_batch"})
 # Settings fixed when the study is created and never given again: the folds' seed and the
 # LR range test of --lr auto. Every other setting must match when a resumed run gives it.
-CREATION_KEYS = frozenset({"seed", "lr_find"})
+CREATION_KEYS = frozenset({"seed", "lr_find", "noise_scale"})
 
 MAX_FOLDS = 100
 """The most cross-validation folds a study may have: each fold trains a model every trial."""
