@@ -189,3 +189,14 @@ def test_lr_find_on_a_study_trains_in_its_regime(sqlite_url, monkeypatch):
         "trained as study 'recipe''s trials: bf16, augment flip,crop, label smoothing 0.1, "
         "batch 32 in one pass" in result.output
     )
+
+
+def test_noise_scale_says_when_its_range_exceeds_what_a_fold_can_batch():
+    from batchlr.objectives.probes import NoiseScale
+    from batchlr.studies import render
+
+    result = NoiseScale(600.0, 0.01, 6.0, 32, 1024, 10, Regime("fp32", (), 0.0, 1024, 1024))
+    lines = render.noise_scale(result, 0, None, largest_batch=800)
+    assert "suggested batch range: 300:1200" in lines
+    assert any(line.startswith("note: a fold trains on 800 samples") for line in lines)
+    assert not any("note:" in line for line in render.noise_scale(result, 0, None, 2000))
