@@ -8,11 +8,12 @@ come as any JSON type: each check also checks the type.
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeGuard, TypeVar
 
-from batchlr.errors import SettingError
+from batchlr.errors import BatchlrError, SettingError
 
 Choice = TypeVar("Choice", bound=str)
 
@@ -72,3 +73,39 @@ def pair(key: str, value: object, fits: Collection[bool] | None = None) -> None:
         and value[0] <= value[1]
     )
     require(ordered, key, value, "give MIN:MAX with MIN <= MAX")
+
+
+def positive_whole(value: Any) -> bool:
+    return is_whole_number(value) and value >= 1
+
+
+def finite(value: Any) -> bool:
+    return is_real(value) and math.isfinite(value)
+
+
+def positive_finite(value: Any) -> bool:
+    return finite(value) and value > 0
+
+
+class RecordReader:
+    """Reads a record's keys, raising a :class:`BatchlrError` that names the first bad one."""
+
+    def __init__(self, what: str, record: Any) -> None:
+        if not isinstance(record, Mapping):
+            raise BatchlrError(f"{what}: {record!r:.60} is not a JSON object")
+        self.what, self.record = what, record
+
+    def __call__(self, key: str, valid: Callable[[Any], bool]) -> Any:
+        if key not in self.record:
+            raise BatchlrError(f"{self.what}: key {key!r} is missing")
+        value = self.record[key]
+        if not valid(value):
+            raise BatchlrError(f"{self.what}: key {key!r} holds {value!r:.60}, not a valid value")
+        return value
+
+    def pair(self, key: str, valid: Callable[[Any], bool], kind: type[Any]) -> tuple[Any, Any]:
+        """Two valid values in order, as a list holds them in JSON."""
+        value = self(key, lambda value: isinstance(value, list) and len(value) == 2)
+        if not (all(map(valid, value)) and value[0] <= value[1]):
+            raise BatchlrError(f"{self.what}: key {key!r} holds {value!r:.60}, not a valid range")
+        return kind(value[0]), kind(value[1])

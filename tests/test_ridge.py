@@ -10,10 +10,18 @@ import pytest
 
 from batchlr.errors import BatchlrError
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.search.ridge import Ridge, fit_ridges
 from batchlr.studies.results.band import Band, near_optimal_band
-from batchlr.studies.results.ridge import Ridge, fit_ridges
+from batchlr.studies.results.scored_trials import scored_trials
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
+
+
+def _fit(trials, chance=None):
+    """The ridges of a study's ``trials``, read as ``batchlr show`` reads them."""
+    return fit_ridges(scored_trials(trials, None), chance)
+
+
 LRS = [float(lr) for lr in np.logspace(-4, 0, 8)]
 
 
@@ -52,7 +60,7 @@ def _grid(optimizer, best_lr, noise=0.005, seed=0, batch_sizes=BATCH_SIZES, lrs=
 @pytest.mark.parametrize(("optimizer", "alpha"), [("adam", 0.5), ("sgd", 1.0)])
 def test_the_fit_recovers_the_exponent_of_the_best_lr(optimizer, alpha):
     trials = _grid(optimizer, lambda batch: 1e-4 * batch**alpha)
-    fits = fit_ridges(trials, chance=0.1)
+    fits = _fit(trials, chance=0.1)
     ridge = fits[optimizer].ridge
     assert ridge is not None, fits[optimizer].reason
     assert abs(ridge.alpha - alpha) < 0.15
@@ -68,7 +76,7 @@ def test_the_interval_widens_as_the_best_lrs_scatter_about_the_line():
     def interval(scatter: float) -> float:
         shifts = dict(zip(BATCH_SIZES, [0, scatter, -scatter, scatter, -scatter, 0], strict=True))
         lrs = [float(lr) for lr in np.logspace(-4, 0, 16)]
-        ridge = fit_ridges(_grid("sgd", lambda batch: 1e-4 * batch * 10 ** shifts[batch], lrs=lrs))[
+        ridge = _fit(_grid("sgd", lambda batch: 1e-4 * batch * 10 ** shifts[batch], lrs=lrs))[
             "sgd"
         ].ridge
         assert ridge is not None
@@ -79,13 +87,13 @@ def test_the_interval_widens_as_the_best_lrs_scatter_about_the_line():
 
 def test_trials_at_chance_do_not_pull_the_fit():
     trials = _grid("sgd", lambda batch: 1e-4 * batch)
-    clean = {chance: fit_ridges(trials, chance=chance)["sgd"].ridge for chance in (0.1, None)}
+    clean = {chance: _fit(trials, chance=chance)["sgd"].ridge for chance in (0.1, None)}
     # chance-level trials at extreme lrs, at the fitted batch sizes and at one with nothing else
     for batch_size in [*BATCH_SIZES, 1024]:
         for lr in (1e-5, 5.0):
             trials.append(_trial(len(trials), "sgd", batch_size, lr, [0.1, 0.1, 0.1]))
     for chance, before in clean.items():
-        ridge = fit_ridges(trials, chance=chance)["sgd"].ridge
+        ridge = _fit(trials, chance=chance)["sgd"].ridge
         assert ridge is not None and before is not None
         assert ridge.batch_range == (16, 512)
         assert ridge.alpha == pytest.approx(before.alpha) and abs(ridge.alpha - 1) < 0.15
@@ -93,21 +101,21 @@ def test_trials_at_chance_do_not_pull_the_fit():
 
 def test_too_few_batch_sizes_or_trials_give_a_reason_and_no_ridge():
     two_sizes = _grid("adam", lambda batch: 1e-3, batch_sizes=[32, 64])
-    fit = fit_ridges(two_sizes, chance=0.1)["adam"]
+    fit = _fit(two_sizes, chance=0.1)["adam"]
     assert fit.ridge is None
     assert fit.reason == "3 batch sizes with trials that learned are needed, this study has 2"
     few = _grid("adam", lambda batch: 1e-3, batch_sizes=[16, 64, 256], lrs=[1e-3])
-    fit = fit_ridges(few, chance=0.1)["adam"]
+    fit = _fit(few, chance=0.1)["adam"]
     assert fit.ridge is None and fit.reason is not None and "\n" not in fit.reason
     assert fit.reason.startswith("6 trials") and fit.reason.endswith("has 3")
-    assert fit_ridges([]) == {}
+    assert _fit([]) == {}
 
 
 def test_a_surge_of_the_best_adam_lr_is_found_and_fitted_below_its_peak():
     def surge(batch):
         return 1e-3 * (batch / 16) ** 0.5 if batch <= 128 else 1e-3 * 8**0.5 * (128 / batch)
 
-    ridge = fit_ridges(_grid("adam", surge, lrs=[float(lr) for lr in np.logspace(-4, -1, 12)]))[
+    ridge = _fit(_grid("adam", surge, lrs=[float(lr) for lr in np.logspace(-4, -1, 12)]))[
         "adam"
     ].ridge
     assert ridge is not None and ridge.surge_peak is not None
@@ -118,7 +126,7 @@ def test_a_surge_of_the_best_adam_lr_is_found_and_fitted_below_its_peak():
 
 
 def test_a_ridge_reads_back_from_its_record_and_names_a_damaged_key():
-    ridge = fit_ridges(_grid("sgd", lambda batch: 1e-4 * batch))["sgd"].ridge
+    ridge = _fit(_grid("sgd", lambda batch: 1e-4 * batch))["sgd"].ridge
     assert ridge is not None
     record = ridge.to_record()
     assert Ridge.from_record(record) == ridge

@@ -16,10 +16,10 @@ from batchlr.files import write_text_atomically
 from batchlr.json_text import finite_or_null, json_text
 from batchlr.objectives.schedules import make_scheduler
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.search.ridge import RidgeFit
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.results.answer import study_answer
 from batchlr.studies.results.band import Band
-from batchlr.studies.results.ridge import RidgeFit
 from batchlr.studies.results.transfer import ForcedRule, LrRule, transfer_lr
 from batchlr.studies.store.data_facts import (
     DataFacts,

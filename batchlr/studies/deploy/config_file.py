@@ -15,10 +15,10 @@ import yaml
 from batchlr.errors import BatchlrError
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.rules import is_finite_number, is_whole_number
+from batchlr.search.ridge import Ridge, RidgeFit
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.deploy.best_config import BestConfig
 from batchlr.studies.results.band import Band
-from batchlr.studies.results.ridge import Ridge, RidgeFit
 from batchlr.studies.store.data_facts import DataFacts
 from batchlr.studies.store.spec import StudySpec
 

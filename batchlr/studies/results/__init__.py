@@ -1,5 +1,6 @@
 """Presenting results: artifacts, figures, the HTML report, optuna-dashboard; imports store, render, not run, deploy."""
 
+from batchlr.search.ridge import Ridge, RidgeFit, fit_ridges
 from batchlr.studies.results.answer import StudyAnswer, study_answer
 from batchlr.studies.results.artifacts import Attachment, attach, attach_figure
 from batchlr.studies.results.band import Band, near_optimal_band
@@ -7,7 +8,6 @@ from batchlr.studies.results.dashboard import serve_dashboard
 from batchlr.studies.results.plotting import log_ticks, save_png, tick_label
 from batchlr.studies.results.probe_figures import lr_range_figure, noise_scale_figure
 from batchlr.studies.results.report import write_report, write_study_report
-from batchlr.studies.results.ridge import Ridge, RidgeFit, fit_ridges
 
 __all__ = [
     "Attachment",

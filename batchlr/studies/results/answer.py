@@ -8,8 +8,9 @@ from typing import Any
 
 import optuna
 
+from batchlr.search.ridge import RidgeFit, fit_ridges
 from batchlr.studies.results.band import Band, near_optimal_band
-from batchlr.studies.results.ridge import RidgeFit, fit_ridges
+from batchlr.studies.results.scored_trials import scored_trials
 from batchlr.studies.store.data_facts import data_facts
 from batchlr.studies.store.spec import study_spec
 
@@ -45,4 +46,5 @@ def study_answer(study: optuna.Study) -> StudyAnswer:
     facts = data_facts(study)
     chance = None if facts is None else facts.chance
     trials = study.get_trials(deepcopy=False)
-    return StudyAnswer(fit_ridges(trials, chance, space), near_optimal_band(trials, space), chance)
+    fits = fit_ridges(scored_trials(trials, space), chance)
+    return StudyAnswer(fits, near_optimal_band(trials, space), chance)

@@ -9,14 +9,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from batchlr.rules import is_whole_number
+from batchlr.rules import RecordReader, is_whole_number, positive_finite, positive_whole
 from batchlr.search.space import SearchSpace
-from batchlr.studies.results.scored_trials import (
-    RecordReader,
-    positive_finite,
-    positive_whole,
-    scored_trials,
-)
+from batchlr.studies.results.scored_trials import scored_trials
 from batchlr.studies.store.summary import standard_error
 
 TIE_TOLERANCE = 1e-9

@@ -1,4 +1,5 @@
-"""The ridge of the best learning rate over batch size, fitted per optimizer.
+"""The ridge of the best learning rate over batch size, fitted per optimizer: what a study
+reports (``batchlr show``, exports) and what the ridge sampler proposes learning rates from.
 
 A :class:`Ridge` is the power law ``lr*(B) = lr_ref (B / B_ref) ** alpha`` fitted to a study's
 trials (see :func:`fit_ridges`); theory expects ``alpha`` near 1 for SGD below the noise scale
@@ -14,17 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from optuna.trial import FrozenTrial
 
-from batchlr.search.space import ADAPTIVE_OPTIMIZERS, SearchSpace
-from batchlr.studies.results.scored_trials import (
-    RecordReader,
-    ScoredTrial,
-    finite,
-    positive_finite,
-    positive_whole,
-    scored_trials,
-)
+from batchlr.rules import RecordReader, finite, positive_finite, positive_whole
+from batchlr.search.space import ADAPTIVE_OPTIMIZERS
 
 MIN_BATCH_GROUPS = 3
 MIN_LEARNED_TRIALS = 6
@@ -35,6 +28,19 @@ CONFIDENCE = 0.95
 # Batch sizes less than this factor apart share a group: a random search draws nearly every
 # batch size once, and one trial per batch size says nothing about which lr is best there.
 _GROUP_RATIO = math.sqrt(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredTrial:
+    """A complete trial as the fits see it: its optimizer, batch size, the lr it trained with
+    (after any scaling rule), its cross-validated accuracy and its fold scores."""
+
+    number: int
+    optimizer: str
+    batch_size: int
+    lr: float
+    value: float
+    fold_scores: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +114,7 @@ class RidgeFit:
     reason: str | None = None
 
 
-def fit_ridges(
-    trials: Sequence[FrozenTrial], chance: float | None = None, space: SearchSpace | None = None
-) -> dict[str, RidgeFit]:
+def fit_ridges(trials: Sequence[ScoredTrial], chance: float | None = None) -> dict[str, RidgeFit]:
     """Fit ``log lr*(B) = a + alpha log B`` per optimizer from the complete ``trials``.
 
     Method:
@@ -139,19 +143,15 @@ def fit_ridges(
     of two.
 
     Args:
-        trials: A study's trials; those not complete are left out.
+        trials: A study's complete trials, with a finite accuracy.
         chance: The accuracy of guessing (1 / classes), or None where unknown.
-        space: The space the study searched, so that params read right under an lr scaling rule.
 
     Returns:
         A fit per optimizer with a complete trial. Its ``ridge`` is None, with the ``reason``,
         for fewer than :data:`MIN_BATCH_GROUPS` groups or :data:`MIN_LEARNED_TRIALS` trials
         that learned.
-
-    Raises:
-        BatchlrError: for a complete trial whose params are not those of ``space``.
     """
-    complete = scored_trials(trials, space)
+    complete = sorted(trials, key=lambda trial: (trial.batch_size, trial.lr, trial.number))
     fits = {}
     for optimizer in dict.fromkeys(trial.optimizer for trial in complete):
         own = [trial for trial in complete if trial.optimizer == optimizer]
