@@ -187,6 +187,15 @@ if TYPE_CHECKING:
     help="torch.compile the forward pass (compiling takes seconds to minutes per process).",
 )
 @click.option(
+    "--stop",
+    type=click.Choice(["never", "auto"]),
+    default="never",
+    help=(
+        "auto: end the run once 10 complete trials in a row failed to beat the best by more "
+        "than the standard error of its fold scores (after at least 15 complete trials)."
+    ),
+)
+@click.option(
     "--objectives",
     type=OBJECTIVES,
     default="accuracy",
@@ -271,7 +280,7 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     settings = {
         key: value
         for key, value in option.items()
-        if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model")
+        if not (lr_auto and key == "lr") and key not in ("fuse_folds", "compile_model", "stop")
     }
     arguments = ctx.meta["batchlr.arguments"]
     options = RunOptions(
@@ -283,6 +292,7 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
         option["cache_dir"],
         option["fuse_folds"],
         option["compile_model"],
+        option["stop"] == "auto",
     )
     opened = open_study(
         option["storage"],

@@ -24,6 +24,25 @@ def row_labels(stdout: str) -> list[str]:
 # Tiny arguments for each script and what its output must show; a new script without an
 # entry fails the coverage test below.
 BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
+    "search.py": (
+        [
+            "--dataset",
+            "digits",
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--n-trials",
+            "3",
+            "--seeds",
+            "1",
+            "--strategies",
+            "baseline,ridge",
+        ],
+        lambda stdout: (
+            [line.split()[0] for line in stdout.splitlines()[2:]] == ["baseline", "ridge"]
+        ),
+    ),
     "throughput.py": (
         [
             "--dataset",

@@ -95,6 +95,7 @@ def test_complete_trial_reports_each_epoch_and_returns_the_fold_mean(digits):
         and attrs["optimizer_steps"] == EPOCHS * steps_per_epoch
     )
     assert attrs["samples_seen"] == EPOCHS * steps_per_epoch * 32
+    assert attrs["train_images"] == 2 * attrs["samples_seen"]  # two folds
     assert (
         attrs["param_count"] > 0
         and attrs["images_per_second"] > 0
@@ -114,6 +115,8 @@ def test_pruner_stops_a_trial_after_its_first_epoch(digits):
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [0]
     assert trial.user_attrs["reason"] == "pruned" and trial.user_attrs["rounds_run"] == 1
+    # what the trial cost: one epoch of each fold, not the budget
+    assert trial.user_attrs["train_images"] == 2 * trial.user_attrs["samples_seen"] // EPOCHS
 
 
 @EXECUTIONS

@@ -34,6 +34,7 @@ WHOLE = TrialRecord(
     train_accuracy=0.75,
     generalization_gap=0.25,
     rounds_run=2,
+    train_images=1536,
     train_seconds=1.5,
     images_per_second=512.0,
     seconds_per_epoch=0.75,

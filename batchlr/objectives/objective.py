@@ -163,6 +163,7 @@ def _results(results: list[RoundResult], epoch_images: int, reason: str | None) 
         generalization_gap=statistics.fmean(last.train_accuracy)
         - statistics.fmean(last.val_accuracy),
         rounds_run=len(results),
+        train_images=sum(result.train_images for result in results),
         train_seconds=train_seconds,
         images_per_second=images_per_second,
         seconds_per_epoch=epoch_images / len(last.val_accuracy) / images_per_second,

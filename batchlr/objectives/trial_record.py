@@ -64,6 +64,8 @@ class TrialRecord:
     generalization_gap: float | None = None
     """``train_accuracy`` less the mean fold score."""
     rounds_run: int | None = None
+    train_images: int | None = None
+    """Training images of every fold over the rounds run: what the trial cost, pruned or not."""
     train_seconds: float | None = None
     """Seconds spent training, summed over rounds: without validation or set-up, unlike the
     trial's wall-clock time."""

@@ -10,7 +10,7 @@ import optuna
 from batchlr.errors import BatchlrUsageError
 from batchlr.search.space import SearchSpace, grid_point_counts
 
-SamplerName = Literal["tpe", "gp", "random", "grid"]
+SamplerName = Literal["tpe", "ridge", "gp", "random", "grid"]
 SAMPLER_NAMES: tuple[SamplerName, ...] = get_args(SamplerName)
 MAX_GRID_SIZE = 100_000
 """The most points a grid study may have: each is a trial of k-fold training, and GridSampler
@@ -41,12 +41,18 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
-    ``grid`` walks :func:`bounded_grid` (powers of two for batch size, decades for the
-    learning rate, or ``grid_points`` log-spaced values of those it names) and the study stops
-    by itself once every point has run. Other samplers ignore ``grid_points``.
+    ``ridge`` is TPE that draws learning rates along the fitted lr ridge (see
+    :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
+    (powers of two for batch size, decades for the learning rate, or ``grid_points`` log-spaced
+    values of those it names) and the study stops by itself once every point has run. Other
+    samplers ignore ``grid_points``.
     """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
+    if name == "ridge":
+        from batchlr.search.ridge_sampler import RidgeSampler  # numpy's fits: only when asked
+
+        return RidgeSampler(space, seed)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "random":

@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import format_params, training_phrase
 from batchlr.studies.render.probes import weak_descent_warning
+from batchlr.studies.store.data_facts import last_stop
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
 from batchlr.studies.store.summary import (
@@ -128,6 +129,9 @@ def outcome(study: optuna.Study, storage: str) -> str:
     lines = [
         f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"
     ]
+    stopped = last_stop(study)
+    if stopped:
+        lines.append(f"stopped by --stop auto after {stopped[0]} complete trials: {stopped[1]}")
     if len(study.directions) > 1:
         lines.append(
             "accuracy/time Pareto front: "

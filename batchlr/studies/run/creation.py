@@ -58,6 +58,9 @@ class RunOptions:
     """``--fuse-folds``: train a trial's folds as one fused model (auto: on CUDA)."""
     compile: bool = False
     """``--compile``: torch.compile the forward pass."""
+    stop_auto: bool = False
+    """``--stop auto``: end the run once further trials are not expected to beat the best by
+    more than the cross-validation noise (see :class:`batchlr.search.stopping.StopWhenDone`)."""
 
 
 def prepare(

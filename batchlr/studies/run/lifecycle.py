@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from batchlr.errors import BatchlrError, Interrupted
+from batchlr.errors import BatchlrError, BatchlrUsageError, Interrupted
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.pruners import make_pruner
@@ -23,6 +23,7 @@ from batchlr.search.space import SEED_LIMIT
 from batchlr.studies import render
 from batchlr.studies.run.creation import RunOptions, create_study, duplicates_warning, prepare
 from batchlr.studies.run.progress import Mode, StudyProgress
+from batchlr.studies.run.stopping import StopWhenDone
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
 from batchlr.studies.store.spec import StudySpec, check_names, load_spec, save_micro_batch_cap
@@ -181,6 +182,10 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         WorkerFailed: with the first failing worker's error line and exit code.
     """
     n_trials = plan.trials_per_process
+    if options.stop_auto and len(opened.study.directions) > 1:
+        raise BatchlrUsageError(
+            "--stop auto judges one objective; drop it or --objectives accuracy,time"
+        )
     if plan.workers > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
         opened.objective.release()
@@ -216,7 +221,10 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
 
             objective.on_round = on_round
             objective.computing = interrupts.computing
-            opened.optimize(n_trials, plan.timeout, [progress.on_trial], plan.max_trials, on_start)
+            callbacks: list[TrialCallback] = [progress.on_trial]
+            if options.stop_auto:
+                callbacks.append(StopWhenDone())
+            opened.optimize(n_trials, plan.timeout, callbacks, plan.max_trials, on_start)
             interrupts.check()  # a signal after the last trial began still ends the run as interrupted
     except KeyboardInterrupt as error:
         raise Interrupted(

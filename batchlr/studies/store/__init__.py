@@ -1,7 +1,7 @@
 """What a study persists, how, and reading it back (storage, spec, summaries); imports objectives, search."""
 
 from batchlr.studies.store.config import read_run_config, render_run_config
-from batchlr.studies.store.data_facts import DataFacts, data_facts, save_data_facts
+from batchlr.studies.store.data_facts import DataFacts, data_facts, last_stop, save_data_facts
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
 from batchlr.studies.store.spec import (
     CREATION_KEYS,
@@ -72,6 +72,7 @@ __all__ = [
     "describe",
     "fail_orphaned_trials",
     "fastest_within",
+    "last_stop",
     "list_studies",
     "load_existing_study",
     "load_spec",

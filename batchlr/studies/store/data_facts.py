@@ -15,6 +15,8 @@ import optuna
 from batchlr.errors import BatchlrError
 from batchlr.rules import is_finite_number, is_whole_number
 
+STOPPED_ATTR = "batchlr_stopped"
+"""The study user attr that says why, and after how many complete trials, ``--stop auto`` stopped."""
 THROUGHPUT_ATTR = "batchlr_throughput"
 """The study user attr of the last ``batchlr throughput`` measurement, which exports carry."""
 NOISE_ATTR = "batchlr_noise_scale"
@@ -117,3 +119,16 @@ def measured_throughput(study: optuna.Study) -> dict[str, Any] | None:
     """The last ``batchlr throughput`` measurement as stored, None where it never ran."""
     record = study.user_attrs.get(THROUGHPUT_ATTR)
     return dict(record) if isinstance(record, Mapping) else None
+
+
+def save_stop(study: optuna.Study, complete_trials: int, reason: str) -> None:
+    """Keep why ``--stop auto`` ended a run, and after how many complete trials."""
+    study.set_user_attr(STOPPED_ATTR, {"trials": complete_trials, "reason": reason})
+
+
+def last_stop(study: optuna.Study) -> tuple[int, str] | None:
+    """The complete trials and the reason of the last ``--stop auto`` stop; None where none."""
+    record = study.user_attrs.get(STOPPED_ATTR)
+    if isinstance(record, Mapping) and is_whole_number(record.get("trials")):
+        return record["trials"], str(record.get("reason"))
+    return None

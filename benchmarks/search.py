@@ -1,0 +1,137 @@
+r"""What each search strategy spends until it first reaches the target accuracy.
+
+    python benchmarks/search.py --dataset digits --seeds 3
+    python benchmarks/search.py --dataset imagefolder:../shared/data/cifar10-subset/train \
+        --epochs 3 --n-trials 20 --seeds 2
+
+Every strategy is a set of ``batchlr run`` options over the same data, model, budget and trial
+count, run once per seed (0, 1, ...; the seed draws the folds too). The baseline is plain TPE
+without pruning (``--sampler tpe --pruner none``). The target is the best accuracy any run
+found, less ``--tolerance`` (1 point). A study's cost is the training images its trials trained
+(pruned trials included, as user attr ``train_images`` records them) up to and including the
+first complete trial that reaches the target. Prints per strategy the seeds that reached it,
+the median and range of that cost over the seeds that did, its ratio to the baseline's median,
+and the median final best accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+
+from batchlr.objectives.trial_record import TrialRecord
+
+STRATEGIES = {
+    "baseline": ["--sampler", "tpe", "--pruner", "none"],
+    "default": [],
+    "ridge": ["--sampler", "ridge"],
+    "wilcoxon": ["--pruner", "wilcoxon"],
+    "hyperband": ["--pruner", "hyperband"],
+    "ridge+hyperband": ["--sampler", "ridge", "--pruner", "hyperband"],
+}
+"""Each strategy's options; ``default`` is ``batchlr run`` with no search options."""
+
+
+def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace) -> None:
+    """Run one study to its end with ``batchlr run``, one thread per process."""
+    command = [
+        sys.executable,
+        "-m",
+        "batchlr",
+        "run",
+        "--study",
+        name,
+        "--storage",
+        args.storage,
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--n-trials",
+        str(args.n_trials),
+        "--seed",
+        str(seed),
+        "--device",
+        args.device,
+        "--quiet",
+        *options,
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if finished.returncode:
+        raise SystemExit(f"batchlr run failed for {name}: {finished.stderr.strip()}")
+
+
+def cost_to(study: optuna.Study, target: float) -> int | None:
+    """Training images spent until the first complete trial at ``target`` or better, or None."""
+    spent = 0
+    for trial in sorted(study.trials, key=lambda trial: trial.number):
+        spent += TrialRecord.from_trial(trial).train_images or 0
+        if trial.state == optuna.trial.TrialState.COMPLETE and trial.values[0] >= target:
+            return spent
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--n-trials", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--jobs", type=int, default=1, help="Studies run at once.")
+    parser.add_argument(
+        "--storage", help="Where the studies are kept.  [default: a temporary file]"
+    )
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = args.strategies.split(",")
+    with tempfile.TemporaryDirectory() as scratch:
+        args.storage = args.storage or f"sqlite:///{Path(scratch) / 'search.db'}"
+        runs = [(name, seed) for name in names for seed in range(args.seeds)]
+        existing = set(optuna.get_all_study_names(args.storage))
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for done in [
+                pool.submit(run_study, f"{name}-{seed}", seed, STRATEGIES[name], args)
+                for name, seed in runs
+                if f"{name}-{seed}" not in existing
+            ]:
+                done.result()
+        studies = {
+            run: optuna.load_study(study_name=f"{run[0]}-{run[1]}", storage=args.storage)
+            for run in runs
+        }
+        target = max(study.best_value for study in studies.values()) - args.tolerance
+        print(f"target accuracy {target:.4f} (the best of all runs less {args.tolerance:g})")
+        print(
+            f"{'strategy':<16} {'reached':>7} {'images (M)':>11} {'range':>13} {'vs baseline':>11} "
+            f"{'final best':>10}"
+        )
+        baseline = None
+        for name in names:
+            costs = [cost_to(studies[name, seed], target) for seed in range(args.seeds)]
+            reached = [cost / 1e6 for cost in costs if cost is not None]
+            median = statistics.median(reached) if reached else None
+            baseline = median if name == "baseline" else baseline
+            best = statistics.median(studies[name, seed].best_value for seed in range(args.seeds))
+            span = f"{min(reached):.3f}-{max(reached):.3f}" if reached else "-"
+            ratio = f"{median / baseline:.2f}x" if median and baseline else "-"
+            shown = f"{median:.3f}" if median is not None else "-"
+            print(
+                f"{name:<16} {len(reached):>3} of {args.seeds:<1} {shown:>11} {span:>13} "
+                f"{ratio:>11} {best:>10.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""--stop auto: the run ends when more trials stopped helping, judged by the folds' noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+from click.testing import CliRunner
+
+from batchlr.cli import main
+from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.run.stopping import PATIENCE, STOP_MIN_TRIALS, StopWhenDone
+from batchlr.studies.store import last_stop
+
+
+def _study(accuracy, n_trials: int = 60, noise: float = 0.05) -> optuna.Study:
+    """A study of ``accuracy(trial)`` plus fold noise (sd ``noise`` over 3 folds), with --stop
+    auto's callback."""
+    rng = np.random.default_rng(0)
+
+    def objective(trial: optuna.Trial) -> float:
+        mean = accuracy(trial)
+        scores = [float(mean + rng.normal(0, noise)) for _ in range(3)]
+        TrialRecord(fold_scores=scores).write(trial)
+        return float(np.mean(scores))
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=n_trials, callbacks=[StopWhenDone()])
+    return study
+
+
+def test_a_study_whose_trials_stopped_improving_is_stopped_and_says_why():
+    study = _study(lambda trial: 0.8 + 0 * trial.suggest_float("x", 0, 1))  # nothing to gain
+    assert STOP_MIN_TRIALS <= len(study.trials) < 60
+    trials, reason = last_stop(study)
+    assert trials == len(study.trials) and f"none of the last {PATIENCE}" in reason
+
+
+def test_a_study_that_still_improves_runs_on():
+    # every trial beats the last by 0.01, twenty times the standard error of its folds
+    study = _study(lambda trial: 0.1 + 0.01 * trial.number, n_trials=40, noise=0.001)
+    assert len(study.trials) == 40 and last_stop(study) is None
+
+
+def test_stop_auto_refuses_two_objectives(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["run", "--storage", storage, "--objectives", "accuracy,time", "--stop", "auto"]
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
+    assert result.exit_code == 2 and "--stop auto judges one objective" in result.output
