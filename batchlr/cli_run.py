@@ -30,10 +30,9 @@ from batchlr.cli_options import (
 from batchlr.objectives.schedules import SCHEDULE_NAMES
 from batchlr.objectives.settings import BUDGET_KINDS, FUSE_CHOICES, PRECISIONS
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES
+from batchlr.search.lr_scaling import DEFAULT_REFERENCE_BATCH_SIZE, LR_SCALING_RULES
 from batchlr.search.space import (
     DEFAULT_OPTIMIZERS,
-    DEFAULT_REFERENCE_BATCH_SIZE,
-    LR_SCALING_RULES,
     OPTIMIZER_NAMES,
 )
 from batchlr.studies.store import (

@@ -14,14 +14,12 @@ rows are the same computation).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
 import torch
+from common.runs import run_batchlr
 
 from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
@@ -36,30 +34,12 @@ PRECISIONS = ("fp32", "auto")
 def demo_study(
     precision: str, trials: int, storage: str, device: str
 ) -> tuple[optuna.Study, float]:
-    command = [
-        sys.executable,
-        "-m",
-        "batchlr",
-        "run",
-        "--study",
+    seconds = run_batchlr(
         f"demo-{precision}",
-        "--storage",
         storage,
-        "--n-trials",
-        str(trials),
-        "--precision",
-        precision,
-        "--device",
-        device,
-        "--quiet",
-    ]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"batchlr run --precision {precision} failed: {result.stderr.strip()[-500:]}")
-    return optuna.load_study(
-        study_name=f"demo-{precision}", storage=storage
-    ), time.perf_counter() - started
+        ["--n-trials", str(trials), "--precision", precision, "--device", device],
+    )
+    return optuna.load_study(study_name=f"demo-{precision}", storage=storage), seconds
 
 
 def one_trial(

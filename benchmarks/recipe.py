@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
+from common.runs import run_batchlr
 
 DEFAULT_RECIPE = "--augment flip,crop --weight-decay 1e-5:1e-2"
 
@@ -29,27 +27,8 @@ def run_study(
     name: str, storage: str, common: list[str], extra: list[str]
 ) -> tuple[optuna.Study, float]:
     """Run one study to its end and return it with the wall-clock seconds it took."""
-    command = [
-        sys.executable,
-        "-m",
-        "batchlr",
-        "run",
-        "--study",
-        name,
-        "--storage",
-        storage,
-        "--quiet",
-        *common,
-        *extra,
-    ]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(
-            f"{name}: batchlr run failed: "
-            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
-        )
-    return optuna.load_study(study_name=name, storage=storage), time.perf_counter() - started
+    seconds = run_batchlr(name, storage, [*common, *extra])
+    return optuna.load_study(study_name=name, storage=storage), seconds
 
 
 def main() -> None:

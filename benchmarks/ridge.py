@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
+from common.runs import run_batchlr
 
 from batchlr.studies.results import Ridge, study_answer
 from batchlr.studies.results.scored_trials import scored_trials
@@ -37,15 +36,7 @@ LR_RANGES = {
 def run_study(name: str, args: argparse.Namespace, extra: list[str], trials: int) -> optuna.Study:
     """The study ``name`` in ``args.storage``, run with ``batchlr run`` unless it exists."""
     if name not in optuna.get_all_study_names(args.storage):
-        command = [
-            sys.executable,
-            "-m",
-            "batchlr",
-            "run",
-            "--study",
-            name,
-            "--storage",
-            args.storage,
+        common = [
             "--dataset",
             args.dataset,
             "--folds",
@@ -60,14 +51,9 @@ def run_study(name: str, args: argparse.Namespace, extra: list[str], trials: int
             args.device,
             "--n-trials",
             str(trials),
-            "--quiet",
-            *extra,
         ]
-        if args.cache_dir:
-            command += ["--cache-dir", args.cache_dir]
-        finished = subprocess.run(command, capture_output=True, text=True)
-        if finished.returncode:
-            raise SystemExit(f"batchlr run failed for {name}: {finished.stderr.strip()}")
+        cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
+        run_batchlr(name, args.storage, [*common, *cache, *extra])
     return optuna.load_study(study_name=name, storage=args.storage)
 
 

@@ -20,12 +20,11 @@ import argparse
 import concurrent.futures
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
+from common.runs import run_batchlr
 
 from batchlr.objectives.trial_record import TrialRecord
 
@@ -41,16 +40,8 @@ STRATEGIES = {
 
 
 def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace) -> None:
-    """Run one study to its end with ``batchlr run``, one thread per process."""
-    command = [
-        sys.executable,
-        "-m",
-        "batchlr",
-        "run",
-        "--study",
-        name,
-        "--storage",
-        args.storage,
+    """Run one study to its end with ``batchlr run``, the CPU's threads shared among the jobs."""
+    common = [
         "--dataset",
         args.dataset,
         "--epochs",
@@ -61,13 +52,8 @@ def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace
         str(seed),
         "--device",
         args.device,
-        "--quiet",
-        *options,
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.jobs))}
-    finished = subprocess.run(command, capture_output=True, text=True, env=environment)
-    if finished.returncode:
-        raise SystemExit(f"batchlr run failed for {name}: {finished.stderr.strip()}")
+    run_batchlr(name, args.storage, [*common, *options], max(1, (os.cpu_count() or 1) // args.jobs))
 
 
 def cost_to(study: optuna.Study, target: float) -> int | None:

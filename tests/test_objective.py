@@ -12,7 +12,8 @@ from batchlr.objectives.data import assign_folds, load_dataset
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.objectives.trainer import Trainer
-from batchlr.search.space import LrScaling, SearchSpace
+from batchlr.search.lr_scaling import LrScaling
+from batchlr.search.space import SearchSpace
 
 EPOCHS = 3
 

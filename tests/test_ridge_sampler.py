@@ -9,8 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.ridge_sampler import STARTUP_TRIALS, RidgeSampler
-from batchlr.search.space import Hyperparameters, LrScaling, SearchSpace
+from batchlr.search.space import Hyperparameters, SearchSpace
 
 
 def _accuracy(lr: float, batch_size: int) -> float:

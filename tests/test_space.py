@@ -80,7 +80,7 @@ def test_bad_grid_points_are_usage_errors(text):
 
 
 def test_noise_scaling_is_linear_far_below_the_noise_scale_and_flat_far_above_it():
-    from batchlr.search.space import LrScaling
+    from batchlr.search.lr_scaling import LrScaling
 
     scaling = LrScaling("noise", 64, noise_scale=10_000.0)
     assert scaling.lr(1.0, 128, "sgd") == pytest.approx(2.0, rel=0.02)

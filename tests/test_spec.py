@@ -16,7 +16,8 @@ import batchlr
 from batchlr.cli import main, run
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.settings import Budget, TrainingSettings
-from batchlr.search.space import LrScaling, SearchSpace
+from batchlr.search.lr_scaling import LrScaling
+from batchlr.search.space import SearchSpace
 from batchlr.studies.store import CREATION_KEYS, META_KEYS, StudySpec, reconcile, setting_keys
 
 STUDIES_V1 = Path(__file__).parent / "fixtures" / "studies_v1.json"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from batchlr.rules import RecordReader, finite, positive_finite, positive_whole
-from batchlr.search.space import ADAPTIVE_OPTIMIZERS
+from batchlr.search.lr_scaling import ADAPTIVE_OPTIMIZERS
 
 MIN_BATCH_GROUPS = 3
 MIN_LEARNED_TRIALS = 6

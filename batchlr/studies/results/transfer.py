@@ -8,8 +8,8 @@ import dataclasses
 from typing import Literal
 
 from batchlr.errors import BatchlrError
+from batchlr.search.lr_scaling import ADAPTIVE_OPTIMIZERS, LrScaling
 from batchlr.search.ridge import Ridge
-from batchlr.search.space import ADAPTIVE_OPTIMIZERS, LrScaling
 
 ForcedRule = Literal["linear", "sqrt", "noise"]
 

@@ -1,0 +1,1 @@
+"""What the benchmark scripts share: running ``batchlr run`` as a user would."""
