@@ -218,7 +218,10 @@ class Trainer:
         if update:
             group.scaler.step(group.optimizer)
             group.scaler.update()
-            with warnings.catch_warnings():
+            if not group.scaler.is_enabled():
+                group.scheduler.step()
+                return loss_sum, correct
+            with warnings.catch_warnings():  # only under fp16: no per-step cost elsewhere
                 # The fp16 scaler skips the steps whose gradients overflowed, and torch warns that
                 # the schedule stepped without the optimizer: that skip is the scaler's purpose.
                 warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
