@@ -76,7 +76,9 @@ def lr_find(
     """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest.
 
     It trains as a study's trials do: those of --study, or else of a new study with these
-    options (the default precision, no augmentation).
+    options (the default precision, no augmentation). It runs twice, with --seed and the
+    next seed, suggests the geometric mean of the two, and warns when they lie more than 3x
+    apart.
     """
     from batchlr.studies import render
     from batchlr.studies.results import attach_figure, lr_range_figure
@@ -106,7 +108,7 @@ def lr_find(
         echo_lines(*render.lr_range(result, study_name))
     if study_name:
         what = f"{option['optimizer']}, batch {option['batch_size']}"
-        figure = lr_range_figure(result, probe.title(what))
+        figure = lr_range_figure(result.first, probe.title(what))
         echo_lines(
             *render.attached(
                 "LR range test",

@@ -69,11 +69,11 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--lr",
-    default="1e-4:1",
     type=LR_RANGE,
     help=(
-        "MIN:MAX learning rate (base_lr under --lr-scaling), log scale; auto: one decade either "
-        "side of the LR range test's suggestion."
+        "MIN:MAX learning rate (base_lr under --lr-scaling), log scale, for every optimizer; "
+        "auto: for each optimizer, one decade either side of its LR range test's suggestion.  "
+        "[default: each optimizer its own: sgd 1e-3:1, adam, adamw and rmsprop 1e-5:0.1]"
     ),
 )
 @click.option(

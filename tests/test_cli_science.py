@@ -94,7 +94,7 @@ def test_noise_lr_scaling_measures_the_noise_scale_once_and_scales_by_its_gain(
     )
     study = optuna.load_study(study_name="gain", storage=sqlite_url)
     noise = study.user_attrs["noise_scale"]
-    assert noise > 0 and study.user_attrs["batchlr_format"] == 5
+    assert noise > 0 and study.user_attrs["batchlr_format"] == 6
     for trial in study.trials:
         batch = trial.params["batch_size"]
         gain = (noise / 64 + 1) / (noise / batch + 1)

@@ -344,11 +344,13 @@ def test_load_config_lets_no_other_exception_escape_whatever_a_field_holds(tmp_p
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_an_export_reads_back_as_written(tmp_path, suffix):
     lr_find = {
-        "suggested_lr": 0.01,
-        "loss_drop": 0.2,
-        "batch_size": 32,
-        "optimizer": "adam",
-        "momentum": None,
+        "adam": {
+            "suggested_lr": 0.01,
+            "spread": 1.2,
+            "loss_drop": 0.2,
+            "batch_size": 32,
+            "momentum": None,
+        }
     }
     fields = {key: value for key, value in RECORD.items() if key != "settings"}
     config = BestConfig(**fields, settings=StudySpec(lr_find=lr_find))

@@ -1,6 +1,7 @@
 """The LR range test and the gradient noise scale: closed-form checks and the CLI."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,14 @@ import torch
 from click.testing import CliRunner
 
 from batchlr.cli import main
-from batchlr.objectives.probes import estimate_noise_scale, steepest_descent
+from batchlr.objectives.probes import (
+    LrRangeTest,
+    SeededLrRangeTests,
+    estimate_noise_scale,
+    steepest_descent,
+)
 from batchlr.objectives.trainer import Regime
+from batchlr.studies import render
 
 
 def test_noise_scale_matches_least_squares_in_closed_form():
@@ -66,9 +73,39 @@ def test_lr_find_json_and_plot_on_digits(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert 20 <= len(record["lrs"]) == len(record["losses"]) <= 40
-    assert record["lrs"] == sorted(record["lrs"]) and record["suggested_lr"] in record["lrs"]
-    assert record["loss_drop"] == pytest.approx(1 - min(record["losses"]) / record["losses"][0])
+    first, second = record["seeds"]
+    assert (first["seed"], second["seed"]) == (0, 1) and first["suggested_lr"] in record["lrs"]
+    assert record["lrs"] == sorted(record["lrs"])
+    # the geometric mean of the two seeds' suggestions, and how far apart they lie
+    assert record["suggested_lr"] == pytest.approx(
+        math.sqrt(first["suggested_lr"] * second["suggested_lr"])
+    )
+    assert record["spread"] == pytest.approx(
+        max(first["suggested_lr"], second["suggested_lr"])
+        / min(first["suggested_lr"], second["suggested_lr"])
+    )
+    assert first["loss_drop"] == pytest.approx(1 - min(record["losses"]) / record["losses"][0])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _range_test(suggested_lr: float, loss_drop: float = 0.5) -> LrRangeTest:
+    losses = [2.0, 2.0 * (1 - loss_drop), 3.0]
+    return LrRangeTest([1e-3, 1e-2, 1e-1], losses, suggested_lr, True, None)  # type: ignore[arg-type]
+
+
+def test_a_range_test_whose_seeds_disagree_more_than_3x_warns():
+    steady = SeededLrRangeTests((0, 1), (_range_test(0.01), _range_test(0.02)))
+    assert steady.suggested_lr == pytest.approx(math.sqrt(0.01 * 0.02)) and not steady.unsteady
+    assert render.lr_test_warning(steady.loss_drop, steady.spread, "fix it") is None
+    unsteady = SeededLrRangeTests((0, 1), (_range_test(0.0114), _range_test(0.00124)))
+    assert unsteady.unsteady and unsteady.spread == pytest.approx(9.19, abs=0.01)
+    warning = render.lr_test_warning(unsteady.loss_drop, unsteady.spread, "fix it", "adam")
+    assert warning == (
+        "warning: the LR range test of adam's two seeds suggest lrs 9.2x apart, so it is "
+        "unsteady; fix it"
+    )
+    weak = SeededLrRangeTests((0, 1), (_range_test(0.01, 0.01), _range_test(0.2)))
+    assert render.lr_test_warning(weak.loss_drop, weak.spread, "fix it").count("warning:") == 2
 
 
 def test_noise_scale_json_on_digits():
@@ -109,26 +146,31 @@ def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
         "cpu",
         "--batch-size",
         "32:128",
+        "--optimizers",
+        "sgd,adam",
         "--lr",
         "auto",
         "--n-trials",
-        "2",
+        "3",
     ]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="auto", storage=sqlite_url)
-    suggested = study.user_attrs["lr_find"]["suggested_lr"]
-    assert f"suggested {suggested:.3g}" in result.output
-    assert study.user_attrs["lr"] == pytest.approx([suggested / 10, suggested * 10])
-    assert all(suggested / 10 <= trial.params["lr"] <= suggested * 10 for trial in study.trials)
-    # Resuming with --lr auto keeps the stored range instead of testing again.
+    found = study.user_attrs["lr_find"]
+    assert set(found) == {"sgd", "adam"} and study.user_attrs["lr"] is None
+    suggested = {name: record["suggested_lr"] for name, record in found.items()}
+    assert f"suggested sgd {suggested['sgd']:.3g}, adam {suggested['adam']:.3g}" in result.output
+    for name, lr in suggested.items():
+        assert study.user_attrs["lr_ranges"][name] == pytest.approx([lr / 10, lr * 10])
+    for trial in study.trials:
+        lr = suggested[trial.params["optimizer"]]
+        assert lr / 10 <= trial.params["lr"] <= lr * 10
+    # Resuming with --lr auto keeps the stored ranges instead of testing again.
     assert CliRunner().invoke(main, [*args[:-1], "1"], catch_exceptions=False).exit_code == 0
-    assert (
-        optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"][
-            "suggested_lr"
-        ]
-        == suggested
-    )
+    assert optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"] == found
+    # its study file measures anew where it creates the study elsewhere
+    shown = CliRunner().invoke(main, ["show", "auto", "--storage", sqlite_url, "--as-config"])
+    assert 'lr = "auto"' in shown.output
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,8 @@ def test_grid_points_space_lr_and_batch_size_evenly_in_log():
         20,
     ]
     # decades without --grid-points
-    assert SearchSpace().grid()["lr"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    # over the hull of the optimizers' ranges: sgd's 1e-3:1 and adam's 1e-5:0.1
+    assert SearchSpace().grid()["lr"] == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
 @pytest.mark.parametrize("text", ["lr=1", "momentum=4", "lr", "lr=x", "lr=5000"])
@@ -89,3 +90,19 @@ def test_noise_scaling_is_linear_far_below_the_noise_scale_and_flat_far_above_it
     assert flat.lr(1.0, 20_000, "sgd") == pytest.approx(1.0, rel=0.01)
     with pytest.raises(ValueError, match="before it is measured"):
         LrScaling("noise", 64).lr(1.0, 128, "sgd")
+
+
+def test_each_optimizer_draws_lr_from_its_own_range_and_lr_overrides_all():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace(optimizers=("sgd", "adam"))
+    for _ in range(12):
+        trial = study.ask()
+        drawn = space.suggest(trial)
+        distribution = trial.distributions["lr"]
+        expected = {"sgd": (1e-3, 1.0), "adam": (1e-5, 0.1)}[drawn.optimizer]
+        assert (distribution.low, distribution.high) == expected
+        assert expected[0] <= drawn.lr <= expected[1]
+        study.tell(trial, drawn.lr)
+    assert {trial.params["optimizer"] for trial in study.trials} == {"sgd", "adam"}
+    shared = SearchSpace(lr=(0.5, 0.6), optimizers=("sgd", "adam"))
+    assert shared.lr_range("adam") == shared.lr_range("sgd") == (0.5, 0.6)

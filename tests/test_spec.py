@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 import batchlr
 from batchlr.cli import main, run
-from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.space import SearchSpace
@@ -45,11 +45,13 @@ UNUSUAL = StudySpec(
     pruner="wilcoxon",
     data_dir=Path("/data/sets"),
     lr_find={
-        "suggested_lr": 0.01,
-        "loss_drop": 0.2,
-        "batch_size": 32,
-        "optimizer": "rmsprop",
-        "momentum": 0.9,
+        "rmsprop": {
+            "suggested_lr": 0.01,
+            "spread": 1.5,
+            "loss_drop": 0.2,
+            "batch_size": 32,
+            "momentum": 0.9,
+        }
     },
 )
 
@@ -58,7 +60,33 @@ UNUSUAL = StudySpec(
 def test_a_spec_round_trips_through_json_attrs(spec):
     attrs = json.loads(json.dumps(spec.to_attrs()))
     assert StudySpec.from_attrs(attrs) == spec
-    assert attrs["batchlr_format"] == 5 and attrs["batch_size"] == list(spec.space.batch_size)
+    assert attrs["batchlr_format"] == 6 and attrs["batch_size"] == list(spec.space.batch_size)
+
+
+def test_each_optimizer_searches_its_own_lr_range_unless_lr_gives_one():
+    spec = StudySpec(space=SearchSpace(optimizers=("sgd", "adam")))
+    attrs = json.loads(json.dumps(spec.to_attrs()))
+    # stored whole, so that a later release's defaults do not move a study's ranges
+    assert attrs["lr"] is None and attrs["lr_ranges"] == {"sgd": [1e-3, 1.0], "adam": [1e-5, 0.1]}
+    space = StudySpec.from_attrs(attrs).space
+    assert space.lr_range("sgd") == (1e-3, 1.0) and space.lr_range("adam") == (1e-5, 0.1)
+    shared = StudySpec.from_attrs({**attrs, "lr": [1e-4, 0.5]}).space
+    assert shared.lr_ranges is None and shared.lr_range("adam") == (1e-4, 0.5)
+    with pytest.raises(SettingError, match="lr_ranges"):
+        StudySpec.from_attrs({**attrs, "lr_ranges": {"sgd": [1.0, 0.1]}})
+
+
+def test_a_format_5_study_keeps_its_one_lr_range_and_its_range_test_reads_per_optimizer():
+    attrs = {
+        **StudySpec().to_attrs(),
+        "batchlr_format": 5,
+        "lr": [1e-4, 1.0],
+        "lr_find": {"suggested_lr": 0.01, "loss_drop": 0.2, "batch_size": 32, "optimizer": "sgd"},
+    }
+    del attrs["lr_ranges"]
+    spec = StudySpec.from_attrs(attrs)
+    assert all(spec.space.lr_range(name) == (1e-4, 1.0) for name in spec.space.optimizers)
+    assert spec.lr_find == {"sgd": {"suggested_lr": 0.01, "loss_drop": 0.2, "batch_size": 32}}
 
 
 def test_every_setting_is_a_run_option_of_the_same_name():
@@ -167,3 +195,6 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
     assert len(resumed.trials) == 5 and resumed.trials[-1].user_attrs["accumulation_steps"] >= 1
     assert resumed.trials[-1].user_attrs["precision"] == "fp32"
     assert resumed.trials[-1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    # created with one base_lr range for every optimizer, and resumed with it
+    distribution = resumed.trials[-1].distributions["base_lr"]
+    assert (distribution.low, distribution.high) == (1e-4, 1.0)

@@ -37,6 +37,17 @@ MOMENTUM_OPTIMIZERS: frozenset[str] = frozenset({"sgd", "rmsprop"})
 
 MOMENTUM_RANGE: tuple[float, float] = (0.0, 0.99)
 
+DEFAULT_LR_RANGES: dict[str, tuple[float, float]] = {
+    "sgd": (1e-3, 1.0),
+    "adam": (1e-5, 0.1),
+    "rmsprop": (1e-5, 0.1),
+    "adamw": (1e-5, 0.1),
+}
+"""The lr range each optimizer searches unless ``--lr`` gives one for all: SGD with momentum
+learns from about 1e-3 and diverges past about 1; the adaptive optimizers normalise the
+step, so they learn two decades lower and rarely past 0.1 (what issue 22's grids measured on
+the CIFAR subset: the best lr 0.06 for SGD, 0.002 to 0.003 for Adam)."""
+
 # Where one momentum must be chosen: the grid (one value keeps Adam's points from repeating) and the LR range test.
 DEFAULT_MOMENTUM = 0.9
 
@@ -186,11 +197,18 @@ class SearchSpace:
     """Ranges a study searches. Batch size and learning rate are sampled on a log scale."""
 
     batch_size: tuple[int, int] = (16, 512)
-    lr: tuple[float, float] = (1e-4, 1.0)
+    lr: tuple[float, float] | None = None
+    """One lr range for every optimizer (``--lr MIN:MAX``, and what every study created
+    before per-optimizer ranges holds); None: each optimizer searches its own, ``lr_ranges``."""
     optimizers: tuple[OptimizerName, ...] = DEFAULT_OPTIMIZERS
     lr_scaling: LrScaling = NO_LR_SCALING
     weight_decay: WeightDecay = NO_WEIGHT_DECAY
     nesterov: bool = False
+    lr_ranges: dict[str, tuple[float, float]] | None = None
+    """Each optimizer's lr range where ``lr`` is None: what ``--lr auto`` found, else
+    :data:`DEFAULT_LR_RANGES`, filled in on construction for every optimizer searched, so that
+    a study stores the ranges it was created with and resumes with them whatever a later
+    release's defaults are. Ignored (and None) where ``lr`` is given."""
 
     def __post_init__(self) -> None:
         low, high = _pair(self.batch_size)
@@ -200,16 +218,39 @@ class SearchSpace:
             self.batch_size,
             "give MIN:MAX of whole numbers with 1 <= MIN <= MAX",
         )
-        low, high = _pair(self.lr)
-        require(
-            is_finite_number(low) and is_finite_number(high) and 0 < low <= high,
-            "lr",
-            self.lr,
-            "give MIN:MAX of finite numbers with 0 < MIN <= MAX",
-        )
         optimizers = names_of("optimizers", self.optimizers, OPTIMIZER_NAMES)
         require(bool(optimizers), "optimizers", optimizers, "name at least one optimizer")
         require(isinstance(self.nesterov, bool), "nesterov", self.nesterov, "give true or false")
+        if self.lr is not None:
+            _check_lr_range("lr", self.lr)
+            object.__setattr__(self, "lr_ranges", None)
+            return
+        ranges = self.lr_ranges if self.lr_ranges is not None else {}
+        require(
+            isinstance(ranges, Mapping) and all(name in OPTIMIZER_NAMES for name in ranges),
+            "lr_ranges",
+            ranges,
+            f"give MIN:MAX per optimizer, of {', '.join(OPTIMIZER_NAMES)}",
+        )
+        for pair in ranges.values():
+            _check_lr_range("lr_ranges", pair)
+        filled = {name: DEFAULT_LR_RANGES[name] for name in optimizers} | {
+            name: (float(pair[0]), float(pair[1])) for name, pair in ranges.items()
+        }
+        object.__setattr__(self, "lr_ranges", filled)
+
+    def lr_range(self, optimizer: str) -> tuple[float, float]:
+        """The range ``optimizer``'s trials draw lr (or base_lr) from."""
+        if self.lr is not None:
+            return self.lr
+        assert self.lr_ranges is not None  # filled in on construction
+        return self.lr_ranges.get(optimizer, DEFAULT_LR_RANGES[optimizer])
+
+    @property
+    def lr_hull(self) -> tuple[float, float]:
+        """The smallest range holding every searched optimizer's: what a grid walks."""
+        ranges = [self.lr_range(name) for name in self.optimizers]
+        return min(low for low, _ in ranges), max(high for _, high in ranges)
 
     @property
     def lr_param(self) -> str:
@@ -233,9 +274,10 @@ class SearchSpace:
             BatchlrError: for a space reaching beyond :data:`MAX_LR`, which a study created
                 before that limit may hold: its trials would fail deep in the optimizer.
         """
-        if self.lr[1] > MAX_LR:
+        highest = self.lr_hull[1]
+        if highest > MAX_LR:
             raise BatchlrError(
-                f"this study searches {self.lr_param} up to {self.lr[1]:.3g}, beyond batchlr's "
+                f"this study searches {self.lr_param} up to {highest:.3g}, beyond batchlr's "
                 "limit, where training only diverges or overflows; create a new study with --lr "
                 f"at most {MAX_LR:g}"
             )
@@ -244,6 +286,7 @@ class SearchSpace:
             trial.suggest_categorical("optimizer", list(self.optimizers)),
             OPTIMIZER_NAMES,
         )
+        lr_range = self.lr_range(optimizer)
         momentum = None
         if optimizer in MOMENTUM_OPTIMIZERS:
             momentum = trial.suggest_float("momentum", *MOMENTUM_RANGE)
@@ -251,7 +294,7 @@ class SearchSpace:
         return Hyperparameters(
             batch_size=batch_size,
             lr=self.lr_scaling.lr(
-                trial.suggest_float(self.lr_param, *self.lr, log=True), batch_size, optimizer
+                trial.suggest_float(self.lr_param, *lr_range, log=True), batch_size, optimizer
             ),
             optimizer=optimizer,
             momentum=momentum,
@@ -279,7 +322,7 @@ class SearchSpace:
             "optimizer": list(self.optimizers),
             "momentum": [DEFAULT_MOMENTUM],
             "batch_size": values("batch_size", *self.batch_size, 2, int),
-            self.lr_param: values("lr", *self.lr, 10, float),
+            self.lr_param: values("lr", *self.lr_hull, 10, float),
         }
         decay = self.weight_decay
         if decay.searched:
@@ -287,6 +330,16 @@ class SearchSpace:
             if decay.try_none:
                 grid[SWITCH_PARAM] = [True, False]
         return grid
+
+
+def _check_lr_range(key: str, pair: Any) -> None:
+    low, high = _pair(pair)
+    require(
+        is_finite_number(low) and is_finite_number(high) and 0 < low <= high,
+        key,
+        pair,
+        "give MIN:MAX of finite numbers with 0 < MIN <= MAX",
+    )
 
 
 def _pair(value: Any) -> tuple[Any, Any]:

@@ -1,6 +1,11 @@
 """Training outside trials through the trials' Trainer (LR range test, noise scale, memory); imports the trainer."""
 
-from batchlr.objectives.probes.lr_finder import LrRangeTest, lr_range_test, steepest_descent
+from batchlr.objectives.probes.lr_finder import (
+    LrRangeTest,
+    SeededLrRangeTests,
+    seeded_lr_range_tests,
+    steepest_descent,
+)
 from batchlr.objectives.probes.memory import largest_micro_batch, largest_passing
 from batchlr.objectives.probes.noise_scale import (
     NoiseScale,
@@ -12,11 +17,12 @@ from batchlr.objectives.probes.speed import images_per_second
 __all__ = [
     "LrRangeTest",
     "NoiseScale",
+    "SeededLrRangeTests",
     "estimate_noise_scale",
     "images_per_second",
     "largest_micro_batch",
     "largest_passing",
-    "lr_range_test",
+    "seeded_lr_range_tests",
     "steepest_descent",
     "trained_noise_scale",
 ]

@@ -84,6 +84,71 @@ def lr_range_test(
     return LrRangeTest(lrs, losses, suggested, stopped_early, regime)
 
 
+SPREAD_LIMIT = 3.0
+"""How far apart (as a ratio) two seeds' suggestions may lie before the test is called unsteady."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SeededLrRangeTests:
+    """The range test run once per seed (model initialisation and batch order): one seed's
+    suggestion can be off by a decade, so the suggestion is the geometric mean of theirs and
+    ``spread`` says how far they lie apart."""
+
+    seeds: tuple[int, ...]
+    tests: tuple[LrRangeTest, ...]
+
+    @property
+    def first(self) -> LrRangeTest:
+        """The first seed's test, whose curve is printed and drawn."""
+        return self.tests[0]
+
+    @property
+    def suggested_lr(self) -> float:
+        return math.exp(sum(math.log(test.suggested_lr) for test in self.tests) / len(self.tests))
+
+    @property
+    def spread(self) -> float:
+        """The largest suggestion over the smallest: 1.0 when the seeds agree."""
+        suggestions = [test.suggested_lr for test in self.tests]
+        return max(suggestions) / min(suggestions)
+
+    @property
+    def unsteady(self) -> bool:
+        """True when the seeds' suggestions lie more than :data:`SPREAD_LIMIT` apart."""
+        return self.spread > SPREAD_LIMIT
+
+    @property
+    def loss_drop(self) -> float:
+        """The weakest descent of the seeds' curves (see :attr:`LrRangeTest.loss_drop`)."""
+        return min(test.loss_drop for test in self.tests)
+
+    @property
+    def diverged_at_once(self) -> bool:
+        return any(test.diverged_at_once for test in self.tests)
+
+
+def seeded_lr_range_tests(
+    trainer: Trainer,
+    indices: torch.Tensor,
+    hyperparameters: Hyperparameters,
+    seeds: tuple[int, ...],
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+) -> SeededLrRangeTests:
+    """:func:`lr_range_test` once per seed, each from a fresh model; stops after the first
+    seed whose loss diverged at once, since no suggestion comes of it."""
+    tests: list[LrRangeTest] = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        tests.append(
+            lr_range_test(trainer, indices, hyperparameters, seed, start_lr, end_lr, steps)
+        )
+        if tests[-1].diverged_at_once:
+            break
+    return SeededLrRangeTests(seeds[: len(tests)], tuple(tests))
+
+
 def steepest_descent(lrs: list[float], losses: list[float]) -> float:
     """The learning rate where ``losses`` falls fastest against log10(lr), up to the minimum loss.
 

@@ -12,9 +12,9 @@ from batchlr.studies.render.probes import (
     RELIABLE_LOSS_DROP,
     lr_range,
     lr_range_record,
+    lr_test_warning,
     noise_scale,
     noise_scale_record,
-    weak_descent_warning,
 )
 from batchlr.studies.render.results import (
     dashboard_address,
@@ -37,6 +37,7 @@ __all__ = [
     "format_params",
     "lr_range",
     "lr_range_record",
+    "lr_test_warning",
     "noise_scale",
     "noise_scale_record",
     "opening",
@@ -52,6 +53,5 @@ __all__ = [
     "throughput",
     "training_phrase",
     "trial_line",
-    "weak_descent_warning",
     "workers_line",
 ]

@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchlr.objectives.probes import LrRangeTest, NoiseScale
+    from batchlr.objectives.probes import NoiseScale, SeededLrRangeTests
     from batchlr.objectives.trainer import Regime
 
 
@@ -15,11 +15,20 @@ if TYPE_CHECKING:
 RELIABLE_LOSS_DROP = 0.05
 
 
-def weak_descent_warning(loss_drop: float, remedy: str) -> str | None:
-    """A warning when an LR range test's loss fell less than :data:`RELIABLE_LOSS_DROP`, else None."""
-    if loss_drop >= RELIABLE_LOSS_DROP:
-        return None
-    return f"warning: the LR range test's loss fell only {loss_drop:.1%}, so its suggestion is weak; {remedy}"
+def lr_test_warning(loss_drop: float, spread: float, remedy: str, what: str = "") -> str | None:
+    """A warning (one line per fault) when an LR range test's loss fell less than
+    :data:`RELIABLE_LOSS_DROP` or its seeds' suggestions lie more than
+    :data:`~batchlr.objectives.probes.lr_finder.SPREAD_LIMIT` apart, else None; ``what``
+    names the test where several ran."""
+    from batchlr.objectives.probes.lr_finder import SPREAD_LIMIT
+
+    name = f"the LR range test{f' of {what}' if what else ''}"
+    faults = []
+    if loss_drop < RELIABLE_LOSS_DROP:
+        faults.append(f"{name}'s loss fell only {loss_drop:.1%}, so its suggestion is weak")
+    if spread > SPREAD_LIMIT:
+        faults.append(f"{name}'s two seeds suggest lrs {spread:.1f}x apart, so it is unsteady")
+    return "\n".join(f"warning: {fault}; {remedy}" for fault in faults) or None
 
 
 def regime(trained: Regime, study: str | None) -> str:
@@ -45,33 +54,48 @@ def regime_record(trained: Regime, study: str | None) -> dict[str, Any]:
     return {"study": study, **dataclasses.asdict(trained)}
 
 
-def lr_range(result: LrRangeTest, study: str | None) -> tuple[list[str], str | None]:
-    """What ``batchlr lr-find`` prints: the suggestion and the search around it, how it trained
-    (see :func:`regime`), and a warning when the curve had no real descent, or None."""
+def lr_range(tests: SeededLrRangeTests, study: str | None) -> tuple[list[str], str | None]:
+    """What ``batchlr lr-find`` prints: the suggestion, each seed's, and the search around it,
+    how it trained (see :func:`regime`), and a warning when a curve had no real descent or
+    the seeds disagree, or None."""
+    first = tests.first
     stop = (
-        f"stopped at lr {result.lrs[-1]:.3g} as the loss diverged"
-        if result.stopped_early
-        else f"swept to lr {result.lrs[-1]:.3g}"
+        f"stopped at lr {first.lrs[-1]:.3g} as the loss diverged"
+        if first.stopped_early
+        else f"swept to lr {first.lrs[-1]:.3g}"
     )
+    seeds = ", ".join(
+        f"{test.suggested_lr:.3g} at seed {seed}"
+        for seed, test in zip(tests.seeds, tests.tests, strict=True)
+    )
+    suggested = tests.suggested_lr
     lines = [
-        f"suggested lr {result.suggested_lr:.3g} ({len(result.lrs)} learning rates, {stop})",
-        f"search around it: batchlr run --lr {result.suggested_lr / 10:.2g}:{result.suggested_lr * 10:.2g}",
-        regime(result.regime, study),
+        f"suggested lr {suggested:.3g} ({seeds}: {tests.spread:.1f}x apart)",
+        f"seed {tests.seeds[0]}: {len(first.lrs)} learning rates, {stop}",
+        f"search around it: batchlr run --lr {suggested / 10:.2g}:{suggested * 10:.2g}",
+        regime(first.regime, study),
     ]
-    return lines, weak_descent_warning(
-        result.loss_drop, "try more --lr-count, another --optimizer or --batch-size"
+    return lines, lr_test_warning(
+        tests.loss_drop, tests.spread, "try more --lr-count, another --optimizer or --batch-size"
     )
 
 
-def lr_range_record(result: LrRangeTest, study: str | None) -> dict[str, Any]:
-    """What ``batchlr lr-find --json`` prints."""
+def lr_range_record(tests: SeededLrRangeTests, study: str | None) -> dict[str, Any]:
+    """What ``batchlr lr-find --json`` prints: the suggestion, each seed's, and the first
+    seed's curve."""
+    first = tests.first
     return {
-        "suggested_lr": result.suggested_lr,
-        "lrs": result.lrs,
-        "losses": result.losses,
-        "stopped_early": result.stopped_early,
-        "loss_drop": result.loss_drop,
-        "regime": regime_record(result.regime, study),
+        "suggested_lr": tests.suggested_lr,
+        "seeds": [
+            {"seed": seed, "suggested_lr": test.suggested_lr, "loss_drop": test.loss_drop}
+            for seed, test in zip(tests.seeds, tests.tests, strict=True)
+        ],
+        "spread": tests.spread,
+        "lrs": first.lrs,
+        "losses": first.losses,
+        "stopped_early": first.stopped_early,
+        "loss_drop": tests.loss_drop,
+        "regime": regime_record(first.regime, study),
     }
 
 

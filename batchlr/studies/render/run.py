@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import format_params, training_phrase
-from batchlr.studies.render.probes import weak_descent_warning
+from batchlr.studies.render.probes import lr_test_warning
 from batchlr.studies.store.data_facts import last_stop
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
@@ -39,19 +39,42 @@ def opening(
     lines = [
         f"study {name} ({state}) in {masked_storage}",
         f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on "
-        f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, {space.lr_param} "
-        f"{space.lr[0]:.3g}:{space.lr[1]:.3g}, {','.join(space.optimizers)}",
+        f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, "
+        f"{lr_ranges_phrase(space, ':')}",
     ]
     found = spec.lr_find
     if not found:
         return lines, None
-    lines.append(
-        f"  --lr auto: LR range test at batch {found['batch_size']} with {found['optimizer']} "
-        f"suggested {found['suggested_lr']:.3g}"
+    suggestions = ", ".join(
+        f"{optimizer} {record['suggested_lr']:.3g}" for optimizer, record in found.items()
     )
-    return lines, weak_descent_warning(
-        found.get("loss_drop", 1.0), "the lr range may be off; consider giving --lr MIN:MAX"
+    batch_sizes = sorted({record.get("batch_size") for record in found.values()} - {None})
+    at = f" at batch {batch_sizes[0]}" if len(batch_sizes) == 1 else ""
+    lines.append(f"  --lr auto: LR range tests{at} suggested {suggestions}")
+    warnings = [
+        lr_test_warning(
+            record.get("loss_drop", 1.0),
+            record.get("spread", 1.0),
+            "its lr range may be off; consider giving --lr MIN:MAX",
+            optimizer,
+        )
+        for optimizer, record in found.items()
+    ]
+    return lines, "\n".join(filter(None, warnings)) or None
+
+
+def lr_ranges_phrase(space: SearchSpace, joiner: str) -> str:
+    """The optimizers and lr (or base_lr) ranges of ``space``: ``lr 0.0001:1 (sgd,adam)``
+    where one range serves every optimizer, else ``lr sgd 0.001:1, adam 1e-05:0.1``
+    (``joiner`` between the ends)."""
+    if space.lr is not None:
+        low, high = space.lr
+        return f"{space.lr_param} {low:.3g}{joiner}{high:.3g} ({','.join(space.optimizers)})"
+    ranges = (
+        f"{name} {low:.3g}{joiner}{high:.3g}"
+        for name, (low, high) in ((name, space.lr_range(name)) for name in space.optimizers)
     )
+    return f"{space.lr_param} {', '.join(ranges)}"
 
 
 def workers_line(
@@ -88,8 +111,8 @@ def dashboard_note(spec: StudySpec, objective: CrossValidationObjective, command
         f"{_count_range([len(train) for train, _ in parts])} and validates on "
         f"{_count_range([len(validate) for _, validate in parts])}; {kept_out} for the test score "
         "of `batchlr refit`.\n\n"
-        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]}, `{space.lr_param}` "
-        f"{space.lr[0]:.3g}..{space.lr[1]:.3g} (log scale) and `optimizer` in {', '.join(space.optimizers)}.\n\n"
+        f"Searches `batch_size` {space.batch_size[0]}..{space.batch_size[1]} and "
+        f"{lr_ranges_phrase(space, '..')}, both on a log scale.\n\n"
         f"| setting | value |\n| --- | --- |\n{rows}\n\nStarted with:\n\n```\n{command_line or 'the Python API'}\n```\n"
     )
 

@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import optuna
 import optuna_dashboard
@@ -28,11 +29,15 @@ from batchlr.objectives.data import (
 )
 from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.objective import CrossValidationObjective
-from batchlr.objectives.probes import largest_micro_batch, lr_range_test, trained_noise_scale
+from batchlr.objectives.probes import (
+    largest_micro_batch,
+    seeded_lr_range_tests,
+    trained_noise_scale,
+)
 from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
 from batchlr.search.samplers import bounded_grid
-from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum
+from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.store.data_facts import DataFacts, save_data_facts
 from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
@@ -121,6 +126,9 @@ def prepare(
         searched_on_device = torch.as_tensor(searched, device=device)
         spec = _with_found_lr(spec, space, trainer, searched_on_device, options.seed)
         space = spec.space.clip_batch_size(folds.smallest_train_size())
+    if spec.sampler == "grid":
+        # A grid is one list of values per param: every optimizer walks the same lr ladder.
+        space = dataclasses.replace(space, lr=space.lr_hull)
     return spec, CrossValidationObjective(trainer, data, folds, space, options.seed)
 
 
@@ -186,41 +194,46 @@ def _noise_scale(space: SearchSpace, trainer: Trainer, searched: torch.Tensor, s
 def _with_found_lr(
     spec: StudySpec, space: SearchSpace, trainer: Trainer, searched: torch.Tensor, seed: int
 ) -> StudySpec:
-    """``spec`` searching lr (or base_lr) one decade either side of the LR range test's
-    suggestion, the test trained as the study's trials will be.
+    """``spec`` searching, for each optimizer, lr (or base_lr) one decade either side of the
+    LR range test's suggestion for it, the tests trained as the study's trials will be, with
+    two seeds each (see :class:`~batchlr.objectives.probes.SeededLrRangeTests`).
 
-    The test runs at the reference batch size under an LR scaling rule, so that the
-    suggestion is a base_lr, and else at the geometric middle of the batch range, with the
-    first optimizer of ``space``, the study's with its batch sizes clipped to the folds.
+    The tests run at the reference batch size under an LR scaling rule, so that each
+    suggestion is a base_lr, and else at the geometric middle of the batch range of
+    ``space``, the study's with its batch sizes clipped to the folds.
 
     Raises:
-        BatchlrError: when the test's loss diverged at once.
+        BatchlrError: when a test's loss diverged at once.
     """
     if space.lr_scaling.rule != "none":
         batch_size = min(space.lr_scaling.reference_batch_size, space.batch_size[1])
     else:
         batch_size = round(math.sqrt(space.batch_size[0] * space.batch_size[1]))
-    optimizer = space.optimizers[0]
-    momentum = default_momentum(optimizer)
-    hyperparameters = Hyperparameters(batch_size, 0.0, optimizer, momentum)
-    torch.manual_seed(seed)
-    test = lr_range_test(trainer, searched, hyperparameters, seed)
-    if test.diverged_at_once:
-        raise BatchlrError(
-            f"--lr auto: the LR range test's loss diverged at once at batch {batch_size}; "
-            "give the range yourself with --lr MIN:MAX"
+    ranges: dict[str, tuple[float, float]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for optimizer in space.optimizers:
+        momentum = default_momentum(optimizer)
+        hyperparameters = Hyperparameters(batch_size, 0.0, optimizer, momentum)
+        tests = seeded_lr_range_tests(
+            trainer, searched, hyperparameters, (seed, offset_seed(seed, 1))
         )
-    record = {
-        "suggested_lr": test.suggested_lr,
-        "loss_drop": test.loss_drop,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "momentum": momentum,
-    }
-    # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
-    center = test.suggested_lr / space.lr_scaling.lr(1.0, batch_size, optimizer)
+        if tests.diverged_at_once:
+            raise BatchlrError(
+                f"--lr auto: the LR range test's loss diverged at once with {optimizer} at batch "
+                f"{batch_size}; give the range yourself with --lr MIN:MAX"
+            )
+        # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
+        center = tests.suggested_lr / space.lr_scaling.lr(1.0, batch_size, optimizer)
+        ranges[optimizer] = (center / 10, center * 10)
+        records[optimizer] = {
+            "suggested_lr": tests.suggested_lr,
+            "spread": tests.spread,
+            "loss_drop": tests.loss_drop,
+            "batch_size": batch_size,
+            "momentum": momentum,
+        }
     return dataclasses.replace(
-        spec, space=dataclasses.replace(spec.space, lr=(center / 10, center * 10)), lr_find=record
+        spec, space=dataclasses.replace(spec.space, lr_ranges=ranges), lr_find=records
     )
 
 

@@ -18,9 +18,14 @@ import torch
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.files import check_writable
 from batchlr.objectives.data import dataset_slug
-from batchlr.objectives.probes import LrRangeTest, NoiseScale, lr_range_test, trained_noise_scale
+from batchlr.objectives.probes import (
+    NoiseScale,
+    SeededLrRangeTests,
+    seeded_lr_range_tests,
+    trained_noise_scale,
+)
 from batchlr.objectives.trainer import Trainer
-from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, OptimizerName
+from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, OptimizerName, offset_seed
 from batchlr.studies.run.creation import RunOptions, prepare
 from batchlr.studies.store.data_facts import save_noise_scale
 from batchlr.studies.store.spec import StudySpec, load_spec
@@ -94,9 +99,10 @@ def run_lr_find(
     end_lr: float,
     lr_count: int,
     plot: Path | None = None,
-) -> LrRangeTest:
+) -> SeededLrRangeTests:
     """``batchlr lr-find``: the LR range test for one batch size and optimizer
-    (``hyperparameters.lr`` is ignored), its curve saved as a PNG to ``plot`` if given."""
+    (``hyperparameters.lr`` is ignored) with ``seed`` and the next, the first seed's curve
+    saved as a PNG to ``plot`` if given."""
     if plot:
         check_writable(plot)
     probe.check_batch(hyperparameters.batch_size, "--batch-size")
@@ -104,9 +110,14 @@ def run_lr_find(
         raise BatchlrUsageError(
             f"--start-lr {start_lr:g} must be positive and below --end-lr {end_lr:g}"
         )
-    torch.manual_seed(seed)
-    result = lr_range_test(
-        probe.trainer, probe.indices, hyperparameters, seed, start_lr, end_lr, lr_count
+    result = seeded_lr_range_tests(
+        probe.trainer,
+        probe.indices,
+        hyperparameters,
+        (seed, offset_seed(seed, 1)),
+        start_lr,
+        end_lr,
+        lr_count,
     )
     if result.diverged_at_once:
         raise BatchlrError(f"the loss diverged at once, from lr {start_lr:g}; lower --start-lr")
@@ -115,7 +126,7 @@ def run_lr_find(
         from batchlr.studies.results.probe_figures import lr_range_figure
 
         what = f"{hyperparameters.optimizer}, batch {hyperparameters.batch_size}"
-        save_png(lr_range_figure(result, probe.title(what)), plot)
+        save_png(lr_range_figure(result.first, probe.title(what)), plot)
     return result
 
 

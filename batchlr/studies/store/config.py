@@ -61,11 +61,14 @@ def render_run_config(study: str, storage: str, spec: StudySpec) -> str:
         for key, value in spec.to_attrs().items()
         if key not in CREATION_KEYS | set(META_KEYS)
     }
-    # The two settings whose option text is not a range or a list of names.
+    # The settings whose option text is not a range or a list of names.
     settings["augment"] = ",".join(spec.training.augment) or "none"
     settings["image_size"] = (
         f"{spec.image_size[0]}x{spec.image_size[1]}" if spec.image_size else None
     )
+    if spec.lr_find:
+        # The ranges --lr auto found are the study's; elsewhere the file runs the tests anew.
+        settings["lr"] = "auto"
     table = {"study": study, "storage": storage, **settings, "seed": spec.seed}
     return tomli_w.dumps(
         {

@@ -28,11 +28,12 @@ from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
 if TYPE_CHECKING:
     from batchlr.objectives.data import FoldAssignment
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
 this version); 3 added the image size, augmentation and regularisation, which a batchlr of
 format 2 would silently drop; 4 added the precision; 5 the ``noise`` lr scaling rule and its
-measured ``noise_scale``. A study of a newer format than this is
+measured ``noise_scale``; 6 an lr range per optimizer (``lr_ranges``, ``lr`` null) and
+``lr_find`` keyed by optimizer. A study of a newer format than this is
 refused rather than misread."""
 
 SETTINGS_BEFORE_THEIR_OPTION = {"precision": "fp32"}
@@ -51,7 +52,7 @@ META_KEYS = ("batchlr_format", "batchlr_version", "metric")
 PER_RUN_KEYS = frozenset({"sampler", "grid_points", "pruner", "data_dir", "max_micro_batch"})
 # Settings fixed when the study is created and never given again: the folds' seed and the
 # LR range test of --lr auto. Every other setting must match when a resumed run gives it.
-CREATION_KEYS = frozenset({"seed", "lr_find", "noise_scale"})
+CREATION_KEYS = frozenset({"seed", "lr_find", "lr_ranges", "noise_scale"})
 
 MAX_FOLDS = 100
 """The most cross-validation folds a study may have: each fold trains a model every trial."""
@@ -71,8 +72,9 @@ class StudySpec:
 
     ``seed`` is the seed the folds and the hold-out were drawn with. ``sampler``, ``pruner``,
     ``data_dir`` and ``training.max_micro_batch`` are what the creating run used; a later
-    run may override them for itself. ``lr_find`` is the LR range test of ``--lr auto``
-    (suggested_lr, loss_drop, batch_size, optimizer, momentum), or ``None``. ``image_size``
+    run may override them for itself. ``lr_find`` holds, per optimizer, the LR range test of
+    ``--lr auto`` (suggested_lr, loss_drop, batch_size, momentum and the spread of its
+    suggestion over two seeds), or is ``None``. ``image_size``
     is the (height, width) every image is resized to, or ``None`` for images as they are.
     """
 
@@ -132,14 +134,13 @@ class StudySpec:
             or (
                 isinstance(self.lr_find, Mapping)
                 and all(
-                    isinstance(key, str)
-                    and (item is None or is_finite_number(item) or isinstance(item, str))
-                    for key, item in self.lr_find.items()
+                    isinstance(optimizer, str) and _is_record(record)
+                    for optimizer, record in self.lr_find.items()
                 )
             ),
             "lr_find",
             self.lr_find,
-            "give the LR range test's record of numbers and names",
+            "give each optimizer's LR range test as a record of numbers",
         )
 
     def to_attrs(self) -> dict[str, Any]:
@@ -173,6 +174,11 @@ class StudySpec:
             for key, value in {**SETTINGS_BEFORE_THEIR_OPTION, **attrs}.items()
             if not (value is None and key in keys)
         }
+        found = given.get("lr_find")
+        if version < 6 and isinstance(found, Mapping) and isinstance(found.get("optimizer"), str):
+            # Format 5 and before ran the range test with one optimizer, its record flat.
+            record = {key: value for key, value in found.items() if key != "optimizer"}
+            given["lr_find"] = {found["optimizer"]: record}
         spec: StudySpec = _unflatten(cls, given)
         return spec
 
@@ -229,9 +235,19 @@ def _unflatten(kind: type, attrs: Mapping[str, Any]) -> Any:
     return kind(**values)
 
 
+def _is_record(record: Any) -> bool:
+    """True for a mapping of names to numbers (or None)."""
+    return isinstance(record, Mapping) and all(
+        isinstance(key, str) and (item is None or is_finite_number(item))
+        for key, item in record.items()
+    )
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
     return str(value) if isinstance(value, Path) else value
 
 
