@@ -252,7 +252,10 @@ if TYPE_CHECKING:
     "--pruner",
     type=click.Choice(PRUNER_NAMES),
     default="median",
-    help="median, hyperband, wilcoxon (paired test against the best trial) or none.",
+    help=(
+        "median, asha (asynchronous successive halving), hyperband, wilcoxon (paired test "
+        "against the best trial) or none."
+    ),
 )
 @click.pass_context
 def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:

@@ -33,7 +33,9 @@ STRATEGIES = {
     "default": [],
     "ridge": ["--sampler", "ridge"],
     "wilcoxon": ["--pruner", "wilcoxon"],
+    "asha": ["--pruner", "asha"],
     "hyperband": ["--pruner", "hyperband"],
+    "ridge+asha": ["--sampler", "ridge", "--pruner", "asha"],
     "ridge+hyperband": ["--sampler", "ridge", "--pruner", "hyperband"],
 }
 """Each strategy's options; ``default`` is ``batchlr run`` with no search options."""

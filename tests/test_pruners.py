@@ -46,6 +46,14 @@ def test_wilcoxon_waits_two_epochs_then_prunes_a_trial_worse_at_every_epoch():
     assert first_pruned_epoch(study, [value + 0.05 for value in BEST]) is None
 
 
+def test_asha_keeps_the_best_third_at_each_rung():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
+    assert first_pruned_epoch(study, [0.5] * 10) is None  # the first at each rung goes on
+    assert first_pruned_epoch(study, [0.6] * 10) is None  # better than every trial so far
+    # third at the first rung (the report of epoch index 1), behind 0.6 and 0.5
+    assert first_pruned_epoch(study, [0.4] * 10) == 1
+
+
 def test_hyperband_spans_the_epochs_and_none_never_prunes():
     hyperband = make_pruner("hyperband", 9)
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)

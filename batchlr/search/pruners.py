@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 import optuna
 
-PrunerName = Literal["median", "hyperband", "wilcoxon", "none"]
+PrunerName = Literal["median", "asha", "hyperband", "wilcoxon", "none"]
 PRUNER_NAMES: tuple[PrunerName, ...] = get_args(PrunerName)
 
 
@@ -15,11 +15,16 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Build the pruner called ``name`` for trials of ``epochs`` reports.
 
     ``median`` may stop a trial after its first epoch once five trials have completed.
+    ``asha`` is asynchronous successive halving (Li et al. 2020): after epochs 2, 4 and 10
+    (rungs 1, 3, 9 of the 0-based reports), a trial goes on only while among the best third
+    of the trials that reached that epoch; ``hyperband`` runs several such brackets.
     ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
     epochs and stops it when it is worse with p < 0.1.
     """
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=epochs, reduction_factor=3
