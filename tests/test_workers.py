@@ -340,3 +340,47 @@ def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
     assert not any(line.startswith("best: ") for line in lines)
     trials = optuna.load_study(study_name="c", storage=storage).trials
     assert TrialState.RUNNING not in {trial.state for trial in trials}
+
+
+def batchlr_connections(postgres_url: str) -> dict[str, int]:
+    """The open connections of batchlr processes to ``postgres_url``'s database, by application name."""
+    import sqlalchemy
+
+    database = postgres_url.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(postgres_url.replace("postgresql:", "postgresql+psycopg:"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT application_name, count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name LIKE 'batchlr %%' "
+                "GROUP BY application_name",
+                (database,),
+            )
+            return {name: count for name, count in rows}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.process
+def test_a_worker_holds_at_most_one_postgresql_connection_heartbeats_included(
+    postgres_url, tmp_path
+):
+    study = f"batchlr-budget-{uuid.uuid4().hex[:8]}"
+    # Optuna lays out a new database's tables on two connections at once: done here, first.
+    optuna.storages.RDBStorage(postgres_url).engine.dispose()
+    # heartbeats every second, so that the heartbeat thread and the trial's meet often
+    args = [*worker_args(postgres_url, study, 4), "--heartbeat", "1"]
+    worker = start(args, tmp_path / "log")
+    name = f"batchlr {worker.pid}"
+    peak = 0
+    try:
+        while worker.poll() is None:
+            peak = max(peak, batchlr_connections(postgres_url).get(name, 0))
+            time.sleep(0.05)
+        assert worker.returncode == 0, (tmp_path / "log").read_text()
+        finished = optuna.load_study(study_name=study, storage=postgres_url).trials
+        assert sum(trial.state in FINISHED for trial in finished) == 4
+        assert peak == 1  # seen, and never two
+    finally:
+        worker.kill()
+        optuna.delete_study(study_name=study, storage=postgres_url)

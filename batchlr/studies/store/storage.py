@@ -27,6 +27,13 @@ STORAGE_ENV = "BATCHLR_STORAGE"
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60
 DEFAULT_HEARTBEAT = 30
+DIRECT_CONNECTIONS = 1
+"""Database connections a process holds at most on a server: PostgreSQL allows 100 by default,
+and a GPU cluster may run hundreds of workers. The trial's thread and its heartbeat's take
+turns with the one connection, each for one short transaction. (The first process ever to
+open a new database holds two for the moment Optuna lays out its tables.)"""
+# Seconds a thread waits for the process's connection before the storage call fails.
+POOL_TIMEOUT = 120
 # Workers that open one new database at once race to create its tables; the losers retry.
 SCHEMA_RACE_RETRIES = 4
 # Seconds between attempts to reach a database server that went away (a restart, a network
@@ -137,11 +144,11 @@ def open_storage(
         if access == "read":
             url = _read_only_sqlite(parsed).render_as_string(hide_password=False)
     else:
-        engine_kwargs = {"pool_pre_ping": True}
-        if access == "read" and parsed.get_backend_name() == "postgresql":
-            engine_kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        engine_kwargs = _server_engine_kwargs(parsed, access)
     try:
-        storage = _create_storage(url, engine_kwargs, heartbeat)
+        storage = _create_storage(
+            url, engine_kwargs, heartbeat, None if sqlite else DIRECT_CONNECTIONS
+        )
         if sqlite and access != "read":
             with storage.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -161,6 +168,19 @@ def open_storage(
         detail = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
         cause = "the disk is full; " if _sqlite_disk_full(url) else ""
         raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from error
+
+
+def _server_engine_kwargs(parsed: URL, access: Access) -> dict[str, Any]:
+    """SQLAlchemy engine options for a database server: each connection checked before use,
+    and on PostgreSQL named ``batchlr PID`` in ``pg_stat_activity`` and read-only for
+    ``access`` "read"."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {"application_name": f"batchlr {os.getpid()}"}
+        if access == "read":
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        kwargs["connect_args"] = connect_args
+    return kwargs
 
 
 def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError | None:
@@ -275,9 +295,15 @@ def create_study_from(
 
 
 def _create_storage(
-    url: str, engine_kwargs: dict[str, Any], heartbeat: int | None
+    url: str, engine_kwargs: dict[str, Any], heartbeat: int | None, connections: int | None
 ) -> optuna.storages.RDBStorage:
-    """Optuna's RDBStorage, retried when another worker is creating the same new database's tables."""
+    """Optuna's RDBStorage holding at most ``connections`` connections (None: SQLAlchemy's
+    default pool), once the database's tables are known to be Optuna's; the set-up is retried
+    when another worker is creating the same new database's tables.
+
+    Optuna's set-up of a new database and its schema check hold two connections at once, so
+    they run on an engine of their own, closed before the storage is used.
+    """
     options: dict[str, Any] = {}
     with warnings.catch_warnings():
         # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
@@ -290,13 +316,50 @@ def _create_storage(
         attempt = 1
         while True:
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+                setup = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, skip_compatibility_check=True
+                )
+                break
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
                 racing = "alembic_version" in str(error) or "already exists" in str(error)
                 if not racing or attempt == SCHEMA_RACE_RETRIES:
                     raise
                 time.sleep(attempt)
                 attempt += 1
+        try:
+            _check_schema(setup)
+        finally:
+            setup.engine.dispose()
+        pool = (
+            {}
+            if connections is None
+            else {"pool_size": connections, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
+        )
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={**engine_kwargs, **pool},
+            skip_table_creation=True,
+            skip_compatibility_check=True,
+            **options,
+        )
+
+
+def _check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Refuse a database whose tables an older or newer Optuna laid out, as Optuna would.
+
+    Raises:
+        RuntimeError: naming the remedy, as Optuna's own check does.
+    """
+    current = storage.get_current_version()
+    if current == storage.get_head_version():
+        return
+    if current in storage.get_all_versions():
+        remedy = "run `optuna storage upgrade --storage URL` to upgrade its tables"
+    else:
+        remedy = "upgrade optuna, since a newer release laid out its tables"
+    raise RuntimeError(
+        f"the database's tables are not those of optuna {optuna.__version__}; {remedy}"
+    )
 
 
 def sqlite_path(url: str) -> Path | None:
