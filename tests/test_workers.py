@@ -356,7 +356,7 @@ def batchlr_connections(postgres_url: str) -> dict[str, int]:
                 "GROUP BY application_name",
                 (database,),
             )
-            return {name: count for name, count in rows}
+            return dict(rows.tuples().all())
     finally:
         engine.dispose()
 

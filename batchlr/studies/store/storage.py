@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 import time
 import urllib.parse
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.studies.store.liveness import LiveRDBStorage
 from batchlr.studies.store.retries import retry_stale_trial
 
 DEFAULT_STORAGE = "sqlite:///batchlr.db"
@@ -127,9 +127,10 @@ def open_storage(
     with "database is locked"; a connection to a server that is lost is made again, with
     back-off (see :data:`RECONNECT_DELAYS`).
 
-    With ``heartbeat`` seconds, a running trial records a heartbeat that often; one silent
-    for twice that long (a worker that died) is marked FAIL by the next worker to look, and
-    retried with the same params (see :func:`batchlr.studies.store.retries.queue_retry`).
+    With ``heartbeat`` seconds, a running trial refreshes its liveness stamp that often; one
+    whose stamp a worker has watched unchanged for twice that long (its worker died) is
+    marked FAIL by that worker and retried with the same params (see
+    :mod:`batchlr.studies.store.liveness` and :func:`batchlr.studies.store.retries.queue_retry`).
 
     Raises:
         BatchlrError: for a malformed URL, a missing driver, a path that cannot be written,
@@ -304,44 +305,36 @@ def _create_storage(
     Optuna's set-up of a new database and its schema check hold two connections at once, so
     they run on an engine of their own, closed before the storage is used.
     """
-    options: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna since 2.9; batchlr depends on them knowingly.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if heartbeat:
-            options = {
-                "heartbeat_interval": heartbeat,
-                "heartbeat_stale_trial_callback": retry_stale_trial,
-            }
-        attempt = 1
-        while True:
-            try:
-                setup = optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, skip_compatibility_check=True
-                )
-                break
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
-                racing = "alembic_version" in str(error) or "already exists" in str(error)
-                if not racing or attempt == SCHEMA_RACE_RETRIES:
-                    raise
-                time.sleep(attempt)
-                attempt += 1
+    attempt = 1
+    while True:
         try:
-            _check_schema(setup)
-        finally:
-            setup.engine.dispose()
-        pool = (
-            {}
-            if connections is None
-            else {"pool_size": connections, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
-        )
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={**engine_kwargs, **pool},
-            skip_table_creation=True,
-            skip_compatibility_check=True,
-            **options,
-        )
+            setup = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, skip_compatibility_check=True
+            )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+            racing = "alembic_version" in str(error) or "already exists" in str(error)
+            if not racing or attempt == SCHEMA_RACE_RETRIES:
+                raise
+            time.sleep(attempt)
+            attempt += 1
+    try:
+        _check_schema(setup)
+    finally:
+        setup.engine.dispose()
+    pool = (
+        {}
+        if connections is None
+        else {"pool_size": connections, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
+    )
+    storage = LiveRDBStorage(
+        url,
+        engine_kwargs={**engine_kwargs, **pool},
+        skip_table_creation=True,
+        skip_compatibility_check=True,
+    )
+    storage.watch(heartbeat, retry_stale_trial)
+    return storage
 
 
 def _check_schema(storage: optuna.storages.RDBStorage) -> None:
