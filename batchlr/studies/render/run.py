@@ -13,8 +13,9 @@ from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.render.phrases import format_params, training_phrase
 from batchlr.studies.render.probes import lr_test_warning
 from batchlr.studies.store.data_facts import last_stop
+from batchlr.studies.store.secrets import mask_url
 from batchlr.studies.store.spec import StudySpec
-from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV, mask_url
+from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV
 from batchlr.studies.store.summary import (
     best_complete_trial_or_none,
     pareto_trials,

@@ -41,7 +41,8 @@ from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum,
 from batchlr.studies import render
 from batchlr.studies.store.data_facts import DataFacts, save_data_facts
 from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
-from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, create_study_from
+from batchlr.studies.store.storage import DEFAULT_HEARTBEAT
+from batchlr.studies.store.study_creation import create_study_from
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from batchlr.studies.store.config import read_run_config, render_run_config
 from batchlr.studies.store.data_facts import DataFacts, data_facts, last_stop, save_data_facts
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
+from batchlr.studies.store.secrets import mask_command_line, mask_url, redact, remember_secrets
 from batchlr.studies.store.spec import (
     CREATION_KEYS,
     FOLDS_ATTR,
@@ -25,15 +26,11 @@ from batchlr.studies.store.storage import (
     FAULT_REMEDY,
     RETRY_REMEDY,
     STORAGE_ENV,
-    create_study_from,
-    mask_command_line,
-    mask_url,
     open_storage,
-    redact,
-    remember_secrets,
     sqlite_path,
     storage_fault,
 )
+from batchlr.studies.store.study_creation import create_study_from
 from batchlr.studies.store.summary import (
     REFIT_ATTRS,
     RefitResult,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import sqlite3
 import time
@@ -20,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.store.liveness import LiveRDBStorage
 from batchlr.studies.store.retries import retry_stale_trial
+from batchlr.studies.store.secrets import mask_url, redact
 
 DEFAULT_STORAGE = "sqlite:///batchlr.db"
 Access = Literal["read", "write", "create"]
@@ -54,63 +53,6 @@ DRIVER_PACKAGES = {
     "oracledb": "pip install oracledb",
     "pyodbc": "pip install pyodbc",
 }
-
-
-# Query parameters whose values are secrets (libpq's password, tokens of cloud drivers).
-_SECRET_PARAMETER = re.compile(
-    r"(?i)\b([\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*)=([^&;\s]*)"
-)
-# user:SECRET@ in anything that looks like a URL, parsable or not; the password may hold '@' and ':'.
-_USER_PASSWORD = re.compile(r"(://[^/\s:@]*:)([^\s/]*)(@)")
-_known_secrets: set[str] = set()
-
-
-def mask_url(url: str) -> str:
-    """``url`` with every password in it replaced by ``***``: after ``user:``, and in query
-    parameters such as ``password=``, whether or not the URL parses.
-
-    The secrets found are remembered (see :func:`remember_secrets`), so that :func:`redact`
-    can take them out of messages that others (a database driver, say) wrote.
-    """
-    remember_secrets(url)
-    return redact(_SECRET_PARAMETER.sub(r"\1=***", _USER_PASSWORD.sub(r"\1***\3", url)))
-
-
-def remember_secrets(url: str) -> None:
-    """Note the passwords in ``url`` (any of the forms :func:`mask_url` masks) for :func:`redact`."""
-    for pattern in (_USER_PASSWORD, _SECRET_PARAMETER):
-        for match in pattern.finditer(url):
-            _remember(match.group(2))
-    try:
-        parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        parsed = None
-    if parsed is not None:
-        _remember(parsed.password)
-        for key, value in parsed.query.items():
-            if _SECRET_PARAMETER.fullmatch(f"{key}=x"):
-                _remember(*([value] if isinstance(value, str) else value))
-
-
-def redact(text: str) -> str:
-    """``text`` with every secret that :func:`mask_url` has seen in this process replaced by ``***``."""
-    for secret in sorted(_known_secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _remember(*secrets: object) -> None:
-    # Very short "secrets" (a password "x") would mask ordinary letters in every message.
-    _known_secrets.update(
-        str(secret)
-        for secret in secrets
-        if secret is not None and len(str(secret)) >= 3 and str(secret) != "***"
-    )
-
-
-def mask_command_line(arguments: list[str]) -> str:
-    """The command line with the password of every URL in it (``--storage URL`` or ``--storage=URL``) masked."""
-    return " ".join(mask_url(argument) for argument in arguments)
 
 
 def open_storage(
@@ -249,50 +191,6 @@ def _read_only_sqlite(parsed: URL) -> URL:
     if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
         query["immutable"] = "1"
     return parsed.set(database=f"file:{urllib.parse.quote(str(path))}", query=query)
-
-
-def create_study_from(
-    storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str
-) -> bool:
-    """Copy the study ``name`` of ``draft`` (without trials) to ``storage``, with its directions
-    and all its attrs, in one transaction, so that a study interrupted at any moment of its
-    creation is either absent or whole.
-
-    Returns False when ``storage`` holds a study of that name already.
-    """
-    # Optuna creates a study and each attr in separate transactions
-    from optuna.storages._rdb import models
-
-    study_id = draft.get_study_id_from_name(name)
-    session = storage.scoped_session()
-    try:
-        session.add(
-            models.StudyModel(
-                study_name=name,
-                directions=[
-                    models.StudyDirectionModel(objective=index, direction=direction)
-                    for index, direction in enumerate(draft.get_study_directions(study_id))
-                ],
-                user_attributes=[
-                    models.StudyUserAttributeModel(key=key, value_json=json.dumps(value))
-                    for key, value in draft.get_study_user_attrs(study_id).items()
-                ],
-                system_attributes=[
-                    models.StudySystemAttributeModel(key=key, value_json=json.dumps(value))
-                    for key, value in draft.get_study_system_attrs(study_id).items()
-                ],
-            )
-        )
-        session.commit()
-    except sqlalchemy.exc.IntegrityError:
-        session.rollback()
-        return False
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-    return True
 
 
 def _create_storage(
