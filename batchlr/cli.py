@@ -25,7 +25,7 @@ from batchlr.cli_options import (
 from batchlr.cli_probes import lr_find, noise_scale, throughput
 from batchlr.cli_run import run
 from batchlr.json_text import json_text
-from batchlr.studies.store import mask_url
+from batchlr.studies.store import DEFAULT_PROXY_PORT, mask_url
 
 
 @click.group(
@@ -155,6 +155,36 @@ def dashboard(storage: str, host: str, port: int, artifacts: Path | None) -> Non
         port,
         lambda: echo_lines(*render.dashboard_address(mask_url(storage), host, port)),
         artifacts,
+    )
+
+
+@main.command("storage-proxy")
+@STORAGE_OPTION
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    help="Interface to listen on; 0.0.0.0 lets workers on other machines reach it.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_PROXY_PORT, help="Port to listen on."
+)
+def storage_proxy(storage: str, host: str, port: int) -> None:
+    """Serve a database to many workers through Optuna's gRPC storage proxy.
+
+    Workers run with --storage grpc://HOST:PORT and hold no database connection; the proxy
+    holds a few. It carries no artifacts: give every worker an --artifacts directory they
+    all reach.
+    """
+    from batchlr.studies import render
+    from batchlr.studies.store import serve_storage_proxy
+
+    serve_storage_proxy(
+        storage,
+        host,
+        port,
+        lambda connections: echo_lines(
+            *render.proxy_address(mask_url(storage), host, port, connections)
+        ),
     )
 
 

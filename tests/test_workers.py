@@ -356,7 +356,7 @@ def batchlr_connections(postgres_url: str) -> dict[str, int]:
                 "GROUP BY application_name",
                 (database,),
             )
-            return dict(rows.tuples().all())
+            return dict(rows.all())  # type: ignore[arg-type]
     finally:
         engine.dispose()
 

@@ -19,6 +19,7 @@ from batchlr.studies.render.probes import (
 from batchlr.studies.render.results import (
     dashboard_address,
     exported,
+    proxy_address,
     report_written,
     studies_table,
     study_report,
@@ -44,6 +45,7 @@ __all__ = [
     "or_nan",
     "outcome",
     "predictions",
+    "proxy_address",
     "refitted",
     "report_written",
     "ridge_line",

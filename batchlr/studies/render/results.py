@@ -170,16 +170,40 @@ def report_written(
 def dashboard_address(masked_storage: str, host: str, port: int) -> tuple[list[str], str | None]:
     """What ``batchlr dashboard`` prints once it serves, and a warning when others can reach it."""
     line = f"optuna-dashboard for {masked_storage} at http://{host}:{port}/ (Ctrl-C stops it)"
-    try:
-        private = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        private = False
     warning = (
         None
-        if private
+        if _is_loopback(host)
         else (
             f"warning: the dashboard on {host} has no authentication: anyone who reaches port {port} can read "
             "these studies and their files; serve on 127.0.0.1 and reach it through an SSH tunnel instead"
         )
     )
     return [line], warning
+
+
+def proxy_address(
+    masked_storage: str, host: str, port: int, connections: int
+) -> tuple[list[str], str | None]:
+    """What ``batchlr storage-proxy`` prints once it listens, and a warning when others can reach it."""
+    lines = [
+        f"storage proxy for {masked_storage} at grpc://{host}:{port}, on at most {connections} "
+        "database connections (Ctrl-C stops it)",
+        f"workers: batchlr run --storage grpc://{host}:{port} ...; it carries no artifacts: give "
+        "refit, report, lr-find, noise-scale and dashboard --artifacts DIR, one every machine reaches",
+    ]
+    warning = (
+        None
+        if _is_loopback(host)
+        else (
+            f"warning: the storage proxy on {host} has no authentication: anyone who reaches port "
+            f"{port} can read and change every study; keep the port inside the cluster's network"
+        )
+    )
+    return lines, warning
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

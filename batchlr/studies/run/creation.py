@@ -40,8 +40,8 @@ from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.store.data_facts import DataFacts, save_data_facts
-from batchlr.studies.store.spec import StudySpec, reconcile, save_spec
-from batchlr.studies.store.storage import DEFAULT_HEARTBEAT
+from batchlr.studies.store.spec import LABELS_ATTR, StudySpec, reconcile, save_spec
+from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, LiveStorage
 from batchlr.studies.store.study_creation import create_study_from
 
 
@@ -134,7 +134,7 @@ def prepare(
 
 
 def create_study(
-    storage: optuna.storages.RDBStorage,
+    storage: LiveStorage,
     name: str,
     spec: StudySpec,
     objective: CrossValidationObjective,
@@ -152,7 +152,7 @@ def create_study(
     save_spec(draft, name, spec, objective.folds, data.labels_fingerprint())
     facts = DataFacts(data.input_shape, data.num_classes, normalisation.mean, normalisation.std)
     save_data_facts(draft, name, facts)
-    return create_study_from(storage, draft, name)
+    return create_study_from(storage, draft, name, LABELS_ATTR)
 
 
 def duplicates_warning(objective: CrossValidationObjective) -> str | None:

@@ -26,8 +26,16 @@ from batchlr.studies.run.progress import Mode, StudyProgress
 from batchlr.studies.run.stopping import StopWhenDone
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
-from batchlr.studies.store.spec import StudySpec, check_names, load_spec, save_micro_batch_cap
-from batchlr.studies.store.storage import open_storage
+from batchlr.studies.store.spec import (
+    LABELS_ATTR,
+    StudySpec,
+    UnfinishedStudy,
+    check_names,
+    load_spec,
+    save_micro_batch_cap,
+)
+from batchlr.studies.store.storage import LiveStorage, open_storage
+from batchlr.studies.store.study_creation import settle_unfinished
 
 DEFAULT_N_TRIALS = 20
 
@@ -41,7 +49,7 @@ class OpenStudy:
     """A study ready to run trials in this process, with the objective built for it."""
 
     study: optuna.Study
-    storage: optuna.storages.RDBStorage
+    storage: LiveStorage
     spec: StudySpec
     objective: CrossValidationObjective
     previous_trials: int
@@ -254,7 +262,11 @@ def open_study(
     storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
     while True:
-        stored = load_spec(storage, name)
+        try:
+            stored = load_spec(storage, name)
+        except UnfinishedStudy:
+            settle_unfinished(storage, name, LABELS_ATTR)
+            continue
         spec, objective = prepare(name, stored, requested, given, options)
         if stored or create_study(storage, name, spec, objective, options.command_line):
             break

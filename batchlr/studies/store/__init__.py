@@ -2,6 +2,7 @@
 
 from batchlr.studies.store.config import read_run_config, render_run_config
 from batchlr.studies.store.data_facts import DataFacts, data_facts, last_stop, save_data_facts
+from batchlr.studies.store.proxy import DEFAULT_PROXY_PORT
 from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
 from batchlr.studies.store.secrets import mask_command_line, mask_url, redact, remember_secrets
 from batchlr.studies.store.spec import (
@@ -27,6 +28,7 @@ from batchlr.studies.store.storage import (
     RETRY_REMEDY,
     STORAGE_ENV,
     open_storage,
+    serve_storage_proxy,
     sqlite_path,
     storage_fault,
 )
@@ -48,6 +50,7 @@ from batchlr.studies.store.summary import (
 __all__ = [
     "CREATION_KEYS",
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_PROXY_PORT",
     "DEFAULT_STORAGE",
     "FAULT_REMEDY",
     "FOLDS_ATTR",
@@ -87,6 +90,7 @@ __all__ = [
     "save_data_facts",
     "save_micro_batch_cap",
     "save_spec",
+    "serve_storage_proxy",
     "setting_keys",
     "sqlite_path",
     "storage_fault",

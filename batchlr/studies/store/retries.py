@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -12,6 +13,9 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
+
+if TYPE_CHECKING:
+    from batchlr.studies.store.storage import LiveStorage
 
 # A dead worker's trial is retried, and so is that retry; a trial that keeps killing its
 # worker (the host's out-of-memory killer, say) then stops being retried.
@@ -56,7 +60,7 @@ def this_worker(device: str) -> dict[str, object]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
 
 
-def fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.RDBStorage) -> None:
+def fail_orphaned_trials(study: optuna.Study, storage: LiveStorage) -> None:
     """Fail and retry every RUNNING trial whose worker is gone.
 
     A trial of a process of this host that no longer runs (its user attr ``worker``, see

@@ -23,6 +23,7 @@ from batchlr.objectives.settings import MAX_IMAGE_SIDE, TrainingSettings
 from batchlr.rules import is_finite_number, is_whole_number, one_of, require, whole
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES, PrunerName, SamplerName
 from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
+from batchlr.studies.store.study_creation import is_unfinished
 
 # torch and scikit-learn load where data is: reading a study's settings needs neither
 if TYPE_CHECKING:
@@ -348,14 +349,21 @@ def save_micro_batch_cap(study: optuna.Study, cap: int) -> None:
     study.set_user_attr("max_micro_batch", cap)
 
 
+class UnfinishedStudy(BatchlrError):
+    """A study whose creation through a storage proxy has not finished (see
+    :mod:`batchlr.studies.store.study_creation`)."""
+
+
 def load_spec(
     storage: optuna.storages.BaseStorage, study: str
 ) -> tuple[StudySpec, FoldAssignment, str] | None:
     """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
 
-    batchlr creates a study with all of them at once, so a study without them is not batchlr's.
+    batchlr creates a study with all of them at once, so a study without them is not batchlr's,
+    or one it is creating through a storage proxy.
 
     Raises:
+        UnfinishedStudy: for a study being created through a proxy, or whose creation died.
         BatchlrError: when the study exists but batchlr did not create it.
     """
     from batchlr.objectives.data import FoldAssignment
@@ -365,6 +373,11 @@ def load_spec(
     except KeyError:
         return None
     system = storage.get_study_system_attrs(study_id)
+    if is_unfinished(storage, study_id, LABELS_ATTR):
+        raise UnfinishedStudy(
+            f"study {study!r} is being created through a storage proxy, or its creation was "
+            f"interrupted; batchlr run --study {study} finishes it or creates it anew"
+        )
     if LABELS_ATTR not in system:
         raise BatchlrError(
             f"study {study!r} exists but was not made by batchlr run; choose another --study name"

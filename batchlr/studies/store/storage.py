@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +18,19 @@ from sqlalchemy.engine import URL, make_url
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.studies.store.liveness import LiveRDBStorage
+from batchlr.studies.store.proxy import (
+    PROXY_CONNECTIONS,
+    LiveGrpcStorage,
+    is_proxy_url,
+    open_proxy,
+    serve,
+)
 from batchlr.studies.store.retries import retry_stale_trial
 from batchlr.studies.store.secrets import mask_url, redact
 
 DEFAULT_STORAGE = "sqlite:///batchlr.db"
+LiveStorage = LiveRDBStorage | LiveGrpcStorage
+"""What :func:`open_storage` opens: a database, or the gRPC proxy of one, with liveness."""
 Access = Literal["read", "write", "create"]
 STORAGE_ENV = "BATCHLR_STORAGE"
 # Seconds a SQLite writer waits for another process's lock before failing.
@@ -56,9 +66,14 @@ DRIVER_PACKAGES = {
 
 
 def open_storage(
-    url: str, *, access: Access, heartbeat: int | None = None
-) -> optuna.storages.RDBStorage:
-    """Open the relational storage at ``url``.
+    url: str,
+    *,
+    access: Access,
+    heartbeat: int | None = None,
+    connections: int = DIRECT_CONNECTIONS,
+) -> LiveStorage:
+    """Open the relational storage at ``url``, or the storage proxy at ``grpc://HOST:PORT``
+    (see :mod:`batchlr.studies.store.proxy`).
 
     ``access`` is ``"read"`` (the read-only commands), ``"write"`` or ``"create"``. Unless
     it is ``"create"``, a SQLite file must already exist, so that a typo leaves no empty
@@ -74,10 +89,16 @@ def open_storage(
     marked FAIL by that worker and retried with the same params (see
     :mod:`batchlr.studies.store.liveness` and :func:`batchlr.studies.store.retries.queue_retry`).
 
+    A database server is held to ``connections`` connections at most. Through the proxy
+    ``access`` is not enforced: the proxy's own connections write, and read-only commands
+    make only calls that read.
+
     Raises:
         BatchlrError: for a malformed URL, a missing driver, a path that cannot be written,
-            a file that is no database, or a server that does not answer.
+            a file that is no database, or a server or proxy that does not answer.
     """
+    if is_proxy_url(url):
+        return open_proxy(url, heartbeat)
     masked = mask_url(url)
     parsed = _parse(url)
     sqlite = parsed.get_backend_name() == "sqlite"
@@ -89,9 +110,7 @@ def open_storage(
     else:
         engine_kwargs = _server_engine_kwargs(parsed, access)
     try:
-        storage = _create_storage(
-            url, engine_kwargs, heartbeat, None if sqlite else DIRECT_CONNECTIONS
-        )
+        storage = _create_storage(url, engine_kwargs, heartbeat, None if sqlite else connections)
         if sqlite and access != "read":
             with storage.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -126,6 +145,26 @@ def _server_engine_kwargs(parsed: URL, access: Access) -> dict[str, Any]:
     return kwargs
 
 
+def serve_storage_proxy(
+    storage_url: str, host: str, port: int, ready: Callable[[int], None]
+) -> None:
+    """``batchlr storage-proxy``: serve the database at ``storage_url`` over gRPC at
+    ``host``:``port`` on at most :data:`~batchlr.studies.store.proxy.PROXY_CONNECTIONS`
+    connections until interrupted, calling ``ready`` with that count once it listens.
+
+    Raises:
+        BatchlrUsageError: for a proxy's URL, since a proxy serves a database.
+        BatchlrError: when the database cannot be opened or the address cannot be bound.
+    """
+    if is_proxy_url(storage_url):
+        raise BatchlrUsageError(
+            f"--storage {storage_url}: a storage proxy serves a database; give its URL, "
+            "e.g. postgresql://USER@HOST/DB"
+        )
+    storage = open_storage(storage_url, access="create", connections=PROXY_CONNECTIONS)
+    serve(storage, host, port, lambda: ready(PROXY_CONNECTIONS))
+
+
 def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError | None:
     """The one-line error for the storage at ``url`` failing while in use, ending in
     ``remedy`` (:data:`FAULT_REMEDY` for a run), or None when ``error`` is no storage fault. Looks
@@ -133,6 +172,10 @@ def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError |
     (StorageInternalError) or hides them behind its own (an AssertionError)."""
     cause: BaseException | None = error
     while cause is not None:
+        if type(cause).__module__.startswith("grpc") and hasattr(cause, "code"):
+            return BatchlrError(
+                f"the storage proxy failed: {_proxy_fault_cause(cause)} ({cause.code().name}); {remedy}"
+            )
         if isinstance(cause, sqlalchemy.exc.DBAPIError | sqlite3.Error):
             detail = redact(str(getattr(cause, "orig", None) or cause).strip().splitlines()[0])
             return BatchlrError(
@@ -140,6 +183,13 @@ def storage_fault(error: BaseException, url: str, remedy: str) -> BatchlrError |
             )
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def _proxy_fault_cause(error: Any) -> str:
+    """What a gRPC error of the proxy means, in a phrase."""
+    if error.code().name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        return "the connection to it was lost (it stopped, or the network failed)"
+    return redact(str(error.details() or "it refused the call").splitlines()[0])
 
 
 def _fault_cause(detail: str, error: BaseException, url: str) -> str:
@@ -195,7 +245,7 @@ def _read_only_sqlite(parsed: URL) -> URL:
 
 def _create_storage(
     url: str, engine_kwargs: dict[str, Any], heartbeat: int | None, connections: int | None
-) -> optuna.storages.RDBStorage:
+) -> LiveRDBStorage:
     """Optuna's RDBStorage holding at most ``connections`` connections (None: SQLAlchemy's
     default pool), once the database's tables are known to be Optuna's; the set-up is retried
     when another worker is creating the same new database's tables.

@@ -1,22 +1,92 @@
-"""Creating a study whole or not at all."""
+"""Creating a study whole or not at all.
+
+On a database, in one transaction. Through a storage proxy no transaction spans two calls, so
+the study is created first and its attrs after, one system attr last: a study without it is
+unfinished. Readers take an unfinished study for one being created; a run waits up to
+:data:`CREATION_WAIT` seconds for it to become whole and else, its creator having died,
+removes it and creates it anew.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 
 import optuna
 import sqlalchemy.exc
 
+CREATING_ATTR = "batchlr:creating"
+"""The first attr a study created through a proxy gets: its creation has begun."""
+CREATION_WAIT = 60
+"""Seconds a run waits for another worker to finish creating a study through a proxy."""
+
 
 def create_study_from(
-    storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str
+    storage: optuna.storages.BaseStorage,
+    draft: optuna.storages.InMemoryStorage,
+    name: str,
+    last_attr: str,
 ) -> bool:
     """Copy the study ``name`` of ``draft`` (without trials) to ``storage``, with its directions
-    and all its attrs, in one transaction, so that a study interrupted at any moment of its
-    creation is either absent or whole.
+    and all its attrs: on a database in one transaction, else with the system attr
+    ``last_attr`` written last (see the module's note).
 
     Returns False when ``storage`` holds a study of that name already.
     """
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return _in_one_transaction(storage, draft, name)
+    study_id = draft.get_study_id_from_name(name)
+    try:
+        created = storage.create_new_study(draft.get_study_directions(study_id), name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    storage.set_study_system_attr(created, CREATING_ATTR, True)
+    for key, value in draft.get_study_user_attrs(study_id).items():
+        storage.set_study_user_attr(created, key, value)
+    system = draft.get_study_system_attrs(study_id)
+    for key, value in system.items():
+        if key != last_attr:
+            storage.set_study_system_attr(created, key, value)
+    storage.set_study_system_attr(created, last_attr, system[last_attr])
+    return True
+
+
+def is_unfinished(storage: optuna.storages.BaseStorage, study_id: int, last_attr: str) -> bool:
+    """Whether the study is one whose creation through a proxy has not written ``last_attr``
+    yet: one marked :data:`CREATING_ATTR` without it, or one that holds nothing at all (its
+    creator's first write not yet made)."""
+    system_attrs = storage.get_study_system_attrs(study_id)
+    if last_attr in system_attrs:
+        return False
+    return CREATING_ATTR in system_attrs or (
+        not system_attrs
+        and not storage.get_study_user_attrs(study_id)
+        and not storage.get_all_trials(study_id, deepcopy=False)
+    )
+
+
+def settle_unfinished(storage: optuna.storages.BaseStorage, name: str, last_attr: str) -> None:
+    """Wait up to :data:`CREATION_WAIT` seconds for the unfinished study ``name`` to become
+    whole (another worker creating it) or go; remove it if it does neither (its creator died)."""
+    deadline = time.monotonic() + CREATION_WAIT
+    while True:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            return
+        if not is_unfinished(storage, study_id, last_attr):
+            return
+        if time.monotonic() > deadline:
+            with contextlib.suppress(KeyError):  # another waiter removed it first
+                storage.delete_study(study_id)
+            return
+        time.sleep(0.5)
+
+
+def _in_one_transaction(
+    storage: optuna.storages.RDBStorage, draft: optuna.storages.InMemoryStorage, name: str
+) -> bool:
     # Optuna creates a study and each attr in separate transactions
     from optuna.storages._rdb import models
 
