@@ -3,11 +3,13 @@ behind it, the connections it holds, and studies created whole without a transac
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -67,7 +69,9 @@ def invoke(*args: str) -> str:
 
 
 @pytest.mark.process
-def test_run_show_export_report_and_refit_through_the_proxy(proxy, postgres_url, tmp_path):
+def test_run_show_export_report_lr_find_and_the_dashboard_through_the_proxy(
+    proxy, postgres_url, tmp_path, dashboard
+):
     study = f"proxied-{uuid.uuid4().hex[:8]}"
     args = ["--folds", "2", "--epochs", "1", "--device", "cpu", "--n-trials", "2"]
     assert "trial    1" in invoke("run", "--storage", proxy, "--study", study, *args)
@@ -77,6 +81,11 @@ def test_run_show_export_report_and_refit_through_the_proxy(proxy, postgres_url,
     artifacts = str(tmp_path / "artifacts")
     report = ["report", study, "--storage", proxy, "--output", str(tmp_path / "report")]
     assert "attached the report" in invoke(*report, "--artifacts", artifacts)
+    probe = ["lr-find", "--study", study, "--storage", proxy, "--lr-count", "20", "--device", "cpu"]
+    assert "attached the LR range test" in invoke(*probe, "--artifacts", artifacts)
+    with urllib.request.urlopen(f"{dashboard(proxy)}/api/studies", timeout=30) as response:
+        names = [summary["study_name"] for summary in json.load(response)["study_summaries"]]
+    assert study in names
     # created through the proxy, and whole in the database behind it
     stored = load_spec(optuna.storages.RDBStorage(postgres_url), study)
     assert stored is not None and stored[0].training.budget.amount == 1
