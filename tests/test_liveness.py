@@ -74,3 +74,36 @@ def test_a_trial_that_never_stamped_is_judged_too_and_liveness_can_be_off(sqlite
     clock.now += 2.5
     fail_stale(checker)
     assert [trial.state for trial in checker.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_last_sweep_waits_out_a_trial_no_live_process_here_runs_and_retries_it(sqlite_url):
+    import os
+    import threading
+    import time
+
+    from batchlr.objectives.trial_record import TrialRecord
+    from batchlr.studies.store.retries import this_worker, watch_unknown_workers
+
+    storage = open_storage(sqlite_url, access="create", heartbeat=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.ask()  # its worker died before it recorded itself
+    alive = study.ask()  # a live process of this host (the test's parent) that stamps it
+    worker = {**this_worker("cpu"), "pid": os.getppid()}
+    TrialRecord(worker=worker).write(alive)
+    stop = threading.Event()
+
+    def stamp() -> None:
+        while not stop.wait(0.2):
+            storage.record_heartbeat(alive._trial_id)
+
+    stamper = threading.Thread(target=stamp)
+    stamper.start()
+    started = time.monotonic()
+    try:
+        watch_unknown_workers(study, storage)
+    finally:
+        stop.set()
+        stamper.join()
+    assert time.monotonic() - started < 30
+    states = [trial.state for trial in study.trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]

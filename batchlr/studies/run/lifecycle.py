@@ -25,7 +25,12 @@ from batchlr.studies.run.creation import RunOptions, create_study, duplicates_wa
 from batchlr.studies.run.progress import Mode, StudyProgress
 from batchlr.studies.run.stopping import StopWhenDone
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
-from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
+from batchlr.studies.store.retries import (
+    fail_orphaned_trials,
+    queue_retry,
+    this_worker,
+    watch_unknown_workers,
+)
 from batchlr.studies.store.spec import (
     LABELS_ATTR,
     StudySpec,
@@ -74,7 +79,9 @@ class OpenStudy:
         with its params waits to run first when the study resumes (system attr
         ``failed_trial`` names it), and the interrupt propagates. Before the first trial,
         after each and after the last, trials left RUNNING by workers that died are failed
-        and retried (see :func:`fail_orphaned_trials`).
+        and retried (see :func:`fail_orphaned_trials`); at the end, trials of workers it cannot
+        see are watched for up to two heartbeat intervals (see :func:`watch_unknown_workers`)
+        and the retries this queues are run.
         """
         fail_orphaned_trials(self.study, self.storage)
         stop = _StopAtMaxTrials(max_trials)
@@ -94,6 +101,10 @@ class OpenStudy:
             )
         finally:
             fail_orphaned_trials(self.study, self.storage)
+        watch_unknown_workers(self.study, self.storage)
+        retries = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if retries:
+            self.study.optimize(run, n_trials=len(retries), callbacks=[sweep, *callbacks])
 
     def opening(self, masked_storage: str, plan: TrialPlan) -> tuple[list[str], str | None]:
         """What ``batchlr run`` prints before the first trial (see :func:`render.opening`),

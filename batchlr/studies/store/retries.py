@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.store.liveness import ALIVE_ATTR
 
 if TYPE_CHECKING:
     from batchlr.studies.store.storage import LiveStorage
@@ -82,6 +84,43 @@ def fail_orphaned_trials(study: optuna.Study, storage: LiveStorage) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
+
+
+def watch_unknown_workers(study: optuna.Study, storage: LiveStorage) -> None:
+    """Watch the RUNNING trials that no live process of this host runs until each has
+    refreshed its liveness stamp, ended, or been failed as stale and retried: at most two
+    heartbeat intervals, by this process's clock (see :mod:`batchlr.studies.store.liveness`).
+
+    For a run's end, so that a rerun after workers died leaves none of their trials RUNNING,
+    where the dead worker was on another host or died before it recorded its pid.
+    """
+    interval = storage.get_heartbeat_interval()
+    if not interval:
+        return
+    deadline = time.monotonic() + 2 * interval + 1
+    watched = {
+        trial._trial_id: trial.system_attrs.get(ALIVE_ATTR)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not _worker_is_alive_here(trial)
+    }
+    while watched and time.monotonic() < deadline:
+        time.sleep(min(1.0, interval / 4))
+        fail_orphaned_trials(study, storage)
+        running = {
+            trial._trial_id: trial
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        }
+        watched = {
+            trial_id: stamp
+            for trial_id, stamp in watched.items()
+            if trial_id in running and running[trial_id].system_attrs.get(ALIVE_ATTR) == stamp
+        }
+
+
+def _worker_is_alive_here(trial: FrozenTrial) -> bool:
+    """Whether ``trial``'s worker is a process of this host that still runs."""
+    worker = TrialRecord.from_trial(trial).worker or {}
+    return worker.get("host") == socket.gethostname() and not _worker_is_dead(trial)
 
 
 def _worker_is_dead(trial: FrozenTrial) -> bool:
