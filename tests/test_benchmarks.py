@@ -43,6 +43,24 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
             [line.split()[0] for line in stdout.splitlines()[2:]] == ["baseline", "ridge"]
         ),
     ),
+    "load.py": (
+        [
+            "--workers",
+            "2",
+            "--trials",
+            "8",
+            "--trial-seconds",
+            "0.1",
+            "--heartbeat",
+            "1",
+            "--proxy",
+        ],
+        # two workers through the proxy, one killed: nothing failed, lost or left behind
+        lambda stdout: (
+            stdout.splitlines()[1].split()[:2] == ["2", "proxy"]
+            and stdout.splitlines()[1].split()[5:9] == ["0", "1", "0", "0"]
+        ),
+    ),
     "throughput.py": (
         [
             "--dataset",
