@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from batchlr.cli import main
 from batchlr.studies.store import load_spec
 from batchlr.studies.store.proxy import PROXY_CONNECTIONS
-from batchlr.studies.store.spec import LABELS_ATTR, UnfinishedStudy
+from batchlr.studies.store.stored_spec import LABELS_ATTR, UnfinishedStudy
 from batchlr.studies.store.study_creation import (
     CREATING_ATTR,
     create_study_from,
@@ -177,11 +177,15 @@ def test_a_study_created_stepwise_is_whole_once_its_last_attr_is_written(monkeyp
     assert [study.study_name for study in storage.get_all_studies()] == ["s"]
 
 
-def test_a_study_of_someone_else_is_never_taken_for_unfinished():
+def test_a_study_of_someone_else_is_never_taken_for_unfinished(monkeypatch):
+    monkeypatch.setattr("batchlr.studies.store.study_creation.FIRST_WRITE_WAIT", 0.2)
     storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="empty")
+    with pytest.raises(Exception, match="not made by batchlr run"):
+        load_spec(storage, "empty")  # after its short wait for a first write
     study = optuna.create_study(storage=storage, study_name="theirs")
     study.set_user_attr("owner", "optuna")
     with pytest.raises(Exception, match="not made by batchlr run"):
         load_spec(storage, "theirs")
     settle_unfinished(storage, "theirs", LABELS_ATTR)  # returns at once, removes nothing
-    assert [s.study_name for s in storage.get_all_studies()] == ["theirs"]
+    assert [s.study_name for s in storage.get_all_studies()] == ["empty", "theirs"]

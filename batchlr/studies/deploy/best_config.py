@@ -27,8 +27,9 @@ from batchlr.studies.store.data_facts import (
     measured_noise_scale,
     measured_throughput,
 )
-from batchlr.studies.store.spec import METRIC, StudySpec, study_spec
+from batchlr.studies.store.spec import METRIC, StudySpec
 from batchlr.studies.store.storage import open_storage
+from batchlr.studies.store.stored_spec import study_spec
 from batchlr.studies.store.summary import (
     best_complete_trial,
     fastest_within,

@@ -17,8 +17,8 @@ from batchlr.studies.deploy.best_config import versions
 from batchlr.studies.deploy.model_file import image_names, model_info, save_model
 from batchlr.studies.results.artifacts import attach
 from batchlr.studies.run.creation import RunOptions, prepare
-from batchlr.studies.store.spec import load_spec
 from batchlr.studies.store.storage import open_storage
+from batchlr.studies.store.stored_spec import load_spec
 from batchlr.studies.store.summary import (
     REFIT_ATTRS,
     RefitResult,

@@ -12,7 +12,7 @@ from batchlr.search.ridge import RidgeFit, fit_ridges
 from batchlr.studies.results.band import Band, near_optimal_band
 from batchlr.studies.results.scored_trials import scored_trials
 from batchlr.studies.store.data_facts import data_facts
-from batchlr.studies.store.spec import study_spec
+from batchlr.studies.store.stored_spec import study_spec
 
 
 @dataclasses.dataclass(frozen=True)

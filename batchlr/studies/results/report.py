@@ -25,8 +25,9 @@ from batchlr.studies.results.figures import (
 )
 from batchlr.studies.results.lr_figure import lr_over_batch_size
 from batchlr.studies.results.plotting import Figure, png, to_plotly
-from batchlr.studies.store.spec import StudySpec, study_spec
+from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import open_storage
+from batchlr.studies.store.stored_spec import study_spec
 from batchlr.studies.store.summary import (
     best_complete_trial,
     load_existing_study,

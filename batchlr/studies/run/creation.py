@@ -40,8 +40,9 @@ from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.store.data_facts import DataFacts, save_data_facts
-from batchlr.studies.store.spec import LABELS_ATTR, StudySpec, reconcile, save_spec
+from batchlr.studies.store.spec import StudySpec, reconcile
 from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, LiveStorage
+from batchlr.studies.store.stored_spec import LABELS_ATTR, save_spec
 from batchlr.studies.store.study_creation import create_study_from
 
 

@@ -31,15 +31,14 @@ from batchlr.studies.store.retries import (
     this_worker,
     watch_unknown_workers,
 )
-from batchlr.studies.store.spec import (
+from batchlr.studies.store.spec import StudySpec, check_names
+from batchlr.studies.store.storage import LiveStorage, open_storage
+from batchlr.studies.store.stored_spec import (
     LABELS_ATTR,
-    StudySpec,
     UnfinishedStudy,
-    check_names,
     load_spec,
     save_micro_batch_cap,
 )
-from batchlr.studies.store.storage import LiveStorage, open_storage
 from batchlr.studies.store.study_creation import settle_unfinished
 
 DEFAULT_N_TRIALS = 20

@@ -28,8 +28,9 @@ from batchlr.objectives.trainer import Trainer
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, OptimizerName, offset_seed
 from batchlr.studies.run.creation import RunOptions, prepare
 from batchlr.studies.store.data_facts import save_noise_scale
-from batchlr.studies.store.spec import StudySpec, load_spec
+from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import open_storage
+from batchlr.studies.store.stored_spec import load_spec
 from batchlr.studies.store.summary import load_existing_study
 
 

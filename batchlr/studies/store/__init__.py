@@ -7,19 +7,13 @@ from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, thi
 from batchlr.studies.store.secrets import mask_command_line, mask_url, redact, remember_secrets
 from batchlr.studies.store.spec import (
     CREATION_KEYS,
-    FOLDS_ATTR,
     META_KEYS,
     METRIC,
     StudySpec,
     check_names,
-    load_spec,
     option_name,
     reconcile,
-    save_micro_batch_cap,
-    save_spec,
     setting_keys,
-    study_spec,
-    study_spec_or_none,
 )
 from batchlr.studies.store.storage import (
     DEFAULT_HEARTBEAT,
@@ -31,6 +25,14 @@ from batchlr.studies.store.storage import (
     serve_storage_proxy,
     sqlite_path,
     storage_fault,
+)
+from batchlr.studies.store.stored_spec import (
+    FOLDS_ATTR,
+    load_spec,
+    save_micro_batch_cap,
+    save_spec,
+    study_spec,
+    study_spec_or_none,
 )
 from batchlr.studies.store.study_creation import create_study_from
 from batchlr.studies.store.summary import (

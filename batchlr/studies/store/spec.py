@@ -15,19 +15,16 @@ from collections.abc import Collection, Mapping
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
-import optuna
-
 import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.settings import MAX_IMAGE_SIDE, TrainingSettings
 from batchlr.rules import is_finite_number, is_whole_number, one_of, require, whole
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES, PrunerName, SamplerName
 from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
-from batchlr.studies.store.study_creation import is_unfinished
 
 # torch and scikit-learn load where data is: reading a study's settings needs neither
 if TYPE_CHECKING:
-    from batchlr.objectives.data import FoldAssignment
+    pass
 
 FORMAT_VERSION = 6
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
@@ -58,8 +55,6 @@ CREATION_KEYS = frozenset({"seed", "lr_find", "lr_ranges", "noise_scale"})
 MAX_FOLDS = 100
 """The most cross-validation folds a study may have: each fold trains a model every trial."""
 
-FOLDS_ATTR = "batchlr:folds"
-LABELS_ATTR = "batchlr:labels"
 
 # StudySpec's defaults of its nested parts: instances, not default factories, since
 # _unflatten reads each part's type from its field's default.
@@ -327,96 +322,3 @@ def _show(value: Any) -> str:
             else ",".join(value)
         )
     return "(not set)" if value is None else str(value)
-
-
-def save_spec(
-    storage: optuna.storages.BaseStorage,
-    study: str,
-    spec: StudySpec,
-    folds: FoldAssignment,
-    labels_fingerprint: str,
-) -> None:
-    """Store the spec as user attrs and the folds as system attrs."""
-    study_id = storage.get_study_id_from_name(study)
-    for key, value in spec.to_attrs().items():
-        storage.set_study_user_attr(study_id, key, value)
-    storage.set_study_system_attr(study_id, FOLDS_ATTR, folds.encode())
-    storage.set_study_system_attr(study_id, LABELS_ATTR, labels_fingerprint)
-
-
-def save_micro_batch_cap(study: optuna.Study, cap: int) -> None:
-    """Keep the cap a later run found for a study created without one, for the runs after it."""
-    study.set_user_attr("max_micro_batch", cap)
-
-
-class UnfinishedStudy(BatchlrError):
-    """A study whose creation through a storage proxy has not finished (see
-    :mod:`batchlr.studies.store.study_creation`)."""
-
-
-def load_spec(
-    storage: optuna.storages.BaseStorage, study: str
-) -> tuple[StudySpec, FoldAssignment, str] | None:
-    """The stored spec, folds and labels fingerprint of ``study``; ``None`` when it does not exist.
-
-    batchlr creates a study with all of them at once, so a study without them is not batchlr's,
-    or one it is creating through a storage proxy.
-
-    Raises:
-        UnfinishedStudy: for a study being created through a proxy, or whose creation died.
-        BatchlrError: when the study exists but batchlr did not create it.
-    """
-    from batchlr.objectives.data import FoldAssignment
-
-    try:
-        study_id = storage.get_study_id_from_name(study)
-    except KeyError:
-        return None
-    system = storage.get_study_system_attrs(study_id)
-    if is_unfinished(storage, study_id, LABELS_ATTR):
-        raise UnfinishedStudy(
-            f"study {study!r} is being created through a storage proxy, or its creation was "
-            f"interrupted; batchlr run --study {study} finishes it or creates it anew"
-        )
-    if LABELS_ATTR not in system:
-        raise BatchlrError(
-            f"study {study!r} exists but was not made by batchlr run; choose another --study name"
-        )
-    spec = StudySpec.read(storage.get_study_user_attrs(study_id), f"study {study!r}")
-    return spec, FoldAssignment.decode(system[FOLDS_ATTR]), system[LABELS_ATTR]
-
-
-def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
-    """The spec of a study batchlr made, for commands that only read it; ``None`` for a study
-    made otherwise (with Optuna itself), which holds no batchlr settings.
-
-    Raises:
-        BatchlrError: when the study's settings are damaged, or its directions are not those
-            of its settings' objectives (another program's study with a ``dataset`` attr).
-    """
-    attrs = study.user_attrs
-    if "dataset" not in attrs:
-        return None
-    spec = StudySpec.read(attrs, f"study {study.study_name!r}")
-    directions = [direction.name.lower() for direction in study.directions]
-    if directions != spec.directions:
-        raise BatchlrError(
-            f"study {study.study_name!r} was not made by batchlr run: its settings name the objectives "
-            f"{','.join(spec.training.objectives)}, but it has directions {','.join(directions)}"
-        )
-    return spec
-
-
-def study_spec(study: optuna.Study) -> StudySpec:
-    """:func:`study_spec_or_none` for commands that need batchlr's settings.
-
-    Raises:
-        BatchlrError: also when the study holds no batchlr settings.
-    """
-    spec = study_spec_or_none(study)
-    if spec is None:
-        raise BatchlrError(
-            f"study {study.study_name!r} was not made by batchlr run, so it has no batchlr "
-            "settings; batchlr show prints its trials"
-        )
-    return spec

@@ -20,6 +20,8 @@ CREATING_ATTR = "batchlr:creating"
 """The first attr a study created through a proxy gets: its creation has begun."""
 CREATION_WAIT = 60
 """Seconds a run waits for another worker to finish creating a study through a proxy."""
+FIRST_WRITE_WAIT = 5
+"""Seconds an empty study may stay so before it is taken for someone else's, through a proxy."""
 
 
 def create_study_from(
@@ -53,17 +55,27 @@ def create_study_from(
 
 
 def is_unfinished(storage: optuna.storages.BaseStorage, study_id: int, last_attr: str) -> bool:
-    """Whether the study is one whose creation through a proxy has not written ``last_attr``
-    yet: one marked :data:`CREATING_ATTR` without it, or one that holds nothing at all (its
-    creator's first write not yet made)."""
+    """Whether the study's creation through a proxy has begun (:data:`CREATING_ATTR`) and
+    not written ``last_attr`` yet."""
     system_attrs = storage.get_study_system_attrs(study_id)
-    if last_attr in system_attrs:
-        return False
-    return CREATING_ATTR in system_attrs or (
-        not system_attrs
+    return CREATING_ATTR in system_attrs and last_attr not in system_attrs
+
+
+def wait_for_first_write(storage: optuna.storages.BaseStorage, study_id: int) -> None:
+    """Through a proxy, give a study that holds nothing yet up to :data:`FIRST_WRITE_WAIT`
+    seconds to get its first attr: between creating a study and marking it
+    :data:`CREATING_ATTR` its creator makes one call, in which it looks like anyone's empty
+    study. On a database, where a study is created whole, return at once."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return
+    deadline = time.monotonic() + FIRST_WRITE_WAIT
+    while (
+        time.monotonic() < deadline
+        and not storage.get_study_system_attrs(study_id)
         and not storage.get_study_user_attrs(study_id)
         and not storage.get_all_trials(study_id, deepcopy=False)
-    )
+    ):
+        time.sleep(0.1)
 
 
 def settle_unfinished(storage: optuna.storages.BaseStorage, name: str, last_attr: str) -> None:

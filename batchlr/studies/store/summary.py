@@ -19,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.studies.store.spec import StudySpec, study_spec_or_none
+from batchlr.studies.store.spec import StudySpec
+from batchlr.studies.store.stored_spec import study_spec_or_none
 
 if TYPE_CHECKING:
     from batchlr.studies.results.artifacts import Attachment
