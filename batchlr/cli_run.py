@@ -251,7 +251,7 @@ if TYPE_CHECKING:
 @click.option(
     "--pruner",
     type=click.Choice(PRUNER_NAMES),
-    default="median",
+    default="asha",
     help=(
         "median, asha (asynchronous successive halving), hyperband, wilcoxon (paired test "
         "against the best trial) or none."

@@ -276,7 +276,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         }
     finally:
         if proxy:
-            proxy.send_signal(signal.SIGINT)
+            proxy.terminate()  # SIGTERM, as a scheduler stops it (SIGINT may be ignored here)
             proxy.wait(timeout=60)
         database.drop()
 

@@ -30,6 +30,8 @@ PROXY_CONNECTIONS = 8
 PROXY_THREADS = 16
 """Calls the proxy serves at once; more wait in gRPC's queue, those beyond the connections wait
 for one, so that a burst of workers never opens more."""
+STOP_GRACE = 5
+"""Seconds the calls in flight get to finish when the proxy is stopped."""
 READY_TIMEOUT = 10
 """Seconds a worker waits for the proxy to answer before it gives up."""
 INSTALL = "pip install 'batchlr[proxy]'"
@@ -114,9 +116,13 @@ def serve(
     server.start()
     try:
         on_ready()
-        server.wait_for_termination()
+        # A second at a time: a signal the kernel hands to one of gRPC's threads reaches
+        # Python's handler only when this thread wakes.
+        while server.wait_for_termination(timeout=1.0):
+            pass
     finally:
-        server.stop(grace=5).wait()
+        # Calls in flight get STOP_GRACE seconds; gRPC's own wait for them can hang for ever.
+        server.stop(grace=STOP_GRACE).wait(STOP_GRACE + 1)
 
 
 def _require_grpc(url: str) -> None:

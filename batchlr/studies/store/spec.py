@@ -83,7 +83,7 @@ class StudySpec:
     seed: int = 0
     sampler: SamplerName = "tpe"
     grid_points: str | None = None
-    pruner: PrunerName = "median"
+    pruner: PrunerName = "asha"
     data_dir: Path = Path("data")
     lr_find: dict[str, Any] | None = None
 
