@@ -20,7 +20,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from common.proxy import start_proxy
 from optuna.trial import TrialState
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -74,12 +74,6 @@ def storage_worker(storage_url: str, trials: int, trial_seconds: float, heartbea
     retries = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if retries:
         study.optimize(objective, n_trials=len(retries))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Database:
@@ -130,31 +124,6 @@ class Database:
         with self._admin.connect() as connection:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
         self._admin.dispose()
-
-
-def start_proxy(database_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log.open("wb") as output:
-        proxy = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "batchlr",
-                "storage-proxy",
-                "--storage",
-                database_url,
-                "--port",
-                str(port),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
-    while "storage proxy for" not in log.read_text():
-        if proxy.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the storage proxy did not start: {log.read_text()}")
-        time.sleep(0.1)
-    return proxy, f"grpc://127.0.0.1:{port}"
 
 
 def worker_command(args: argparse.Namespace, storage_url: str) -> list[str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -27,6 +25,7 @@ from batchlr.studies.store.study_creation import (
     create_study_from,
     settle_unfinished,
 )
+from benchmarks.common.proxy import start_proxy
 from tests.test_workers import FINISHED, batchlr_connections, start, worker_args
 
 
@@ -34,30 +33,8 @@ from tests.test_workers import FINISHED, batchlr_connections, start, worker_args
 def proxy(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``batchlr storage-proxy`` in front of the test database, as a real process; its URL
     once it says it listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("proxy") / "log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "batchlr",
-                "storage-proxy",
-                "--storage",
-                postgres_url,
-                "--port",
-                str(port),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while "storage proxy for" not in log.read_text():
-        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    yield f"grpc://127.0.0.1:{port}"
+    server, url = start_proxy(postgres_url, tmp_path_factory.mktemp("proxy") / "log", 90)
+    yield url
     server.send_signal(signal.SIGINT)
     server.wait(timeout=30)
 
