@@ -80,7 +80,7 @@ class OpenStudy:
         after each and after the last, trials left RUNNING by workers that died are failed
         and retried (see :func:`fail_orphaned_trials`); at the end, trials of workers it cannot
         see are watched for up to two heartbeat intervals (see :func:`watch_unknown_workers`)
-        and the retries this queues are run.
+        and the retries this queues are run, unless ``timeout`` was given.
         """
         fail_orphaned_trials(self.study, self.storage)
         stop = _StopAtMaxTrials(max_trials)
@@ -102,7 +102,7 @@ class OpenStudy:
             fail_orphaned_trials(self.study, self.storage)
         watch_unknown_workers(self.study, self.storage)
         retries = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if retries:
+        if retries and timeout is None:  # past a timeout no trial starts: the next run's
             self.study.optimize(run, n_trials=len(retries), callbacks=[sweep, *callbacks])
 
     def opening(self, masked_storage: str, plan: TrialPlan) -> tuple[list[str], str | None]:
