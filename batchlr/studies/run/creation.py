@@ -128,8 +128,9 @@ def prepare(
         searched_on_device = torch.as_tensor(searched, device=device)
         spec = _with_found_lr(spec, space, trainer, searched_on_device, options.seed)
         space = spec.space.clip_batch_size(folds.smallest_train_size())
-    if spec.sampler == "grid":
-        # A grid is one list of values per param: every optimizer walks the same lr ladder.
+    if spec.sampler in ("grid", "gp"):
+        # A grid is one list of values per param, and the GP models only params whose range
+        # every trial shares: both draw every optimizer's lr from the hull of their ranges.
         space = dataclasses.replace(space, lr=space.lr_hull)
     return spec, CrossValidationObjective(trainer, data, folds, space, options.seed)
 

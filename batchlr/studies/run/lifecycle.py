@@ -67,6 +67,7 @@ class OpenStudy:
         callbacks: Sequence[TrialCallback] = (),
         max_trials: int | None = None,
         on_start: Callable[[optuna.Study], None] | None = None,
+        check: Callable[[], None] = lambda: None,
     ) -> None:
         """Run trials until ``n_trials`` have run here, ``timeout`` seconds have passed, or the
         study holds ``max_trials`` finished (complete or pruned) trials, counting every worker's,
@@ -79,8 +80,9 @@ class OpenStudy:
         ``failed_trial`` names it), and the interrupt propagates. Before the first trial,
         after each and after the last, trials left RUNNING by workers that died are failed
         and retried (see :func:`fail_orphaned_trials`); at the end, trials of workers it cannot
-        see are watched for up to two heartbeat intervals (see :func:`watch_unknown_workers`)
-        and the retries this queues are run, unless ``timeout`` was given.
+        see are watched for up to two heartbeat intervals (see :func:`watch_unknown_workers`),
+        calling ``check`` (which raises on a pending interrupt) as it waits, and the retries
+        this queues are run; a run with a ``timeout`` starts none of that past it.
         """
         fail_orphaned_trials(self.study, self.storage)
         stop = _StopAtMaxTrials(max_trials)
@@ -98,12 +100,15 @@ class OpenStudy:
             self.study.optimize(
                 run, n_trials=n_trials, timeout=timeout, callbacks=[sweep, *callbacks, stop]
             )
+            if timeout is not None:
+                return  # past it no trial starts: what waits is the next run's
+            watch_unknown_workers(self.study, self.storage, check)
+            # One at a time: another worker may take a retry first, and this one then runs a
+            # new trial in its place, never more than one.
+            while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                self.study.optimize(run, n_trials=1, callbacks=[sweep, *callbacks])
         finally:
             fail_orphaned_trials(self.study, self.storage)
-        watch_unknown_workers(self.study, self.storage)
-        retries = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if retries and timeout is None:  # past a timeout no trial starts: the next run's
-            self.study.optimize(run, n_trials=len(retries), callbacks=[sweep, *callbacks])
 
     def opening(self, masked_storage: str, plan: TrialPlan) -> tuple[list[str], str | None]:
         """What ``batchlr run`` prints before the first trial (see :func:`render.opening`),
@@ -242,7 +247,9 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
             callbacks: list[TrialCallback] = [progress.on_trial]
             if options.stop_auto:
                 callbacks.append(StopWhenDone())
-            opened.optimize(n_trials, plan.timeout, callbacks, plan.max_trials, on_start)
+            opened.optimize(
+                n_trials, plan.timeout, callbacks, plan.max_trials, on_start, interrupts.check
+            )
             interrupts.check()  # a signal after the last trial began still ends the run as interrupted
     except KeyboardInterrupt as error:
         raise Interrupted(

@@ -10,7 +10,6 @@ the price is that a process must watch a trial for two intervals before it can c
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
 import uuid
@@ -48,9 +47,14 @@ class Liveness(BaseHeartbeat):
 
     def record_heartbeat(self, trial_id: int) -> None:
         assert isinstance(self, optuna.storages.BaseStorage)
-        # Another worker may have failed it as stale (this one stalled): nothing to keep alive.
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        try:
             self.set_trial_system_attr(trial_id, ALIVE_ATTR, next(self._stamps))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it as stale (this one stalled): nothing to keep alive
+        except Exception:
+            # A storage fault (a proxy restarting, a lost connection): the next beat tries
+            # again, and the trial's own next call reports the fault if it lasts.
+            pass
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """The running trials whose stamp this process has seen unchanged for two intervals."""

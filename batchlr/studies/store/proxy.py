@@ -10,6 +10,7 @@ proxy carries no artifacts and no heartbeats: liveness rides on a trial system a
 from __future__ import annotations
 
 import importlib.util
+import signal
 import urllib.parse
 import warnings
 from collections.abc import Callable
@@ -96,7 +97,8 @@ def serve(
     on_ready: Callable[[], None],
 ) -> None:
     """Serve ``storage`` (opened with at most :data:`PROXY_CONNECTIONS` connections) over gRPC
-    at ``host``:``port`` until interrupted, calling ``on_ready`` once it listens.
+    at ``host``:``port`` until Ctrl-C or SIGTERM, calling ``on_ready`` once it listens; the
+    calls in flight then get :data:`STOP_GRACE` seconds.
 
     Raises:
         BatchlrError: when grpcio is not installed or the address cannot be bound.
@@ -114,15 +116,23 @@ def serve(
             f"cannot listen on {host}:{port} ({error}); the port may be in use: choose another --port"
         ) from error
     server.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         on_ready()
         # A second at a time: a signal the kernel hands to one of gRPC's threads reaches
         # Python's handler only when this thread wakes.
         while server.wait_for_termination(timeout=1.0):
             pass
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM (a scheduler's): how a proxy is meant to stop
     finally:
+        signal.signal(signal.SIGTERM, previous)
         # Calls in flight get STOP_GRACE seconds; gRPC's own wait for them can hang for ever.
         server.stop(grace=STOP_GRACE).wait(STOP_GRACE + 1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _require_grpc(url: str) -> None:

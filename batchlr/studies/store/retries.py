@@ -6,6 +6,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import optuna
@@ -86,13 +87,16 @@ def fail_orphaned_trials(study: optuna.Study, storage: LiveStorage) -> None:
         fail_stale_trials(study)
 
 
-def watch_unknown_workers(study: optuna.Study, storage: LiveStorage) -> None:
+def watch_unknown_workers(
+    study: optuna.Study, storage: LiveStorage, check: Callable[[], None] = lambda: None
+) -> None:
     """Watch the RUNNING trials that no live process of this host runs until each has
     refreshed its liveness stamp, ended, or been failed as stale and retried: at most two
     heartbeat intervals, by this process's clock (see :mod:`batchlr.studies.store.liveness`).
 
     For a run's end, so that a rerun after workers died leaves none of their trials RUNNING,
-    where the dead worker was on another host or died before it recorded its pid.
+    where the dead worker was on another host or died before it recorded its pid. Calls
+    ``check`` between looks, so that an interrupt need not wait the watch out.
     """
     interval = storage.get_heartbeat_interval()
     if not interval:
@@ -104,6 +108,7 @@ def watch_unknown_workers(study: optuna.Study, storage: LiveStorage) -> None:
         if not _worker_is_alive_here(trial)
     }
     while watched and time.monotonic() < deadline:
+        check()
         time.sleep(min(1.0, interval / 4))
         fail_orphaned_trials(study, storage)
         running = {

@@ -63,7 +63,7 @@ def load_spec(
         return None
     wait_for_first_write(storage, study_id)
     system = storage.get_study_system_attrs(study_id)
-    if is_unfinished(storage, study_id, LABELS_ATTR):
+    if is_unfinished(system, LABELS_ATTR):
         raise UnfinishedStudy(
             f"study {study!r} is being created through a storage proxy, or its creation was "
             f"interrupted; batchlr run --study {study} finishes it or creates it anew"

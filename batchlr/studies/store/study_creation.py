@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -43,21 +45,23 @@ def create_study_from(
         created = storage.create_new_study(draft.get_study_directions(study_id), name)
     except optuna.exceptions.DuplicatedStudyError:
         return False
-    storage.set_study_system_attr(created, CREATING_ATTR, True)
-    for key, value in draft.get_study_user_attrs(study_id).items():
-        storage.set_study_user_attr(created, key, value)
-    system = draft.get_study_system_attrs(study_id)
-    for key, value in system.items():
-        if key != last_attr:
-            storage.set_study_system_attr(created, key, value)
-    storage.set_study_system_attr(created, last_attr, system[last_attr])
+    try:
+        storage.set_study_system_attr(created, CREATING_ATTR, True)
+        for key, value in draft.get_study_user_attrs(study_id).items():
+            storage.set_study_user_attr(created, key, value)
+        system = draft.get_study_system_attrs(study_id)
+        for key, value in system.items():
+            if key != last_attr:
+                storage.set_study_system_attr(created, key, value)
+        storage.set_study_system_attr(created, last_attr, system[last_attr])
+    except KeyError:
+        return False  # a waiter that took it for a dead creator's removed it: start again
     return True
 
 
-def is_unfinished(storage: optuna.storages.BaseStorage, study_id: int, last_attr: str) -> bool:
-    """Whether the study's creation through a proxy has begun (:data:`CREATING_ATTR`) and
-    not written ``last_attr`` yet."""
-    system_attrs = storage.get_study_system_attrs(study_id)
+def is_unfinished(system_attrs: Mapping[str, Any], last_attr: str) -> bool:
+    """Whether a study of these system attrs is one whose creation through a proxy has begun
+    (:data:`CREATING_ATTR`) and not written ``last_attr`` yet."""
     return CREATING_ATTR in system_attrs and last_attr not in system_attrs
 
 
@@ -80,16 +84,22 @@ def wait_for_first_write(storage: optuna.storages.BaseStorage, study_id: int) ->
 
 def settle_unfinished(storage: optuna.storages.BaseStorage, name: str, last_attr: str) -> None:
     """Wait up to :data:`CREATION_WAIT` seconds for the unfinished study ``name`` to become
-    whole (another worker creating it) or go; remove it if it does neither (its creator died)."""
-    deadline = time.monotonic() + CREATION_WAIT
+    whole (another worker creating it) or go; remove it if it does neither (its creator died).
+
+    Only the study first seen is removed: a new one of that name, another waiter's fresh
+    creation, gets a wait of its own.
+    """
+    watched, deadline = None, 0.0
     while True:
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
             return
-        if not is_unfinished(storage, study_id, last_attr):
+        if not is_unfinished(storage.get_study_system_attrs(study_id), last_attr):
             return
-        if time.monotonic() > deadline:
+        if study_id != watched:
+            watched, deadline = study_id, time.monotonic() + CREATION_WAIT
+        elif time.monotonic() > deadline:
             with contextlib.suppress(KeyError):  # another waiter removed it first
                 storage.delete_study(study_id)
             return
