@@ -248,7 +248,7 @@ class SearchSpace:
 
     @property
     def lr_hull(self) -> tuple[float, float]:
-        """The smallest range holding every searched optimizer's: what a grid walks."""
+        """The smallest range holding every searched optimizer's: what a grid or the GP draws from."""
         ranges = [self.lr_range(name) for name in self.optimizers]
         return min(low for low, _ in ranges), max(high for _, high in ranges)
 

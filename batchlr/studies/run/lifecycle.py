@@ -28,8 +28,8 @@ from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
 from batchlr.studies.store.retries import (
     fail_orphaned_trials,
     queue_retry,
+    run_left_retries,
     this_worker,
-    watch_unknown_workers,
 )
 from batchlr.studies.store.spec import StudySpec, check_names
 from batchlr.studies.store.storage import LiveStorage, open_storage
@@ -80,7 +80,7 @@ class OpenStudy:
         ``failed_trial`` names it), and the interrupt propagates. Before the first trial,
         after each and after the last, trials left RUNNING by workers that died are failed
         and retried (see :func:`fail_orphaned_trials`); at the end, trials of workers it cannot
-        see are watched for up to two heartbeat intervals (see :func:`watch_unknown_workers`),
+        see are watched for up to two heartbeat intervals (see :func:`run_left_retries`),
         calling ``check`` (which raises on a pending interrupt) as it waits, and the retries
         this queues are run; a run with a ``timeout`` starts none of that past it.
         """
@@ -102,11 +102,7 @@ class OpenStudy:
             )
             if timeout is not None:
                 return  # past it no trial starts: what waits is the next run's
-            watch_unknown_workers(self.study, self.storage, check)
-            # One at a time: another worker may take a retry first, and this one then runs a
-            # new trial in its place, never more than one.
-            while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.study.optimize(run, n_trials=1, callbacks=[sweep, *callbacks])
+            run_left_retries(self.study, self.storage, run, [sweep, *callbacks], check)
         finally:
             fail_orphaned_trials(self.study, self.storage)
 

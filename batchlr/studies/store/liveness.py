@@ -10,6 +10,7 @@ the price is that a process must watch a trial for two intervals before it can c
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
@@ -47,14 +48,12 @@ class Liveness(BaseHeartbeat):
 
     def record_heartbeat(self, trial_id: int) -> None:
         assert isinstance(self, optuna.storages.BaseStorage)
-        try:
+        # Another worker may have failed the trial as stale (this one stalled), leaving nothing
+        # to keep alive; a storage fault (a proxy restarting, a lost connection) the next beat
+        # tries again, and the trial's own next call reports if it lasts. Either way, the
+        # heartbeat thread must not die.
+        with contextlib.suppress(Exception):
             self.set_trial_system_attr(trial_id, ALIVE_ATTR, next(self._stamps))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker failed it as stale (this one stalled): nothing to keep alive
-        except Exception:
-            # A storage fault (a proxy restarting, a lost connection): the next beat tries
-            # again, and the trial's own next call reports the fault if it lasts.
-            pass
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """The running trials whose stamp this process has seen unchanged for two intervals."""

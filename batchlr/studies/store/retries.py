@@ -6,8 +6,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -120,6 +120,22 @@ def watch_unknown_workers(
             for trial_id, stamp in watched.items()
             if trial_id in running and running[trial_id].system_attrs.get(ALIVE_ATTR) == stamp
         }
+
+
+def run_left_retries(
+    study: optuna.Study,
+    storage: LiveStorage,
+    objective: Callable[[optuna.Trial], Any],
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    check: Callable[[], None] = lambda: None,
+) -> None:
+    """A run's last step: watch the trials of workers it cannot see (see
+    :func:`watch_unknown_workers`), then run the retries that wait, one at a time: another
+    worker may take a retry first, and this one then runs a new trial in its place, never
+    more than one."""
+    watch_unknown_workers(study, storage, check)
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.optimize(objective, n_trials=1, callbacks=list(callbacks))
 
 
 def _worker_is_alive_here(trial: FrozenTrial) -> bool:
