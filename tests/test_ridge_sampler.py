@@ -10,7 +10,12 @@ import optuna
 import pytest
 
 from batchlr.search.lr_scaling import LrScaling
-from batchlr.search.ridge_sampler import STARTUP_TRIALS, RidgeSampler
+from batchlr.search.ridge_sampler import (
+    PRIOR_REFERENCE_BATCH,
+    PRIOR_RIDGES,
+    STARTUP_TRIALS,
+    RidgeSampler,
+)
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 
@@ -49,6 +54,53 @@ def test_after_start_up_the_ridge_sampler_proposes_lrs_near_a_known_ridge(scalin
     tpe = _distances(space, optuna.samplers.TPESampler(seed=0))
     assert statistics.median(ridge) < 0.3
     assert statistics.median(ridge) < statistics.median(tpe)
+
+
+def _prior_distances(space: SearchSpace, sampler: optuna.samplers.BaseSampler) -> list[float]:
+    """Decades from the prior ridge of each trial of a study shorter than the start-up."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda trial: space.suggest(trial).lr and 0.5, n_trials=STARTUP_TRIALS - 1)
+    distances = []
+    for trial in study.trials:
+        lr, alpha = PRIOR_RIDGES[trial.params["optimizer"]]
+        prior = lr * (trial.params["batch_size"] / PRIOR_REFERENCE_BATCH) ** alpha
+        distances.append(abs(math.log10(_lr(space, trial) / prior)))
+    return distances
+
+
+def test_before_start_up_the_ridge_sampler_draws_lrs_around_the_prior_ridge():
+    space = SearchSpace(batch_size=(16, 512), optimizers=("sgd", "adam"))
+    ridge, tpe = [], []
+    for seed in range(3):
+        ridge += _prior_distances(space, RidgeSampler(space, seed=seed))
+        tpe += _prior_distances(space, optuna.samplers.TPESampler(seed=seed))
+    assert statistics.median(ridge) < 0.45 < 0.6 < statistics.median(tpe)
+
+
+def test_the_ridge_sampler_fits_the_early_epochs_of_pruned_trials():
+    space = SearchSpace(batch_size=(16, 512), lr=(1e-5, 1.0), optimizers=("sgd",))
+
+    def objective(trial: optuna.Trial) -> float:
+        accuracy = _accuracy(space.suggest(trial).lr, trial.params["batch_size"])
+        for epoch in range(10):
+            trial.report(accuracy * (epoch + 1) / 10, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=RidgeSampler(space, seed=0),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    )
+    study.optimize(objective, n_trials=30)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    late = study.trials[STARTUP_TRIALS + 5 :]
+    distances = [
+        abs(math.log10(_lr(space, trial) / (1e-4 * trial.params["batch_size"]))) for trial in late
+    ]
+    assert len(complete) < STARTUP_TRIALS  # a fit of complete trials alone would never steer
+    assert statistics.median(distances) < 0.3
 
 
 def test_a_ridge_study_resumes_with_the_ridge_sampler(tmp_path: Path):

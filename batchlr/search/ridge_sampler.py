@@ -1,6 +1,7 @@
 """A sampler that knows the ridge: the best learning rate moves with the batch size as a power
-law, so once a few batch sizes are explored, the learning rates worth trying at a new batch
-size are a narrow range rather than four decades.
+law, so the learning rates worth trying at a batch size are a narrow range rather than four
+decades: around the textbook ridge before a study has measured its own, around the fitted one
+after.
 
 No other tool uses that coupling to steer a search: Optuna, Ray Tune, W&B and KerasTuner treat
 batch size and learning rate as unrelated knobs.
@@ -8,6 +9,7 @@ batch size and learning rate as unrelated knobs.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,23 +24,45 @@ from batchlr.search.ridge import Ridge, ScoredTrial, fit_ridges
 from batchlr.search.space import Hyperparameters, SearchSpace
 
 STARTUP_TRIALS = 10
-"""Complete trials before the ridge steers: TPE's own start-up, which explores at random."""
+"""Scored trials (see :func:`scored_trials`) before a fitted ridge steers; the prior ridge
+steers until then, and for an optimizer the fit finds no ridge for."""
 EXPLORE = 0.2
-"""The share of later learning rates still drawn by TPE, so that a wrong ridge can be left."""
+"""The share of learning rates still drawn by TPE, so that a wrong ridge can be left."""
 MIN_SPREAD = 0.15
-"""The least standard deviation, in decades, of a learning rate drawn around the ridge: about
-the width of the band of equally good learning rates at one batch size."""
+"""The least standard deviation, in decades, of a learning rate drawn around a fitted ridge:
+about the width of the band of equally good learning rates at one batch size."""
+PRIOR_SPREAD = 0.5
+"""The standard deviation, in decades, of a learning rate drawn around the prior ridge: wide
+enough for a data set whose best lr lies a decade off the textbook's."""
+PRIOR_REFERENCE_BATCH = 64
+PRIOR_RIDGES: dict[str, tuple[float, float]] = {
+    "sgd": (0.05, 1.0),
+    "adam": (2e-3, 0.5),
+    "adamw": (2e-3, 0.5),
+    "rmsprop": (1e-3, 0.5),
+}
+"""Each optimizer's textbook ridge, its lr at batch :data:`PRIOR_REFERENCE_BATCH` and its
+exponent: SGD with momentum scales linearly (Goyal et al. 2017: 0.1 at 256; issue 22's CIFAR
+grid measured 0.056 at 64), the adaptive optimizers as the square root (Malladi et al. 2022)
+from Adam's customary 1e-3 to 3e-3 (issue 22 measured 0.002 to 0.003) and RMSProp's 1e-3."""
+_DRAWS = 100
 
 
 class RidgeSampler(optuna.samplers.BaseSampler):
     """TPE for every param but the learning rate (the optimizer, the batch size where TPE
-    expects the most gain, momentum, weight decay); after :data:`STARTUP_TRIALS` complete trials,
-    the learning rate of a trial is drawn log-normally around the ridge that
-    :func:`~batchlr.search.ridge.fit_ridges` fits to the complete trials of its optimizer, at its
-    batch size, spread by the ridge's uncertainty there (the interval of its exponent, times the
-    distance in log batch size from the reference batch) and at least :data:`MIN_SPREAD` decade.
-    A share :data:`EXPLORE` of the learning rates, and all of an optimizer without a ridge yet,
-    are TPE's. Under an lr scaling rule the proposal is of the ``base_lr`` that scales to it.
+    expects the most gain, momentum, weight decay); the learning rate of a trial is drawn
+    log-normally around a ridge at its batch size, within the param's range:
+
+    - until :data:`STARTUP_TRIALS` trials are scored, and for an optimizer without a fitted
+      ridge, around :data:`PRIOR_RIDGES`, spread :data:`PRIOR_SPREAD` decade;
+    - after, around the ridge that :func:`~batchlr.search.ridge.fit_ridges` fits to the scored
+      trials of the trial's optimizer, spread by the ridge's uncertainty there (the interval of
+      its exponent, times the distance in log batch size from the reference batch) and at least
+      :data:`MIN_SPREAD` decade.
+
+    A share :data:`EXPLORE` of the learning rates are TPE's, and so are all of a range that
+    lies far from the ridge (the user's ``--lr`` knows better). Under an lr scaling rule the
+    proposal is of the ``base_lr`` that scales to it.
 
     Its state is the storage's trials alone, so workers and processes on one storage share it.
     """
@@ -94,41 +118,63 @@ class RidgeSampler(optuna.samplers.BaseSampler):
     ) -> float | None:
         """The lr param drawn around the ridge of the trial's optimizer, or None for TPE's."""
         optimizer, batch_size = trial.params.get("optimizer"), trial.params.get("batch_size")
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(complete) < STARTUP_TRIALS or optimizer is None or batch_size is None:
+        if optimizer not in PRIOR_RIDGES or not isinstance(batch_size, int):
             return None
         if self._rng.random() < EXPLORE:
             return None
-        ridge = fit_ridges(self._points(complete)).get(optimizer)
-        if ridge is None or ridge.ridge is None:
+        centre, spread = _prior(optimizer, batch_size)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        scored = scored_trials(finished)
+        if len(scored) >= STARTUP_TRIALS:
+            fit = fit_ridges(self._points(scored)).get(optimizer)
+            if fit is not None and fit.ridge is not None:
+                centre = math.log10(fit.ridge.lr(batch_size))
+                spread = _spread(fit.ridge, batch_size)
+        # The range is of the param: the base lr that the scaling rule scales to the lr.
+        scale = math.log10(self._space.lr_scaling.lr(1.0, batch_size, optimizer))
+        low, high = math.log10(distribution.low) + scale, math.log10(distribution.high) + scale
+        draws = self._rng.normal(centre, spread, _DRAWS)
+        inside = draws[(draws >= low) & (draws <= high)]
+        if not len(inside):
             return None
-        log_lr = self._rng.normal(
-            math.log10(ridge.ridge.lr(batch_size)), _spread(ridge.ridge, batch_size)
-        )
-        scale = self._space.lr_scaling.lr(1.0, batch_size, optimizer)
-        value = 10**log_lr / scale
-        return float(min(max(value, distribution.low), distribution.high))
+        return float(np.clip(10 ** (inside[0] - scale), distribution.low, distribution.high))
 
-    def _points(self, complete: list[FrozenTrial]) -> list[ScoredTrial]:
-        """The complete trials as the fit's points, each with the lr it trained with."""
+    def _points(self, scored: list[tuple[FrozenTrial, float]]) -> list[ScoredTrial]:
+        """The scored trials as the fit's points, each with the lr it trained with."""
         points = []
-        for trial in complete:
+        for trial, value in scored:
             try:
                 drawn = Hyperparameters.from_params(trial.params, self._space)
             except BatchlrError:
                 continue  # a trial another sampler or program added, of other params
-            if math.isfinite(trial.values[0]):
-                points.append(
-                    ScoredTrial(
-                        trial.number,
-                        drawn.optimizer,
-                        drawn.batch_size,
-                        drawn.lr,
-                        trial.values[0],
-                        (),
-                    )
-                )
+            points.append(
+                ScoredTrial(trial.number, drawn.optimizer, drawn.batch_size, drawn.lr, value, ())
+            )
         return points
+
+
+def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
+    """The ``finished`` trials with a finite accuracy to compare them by: their mean fold
+    accuracy at the deepest epoch at least :data:`STARTUP_TRIALS` of them reached, pruned
+    trials included (under ASHA most trials are pruned, and their early accuracies still say
+    where the ridge lies); without such an epoch (early in a study, or in one of two objectives,
+    which reports no epochs), the complete trials' accuracy."""
+    reached = collections.Counter(step for trial in finished for step in trial.intermediate_values)
+    deep = [step for step, count in reached.items() if count >= STARTUP_TRIALS]
+    if deep:
+        step = max(deep)
+        scores = [(trial, trial.intermediate_values.get(step, math.nan)) for trial in finished]
+    else:
+        scores = [
+            (trial, trial.values[0]) for trial in finished if trial.state == TrialState.COMPLETE
+        ]
+    return [(trial, value) for trial, value in scores if math.isfinite(value)]
+
+
+def _prior(optimizer: str, batch_size: int) -> tuple[float, float]:
+    """The prior ridge's log10 lr at ``batch_size`` and its spread in decades."""
+    lr, alpha = PRIOR_RIDGES[optimizer]
+    return math.log10(lr * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha), PRIOR_SPREAD
 
 
 def _spread(ridge: Ridge, batch_size: int) -> float:
