@@ -120,6 +120,18 @@ def test_pruner_stops_a_trial_after_its_first_epoch(digits):
     assert trial.user_attrs["train_images"] == 2 * trial.user_attrs["samples_seen"] // EPOCHS
 
 
+def test_a_trial_past_its_last_epoch_completes_whatever_the_pruner_says(digits):
+    """ASHA's third rung falls on the last of 10 epochs: pruning there saves no training and
+    would lose a finished trial."""
+    (trial,) = run_trials(
+        make_objective(digits, budget=Budget("epochs", 1)),
+        {"batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+        pruner=PruneAtFirstReport(),
+    )
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert list(trial.intermediate_values) == [0]
+
+
 @EXECUTIONS
 def test_a_diverging_trial_is_pruned_and_the_study_goes_on(digits, precision, fuse_folds):
     objective = make_objective(

@@ -243,10 +243,22 @@ def test_a_study_keeps_its_precision_and_refuses_another_on_resume(tmp_path, mon
     assert 'precision = "bf16"' in shown.output
 
 
+def small_cnn(input_shape, num_classes):
+    """One convolution and a linear layer: what compiling must get right, compiled in a fraction
+    of convnet's time."""
+    channels = input_shape[0]
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * input_shape[1] * input_shape[2], num_classes),
+    )
+
+
 @pytest.mark.parametrize("fuse", ["off", "on"])
 def test_compiled_folds_train_as_uncompiled_ones(digits, fuse):
     hyperparameters = Hyperparameters(64, 0.05, "sgd", 0.9)
-    objectives = [_objective(digits, "convnet", fuse) for _ in range(2)]
+    objectives = [_objective(digits, f"{__name__}:small_cnn", fuse) for _ in range(2)]
     _with_execution(objectives[1], compile=True)
     (_plain, plain_losses, plain_scores), (_compiled, compiled_losses, compiled_scores) = (
         _trained_folds(objective, hyperparameters, 2) for objective in objectives

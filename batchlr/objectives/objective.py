@@ -120,7 +120,8 @@ class CrossValidationObjective:
                 raise optuna.TrialPruned(f"loss became non-finite in round {result.round + 1}")
             if len(trainer.settings.objectives) == 1:
                 trial.report(statistics.fmean(result.val_accuracy), result.round)
-                if trial.should_prune():
+                # After the last round, pruning would save nothing and lose a finished trial.
+                if result.round < len(group.rounds) - 1 and trial.should_prune():
                     _results(results, epoch_images, reason="pruned").write(trial)
                     raise optuna.TrialPruned(f"pruned after round {result.round + 1}")
         record = _results(results, epoch_images, reason=None)

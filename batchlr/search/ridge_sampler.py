@@ -36,15 +36,22 @@ PRIOR_SPREAD = 0.5
 enough for a data set whose best lr lies a decade off the textbook's."""
 PRIOR_REFERENCE_BATCH = 64
 PRIOR_RIDGES: dict[str, tuple[float, float]] = {
-    "sgd": (0.05, 1.0),
+    "sgd": (0.5, 0.5),
     "adam": (2e-3, 0.5),
     "adamw": (2e-3, 0.5),
     "rmsprop": (1e-3, 0.5),
 }
-"""Each optimizer's textbook ridge, its lr at batch :data:`PRIOR_REFERENCE_BATCH` and its
-exponent: SGD with momentum scales linearly (Goyal et al. 2017: 0.1 at 256; issue 22's CIFAR
-grid measured 0.056 at 64), the adaptive optimizers as the square root (Malladi et al. 2022)
-from Adam's customary 1e-3 to 3e-3 (issue 22 measured 0.002 to 0.003) and RMSProp's 1e-3."""
+"""Each optimizer's textbook ridge of the effective lr (see :func:`effective_lr`), its value at
+batch :data:`PRIOR_REFERENCE_BATCH` and its exponent. SGD's level is lr 0.05 with momentum 0.9
+(issue 22's CIFAR grid measured 0.056 at 64; Goyal et al. 2017 train with 0.1 at 256), Adam's
+the customary 1e-3 to 3e-3 (issue 22 measured 0.002 to 0.003), RMSProp's 1e-3 without momentum.
+Every exponent is the square root's: the adaptive optimizers' (Malladi et al. 2022), and
+SGD's past its critical batch size, which a small data set reaches early (linear scaling
+sent SGD's lr past 1 at batch 300 on digits, where it learned nothing; issue 22 measured
+SGD's exponent 0.70 [0.39, 1.01] on the CIFAR subset)."""
+PRIOR_ALPHA_SPREAD = 0.25
+"""The standard deviation of the textbook exponent: linear and square-root scaling lie two
+apart, and a fitted exponent is shrunk towards it as far as the fit is uncertain."""
 _DRAWS = 100
 
 
@@ -56,10 +63,12 @@ class RidgeSampler(optuna.samplers.BaseSampler):
     - until :data:`STARTUP_TRIALS` trials are scored, and for an optimizer without a fitted
       ridge, around :data:`PRIOR_RIDGES`, spread :data:`PRIOR_SPREAD` decade;
     - after, around the ridge that :func:`~batchlr.search.ridge.fit_ridges` fits to the scored
-      trials of the trial's optimizer, spread by the ridge's uncertainty there (the interval of
-      its exponent, times the distance in log batch size from the reference batch) and at least
-      :data:`MIN_SPREAD` decade.
+      trials of the trial's optimizer, its exponent shrunk towards the textbook's as far as it
+      is uncertain, spread by that uncertainty there (see :func:`_fitted`).
 
+    The ridges are of the effective lr, ``lr / (1 - momentum)``: the momentum is drawn first,
+    and the lr drawn is the effective one times ``1 - momentum``; fitted on the lr alone, SGD's
+    best lr would spread over the two decades that its momentum's range (0 to 0.99) spans.
     A share :data:`EXPLORE` of the learning rates are TPE's, and so are all of a range that
     lies far from the ridge (the user's ``--lr`` knows better). Under an lr scaling rule the
     proposal is of the ``base_lr`` that scales to it.
@@ -128,10 +137,11 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         if len(scored) >= STARTUP_TRIALS:
             fit = fit_ridges(self._points(scored)).get(optimizer)
             if fit is not None and fit.ridge is not None:
-                centre = math.log10(fit.ridge.lr(batch_size))
-                spread = _spread(fit.ridge, batch_size)
-        # The range is of the param: the base lr that the scaling rule scales to the lr.
+                centre, spread = _fitted(fit.ridge, batch_size)
+        # The range is of the param: the base lr that the scaling rule scales to the lr, and
+        # the momentum multiplies to the effective lr.
         scale = math.log10(self._space.lr_scaling.lr(1.0, batch_size, optimizer))
+        scale -= math.log10(1 - trial.params.get("momentum", 0.0))
         low, high = math.log10(distribution.low) + scale, math.log10(distribution.high) + scale
         draws = self._rng.normal(centre, spread, _DRAWS)
         inside = draws[(draws >= low) & (draws <= high)]
@@ -140,27 +150,29 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         return float(np.clip(10 ** (inside[0] - scale), distribution.low, distribution.high))
 
     def _points(self, scored: list[tuple[FrozenTrial, float]]) -> list[ScoredTrial]:
-        """The scored trials as the fit's points, each with the lr it trained with."""
+        """The scored trials as the fit's points, each with its effective lr."""
         points = []
         for trial, value in scored:
             try:
                 drawn = Hyperparameters.from_params(trial.params, self._space)
             except BatchlrError:
                 continue  # a trial another sampler or program added, of other params
+            lr = effective_lr(drawn)
             points.append(
-                ScoredTrial(trial.number, drawn.optimizer, drawn.batch_size, drawn.lr, value, ())
+                ScoredTrial(trial.number, drawn.optimizer, drawn.batch_size, lr, value, ())
             )
         return points
 
 
 def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
     """The ``finished`` trials with a finite accuracy to compare them by: their mean fold
-    accuracy at the deepest epoch at least :data:`STARTUP_TRIALS` of them reached, pruned
-    trials included (under ASHA most trials are pruned, and their early accuracies still say
-    where the ridge lies); without such an epoch (early in a study, or in one of two objectives,
-    which reports no epochs), the complete trials' accuracy."""
+    accuracy at the deepest epoch that at least half of them reached, pruned trials included
+    (under ASHA most trials are pruned, and their early accuracies still say where the ridge
+    lies; the few trials it promotes further are a sample chosen by their early accuracy);
+    without epochs (in a study of two objectives, which reports none), the complete trials'
+    accuracy."""
     reached = collections.Counter(step for trial in finished for step in trial.intermediate_values)
-    deep = [step for step, count in reached.items() if count >= STARTUP_TRIALS]
+    deep = [step for step, count in reached.items() if 2 * count >= len(finished)]
     if deep:
         step = max(deep)
         scores = [(trial, trial.intermediate_values.get(step, math.nan)) for trial in finished]
@@ -171,16 +183,34 @@ def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, fl
     return [(trial, value) for trial, value in scores if math.isfinite(value)]
 
 
+def effective_lr(hyperparameters: Hyperparameters) -> float:
+    """The lr over ``1 - momentum``: the step that a steady gradient's momentum settles to,
+    what the best lr at a batch size fixes (the momentum alone trades against the lr)."""
+    return hyperparameters.lr / (1 - (hyperparameters.momentum or 0.0))
+
+
 def _prior(optimizer: str, batch_size: int) -> tuple[float, float]:
     """The prior ridge's log10 lr at ``batch_size`` and its spread in decades."""
     lr, alpha = PRIOR_RIDGES[optimizer]
     return math.log10(lr * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha), PRIOR_SPREAD
 
 
-def _spread(ridge: Ridge, batch_size: int) -> float:
-    """The standard deviation, in decades, of the ridge's lr at ``batch_size``: the exponent's
-    interval (a 95 % one: about four standard deviations wide) times the distance from the
-    reference batch, at least :data:`MIN_SPREAD`."""
+def _fitted(ridge: Ridge, batch_size: int) -> tuple[float, float]:
+    """The fitted ridge's log10 lr at ``batch_size`` and its spread in decades.
+
+    Its exponent is shrunk towards the textbook's: a normal prior at the exponent of
+    :data:`PRIOR_RIDGES`, :data:`PRIOR_ALPHA_SPREAD` wide, times the fit's (its 95 % interval
+    is about four standard deviations wide), so that a fit of a few batch sizes close together
+    does not fling the lr decades away at a batch size far from them. The spread is the
+    exponent's standard deviation times the distance in decades from the reference batch, at
+    least :data:`MIN_SPREAD`.
+    """
     low, high = ridge.alpha_interval
-    width = (high - low) / 4 if math.isfinite(high - low) else 1.0
-    return max(MIN_SPREAD, width * abs(math.log10(batch_size / ridge.reference_batch)))
+    prior_alpha = PRIOR_RIDGES[ridge.optimizer][1]
+    precisions = [PRIOR_ALPHA_SPREAD**-2, 0.0]
+    if math.isfinite(high - low):
+        precisions[1] = max((high - low) / 4, 1e-3) ** -2
+    alpha = (prior_alpha * precisions[0] + ridge.alpha * precisions[1]) / sum(precisions)
+    distance = math.log10(batch_size / ridge.reference_batch)
+    centre = math.log10(ridge.lr_at_reference) + alpha * distance
+    return centre, max(MIN_SPREAD, abs(distance) * sum(precisions) ** -0.5)
