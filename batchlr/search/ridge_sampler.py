@@ -50,8 +50,8 @@ SGD's past its critical batch size, which a small data set reaches early (linear
 sent SGD's lr past 1 at batch 300 on digits, where it learned nothing; issue 22 measured
 SGD's exponent 0.70 [0.39, 1.01] on the CIFAR subset)."""
 PRIOR_ALPHA_SPREAD = 0.25
-"""The standard deviation of the textbook exponent: linear and square-root scaling lie two
-apart, and a fitted exponent is shrunk towards it as far as the fit is uncertain."""
+"""The standard deviation of the prior exponent, so that linear scaling lies two of them from
+it; a fitted exponent is shrunk towards the prior's as far as the fit is uncertain."""
 _DRAWS = 100
 
 
