@@ -32,8 +32,10 @@ _GROUP_RATIO = math.sqrt(2.0)
 
 @dataclasses.dataclass(frozen=True)
 class ScoredTrial:
-    """A complete trial as the fits see it: its optimizer, batch size, the lr it trained with
-    (after any scaling rule), its cross-validated accuracy and its fold scores."""
+    """A trial as the fits see it: its optimizer, batch size, the lr it trained with (after
+    any scaling rule; the ridge sampler gives the effective lr, lr / (1 - momentum)), its
+    cross-validated accuracy (the ridge sampler's: at one round, pruned trials included) and
+    its fold scores."""
 
     number: int
     optimizer: str
@@ -115,7 +117,7 @@ class RidgeFit:
 
 
 def fit_ridges(trials: Sequence[ScoredTrial], chance: float | None = None) -> dict[str, RidgeFit]:
-    """Fit ``log lr*(B) = a + alpha log B`` per optimizer from the complete ``trials``.
+    """Fit ``log lr*(B) = a + alpha log B`` per optimizer from ``trials``.
 
     Method:
         1. Keep the trials that learned: accuracy above ``chance + LEARNED_MARGIN * (1 -
@@ -143,7 +145,8 @@ def fit_ridges(trials: Sequence[ScoredTrial], chance: float | None = None) -> di
     of two.
 
     Args:
-        trials: A study's complete trials, with a finite accuracy.
+        trials: A study's complete trials (or, for the ridge sampler, its scored ones), with a
+            finite accuracy.
         chance: The accuracy of guessing (1 / classes), or None where unknown.
 
     Returns:

@@ -21,7 +21,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.search.ridge import Ridge, ScoredTrial, fit_ridges
-from batchlr.search.space import Hyperparameters, SearchSpace
+from batchlr.search.space import (
+    MOMENTUM_OPTIMIZERS,
+    Hyperparameters,
+    SearchSpace,
+)
 
 STARTUP_TRIALS = 10
 """Scored trials (see :func:`scored_trials`) before a fitted ridge steers; the prior ridge
@@ -35,6 +39,7 @@ PRIOR_SPREAD = 0.5
 """The standard deviation, in decades, of a learning rate drawn around the prior ridge: wide
 enough for a data set whose best lr lies a decade off the textbook's."""
 PRIOR_REFERENCE_BATCH = 64
+"""The batch size at which :data:`PRIOR_RIDGES` give their levels."""
 PRIOR_RIDGES: dict[str, tuple[float, float]] = {
     "sgd": (0.5, 0.5),
     "adam": (2e-3, 0.5),
@@ -53,6 +58,10 @@ PRIOR_ALPHA_SPREAD = 0.25
 """The standard deviation of the prior exponent, so that linear scaling lies two of them from
 it; a fitted exponent is shrunk towards the prior's as far as the fit is uncertain."""
 _DRAWS = 100
+"""Draws before a range that holds under about 1 % of a ridge's mass is left to TPE."""
+_LEAST_ALPHA_SPREAD = 1e-3
+"""A floor under the fitted exponent's spread: three batch sizes exactly on a line give an
+interval of zero width, which trusts the fit outright (the prior then weighs a millionth)."""
 
 
 class RidgeSampler(optuna.samplers.BaseSampler):
@@ -139,9 +148,10 @@ class RidgeSampler(optuna.samplers.BaseSampler):
             if fit is not None and fit.ridge is not None:
                 centre, spread = _fitted(fit.ridge, batch_size)
         # The range is of the param: the base lr that the scaling rule scales to the lr, and
-        # the momentum multiplies to the effective lr.
+        # the momentum (drawn before the lr by SearchSpace.suggest) to the effective lr.
+        momentum = trial.params["momentum"] if optimizer in MOMENTUM_OPTIMIZERS else 0.0
         scale = math.log10(self._space.lr_scaling.lr(1.0, batch_size, optimizer))
-        scale -= math.log10(1 - trial.params.get("momentum", 0.0))
+        scale -= math.log10(1 - momentum)
         low, high = math.log10(distribution.low) + scale, math.log10(distribution.high) + scale
         draws = self._rng.normal(centre, spread, _DRAWS)
         inside = draws[(draws >= low) & (draws <= high)]
@@ -166,11 +176,12 @@ class RidgeSampler(optuna.samplers.BaseSampler):
 
 def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
     """The ``finished`` trials with a finite accuracy to compare them by: their mean fold
-    accuracy at the deepest epoch that at least half of them reached, pruned trials included
-    (under ASHA most trials are pruned, and their early accuracies still say where the ridge
-    lies; the few trials it promotes further are a sample chosen by their early accuracy);
-    without epochs (in a study of two objectives, which reports none), the complete trials'
-    accuracy."""
+    accuracy at the deepest round (epoch, or tenth of a step budget) that at least half of
+    them reached, pruned trials included. Under ASHA, which prunes most trials after two
+    epochs, that is the second epoch for the whole study: a ridge of two epochs' training,
+    whose best lrs can sit higher than the full budget's, but one of every trial rather than
+    of the few that ASHA promotes by their early accuracy. Without rounds (in a study of two
+    objectives, which reports none), the complete trials' accuracy."""
     reached = collections.Counter(step for trial in finished for step in trial.intermediate_values)
     deep = [step for step, count in reached.items() if 2 * count >= len(finished)]
     if deep:
@@ -209,7 +220,7 @@ def _fitted(ridge: Ridge, batch_size: int) -> tuple[float, float]:
     prior_alpha = PRIOR_RIDGES[ridge.optimizer][1]
     precisions = [PRIOR_ALPHA_SPREAD**-2, 0.0]
     if math.isfinite(high - low):
-        precisions[1] = max((high - low) / 4, 1e-3) ** -2
+        precisions[1] = max((high - low) / 4, _LEAST_ALPHA_SPREAD) ** -2
     alpha = (prior_alpha * precisions[0] + ridge.alpha * precisions[1]) / sum(precisions)
     distance = math.log10(batch_size / ridge.reference_batch)
     centre = math.log10(ridge.lr_at_reference) + alpha * distance
