@@ -236,8 +236,11 @@ if TYPE_CHECKING:
 @click.option(
     "--sampler",
     type=click.Choice(SAMPLER_NAMES),
-    default="tpe",
-    help="tpe, gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points).",
+    default="ridge",
+    help=(
+        "ridge (TPE that draws lrs along the lr ridge: a prior one, then the study's fit), tpe, "
+        "gp (Gaussian process), random, or grid (powers of two x decades of lr, or --grid-points)."
+    ),
 )
 @click.option(
     "--grid-points",

@@ -263,7 +263,7 @@ def test_a_grid_study_with_grid_points_runs_every_point_and_keeps_them(tmp_path)
     refused = CliRunner().invoke(main, [*common, "--grid-points", "lr=3"])
     assert (
         refused.exit_code == 2
-        and "--grid-points goes with --sampler grid, not tpe" in refused.output
+        and "--grid-points goes with --sampler grid, not ridge" in refused.output
     )
     created = CliRunner().invoke(
         main,

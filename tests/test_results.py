@@ -50,7 +50,7 @@ def test_flags_override_the_study_file_and_as_config_reproduces_it(cfg_study, tm
     _, storage, _config = cfg_study
     shown = invoke("show", "cfg", "--storage", storage, "--as-config").output
     assert 'study = "cfg"' in shown and "folds = 2" in shown and 'batch_size = "32:256"' in shown
-    assert 'sampler = "tpe"' in shown and 'pruner = "asha"' in shown and "data_dir = " in shown
+    assert 'sampler = "ridge"' in shown and 'pruner = "asha"' in shown and "data_dir = " in shown
     again = tmp_path / "again.toml"
     again.write_text(shown)
     invoke("run", "--config", str(again), "--n-trials", "1", "--device", "cpu")

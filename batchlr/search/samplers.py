@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 import optuna
 
 from batchlr.errors import BatchlrUsageError
+from batchlr.search.ridge_sampler import RidgeSampler
 from batchlr.search.space import SearchSpace, grid_point_counts
 
 SamplerName = Literal["tpe", "ridge", "gp", "random", "grid"]
@@ -50,8 +51,6 @@ def make_sampler(
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "ridge":
-        from batchlr.search.ridge_sampler import RidgeSampler  # numpy's fits: only when asked
-
         return RidgeSampler(space, seed)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)

@@ -81,7 +81,7 @@ class StudySpec:
     space: SearchSpace = DEFAULT_SPACE
     training: TrainingSettings = DEFAULT_TRAINING
     seed: int = 0
-    sampler: SamplerName = "tpe"
+    sampler: SamplerName = "ridge"
     grid_points: str | None = None
     pruner: PrunerName = "asha"
     data_dir: Path = Path("data")
