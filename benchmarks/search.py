@@ -31,14 +31,15 @@ from batchlr.objectives.trial_record import TrialRecord
 STRATEGIES = {
     "baseline": ["--sampler", "tpe", "--pruner", "none"],
     "default": [],
-    "ridge": ["--sampler", "ridge"],
-    "wilcoxon": ["--pruner", "wilcoxon"],
-    "asha": ["--pruner", "asha"],
-    "hyperband": ["--pruner", "hyperband"],
-    "ridge+asha": ["--sampler", "ridge", "--pruner", "asha"],
+    "tpe+asha": ["--sampler", "tpe", "--pruner", "asha"],
+    "tpe+median": ["--sampler", "tpe", "--pruner", "median"],
+    "tpe+wilcoxon": ["--sampler", "tpe", "--pruner", "wilcoxon"],
+    "tpe+hyperband": ["--sampler", "tpe", "--pruner", "hyperband"],
+    "ridge+none": ["--sampler", "ridge", "--pruner", "none"],
     "ridge+hyperband": ["--sampler", "ridge", "--pruner", "hyperband"],
 }
-"""Each strategy's options; ``default`` is ``batchlr run`` with no search options."""
+"""Each strategy's options; ``default`` is ``batchlr run`` with no search options (the ridge
+sampler with ASHA), ``tpe+asha`` the default before it."""
 
 
 def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace) -> None:

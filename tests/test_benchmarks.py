@@ -37,10 +37,10 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[str], bool]]] = {
             "--seeds",
             "1",
             "--strategies",
-            "baseline,ridge",
+            "baseline,default",
         ],
         lambda stdout: (
-            [line.split()[0] for line in stdout.splitlines()[2:]] == ["baseline", "ridge"]
+            [line.split()[0] for line in stdout.splitlines()[2:]] == ["baseline", "default"]
         ),
     ),
     "load.py": (
