@@ -4,7 +4,7 @@ r"""Accuracy under --precision auto against fp32: does the faster precision chan
     python benchmarks/precision.py --trials 20 \
         --data imagefolder:../shared/data/cifar10-subset/train --epochs 5 --seeds 0,1,2
 
-Runs (1) the README's demo study (digits, --trials TPE trials) once per precision with the
+Runs (1) the README's demo study (digits, --trials trials) once per precision with the
 same seed, and prints each study's best CV accuracy; (2) one trial on --data (convnet-bn,
 batch 64, Adam at lr 1e-3, 3 folds x --epochs epochs) per seed and precision, and prints its
 CV accuracy. ``auto`` is bf16 where the device computes it natively, else fp32 (then both
