@@ -21,11 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError
 from batchlr.search.ridge import Ridge, ScoredTrial, fit_ridges
-from batchlr.search.space import (
-    MOMENTUM_OPTIMIZERS,
-    Hyperparameters,
-    SearchSpace,
-)
+from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, SearchSpace
 
 STARTUP_TRIALS = 10
 """Scored trials (see :func:`scored_trials`) before a fitted ridge steers; the prior ridge
