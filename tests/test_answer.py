@@ -61,8 +61,8 @@ def test_show_prints_the_fitted_ridge_and_the_band(grid_storage):
 def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):
     output = invoke("show", "adam-few", "--storage", grid_storage)
     assert (
-        "  adam: no fit: 3 batch sizes with trials that learned are needed, this study has 2"
-        in output.splitlines()
+        "  adam: no fit: it needs trials that learned at 3 batch sizes (less than a factor 1.41 "
+        "apart count as one), this study has 2" in output.splitlines()
     )
     record = json.loads(invoke("show", "adam-few", "--storage", grid_storage, "--json"))
     assert record["ridge"] == {"adam": {"reason": record["ridge"]["adam"]["reason"]}}

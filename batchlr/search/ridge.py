@@ -171,13 +171,15 @@ def fit_ridges(trials: Sequence[ScoredTrial], chance: float | None = None) -> di
 def _fit(optimizer: str, learned: list[ScoredTrial]) -> RidgeFit:
     points = _points(learned)
     for needed, what, present in (
-        (MIN_BATCH_GROUPS, "batch sizes", len(points)),
-        (MIN_LEARNED_TRIALS, "trials", len(learned)),
+        (
+            MIN_BATCH_GROUPS,
+            "trials that learned at {} batch sizes (less than a factor 1.41 apart count as one)",
+            len(points),
+        ),
+        (MIN_LEARNED_TRIALS, "{} trials that learned", len(learned)),
     ):
         if present < needed:
-            reason = (
-                f"{needed} {what} with trials that learned are needed, this study has {present}"
-            )
+            reason = f"it needs {what.format(needed)}, this study has {present}"
             return RidgeFit(optimizer, None, reason)
     peak = _surge_peak(points) if optimizer in ADAPTIVE_OPTIMIZERS else None
     # A hair above the peak, so that a group's batch size at the peak itself stays below it.

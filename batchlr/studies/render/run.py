@@ -42,6 +42,7 @@ def opening(
         f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on "
         f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, "
         f"{lr_ranges_phrase(space, ':')}",
+        f"  {search_phrase(spec)}",
     ]
     found = spec.lr_find
     if not found:
@@ -62,6 +63,16 @@ def opening(
         for optimizer, record in found.items()
     ]
     return lines, "\n".join(filter(None, warnings)) or None
+
+
+def search_phrase(spec: StudySpec) -> str:
+    """The sampler and pruner this run searches with: a run may give others than the study's."""
+    pruning = (
+        "no pruning (two objectives report no epochs)"
+        if len(spec.training.objectives) > 1
+        else f"pruner {spec.pruner}"
+    )
+    return f"sampler {spec.sampler}, {pruning}"
 
 
 def lr_ranges_phrase(space: SearchSpace, joiner: str) -> str:
