@@ -190,7 +190,11 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
     assert "test accuracy" in invoke(
         "refit", "old-steps", "--output", str(tmp_path / "model.pt"), "--device", "cpu"
     )
-    invoke("run", "--study", "old-epochs", "--n-trials", "1", "--device", "cpu", "--epochs", "2")
+    opened = invoke(
+        "run", "--study", "old-epochs", "--n-trials", "1", "--device", "cpu", "--epochs", "2"
+    )
+    # it searches as it was created, not with today's default sampler and pruner
+    assert "  sampler tpe, pruner median" in opened.splitlines()
     resumed = optuna.load_study(study_name="old-epochs", storage=storage)
     assert len(resumed.trials) == 5 and resumed.trials[-1].user_attrs["accumulation_steps"] >= 1
     assert resumed.trials[-1].user_attrs["precision"] == "fp32"
