@@ -39,7 +39,7 @@ STRATEGIES = {
     "ridge+hyperband": ["--sampler", "ridge", "--pruner", "hyperband"],
 }
 """Each strategy's options; ``default`` is ``batchlr run`` with no search options (the ridge
-sampler with ASHA), ``tpe+asha`` the default before it."""
+sampler with ASHA)."""
 
 
 def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace) -> None:

@@ -50,8 +50,11 @@ def test_asha_keeps_the_best_third_at_each_rung():
     study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
     assert first_pruned_epoch(study, [0.5] * 10) is None  # the first at each rung goes on
     assert first_pruned_epoch(study, [0.6] * 10) is None  # better than every trial so far
-    # third at the first rung (the report of epoch index 1), behind 0.6 and 0.5
-    assert first_pruned_epoch(study, [0.4] * 10) == 1
+    # third at the first rung, after the first epoch, behind 0.6 and 0.5
+    assert first_pruned_epoch(study, [0.4] * 10) == 0
+    # the best at the first rung, then behind both trials that reached the second, after the
+    # third epoch
+    assert first_pruned_epoch(study, [0.7, 0.7, 0.45] + [0.7] * 7) == 2
 
 
 def test_hyperband_spans_the_epochs_and_none_never_prunes():

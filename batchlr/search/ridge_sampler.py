@@ -173,8 +173,8 @@ class RidgeSampler(optuna.samplers.BaseSampler):
 def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
     """The ``finished`` trials with a finite accuracy to compare them by: their mean fold
     accuracy at the deepest round (epoch, or tenth of a step budget) that at least half of
-    them reached, pruned trials included. Under ASHA, which prunes most trials after two
-    epochs, that is the second epoch for the whole study: a ridge of two epochs' training,
+    them reached, pruned trials included. Under ASHA, which prunes most trials after their
+    first epoch, that is the first epoch for the whole study: a ridge of one epoch's training,
     whose best lrs can sit higher than the full budget's, but one of every trial rather than
     of the few that ASHA promotes by their early accuracy. Without rounds (in a study of two
     objectives, which reports none), the complete trials' accuracy."""
