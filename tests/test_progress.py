@@ -151,3 +151,23 @@ def test_on_a_terminal_workers_show_one_opening_one_live_display_and_one_outcome
 def test_on_a_terminal_the_running_count_includes_this_process_s_own_trial(tmp_path):
     shown = on_a_terminal(*ARGS, "--storage", f"sqlite:///{tmp_path / 'one.db'}")
     assert "trials: 0 complete, 0 pruned, 1 running" in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("reason", "ending"), [("pruned", "optimizer=adam"), ("diverged", "diverged")]
+)
+def test_a_trial_line_says_why_a_trial_stopped_only_where_its_state_does_not(reason, ending):
+    from batchlr.studies.render.run import trial_line
+
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED,
+        params={"batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
+        distributions={
+            "batch_size": optuna.distributions.IntDistribution(16, 64),
+            "lr": optuna.distributions.FloatDistribution(1e-5, 0.1, log=True),
+            "optimizer": optuna.distributions.CategoricalDistribution(["adam"]),
+        },
+        user_attrs={"reason": reason},
+    )
+    line = trial_line(trial)
+    assert line.split()[2] == "pruned" and line.endswith(ending)

@@ -142,10 +142,12 @@ def trial_line(trial: FrozenTrial) -> str:
     start, complete = trial.datetime_start, trial.datetime_complete
     assert start is not None and complete is not None  # Optuna sets both for a finished trial
     seconds = (complete - start).total_seconds()
-    reason = TrialRecord.from_trial(trial).reason or ""
+    state, reason = trial.state.name.lower(), TrialRecord.from_trial(trial).reason
+    # "pruned" would repeat the state; "diverged", "interrupted" or "worker lost" say why.
+    why = "" if reason in (None, state) else reason
     return (
-        f"trial {trial.number:>4}  {trial.state.name.lower():<8} {value:<7} {seconds:6.1f}s wall  "
-        f"{format_params(trial.params)}  {reason}"
+        f"trial {trial.number:>4}  {state:<8} {value:<7} {seconds:6.1f}s wall  "
+        f"{format_params(trial.params)}  {why}"
     ).rstrip()
 
 
