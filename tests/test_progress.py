@@ -171,3 +171,21 @@ def test_a_trial_line_says_why_a_trial_stopped_only_where_its_state_does_not(rea
     )
     line = trial_line(trial)
     assert line.split()[2] == "pruned" and line.endswith(ending)
+
+
+@pytest.mark.parametrize(("accuracy", "warned"), [(0.18, True), (0.5, False)])
+def test_the_outcome_warns_when_no_trial_learned(accuracy, warned):
+    from batchlr.studies.render.run import outcome
+    from batchlr.studies.store.data_facts import DATA_ATTR, DataFacts
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr(DATA_ATTR, DataFacts((1, 8, 8), 10, (0.5,), (0.2,)).to_record())
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=accuracy,
+            params={"lr": 1e-7},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-8, 1e-6, log=True)},
+        )
+    )
+    # 0.19 is a tenth of the way from guessing one of 10 classes to 1
+    assert ("warning: no trial learned" in outcome(study, "sqlite:///x.db")) == warned

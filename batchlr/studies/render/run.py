@@ -10,9 +10,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.search.ridge import LEARNED_MARGIN
 from batchlr.studies.render.phrases import format_params, training_phrase
 from batchlr.studies.render.probes import lr_test_warning
-from batchlr.studies.store.data_facts import last_stop
+from batchlr.studies.store.data_facts import data_facts, last_stop
 from batchlr.studies.store.secrets import mask_url
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV
@@ -166,6 +167,13 @@ def outcome(study: optuna.Study, storage: str) -> str:
     lines = [
         f"best: trial {best.number}, accuracy {best.values[0]:.4f}, {format_params(best.params)}"
     ]
+    facts = data_facts(study)
+    if facts is not None and best.values[0] <= facts.chance + LEARNED_MARGIN * (1 - facts.chance):
+        lines.append(
+            f"warning: no trial learned: the best accuracy is less than {LEARNED_MARGIN:.0%} of "
+            f"the way from guessing ({facts.chance:.4f}, {facts.classes} classes) to 1; move or "
+            "widen --lr, or give more --epochs"
+        )
     stopped = last_stop(study)
     if stopped:
         lines.append(f"stopped by --stop auto after {stopped[0]} complete trials: {stopped[1]}")
