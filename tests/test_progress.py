@@ -15,7 +15,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from batchlr.cli import main
+from batchlr.studies.render.run import outcome, trial_line
 from batchlr.studies.run import StudyProgress
+from batchlr.studies.store.data_facts import DATA_ATTR, DataFacts
 
 ARGS = [
     "run",
@@ -157,8 +159,6 @@ def test_on_a_terminal_the_running_count_includes_this_process_s_own_trial(tmp_p
     ("reason", "ending"), [("pruned", "optimizer=adam"), ("diverged", "diverged")]
 )
 def test_a_trial_line_says_why_a_trial_stopped_only_where_its_state_does_not(reason, ending):
-    from batchlr.studies.render.run import trial_line
-
     trial = optuna.trial.create_trial(
         state=optuna.trial.TrialState.PRUNED,
         params={"batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
@@ -175,9 +175,6 @@ def test_a_trial_line_says_why_a_trial_stopped_only_where_its_state_does_not(rea
 
 @pytest.mark.parametrize(("accuracy", "warned"), [(0.18, True), (0.5, False)])
 def test_the_outcome_warns_when_no_trial_learned(accuracy, warned):
-    from batchlr.studies.render.run import outcome
-    from batchlr.studies.store.data_facts import DATA_ATTR, DataFacts
-
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(DATA_ATTR, DataFacts((1, 8, 8), 10, (0.5,), (0.2,)).to_record())
     study.add_trial(

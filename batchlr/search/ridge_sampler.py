@@ -24,7 +24,7 @@ from batchlr.search.ridge import Ridge, ScoredTrial, fit_ridges
 from batchlr.search.space import MOMENTUM_OPTIMIZERS, Hyperparameters, SearchSpace
 
 STARTUP_TRIALS = 10
-"""Scored trials (see :func:`scored_trials`) before a fitted ridge steers; the prior ridge
+"""Scored trials (see :func:`round_scores`) before a fitted ridge steers; the prior ridge
 steers until then, and for an optimizer the fit finds no ridge for."""
 EXPLORE = 0.2
 """The share of learning rates still drawn by TPE, so that a wrong ridge can be left."""
@@ -138,7 +138,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
             return None
         centre, spread = _prior(optimizer, batch_size)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        scored = scored_trials(finished)
+        scored = round_scores(finished)
         if len(scored) >= STARTUP_TRIALS:
             fit = fit_ridges(self._points(scored)).get(optimizer)
             if fit is not None and fit.ridge is not None:
@@ -170,7 +170,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         return points
 
 
-def scored_trials(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
+def round_scores(finished: Sequence[FrozenTrial]) -> list[tuple[FrozenTrial, float]]:
     """The ``finished`` trials with a finite accuracy to compare them by: their mean fold
     accuracy at the deepest round (epoch, or tenth of a step budget) that at least half of
     them reached, pruned trials included. Under ASHA, which prunes most trials after their

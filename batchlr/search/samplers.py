@@ -42,7 +42,8 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
-    ``ridge`` is TPE that draws learning rates along the fitted lr ridge (see
+    ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one and then the
+    study's fit (see
     :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
     (powers of two for batch size, decades for the learning rate, or ``grid_points`` log-spaced
     values of those it names) and the study stops by itself once every point has run. Other

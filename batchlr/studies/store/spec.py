@@ -13,7 +13,7 @@ import dataclasses
 import reprlib
 from collections.abc import Collection, Mapping
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import batchlr
 from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
@@ -21,10 +21,6 @@ from batchlr.objectives.settings import MAX_IMAGE_SIDE, TrainingSettings
 from batchlr.rules import is_finite_number, is_whole_number, one_of, require, whole
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES, PrunerName, SamplerName
 from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
-
-# torch and scikit-learn load where data is: reading a study's settings needs neither
-if TYPE_CHECKING:
-    pass
 
 FORMAT_VERSION = 6
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
