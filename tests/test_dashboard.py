@@ -6,10 +6,20 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
+import optuna
+import optuna_dashboard
 import pytest
 from click.testing import CliRunner
 
 from batchlr.cli import main
+from batchlr.studies.run.creation import save_dashboard_note
+
+
+def test_a_note_longer_than_one_attribute_reads_back_whole_in_the_dashboard():
+    study = optuna.create_study()
+    body = "".join(f"line {number}\n" for number in range(1000))  # about four attributes
+    save_dashboard_note(study._storage, study._study_id, body)
+    assert optuna_dashboard.get_note(study) == body
 
 
 @pytest.mark.process
@@ -28,6 +38,8 @@ def test_dashboard_lists_the_study_on_loopback_only(sqlite_url, dashboard):
         "cpu",
     ]
     assert CliRunner().invoke(main, [*args, "--n-trials", "1"]).exit_code == 0
+    note = optuna_dashboard.get_note(optuna.load_study(study_name="shown", storage=sqlite_url))
+    assert "batchlr run" in note and "--folds 2" in note
     base = dashboard(sqlite_url)
     with urllib.request.urlopen(f"{base}/api/studies", timeout=10) as response:
         studies = json.load(response)["study_summaries"]

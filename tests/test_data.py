@@ -28,8 +28,10 @@ def test_digits_loads_as_uint8_scaled_to_255_with_no_test_split():
     data = load_dataset("digits", Path("unused"))
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10 and len(data.labels) == 1797
     assert data.test_images is None and data.images.dtype == torch.uint8
-    expected = np.round(load_digits().images[:, None] * (255 / 16))
+    digits = load_digits()
+    expected = np.round(digits.images[:, None] * (255 / 16))
     assert np.array_equal(data.images.numpy(), expected) and data.images.max() == 255
+    assert np.array_equal(data.labels.numpy(), digits.target)
 
 
 def test_imagefolder_reads_the_real_cifar_subset_pixel_for_pixel(shared_data):

@@ -33,6 +33,34 @@ def test_folds_depend_only_on_the_seed():
     assert not np.array_equal(same, assign_folds(LABELS, 3, seed=8, holdout=True).fold_of)
 
 
+def sklearn_folds(labels: np.ndarray, k: int, seed: int, holdout: bool) -> np.ndarray:
+    """The folds as batchlr drew them with scikit-learn itself, up to release 0.29."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    in_folds = np.arange(len(labels))
+    if holdout:
+        in_folds, _ = train_test_split(in_folds, test_size=0.2, stratify=labels, random_state=seed)
+    fold_of = np.full(len(labels), HOLDOUT)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, val) in enumerate(splitter.split(in_folds, labels[in_folds])):
+        fold_of[in_folds[val]] = fold
+    return fold_of
+
+
+def test_a_seed_draws_the_folds_that_scikit_learn_drew():
+    generator = np.random.default_rng(0)
+    for case in range(60):
+        classes = int(generator.integers(2, 12))
+        # classes of unequal sizes in shuffled order, some sizes tied, some rounding unevenly
+        sizes = generator.integers(6, 40, classes)
+        labels = generator.permutation(np.repeat(generator.permutation(classes), sizes))
+        k, holdout = int(generator.integers(2, 6)), bool(case % 2)
+        assert np.array_equal(
+            assign_folds(labels, k, seed=case, holdout=holdout).fold_of,
+            sklearn_folds(labels, k, case, holdout),
+        ), (case, sizes, k, holdout)
+
+
 def test_encoded_folds_decode_to_the_same_assignment():
     folds = assign_folds(np.repeat(np.arange(10), 6000), 5, seed=1, holdout=False)
     text = folds.encode()

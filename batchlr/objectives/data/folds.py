@@ -1,14 +1,19 @@
-"""Stratified k-fold splits with an optional hold-out, fixed once and stored with a study."""
+"""Stratified k-fold splits with an optional hold-out, fixed once and stored with a study.
+
+A seed draws the folds that scikit-learn 1.x's stratified splits draw, as batchlr always has,
+with the same calls on NumPy's ``RandomState``; scikit-learn itself is not imported, as that
+takes a quarter of every command's start.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 
@@ -93,10 +98,64 @@ def assign_folds(
     _check_class_sizes(sizes, k, holdout, classes)
     in_folds = _outside_holdout(labels, sizes, k, seed) if holdout else np.arange(len(labels))
     fold_of = np.full(len(labels), HOLDOUT, dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, val) in enumerate(splitter.split(in_folds, labels[in_folds])):
-        fold_of[in_folds[val]] = fold
+    fold_of[in_folds] = _stratified_folds(labels[in_folds], k, seed)
     return FoldAssignment(fold_of=fold_of, k=k)
+
+
+def _stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold of each of ``labels`` as ``StratifiedKFold(k, shuffle=True, random_state=seed)``
+    deals them: each class's share of every fold dealt round robin over the sorted labels,
+    then shuffled within the class, classes in order of first appearance."""
+    generator = np.random.RandomState(seed)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    _, appearance = np.unique(first, return_inverse=True)
+    encoded = appearance[inverse]
+    ordered = np.sort(encoded)
+    shares = np.asarray([np.bincount(ordered[i::k], minlength=len(first)) for i in range(k)])
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for label in range(len(first)):
+        folds = np.arange(k).repeat(shares[:, label])
+        generator.shuffle(folds)
+        fold_of[encoded == label] = folds
+    return fold_of
+
+
+def _stratified_holdout(labels: np.ndarray, seed: int) -> np.ndarray | None:
+    """The indices that ``train_test_split(test_size=HOLDOUT_FRACTION, stratify=labels,
+    random_state=seed)`` keeps for training, or None where it refuses: a class of one image,
+    or fewer images on either side than classes."""
+    held = math.ceil(HOLDOUT_FRACTION * len(labels))
+    _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    if sizes.min() < 2 or min(held, len(labels) - held) < len(sizes):
+        return None
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(sizes)[:-1])
+    generator = np.random.RandomState(seed)
+    kept_sizes = _approximate_mode(sizes, len(labels) - held, generator)
+    # The held-out sizes are the rest, but their rounding may draw from the generator.
+    _approximate_mode(sizes - kept_sizes, held, generator)
+    kept: list[int] = []
+    for indices, size, kept_size in zip(members, sizes, kept_sizes, strict=True):
+        kept.extend(indices.take(generator.permutation(size), mode="clip")[:kept_size])
+    return generator.permutation(kept)
+
+
+def _approximate_mode(
+    sizes: np.ndarray, draws: int, generator: np.random.RandomState
+) -> np.ndarray:
+    """How many of ``draws`` images each class of ``sizes`` gives: its share rounded down,
+    then one more to the classes of the largest remainders, ties drawn at random."""
+    continuous = sizes / sizes.sum() * draws
+    floored = np.floor(continuous)
+    missing = int(draws - floored.sum())
+    remainder = continuous - floored
+    for value in np.sort(np.unique(remainder))[::-1]:
+        if missing <= 0:
+            break
+        (tied,) = np.where(remainder == value)
+        added = min(len(tied), missing)
+        floored[generator.choice(tied, size=added, replace=False)] += 1
+        missing -= added
+    return np.asarray(floored, dtype=np.int64)
 
 
 def _outside_holdout(labels: np.ndarray, sizes: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -108,15 +167,9 @@ def _outside_holdout(labels: np.ndarray, sizes: np.ndarray, k: int, seed: int) -
     ``k``. There every class gives :func:`holdout_count` of its own instead, which classes
     of :func:`images_needed` images always allow.
     """
-    kept: np.ndarray  # train_test_split returns arrays of the type it is given
-    try:
-        kept, _ = train_test_split(
-            np.arange(len(labels)), test_size=HOLDOUT_FRACTION, stratify=labels, random_state=seed
-        )
-        if np.bincount(labels[kept], minlength=len(sizes)).min() >= k:
-            return kept
-    except ValueError:
-        pass
+    kept = _stratified_holdout(labels, seed)
+    if kept is not None and np.bincount(labels[kept], minlength=len(sizes)).min() >= k:
+        return kept
     generator = np.random.default_rng(seed)
     members = [
         generator.permutation(np.flatnonzero(labels == label)) for label in range(len(sizes))

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import optuna_dashboard
 import torch
+from optuna.storages import BaseStorage
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.data import (
@@ -149,12 +149,27 @@ def create_study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(spec.metric_names)
-    optuna_dashboard.save_note(study, render.dashboard_note(spec, objective, command_line))
+    note = render.dashboard_note(spec, objective, command_line)
+    save_dashboard_note(draft, draft.get_study_id_from_name(name), note)
     data, normalisation = objective.data, objective.trainer.images.normalisation
     save_spec(draft, name, spec, objective.folds, data.labels_fingerprint())
     facts = DataFacts(data.input_shape, data.num_classes, normalisation.mean, normalisation.std)
     save_data_facts(draft, name, facts)
     return create_study_from(storage, draft, name, LABELS_ATTR)
+
+
+NOTE_CHUNK = 2045
+"""The characters of a note that optuna-dashboard keeps in one study attribute."""
+
+
+def save_dashboard_note(storage: BaseStorage, study_id: int, body: str) -> None:
+    """The first note of a new study, stored as ``optuna_dashboard.save_note`` stores it:
+    importing optuna_dashboard takes a second (scikit-learn, for its importance view), a
+    quarter of every run's start."""
+    storage.set_study_system_attr(study_id, "dashboard:note_ver", 1)
+    for start in range(0, len(body), NOTE_CHUNK):
+        key = f"dashboard:note_str:{start // NOTE_CHUNK}"
+        storage.set_study_system_attr(study_id, key, body[start : start + NOTE_CHUNK])
 
 
 def duplicates_warning(objective: CrossValidationObjective) -> str | None:
