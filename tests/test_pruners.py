@@ -57,6 +57,20 @@ def test_asha_keeps_the_best_third_at_each_rung():
     assert first_pruned_epoch(study, [0.7, 0.7, 0.45] + [0.7] * 7) == 2
 
 
+def test_asha_decides_only_while_half_the_epochs_remain():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
+    assert first_pruned_epoch(study, [0.5] * 10) is None
+    assert first_pruned_epoch(study, [0.6] * 10) is None
+    # the best at the rungs after epochs 1 and 3, the worst after epoch 9 of 10: trains to the end
+    assert first_pruned_epoch(study, [0.7] * 8 + [0.1, 0.1]) is None
+    # with 5 epochs the rung after epoch 3 decides nothing either
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 5))
+    assert first_pruned_epoch(study, [0.5] * 5) is None
+    assert first_pruned_epoch(study, [0.6] * 5) is None
+    assert first_pruned_epoch(study, [0.7, 0.7, 0.1, 0.1, 0.1]) is None
+    assert first_pruned_epoch(study, [0.1] * 5) == 0
+
+
 def test_hyperband_spans_the_epochs_and_none_never_prunes():
     hyperband = make_pruner("hyperband", 9)
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
