@@ -19,8 +19,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     ``asha`` is asynchronous successive halving (Li et al. 2020): after epochs 1, 3, 9, ...
     while at least half of ``epochs`` remain (see :class:`EpochsTrained`), a trial goes on only
     while among the best third of the trials that reached that epoch; ``hyperband`` runs
-    several such brackets, judged at the
-    0-based reports (its first rung after epoch 2).
+    several such brackets, judged at the 0-based reports (its first rung after epoch 2).
     ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
     epochs and stops it when it is worse with p < 0.1.
     """
