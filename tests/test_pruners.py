@@ -13,9 +13,16 @@ def tell_complete(study: optuna.Study, values: list[float]) -> None:
     study.tell(trial, values[-1])
 
 
-def first_pruned_epoch(study: optuna.Study, values: list[float]) -> int | None:
-    """The epoch after which the pruner stops a trial reporting ``values``, or None."""
+def first_pruned_epoch(
+    study: optuna.Study, values: list[float], optimizer: str | None = None
+) -> int | None:
+    """The epoch after which the pruner stops a trial (of ``optimizer``, where given) reporting
+    ``values``, or None."""
+    if optimizer:
+        study.enqueue_trial({"optimizer": optimizer})
     trial = study.ask()
+    if optimizer:
+        trial.suggest_categorical("optimizer", ["adam", "sgd"])
     for epoch, value in enumerate(values):
         trial.report(value, epoch)
         if trial.should_prune():
@@ -69,6 +76,16 @@ def test_asha_decides_only_while_half_the_epochs_remain():
     assert first_pruned_epoch(study, [0.6] * 5) is None
     assert first_pruned_epoch(study, [0.7, 0.7, 0.1, 0.1, 0.1]) is None
     assert first_pruned_epoch(study, [0.1] * 5) == 0
+
+
+def test_asha_judges_a_trial_among_the_trials_of_its_optimizer():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
+    for value in (0.5, 0.6):
+        assert first_pruned_epoch(study, [value] * 10, "adam") is None
+    # behind both Adam trials after the first epoch, but the first SGD trial there
+    assert first_pruned_epoch(study, [0.2] * 10, "sgd") is None
+    assert first_pruned_epoch(study, [0.3] * 10, "sgd") is None
+    assert first_pruned_epoch(study, [0.1] * 10, "sgd") == 0
 
 
 def test_hyperband_spans_the_epochs_and_none_never_prunes():

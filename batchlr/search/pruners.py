@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Container
 from typing import Literal, get_args
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 PrunerName = Literal["median", "asha", "hyperband", "wilcoxon", "none"]
 PRUNER_NAMES: tuple[PrunerName, ...] = get_args(PrunerName)
@@ -18,7 +19,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     ``median`` may stop a trial after its first epoch once five trials have completed.
     ``asha`` is asynchronous successive halving (Li et al. 2020): after epochs 1, 3, 9, ...
     while at least half of ``epochs`` remain (see :class:`EpochsTrained`), a trial goes on only
-    while among the best third of the trials that reached that epoch; ``hyperband`` runs
+    while among the best third of the trials of its optimizer that reached that epoch (see
+    :class:`AmongItsOptimizer`); ``hyperband`` runs
     several such brackets, judged at the 0-based reports (its first rung after epoch 2).
     ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
     epochs and stops it when it is worse with p < 0.1.
@@ -26,9 +28,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "asha":
-        return EpochsTrained(
-            optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3), epochs
-        )
+        halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return EpochsTrained(AmongItsOptimizer(halving), epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=epochs, reduction_factor=3
@@ -82,3 +83,35 @@ class EpochsTrained(optuna.pruners.BasePruner):
             trial_id=trial._trial_id,
         )
         return self._pruner.prune(study, counted)
+
+
+class AmongItsOptimizer(optuna.pruners.BasePruner):
+    """``pruner`` judging a trial against the trials of its own optimizer only.
+
+    Optimizers learn at different paces: after one epoch on digits, SGD's trials had a median
+    accuracy of 0.23 and Adam's 0.55, yet SGD's best trials ended highest (0.983 to 0.987
+    under plain TPE, Adam's 0.977 to 0.980). Judged together after the first epoch, ASHA let
+    4 SGD trials of 69 complete in 10 seeds and the studies ended on Adam."""
+
+    def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
+        self._pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self._pruner.prune(_OneOptimizer(study, trial.params.get("optimizer")), trial)
+
+
+class _OneOptimizer(optuna.Study):
+    """``study`` with only the trials of ``optimizer``, as a pruner reads it."""
+
+    def __init__(self, study: optuna.Study, optimizer: object) -> None:
+        super().__init__(study.study_name, study._storage, study.sampler, study.pruner)
+        self._optimizer = optimizer
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return [
+            trial
+            for trial in super().get_trials(deepcopy=deepcopy, states=states)
+            if trial.params.get("optimizer") == self._optimizer
+        ]
