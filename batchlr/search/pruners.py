@@ -91,7 +91,8 @@ class AmongItsOptimizer(optuna.pruners.BasePruner):
     Optimizers learn at different paces: after one epoch on digits, SGD's trials had a median
     accuracy of 0.23 and Adam's 0.55, yet SGD's best trials ended highest (0.983 to 0.987
     under plain TPE, Adam's 0.977 to 0.980). Judged together after the first epoch, ASHA let
-    4 SGD trials of 69 complete in 10 seeds and the studies ended on Adam."""
+    4 SGD trials of 69 complete in 10 seeds, and 9 of the 10 studies ended on Adam or RMSProp;
+    judged apart, 28 of 95 completed and the final best rose from 0.9791 to 0.9823 (median)."""
 
     def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
         self._pruner = pruner
