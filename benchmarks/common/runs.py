@@ -10,7 +10,9 @@ import time
 
 def run_batchlr(study: str, storage: str, options: list[str], threads: int | None = None) -> float:
     """Run study ``study`` in ``storage`` to its end with ``batchlr run --quiet`` and ``options``
-    (on ``threads`` CPU threads, where given); returns its wall-clock seconds.
+    (on ``threads`` CPU threads, where given and ``OMP_NUM_THREADS`` is not already set: a caller
+    that shares the cores with other work has said how many to take); returns its wall-clock
+    seconds.
 
     Raises:
         SystemExit: with the last line ``batchlr run`` printed, when it fails.
@@ -18,7 +20,7 @@ def run_batchlr(study: str, storage: str, options: list[str], threads: int | Non
     command = [sys.executable, "-m", "batchlr", "run", "--study", study, "--storage", storage]
     environment = dict(os.environ)
     if threads:
-        environment["OMP_NUM_THREADS"] = str(threads)
+        environment.setdefault("OMP_NUM_THREADS", str(threads))
     started = time.perf_counter()
     finished = subprocess.run(
         [*command, "--quiet", *options], capture_output=True, text=True, env=environment
