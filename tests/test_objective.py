@@ -121,7 +121,8 @@ def test_pruner_stops_a_trial_after_its_first_epoch(digits):
 
 
 def test_a_trial_past_its_last_epoch_completes_whatever_the_pruner_says(digits):
-    """ASHA's third rung falls on the last of 10 epochs: pruning there saves no training and
+    """A pruner may decide after the last epoch (successive halving's rungs fell on the last
+    of 10 epochs before they stopped at half the budget): pruning there saves no training and
     would lose a finished trial."""
     (trial,) = run_trials(
         make_objective(digits, budget=Budget("epochs", 1)),

@@ -53,28 +53,30 @@ def test_wilcoxon_waits_two_epochs_then_prunes_a_trial_worse_at_every_epoch():
     assert first_pruned_epoch(study, [value + 0.05 for value in BEST]) is None
 
 
-def test_asha_keeps_the_best_third_at_each_rung():
+def test_asha_keeps_the_better_half_after_epochs_1_2_and_4():
     study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
     assert first_pruned_epoch(study, [0.5] * 10) is None  # the first at each rung goes on
     assert first_pruned_epoch(study, [0.6] * 10) is None  # better than every trial so far
-    # third at the first rung, after the first epoch, behind 0.6 and 0.5
+    # the worst of three after the first epoch: the better half of three is the best one
     assert first_pruned_epoch(study, [0.4] * 10) == 0
-    # the best at the first rung, then behind both trials that reached the second, after the
-    # third epoch
-    assert first_pruned_epoch(study, [0.7, 0.7, 0.45] + [0.7] * 7) == 2
+    # second of four after the first epoch, then behind both trials that reached the second
+    # rung, after the second epoch
+    assert first_pruned_epoch(study, [0.55] * 10) == 1
+    # the best after epochs 1 and 2, the worst after the fourth
+    assert first_pruned_epoch(study, [0.7, 0.7, 0.7, 0.45] + [0.7] * 6) == 3
 
 
 def test_asha_decides_only_while_half_the_epochs_remain():
     study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 10))
     assert first_pruned_epoch(study, [0.5] * 10) is None
     assert first_pruned_epoch(study, [0.6] * 10) is None
-    # the best at the rungs after epochs 1 and 3, the worst after epoch 9 of 10: trains to the end
-    assert first_pruned_epoch(study, [0.7] * 8 + [0.1, 0.1]) is None
-    # with 5 epochs the rung after epoch 3 decides nothing either
+    # the best at the rungs after epochs 1, 2 and 4, the worst after epoch 8 of 10: trains on
+    assert first_pruned_epoch(study, [0.7] * 7 + [0.1] * 3) is None
+    # with 5 epochs the rung after epoch 4 decides nothing either
     study = optuna.create_study(direction="maximize", pruner=make_pruner("asha", 5))
     assert first_pruned_epoch(study, [0.5] * 5) is None
     assert first_pruned_epoch(study, [0.6] * 5) is None
-    assert first_pruned_epoch(study, [0.7, 0.7, 0.1, 0.1, 0.1]) is None
+    assert first_pruned_epoch(study, [0.7, 0.7, 0.7, 0.1, 0.1]) is None
     assert first_pruned_epoch(study, [0.1] * 5) == 0
 
 
