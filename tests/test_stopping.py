@@ -41,8 +41,9 @@ def test_a_study_that_still_improves_runs_on():
     assert len(study.trials) == 40 and last_stop(study) is None
 
 
-def test_stop_auto_refuses_two_objectives(tmp_path):
+def test_stop_auto_refuses_two_objectives_before_the_study_is_created(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     args = ["run", "--storage", storage, "--objectives", "accuracy,time", "--stop", "auto"]
     result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
     assert result.exit_code == 2 and "--stop auto judges one objective" in result.output
+    assert "(new)" not in result.output and not optuna.get_all_study_names(storage)

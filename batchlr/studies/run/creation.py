@@ -85,6 +85,10 @@ def prepare(
     spec = reconcile(stored[0] if stored else None, requested, given, name)
     if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
+    if options.stop_auto and len(spec.directions) > 1:
+        raise BatchlrUsageError(
+            "--stop auto judges one objective; drop it or --objectives accuracy,time"
+        )
     if spec.sampler == "grid":
         bounded_grid(spec.space, spec.grid_points)  # before anything loads or is stored
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())

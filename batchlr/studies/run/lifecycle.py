@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from batchlr.errors import BatchlrError, BatchlrUsageError, Interrupted
+from batchlr.errors import BatchlrError, Interrupted
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.pruners import make_pruner
@@ -201,10 +201,6 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
         WorkerFailed: with the first failing worker's error line and exit code.
     """
     n_trials = plan.trials_per_process
-    if options.stop_auto and len(opened.study.directions) > 1:
-        raise BatchlrUsageError(
-            "--stop auto judges one objective; drop it or --objectives accuracy,time"
-        )
     if plan.workers > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
         opened.objective.release()
