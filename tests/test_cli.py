@@ -90,15 +90,21 @@ def test_run_again_resumes_with_stored_settings(study_db):
 
 
 @pytest.mark.parametrize(
-    ("option", "value"),
-    [("--lr", "1e-3:1e-1"), ("--epochs", "3"), ("--optimizers", "adam"), ("--dataset", "cifar2")],
+    ("option", "value", "created"),
+    [
+        ("--lr", "1e-3:1e-1", "unset, a range per optimizer (sgd 0.001:1, adam 1e-05:0.1, "),
+        ("--epochs", "3", "2"),
+        ("--optimizers", "adam", "sgd,adam,rmsprop"),
+        ("--dataset", "cifar2", "digits"),
+    ],
 )
-def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option, value):
+def test_resuming_with_other_settings_is_a_one_line_usage_error(study_db, option, value, created):
     result = invoke(
         "run", "--storage", study_db, "--study", "tiny", option, value, "--n-trials", "1"
     )
     assert result.exit_code == 2
-    assert f"created with {option}" in result.output and "Traceback" not in result.output
+    assert f"created with {option} {created}" in result.output
+    assert "Traceback" not in result.output
     assert len(optuna.load_study(study_name="tiny", storage=study_db).trials) == 3
 
 

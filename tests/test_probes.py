@@ -168,6 +168,9 @@ def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
     # Resuming with --lr auto keeps the stored ranges instead of testing again.
     assert CliRunner().invoke(main, [*args[:-1], "1"], catch_exceptions=False).exit_code == 0
     assert optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"] == found
+    # and refuses a range of the user's, naming the ones the test found
+    other = CliRunner().invoke(main, [*args[:-4], "--lr", "1e-3:1e-1", "--n-trials", "1"])
+    assert other.exit_code == 2 and "created with --lr auto (sgd " in other.output
     # its study file measures anew where it creates the study elsewhere
     shown = CliRunner().invoke(main, ["show", "auto", "--storage", sqlite_url, "--as-config"])
     assert 'lr = "auto"' in shown.output

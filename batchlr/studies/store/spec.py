@@ -298,8 +298,9 @@ def reconcile(
             and key not in PER_RUN_KEYS | CREATION_KEYS
             and _comparable(key, old[key]) != _comparable(key, new[key])
         ):
+            created = _show(old[key]) if key != "lr" or old["lr"] else _lr_ranges(old)
             raise BatchlrUsageError(
-                f"study {study!r} was created with {option_name(key)} {_show(old[key])}, not {_show(new[key])}; "
+                f"study {study!r} was created with {option_name(key)} {created}, not {_show(new[key])}; "
                 f"drop {option_name(key)} to resume it, or choose a new --study name"
             )
     return StudySpec.from_attrs({**old, **{key: new[key] for key in PER_RUN_KEYS & set(given)}})
@@ -308,6 +309,14 @@ def reconcile(
 def _comparable(key: str, value: Any) -> Any:
     # The optimizers are a set to the search: "adam,sgd" resumes a study made with "sgd,adam".
     return sorted(value) if key == "optimizers" else value
+
+
+def _lr_ranges(attrs: dict[str, Any]) -> str:
+    # A study of format 6 without one --lr holds a range per optimizer, found by --lr auto or not.
+    ranges = ", ".join(
+        f"{name} {low:g}:{high:g}" for name, (low, high) in attrs["lr_ranges"].items()
+    )
+    return f"auto ({ranges})" if attrs["lr_find"] else f"unset, a range per optimizer ({ranges})"
 
 
 def _show(value: Any) -> str:
