@@ -18,6 +18,8 @@ from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.space import SearchSpace
+from batchlr.studies.render.phrases import training_phrase
+from batchlr.studies.render.run import search_phrase
 from batchlr.studies.store import CREATION_KEYS, META_KEYS, StudySpec, reconcile, setting_keys
 
 STUDIES_V1 = Path(__file__).parent / "fixtures" / "studies_v1.json"
@@ -202,3 +204,21 @@ def test_studies_of_release_0_1_0_show_export_refit_and_resume(tmp_path):
     # created with one base_lr range for every optimizer, and resumed with it
     distribution = resumed.trials[-1].distributions["base_lr"]
     assert (distribution.low, distribution.high) == (1e-4, 1.0)
+
+
+NEVER_PRUNES = "which prunes nothing: a trial's one report is its last"
+
+
+@pytest.mark.parametrize(
+    ("budget", "pruner", "training", "search"),
+    [
+        (Budget("epochs", 1), "asha", "1 epoch", f"pruner asha, {NEVER_PRUNES}"),
+        (Budget("steps", 1), "median", "1 step", f"pruner median, {NEVER_PRUNES}"),
+        (Budget("epochs", 2), "asha", "2 epochs", "pruner asha"),
+        (Budget("epochs", 1), "none", "1 epoch", "pruner none"),
+    ],
+)
+def test_the_opening_says_when_the_pruner_can_never_decide(budget, pruner, training, search):
+    spec = StudySpec(training=TrainingSettings(budget=budget), pruner=pruner)
+    assert training_phrase(spec) == training
+    assert search_phrase(spec) == f"sampler ridge, {search}"

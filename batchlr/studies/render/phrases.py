@@ -26,7 +26,8 @@ def training_phrase(spec: StudySpec) -> str:
     auto, each where set."""
     training, space = spec.training, spec.space
     scaling, decay = space.lr_scaling, space.weight_decay
-    parts = [f"{training.budget.amount} {training.budget.kind}"]
+    amount, kind = training.budget.amount, training.budget.kind
+    parts = [f"{amount} {kind.removesuffix('s') if amount == 1 else kind}"]
     if scaling.rule != "none":
         noise = f" (noise scale {scaling.noise_scale:.0f})" if scaling.noise_scale else ""
         parts.append(f"lr {scaling.rule}-scaled from batch {scaling.reference_batch_size}{noise}")

@@ -68,11 +68,12 @@ def opening(
 
 def search_phrase(spec: StudySpec) -> str:
     """The sampler and pruner this run searches with: a run may give others than the study's."""
-    pruning = (
-        "no pruning (two objectives report no epochs)"
-        if len(spec.training.objectives) > 1
-        else f"pruner {spec.pruner}"
-    )
+    if len(spec.training.objectives) > 1:
+        pruning = "no pruning (two objectives report no epochs)"
+    elif spec.training.budget.round_count == 1 and spec.pruner != "none":
+        pruning = f"pruner {spec.pruner}, which prunes nothing: a trial's one report is its last"
+    else:
+        pruning = f"pruner {spec.pruner}"
     return f"sampler {spec.sampler}, {pruning}"
 
 
