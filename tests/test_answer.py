@@ -3,6 +3,7 @@ the fitted lr ridge, the near-optimal band, and the lr at another batch size wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -14,6 +15,9 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
+from batchlr.search.lr_scaling import LrScaling
+from batchlr.search.ridge import Ridge
+from batchlr.studies.results.transfer import transfer_lr
 from batchlr.studies.store import DataFacts, StudySpec, save_data_facts
 from tests.test_ridge import _grid
 
@@ -90,8 +94,6 @@ def test_the_export_carries_the_fit_and_transfers_the_lr_along_it(grid_storage, 
 
 
 def test_a_measured_noise_scale_holds_the_lr_past_the_critical_batch(grid_storage, tmp_path):
-    import dataclasses
-
     path = tmp_path / "best.json"
     invoke("export", "sgd-grid", "--storage", grid_storage, "--output", str(path))
     cfg = dataclasses.replace(batchlr.load_config(path), noise_scale=1000.0)
@@ -101,6 +103,17 @@ def test_a_measured_noise_scale_holds_the_lr_past_the_critical_batch(grid_storag
     gain = cfg.lr_rule(2 * cfg.batch_size, "noise")
     expected = (1000 / cfg.batch_size + 1) / (1000 / (2 * cfg.batch_size) + 1)
     assert gain.lr == pytest.approx(cfg.lr * expected) and "AdaScale" in gain.rule
+
+
+def test_an_uncertain_exponent_warns_with_the_lrs_its_interval_allows():
+    # a new user's rmsprop study: lr* ~ B^2.18 [0.09, 4.27], best lr 2.9e-4 at batch 34
+    ridge = Ridge("rmsprop", 32, 3.6e-4, 2.18, (0.09, 4.27), 10, (16, 78), 4)
+    rule = transfer_lr(2.9e-4, 34, "rmsprop", 68, ridge, None, LrScaling(), "s")
+    assert rule.lr == pytest.approx(2.9e-4 * 2**2.18)
+    assert rule.warning is not None and "[0.09, 4.27] is wide" in rule.warning
+    assert f"from {2.9e-4 * 2**0.09:.3g} to {2.9e-4 * 2**4.27:.3g}" in rule.warning
+    narrower = dataclasses.replace(ridge, alpha_interval=(1.7, 2.6))
+    assert transfer_lr(2.9e-4, 34, "rmsprop", 68, narrower, None, LrScaling(), "s").warning is None
 
 
 def test_without_a_fit_the_studys_scaling_rule_is_named(grid_storage, tmp_path):

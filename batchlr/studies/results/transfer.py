@@ -13,6 +13,11 @@ from batchlr.search.ridge import Ridge
 
 ForcedRule = Literal["linear", "sqrt", "noise"]
 
+UNCERTAIN_ALPHA_WIDTH = 1.0
+"""The width of a ridge exponent's 95 % interval past which an lr from it comes with a warning:
+wider than the step from no scaling (0) to linear scaling (1), the interval no longer says
+which rule holds."""
+
 
 @dataclasses.dataclass(frozen=True)
 class LrRule:
@@ -48,7 +53,6 @@ def transfer_lr(
         BatchlrError: where no rule applies: no ridge and no scaling rule, or ``noise`` without
             a measured noise scale.
     """
-    ratio = batch_size / best_batch
     if forced in ("linear", "sqrt"):
         lr = LrScaling(forced, best_batch).lr(best_lr, batch_size, optimizer)
         return LrRule(batch_size, lr, f"{forced} scaling from batch {best_batch}, as asked")
@@ -74,22 +78,30 @@ def transfer_lr(
     low, high = ridge.batch_range
     fitted = f"the ridge lr ~ B^{ridge.alpha:.2f} fitted from {low} to {high}"
     if low <= batch_size <= high:
-        return LrRule(batch_size, best_lr * ratio**ridge.alpha, f"{fitted}, from the best trial")
-    if noise_scale is None:
-        return LrRule(
-            batch_size,
-            best_lr * ratio**ridge.alpha,
-            f"{fitted}, extrapolated",
-            _no_noise_scale(study, f"batch {batch_size} lies outside {low} to {high}"),
-        )
-    reach = min(batch_size, max(noise_scale, best_batch))
+        reach, rule, beyond = float(batch_size), f"{fitted}, from the best trial", None
+    elif noise_scale is None:
+        reach, rule = float(batch_size), f"{fitted}, extrapolated"
+        beyond = _no_noise_scale(study, f"batch {batch_size} lies outside {low} to {high}")
+    else:
+        reach = min(batch_size, max(noise_scale, best_batch))
+        held = "" if reach == batch_size else f" and held past the critical batch size {reach:.0f}"
+        rule = f"{fitted}, extrapolated{held}"
+        beyond = f"batch {batch_size} lies outside the fitted {low} to {high}"
     lr = best_lr * (reach / best_batch) ** ridge.alpha
-    held = "" if reach == batch_size else f" and held past the critical batch size {reach:.0f}"
-    return LrRule(
-        batch_size,
-        lr,
-        f"{fitted}, extrapolated{held}",
-        f"batch {batch_size} lies outside the fitted {low} to {high}",
+    warnings = [beyond, _uncertain(ridge, best_lr, reach / best_batch)]
+    return LrRule(batch_size, lr, rule, "; ".join(filter(None, warnings)) or None)
+
+
+def _uncertain(ridge: Ridge, best_lr: float, ratio: float) -> str | None:
+    """A warning where the ridge's exponent is too uncertain to say which rule holds, with the
+    lrs its interval's ends give."""
+    low, high = ridge.alpha_interval
+    if high - low <= UNCERTAIN_ALPHA_WIDTH or ratio == 1:
+        return None
+    ends = sorted(best_lr * ratio**alpha for alpha in (low, high))
+    return (
+        f"the exponent's 95 % interval [{low:.2f}, {high:.2f}] is wide: the lr lies anywhere "
+        f"from {ends[0]:.3g} to {ends[1]:.3g}; more trials at more batch sizes narrow it"
     )
 
 
