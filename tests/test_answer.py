@@ -17,6 +17,7 @@ from batchlr.cli import main
 from batchlr.errors import BatchlrError
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.ridge import Ridge
+from batchlr.studies.results.lr_figure import lr_over_batch_size
 from batchlr.studies.results.transfer import transfer_lr
 from batchlr.studies.store import DataFacts, StudySpec, save_data_facts
 from tests.test_ridge import _grid
@@ -234,3 +235,18 @@ def test_noise_scale_on_a_study_is_kept_for_its_export(digits_storage, tmp_path)
     invoke("export", "d", "--storage", digits_storage, "--output", str(path))
     cfg = batchlr.load_config(path)
     assert cfg.noise_scale is not None and f"{cfg.noise_scale:.1f}" in output
+
+
+def test_the_lr_figure_names_pruned_trials_only_where_the_study_has_some(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    trials = _grid("sgd", lambda batch: 1e-4 * batch, batch_sizes=[32, 64])
+    study = _study(storage, "s", trials)
+    assert "pruned" not in [series.name for series in lr_over_batch_size(study, StudySpec()).series]
+    pruned = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED,
+        params=trials[0].params,
+        distributions=trials[0].distributions,
+        intermediate_values={0: 0.2},
+    )
+    study.add_trial(pruned)
+    assert "pruned" in [series.name for series in lr_over_batch_size(study, StudySpec()).series]

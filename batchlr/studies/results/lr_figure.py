@@ -22,15 +22,19 @@ def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
     if not complete:
         raise ValueError("no complete trial")
     best = max(complete, key=lambda trial: trial.values[0])
-    series = [
-        Series(
-            "points",
-            [t.params["batch_size"] for t in pruned],
-            [trained_lr(t) for t in pruned],
-            "pruned",
-            GREY,
-            marker="x",
-        ),
+    series = []
+    if pruned:  # no legend entry for trials the study does not have
+        series.append(
+            Series(
+                "points",
+                [t.params["batch_size"] for t in pruned],
+                [trained_lr(t) for t in pruned],
+                "pruned",
+                GREY,
+                marker="x",
+            )
+        )
+    series.append(
         Series(
             "points",
             [t.params["batch_size"] for t in complete],
@@ -40,8 +44,8 @@ def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
             value_label="CV accuracy",
             size=9,
             hover=[f"trial {t.number}: {t.values[0]:.4f}" for t in complete],
-        ),
-    ]
+        )
+    )
     series += _ridges_and_band(study)
     low, high = spec.space.batch_size
     sizes = [low * (high / low) ** (index / 20) for index in range(21)]
