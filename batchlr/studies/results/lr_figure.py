@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.studies.results.answer import study_answer
 from batchlr.studies.results.figures import trained_lr, trials_in
@@ -24,21 +25,10 @@ def lr_over_batch_size(study: optuna.Study, spec: StudySpec) -> Figure:
     best = max(complete, key=lambda trial: trial.values[0])
     series = []
     if pruned:  # no legend entry for trials the study does not have
-        series.append(
-            Series(
-                "points",
-                [t.params["batch_size"] for t in pruned],
-                [trained_lr(t) for t in pruned],
-                "pruned",
-                GREY,
-                marker="x",
-            )
-        )
+        series.append(_trial_points(pruned, "pruned", color=GREY, marker="x"))
     series.append(
-        Series(
-            "points",
-            [t.params["batch_size"] for t in complete],
-            [trained_lr(t) for t in complete],
+        _trial_points(
+            complete,
             "complete",
             values=[t.values[0] for t in complete],
             value_label="CV accuracy",
@@ -113,14 +103,17 @@ def _ridges_and_band(study: optuna.Study) -> list[Series]:
         if trial.number in answer.band.members
     ]
     series.append(
-        Series(
-            "points",
-            [trial.params["batch_size"] for trial in members],
-            [trained_lr(trial) for trial in members],
-            "near-optimal trials",
-            OKABE_ITO[5],
-            marker="diamond",
-            size=11,
-        )
+        _trial_points(members, "near-optimal trials", color=OKABE_ITO[5], marker="diamond", size=11)
     )
     return series
+
+
+def _trial_points(trials: list[FrozenTrial], name: str, **style: Any) -> Series:
+    """``trials`` as points at their batch size and lr as trained."""
+    return Series(
+        "points",
+        [trial.params["batch_size"] for trial in trials],
+        [trained_lr(trial) for trial in trials],
+        name,
+        **style,
+    )
