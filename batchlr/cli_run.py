@@ -270,6 +270,7 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     """
     from batchlr.studies import render
     from batchlr.studies.run import (
+        STOP_MIN_TRIALS,
         RunOptions,
         TrialPlan,
         open_study,
@@ -322,4 +323,5 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
         echo_lines(*opened.opening(mask_url(option["storage"]), plan))
     run_trials(opened, plan, options)
     if not worker:
-        click.echo(render.outcome(opened.study, option["storage"]))
+        stop_after = STOP_MIN_TRIALS if options.stop_auto else None
+        click.echo(render.outcome(opened.study, option["storage"], stop_after))

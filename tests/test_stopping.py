@@ -47,3 +47,14 @@ def test_stop_auto_refuses_two_objectives_before_the_study_is_created(tmp_path):
     result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
     assert result.exit_code == 2 and "--stop auto judges one objective" in result.output
     assert "(new)" not in result.output and not optuna.get_all_study_names(storage)
+
+
+def test_a_run_too_short_for_stop_auto_to_judge_says_so(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["run", "--storage", storage, "--stop", "auto", "--pruner", "none", "--n-trials", "2"]
+    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"--stop auto has not judged: 2 complete trials, it judges from {STOP_MIN_TRIALS}"
+        in result.output.splitlines()
+    )

@@ -7,7 +7,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.ridge import LEARNED_MARGIN
@@ -153,10 +153,11 @@ def trial_line(trial: FrozenTrial) -> str:
     ).rstrip()
 
 
-def outcome(study: optuna.Study, storage: str) -> str:
+def outcome(study: optuna.Study, storage: str, stop_after: int | None = None) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
     next; the commands name ``storage`` unless they find it by themselves (the default, or
-    the environment's)."""
+    the environment's). ``stop_after``: the complete trials ``--stop auto`` needs before it
+    judges, when the run was given it, to say when it has not judged yet."""
     storage_option = (
         ""
         if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
@@ -176,8 +177,13 @@ def outcome(study: optuna.Study, storage: str) -> str:
             "widen --lr, or give more --epochs"
         )
     stopped = last_stop(study)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if stopped:
         lines.append(f"stopped by --stop auto after {stopped[0]} complete trials: {stopped[1]}")
+    elif stop_after is not None and complete < stop_after:
+        lines.append(
+            f"--stop auto has not judged: {complete} complete trials, it judges from {stop_after}"
+        )
     if len(study.directions) > 1:
         lines.append(
             "accuracy/time Pareto front: "

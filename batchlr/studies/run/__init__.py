@@ -11,6 +11,7 @@ from batchlr.studies.run.probes import (
     run_noise_scale,
 )
 from batchlr.studies.run.progress import Mode, StudyProgress
+from batchlr.studies.run.stopping import STOP_MIN_TRIALS
 from batchlr.studies.run.throughput import measure_throughput
 from batchlr.studies.run.workers import (
     PARENT_GONE,
@@ -21,6 +22,7 @@ from batchlr.studies.run.workers import (
 
 __all__ = [
     "PARENT_GONE",
+    "STOP_MIN_TRIALS",
     "Mode",
     "OpenStudy",
     "Probe",
