@@ -22,8 +22,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     while among the better half of the trials of its optimizer that reached that epoch (see
     :class:`AmongItsOptimizer`). Halves rather than the customary thirds: a trial's first epoch
     ranks it least surely, and a third there let 8 of 10 seeds reach the target on digits,
-    halves 10 of 10, at the same final best (see the README's Measured section). ``hyperband`` runs
-    several such brackets, judged at the 0-based reports (its first rung after epoch 2).
+    halves 10 of 10, at the same final best (see the README's Measured section).
+    ``hyperband`` runs several such brackets, judged at the 0-based reports (its first rung
+    after epoch 2).
     ``wilcoxon`` pairs this trial's per-epoch fold means with the best trial's at the same
     epochs and stops it when it is worse with p < 0.1.
     """

@@ -177,13 +177,15 @@ def outcome(study: optuna.Study, storage: str, stop_after: int | None = None) ->
             "widen --lr, or give more --epochs"
         )
     stopped = last_stop(study)
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if stopped:
         lines.append(f"stopped by --stop auto after {stopped[0]} complete trials: {stopped[1]}")
-    elif stop_after is not None and complete < stop_after:
-        lines.append(
-            f"--stop auto has not judged: {complete} complete trials, it judges from {stop_after}"
-        )
+    elif stop_after is not None:
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if complete < stop_after:
+            lines.append(
+                f"--stop auto has not judged: {complete} complete trials, "
+                f"it judges from {stop_after}"
+            )
     if len(study.directions) > 1:
         lines.append(
             "accuracy/time Pareto front: "
