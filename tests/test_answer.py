@@ -4,6 +4,7 @@ the fitted lr ridge, the near-optimal band, and the lr at another batch size wit
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 
@@ -38,11 +39,14 @@ def _study(storage: str, name: str, trials, facts: DataFacts | None = CHANCE_FAC
 
 @pytest.fixture(scope="module")
 def grid_storage(tmp_path_factory) -> str:
-    """A SGD grid whose best lr grows linearly with the batch, and an Adam grid too small to fit."""
+    """A SGD grid whose best lr grows linearly with the batch, an Adam grid too small to fit,
+    and the two in one study."""
     storage = f"sqlite:///{tmp_path_factory.mktemp('answer') / 'grid.db'}"
-    _study(storage, "sgd-grid", _grid("sgd", lambda batch: 1e-4 * batch, noise=0.01))
+    sgd = _grid("sgd", lambda batch: 1e-4 * batch, noise=0.01)
+    _study(storage, "sgd-grid", sgd)
     few = _grid("adam", lambda batch: 1e-3, batch_sizes=[32, 64])
     _study(storage, "adam-few", few, facts=None)
+    _study(storage, "both", sgd + few)
     return storage
 
 
@@ -71,6 +75,19 @@ def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):
     )
     record = json.loads(invoke("show", "adam-few", "--storage", grid_storage, "--json"))
     assert record["ridge"] == {"adam": {"reason": record["ridge"]["adam"]["reason"]}}
+
+
+def test_the_report_says_what_show_says_of_each_optimizers_ridge_and_the_band(
+    grid_storage, tmp_path
+):
+    shown = invoke("show", "both", "--storage", grid_storage).splitlines()
+    start = shown.index("best lr over batch size, fitted per optimizer:")
+    invoke("report", "both", "--storage", grid_storage, "--output", str(tmp_path))
+    page = (tmp_path / "index.html").read_text()
+    (answered,) = re.findall(r"<pre>(.*?)</pre>", page, re.DOTALL)
+    assert html.unescape(answered).splitlines() == shown[start:]
+    assert any(line.startswith("  adam: no fit: it needs trials") for line in shown[start:])
+    assert any(line.startswith("near-optimal band: ") for line in shown[start:])
 
 
 def test_the_export_carries_the_fit_and_transfers_the_lr_along_it(grid_storage, tmp_path):

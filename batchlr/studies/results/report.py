@@ -14,7 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 from batchlr.errors import BatchlrError
 from batchlr.files import write_bytes_atomically, write_text_atomically
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.render.answer import answer
 from batchlr.studies.render.phrases import format_params, or_nan, training_phrase
+from batchlr.studies.results.answer import study_answer
 from batchlr.studies.results.artifacts import Attachment, attach
 from batchlr.studies.results.figures import (
     accuracy_by_optimizer,
@@ -62,7 +64,8 @@ def write_report(study: optuna.Study, output: Path) -> list[Path]:
     into ``output``; returns the files written.
 
     The page opens with the key numbers (the CV estimate with its standard error over folds,
-    and the test score once ``refit`` has run, with why the two differ), then each figure
+    and the test score once ``refit`` has run, with why the two differ) and what ``show`` says
+    of the ridge and the band (an optimizer without a fit with the reason), then each figure
     interactive (plotly, inline: the page works offline). A figure the study has too little
     for is left out with a note. The page and every PNG are drawn before the first file is
     written, and each file is written whole or not at all.
@@ -157,12 +160,13 @@ def _page(study: optuna.Study, spec: StudySpec, best: FrozenTrial, sections: lis
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in key_numbers(study, spec, best).items()
     )
+    answered = "\n".join(line for line in answer(study_answer(study)) if line)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>batchlr: {html.escape(study.study_name)}</title>"
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
         "th{text-align:left;padding-right:1em;vertical-align:top}"
-        ".caption{color:#555;font-size:small}</style>"
+        ".caption{color:#555;font-size:small}pre{white-space:pre-wrap}</style>"
         f"</head><body><h1>Study {html.escape(study.study_name)}</h1>"
-        f"<table>{table}</table>{''.join(sections)}</body></html>"
+        f"<table>{table}</table><pre>{html.escape(answered)}</pre>{''.join(sections)}</body></html>"
     )
