@@ -120,6 +120,40 @@ def test_before_start_up_the_ridge_sampler_draws_lrs_around_the_prior_ridge(scal
     assert statistics.median(ridge) < 0.45 < 0.6 < statistics.median(tpe)
 
 
+def test_the_lr_range_tests_anchor_the_prior_ridge_where_the_study_found_them():
+    # What --lr auto stores: adam's suggestion at batch 128, 1.5 decades below the textbook's.
+    anchor = (128, 1e-4)
+    space = SearchSpace(
+        batch_size=(16, 512), optimizers=("adam",), lr_ranges={"adam": (1e-5, 1e-3)}
+    )
+
+    def anchor_distance(drawn: Hyperparameters) -> float:
+        along = anchor[1] * (drawn.batch_size / anchor[0]) ** PRIOR_RIDGES["adam"][1]
+        return abs(math.log10(drawn.lr / along))
+
+    anchored: list[float] = []
+    textbook: list[float] = []
+    for seed in range(3):
+        sampler = RidgeSampler(space, seed=seed, anchors={"adam": anchor})
+        anchored += map(anchor_distance, _sampled(space, sampler))
+        textbook += map(anchor_distance, _sampled(space, RidgeSampler(space, seed=seed)))
+    assert statistics.median(anchored) < 0.45 < 0.6 < statistics.median(textbook)
+
+
+def test_a_study_of_lr_auto_anchors_each_optimizers_prior_at_its_suggestion():
+    from batchlr.studies.run.creation import lr_anchors
+    from batchlr.studies.store import StudySpec
+
+    found = {
+        "sgd": {"suggested_lr": 0.02, "batch_size": 90, "momentum": 0.9, "spread": 1.5},
+        "adam": {"suggested_lr": 3e-4, "batch_size": 90, "momentum": None, "spread": 1.2},
+    }
+    anchors = lr_anchors(StudySpec(lr_find=found))
+    assert anchors == {"sgd": (90, pytest.approx(0.2)), "adam": (90, pytest.approx(3e-4))}
+    # A study of format 5 and before stored no batch size: the textbook's prior stays.
+    assert lr_anchors(StudySpec(lr_find={"sgd": {"suggested_lr": 0.02}})) == {}
+
+
 def test_a_range_far_from_the_ridge_is_left_to_tpe_not_pinned_to_its_end():
     space = SearchSpace(batch_size=(16, 512), lr=(1e-9, 1e-8), optimizers=("adam",))
     lrs = [drawn.lr for drawn in _sampled(space, RidgeSampler(space, seed=0))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import optuna
@@ -38,21 +39,25 @@ def bounded_grid(space: SearchSpace, grid_points: str | None) -> dict[str, list[
 
 
 def make_sampler(
-    name: str, space: SearchSpace, seed: int | None, grid_points: str | None = None
+    name: str,
+    space: SearchSpace,
+    seed: int | None,
+    grid_points: str | None = None,
+    anchors: Mapping[str, tuple[int, float]] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
-    ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one and then the
-    study's fit (see
-    :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
+    ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one (through
+    ``anchors``, each optimizer's effective lr at a batch size, where given) and then the
+    study's fit (see :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
     (powers of two for batch size, decades for the learning rate, or ``grid_points`` log-spaced
     values of those it names) and the study stops by itself once every point has run. Other
-    samplers ignore ``grid_points``.
+    samplers ignore ``grid_points`` and ``anchors``.
     """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "ridge":
-        return RidgeSampler(space, seed)
+        return RidgeSampler(space, seed, anchors)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "random":

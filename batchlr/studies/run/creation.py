@@ -36,6 +36,7 @@ from batchlr.objectives.probes import (
 )
 from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
+from batchlr.rules import is_finite_number, is_whole_number
 from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
@@ -257,6 +258,19 @@ def _with_found_lr(
     return dataclasses.replace(
         spec, space=dataclasses.replace(spec.space, lr_ranges=ranges), lr_find=records
     )
+
+
+def lr_anchors(spec: StudySpec) -> dict[str, tuple[int, float]]:
+    """Each optimizer's effective lr (over ``1 - momentum``) at the batch size of its LR range
+    test under ``--lr auto``, for the ridge sampler's prior: the range it searches is a decade
+    either side of that suggestion, and the textbook's prior ridge can lie near its edge.
+    Empty without a range test, or for a record of a format that did not store its batch size."""
+    anchors = {}
+    for optimizer, record in (spec.lr_find or {}).items():
+        batch_size, lr = record.get("batch_size"), record.get("suggested_lr")
+        if is_whole_number(batch_size) and is_finite_number(lr) and lr > 0:
+            anchors[optimizer] = (batch_size, lr / (1 - (record.get("momentum") or 0.0)))
+    return anchors
 
 
 def _checked_folds(
