@@ -324,4 +324,6 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     run_trials(opened, plan, options)
     if not worker:
         stop_after = STOP_MIN_TRIALS if options.stop_auto else None
-        click.echo(render.outcome(opened.study, option["storage"], stop_after))
+        click.echo(
+            render.outcome(opened.study, option["storage"], stop_after, opened.previous_trials)
+        )

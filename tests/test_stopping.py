@@ -31,8 +31,9 @@ def _study(accuracy, n_trials: int = 60, noise: float = 0.05) -> optuna.Study:
 def test_a_study_whose_trials_stopped_improving_is_stopped_and_says_why():
     study = _study(lambda trial: 0.8 + 0 * trial.suggest_float("x", 0, 1))  # nothing to gain
     assert STOP_MIN_TRIALS <= len(study.trials) < 60
-    trials, reason = last_stop(study)
-    assert trials == len(study.trials) and f"none of the last {PATIENCE}" in reason
+    stop = last_stop(study)
+    assert stop is not None and stop.complete_trials == stop.next_trial == len(study.trials)
+    assert f"none of the last {PATIENCE}" in stop.reason
 
 
 def test_a_study_that_still_improves_runs_on():
@@ -58,3 +59,32 @@ def test_a_run_too_short_for_stop_auto_to_judge_says_so(tmp_path):
         f"--stop auto has not judged: 2 complete trials, it judges from {STOP_MIN_TRIALS}"
         in result.output.splitlines()
     )
+
+
+def test_a_rerun_of_a_study_that_stopped_improving_runs_no_trial_and_says_why(tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["run", "--storage", storage, "--study", "s", "--device", "cpu", "--n-trials", "1"]
+    first = CliRunner().invoke(main, [*args, "--folds", "2", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    study = optuna.load_study(study_name="s", storage=storage)
+    (trained,) = study.trials
+    study.add_trials(  # a history that stopped improving, at the trained trial's params
+        optuna.trial.create_trial(
+            params=trained.params,
+            distributions=trained.distributions,
+            value=0.5,
+            user_attrs=TrialRecord(fold_scores=[0.45, 0.55]).to_attrs(),
+        )
+        for _ in range(STOP_MIN_TRIALS)
+    )
+    stopped = CliRunner().invoke(main, [*args, "--stop", "auto"])
+    assert stopped.exit_code == 0, stopped.output
+    assert len(study.trials) == STOP_MIN_TRIALS + 1
+    assert (
+        f"stopped by --stop auto before a trial: the study's {STOP_MIN_TRIALS + 1} complete "
+        "trials had already stopped improving (none of the last"
+    ) in stopped.output
+    # A later run without --stop auto runs its trial and says nothing of the earlier stop.
+    more = CliRunner().invoke(main, args)
+    assert more.exit_code == 0, more.output
+    assert len(study.trials) == STOP_MIN_TRIALS + 2 and "--stop auto" not in more.output

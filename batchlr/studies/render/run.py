@@ -153,11 +153,14 @@ def trial_line(trial: FrozenTrial) -> str:
     ).rstrip()
 
 
-def outcome(study: optuna.Study, storage: str, stop_after: int | None = None) -> str:
+def outcome(
+    study: optuna.Study, storage: str, stop_after: int | None = None, run_from: int = 0
+) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
     next; the commands name ``storage`` unless they find it by themselves (the default, or
     the environment's). ``stop_after``: the complete trials ``--stop auto`` needs before it
-    judges, when the run was given it, to say when it has not judged yet."""
+    judges, when the run was given it, to say whether and why it stopped the run (which
+    began with ``run_from`` trials in the study), or that it has not judged yet."""
     storage_option = (
         ""
         if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
@@ -176,16 +179,8 @@ def outcome(study: optuna.Study, storage: str, stop_after: int | None = None) ->
             f"the way from guessing ({facts.chance:.4f}, {facts.classes} classes) to 1; move or "
             "widen --lr, or give more --epochs"
         )
-    stopped = last_stop(study)
-    if stopped:
-        lines.append(f"stopped by --stop auto after {stopped[0]} complete trials: {stopped[1]}")
-    elif stop_after is not None:
-        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if complete < stop_after:
-            lines.append(
-                f"--stop auto has not judged: {complete} complete trials, "
-                f"it judges from {stop_after}"
-            )
+    if stop_after is not None:
+        lines += _stop_lines(study, stop_after, run_from)
     if len(study.directions) > 1:
         lines.append(
             "accuracy/time Pareto front: "
@@ -200,3 +195,24 @@ def outcome(study: optuna.Study, storage: str, stop_after: int | None = None) ->
         f"browse it: batchlr dashboard{storage_option}",
     ]
     return "\n".join(lines)
+
+
+def _stop_lines(study: optuna.Study, stop_after: int, run_from: int) -> list[str]:
+    """Whether ``--stop auto`` stopped the run that began with ``run_from`` trials, and why."""
+    stop = last_stop(study)
+    if stop is not None and stop.next_trial > run_from:
+        return [
+            f"stopped by --stop auto after {stop.complete_trials} complete trials: {stop.reason}"
+        ]
+    if stop is not None and stop.next_trial == run_from == len(study.trials):
+        return [
+            f"stopped by --stop auto before a trial: the study's {stop.complete_trials} complete "
+            f"trials had already stopped improving ({stop.reason}); run without --stop auto for "
+            "more trials"
+        ]
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if complete < stop_after:
+        return [
+            f"--stop auto has not judged: {complete} complete trials, it judges from {stop_after}"
+        ]
+    return []

@@ -29,7 +29,7 @@ from batchlr.studies.run.creation import (
     prepare,
 )
 from batchlr.studies.run.progress import Mode, StudyProgress
-from batchlr.studies.run.stopping import StopWhenDone
+from batchlr.studies.run.stopping import StopWhenDone, judge
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
 from batchlr.studies.store.retries import (
     fail_orphaned_trials,
@@ -202,10 +202,15 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
     With workers, this process runs no trial: it shows the study's progress, reading the
     storage every :data:`batchlr.studies.run.workers.POLL_SECONDS`, while the workers run with none of their own.
 
+    Under ``--stop auto``, a study that its rule already finds done (see
+    :func:`~batchlr.studies.run.stopping.judge`) runs no trial.
+
     Raises:
         Interrupted: on Ctrl-C or SIGTERM, once the running trial is marked for a retry.
         WorkerFailed: with the first failing worker's error line and exit code.
     """
+    if options.stop_auto and judge(opened.study):
+        return
     n_trials = plan.trials_per_process
     if plan.workers > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.

@@ -39,19 +39,27 @@ def stagnated(complete: list[FrozenTrial]) -> bool:
     return latest <= best_value + margin
 
 
+def judge(study: optuna.Study) -> bool:
+    """Whether ``study`` is done by :func:`stagnated`; if so, keep the reason and the count of
+    complete trials with the study (see :func:`~batchlr.studies.store.last_stop`)."""
+    trials = study.get_trials(deepcopy=False)
+    complete = sorted(
+        (trial for trial in trials if trial.state == TrialState.COMPLETE),
+        key=lambda each: each.number,
+    )
+    if not stagnated(complete):
+        return False
+    reason = (
+        f"none of the last {PATIENCE} complete trials beat the best before them by more than "
+        "the standard error of its fold scores"
+    )
+    save_stop(study, len(complete), reason, len(trials))
+    return True
+
+
 class StopWhenDone:
-    """A study callback: after each trial, stop the study once :func:`stagnated` holds, and keep
-    the reason and the count of complete trials with the study."""
+    """A study callback: after each trial, stop the study once :func:`judge` finds it done."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        complete = sorted(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-            key=lambda each: each.number,
-        )
-        if stagnated(complete):
-            reason = (
-                f"none of the last {PATIENCE} complete trials beat the best before them by more "
-                "than the standard error of its fold scores"
-            )
-            save_stop(study, len(complete), reason)
+        if judge(study):
             study.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 
@@ -121,14 +121,31 @@ def measured_throughput(study: optuna.Study) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, Mapping) else None
 
 
-def save_stop(study: optuna.Study, complete_trials: int, reason: str) -> None:
-    """Keep why ``--stop auto`` ended a run, and after how many complete trials."""
-    study.set_user_attr(STOPPED_ATTR, {"trials": complete_trials, "reason": reason})
+def save_stop(study: optuna.Study, complete_trials: int, reason: str, next_trial: int) -> None:
+    """Keep why ``--stop auto`` ended a run, after how many complete trials, and the number of
+    the first trial it did not start (the study's trial count then)."""
+    study.set_user_attr(
+        STOPPED_ATTR, {"trials": complete_trials, "reason": reason, "next_trial": next_trial}
+    )
 
 
-def last_stop(study: optuna.Study) -> tuple[int, str] | None:
-    """The complete trials and the reason of the last ``--stop auto`` stop; None where none."""
+class Stop(NamedTuple):
+    """Why ``--stop auto`` last ended a run of a study."""
+
+    complete_trials: int
+    reason: str
+    next_trial: int
+    """The number of the first trial it did not start: a run that began with this many trials
+    ran none before the stop."""
+
+
+def last_stop(study: optuna.Study) -> Stop | None:
+    """The last ``--stop auto`` stop of ``study``; None where none was kept."""
     record = study.user_attrs.get(STOPPED_ATTR)
-    if isinstance(record, Mapping) and is_whole_number(record.get("trials")):
-        return record["trials"], str(record.get("reason"))
+    if (
+        isinstance(record, Mapping)
+        and is_whole_number(record.get("trials"))
+        and is_whole_number(record.get("next_trial"))
+    ):
+        return Stop(record["trials"], str(record.get("reason")), record["next_trial"])
     return None
