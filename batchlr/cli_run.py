@@ -191,7 +191,8 @@ if TYPE_CHECKING:
     default="never",
     help=(
         "auto: end the run once 10 complete trials in a row failed to beat the best by more "
-        "than the standard error of its fold scores (after at least 15 complete trials)."
+        "than the standard error of its fold scores (after at least 15 complete trials); a "
+        "study where that holds already runs no trial."
     ),
 )
 @click.option(
@@ -321,9 +322,11 @@ def run(ctx: click.Context, /, study_name: str | None, **option: Any) -> None:
     # The `--workers` process speaks for its workers: one opening, one display, one outcome.
     if not worker:
         echo_lines(*opened.opening(mask_url(option["storage"]), plan))
-    run_trials(opened, plan, options)
+    done_before = run_trials(opened, plan, options)
     if not worker:
         stop_after = STOP_MIN_TRIALS if options.stop_auto else None
         click.echo(
-            render.outcome(opened.study, option["storage"], stop_after, opened.previous_trials)
+            render.outcome(
+                opened.study, option["storage"], stop_after, opened.previous_trials, done_before
+            )
         )

@@ -21,6 +21,8 @@ from batchlr.search.ridge_sampler import (
     effective_lr,
 )
 from batchlr.search.space import OPTIMIZER_NAMES, Hyperparameters, SearchSpace
+from batchlr.studies.run.creation import lr_anchors
+from batchlr.studies.store import StudySpec
 
 RIDGE = (0.05, 1.0)
 """The synthetic data's best effective SGD lr at batch 64 and its exponent: a decade below the
@@ -121,8 +123,9 @@ def test_before_start_up_the_ridge_sampler_draws_lrs_around_the_prior_ridge(scal
 
 
 def test_the_lr_range_tests_anchor_the_prior_ridge_where_the_study_found_them():
-    # What --lr auto stores: adam's suggestion at batch 128, 1.5 decades below the textbook's.
-    anchor = (128, 1e-4)
+    # What --lr auto stores: adam's suggestion at batch 512, 1.8 decades below the textbook's
+    # there, so that an anchor moved the wrong way along the exponent would miss by 0.9.
+    anchor = (512, 1e-4)
     space = SearchSpace(
         batch_size=(16, 512), optimizers=("adam",), lr_ranges={"adam": (1e-5, 1e-3)}
     )
@@ -141,17 +144,22 @@ def test_the_lr_range_tests_anchor_the_prior_ridge_where_the_study_found_them():
 
 
 def test_a_study_of_lr_auto_anchors_each_optimizers_prior_at_its_suggestion():
-    from batchlr.studies.run.creation import lr_anchors
-    from batchlr.studies.store import StudySpec
-
     found = {
         "sgd": {"suggested_lr": 0.02, "batch_size": 90, "momentum": 0.9, "spread": 1.5},
         "adam": {"suggested_lr": 3e-4, "batch_size": 90, "momentum": None, "spread": 1.2},
     }
     anchors = lr_anchors(StudySpec(lr_find=found))
     assert anchors == {"sgd": (90, pytest.approx(0.2)), "adam": (90, pytest.approx(3e-4))}
-    # A study of format 5 and before stored no batch size: the textbook's prior stays.
-    assert lr_anchors(StudySpec(lr_find={"sgd": {"suggested_lr": 0.02}})) == {}
+    # A hand-written or damaged record anchors nothing: the textbook's prior stays.
+    for damaged in (
+        {"suggested_lr": 0.02},
+        {"suggested_lr": 0.02, "batch_size": 0, "momentum": 0.9},
+        {"suggested_lr": 0.02, "batch_size": -4, "momentum": 0.9},
+        {"suggested_lr": 0.02, "batch_size": 64, "momentum": 1.0},
+        {"suggested_lr": 0.02, "batch_size": 64, "momentum": 1.5},
+        {"suggested_lr": 0.0, "batch_size": 64, "momentum": 0.9},
+    ):
+        assert lr_anchors(StudySpec(lr_find={"sgd": damaged})) == {}
 
 
 def test_a_range_far_from_the_ridge_is_left_to_tpe_not_pinned_to_its_end():
@@ -190,7 +198,6 @@ def test_a_ridge_study_resumes_with_the_ridge_sampler(tmp_path: Path):
 
     from batchlr.cli import main
     from batchlr.studies.run import RunOptions, open_study
-    from batchlr.studies.store import StudySpec
 
     storage = f"sqlite:///{tmp_path / 'ridge.db'}"
     args = ["run", "--storage", storage, "--study", "r", "--folds", "2", "--epochs", "1"]

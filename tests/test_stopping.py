@@ -10,6 +10,7 @@ from batchlr.cli import main
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.run.stopping import PATIENCE, STOP_MIN_TRIALS, StopWhenDone
 from batchlr.studies.store import last_stop
+from batchlr.studies.store.data_facts import Stop, save_stop
 
 
 def _study(accuracy, n_trials: int = 60, noise: float = 0.05) -> optuna.Study:
@@ -50,11 +51,15 @@ def test_stop_auto_refuses_two_objectives_before_the_study_is_created(tmp_path):
     assert "(new)" not in result.output and not optuna.get_all_study_names(storage)
 
 
-def test_a_run_too_short_for_stop_auto_to_judge_says_so(tmp_path):
+def test_a_run_too_short_for_stop_auto_to_judge_says_so_not_an_earlier_runs_stop(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    args = ["run", "--storage", storage, "--stop", "auto", "--pruner", "none", "--n-trials", "2"]
-    result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
+    args = ["run", "--storage", storage, "--study", "s", "--pruner", "none", "--n-trials", "1"]
+    first = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    save_stop(optuna.load_study(study_name="s", storage=storage), Stop(1, "an earlier run's", 1))
+    result = CliRunner().invoke(main, [*args, "--stop", "auto"])
     assert result.exit_code == 0, result.output
+    assert "stopped by" not in result.output
     assert (
         f"--stop auto has not judged: 2 complete trials, it judges from {STOP_MIN_TRIALS}"
         in result.output.splitlines()

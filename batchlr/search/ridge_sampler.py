@@ -150,11 +150,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
             return None
         if self._rng.random() < EXPLORE:
             return None
-        alpha = PRIOR_RIDGES[optimizer][1]
-        centre = math.log10(
-            self._prior_levels[optimizer] * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha
-        )
-        spread = PRIOR_SPREAD
+        centre, spread = self._prior(optimizer, batch_size)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         scored = round_scores(finished)
         if len(scored) >= STARTUP_TRIALS:
@@ -172,6 +168,12 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         if not len(inside):
             return None
         return float(np.clip(10 ** (inside[0] - scale), distribution.low, distribution.high))
+
+    def _prior(self, optimizer: str, batch_size: int) -> tuple[float, float]:
+        """The prior ridge's log10 effective lr at ``batch_size`` and its spread in decades."""
+        alpha = PRIOR_RIDGES[optimizer][1]
+        lr = self._prior_levels[optimizer] * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha
+        return math.log10(lr), PRIOR_SPREAD
 
     def _points(self, scored: list[tuple[FrozenTrial, float]]) -> list[ScoredTrial]:
         """The scored trials as the fit's points, each with its effective lr."""

@@ -13,7 +13,7 @@ from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.ridge import LEARNED_MARGIN
 from batchlr.studies.render.phrases import format_params, training_phrase
 from batchlr.studies.render.probes import lr_test_warning
-from batchlr.studies.store.data_facts import data_facts, last_stop
+from batchlr.studies.store.data_facts import Stop, data_facts, last_stop
 from batchlr.studies.store.secrets import mask_url
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV
@@ -154,13 +154,18 @@ def trial_line(trial: FrozenTrial) -> str:
 
 
 def outcome(
-    study: optuna.Study, storage: str, stop_after: int | None = None, run_from: int = 0
+    study: optuna.Study,
+    storage: str,
+    stop_after: int | None = None,
+    run_from: int = 0,
+    done_before: Stop | None = None,
 ) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
     next; the commands name ``storage`` unless they find it by themselves (the default, or
     the environment's). ``stop_after``: the complete trials ``--stop auto`` needs before it
     judges, when the run was given it, to say whether and why it stopped the run (which
-    began with ``run_from`` trials in the study), or that it has not judged yet."""
+    began with ``run_from`` trials in the study, or ran none for ``done_before``), or that it
+    has not judged yet."""
     storage_option = (
         ""
         if storage == os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
@@ -180,7 +185,7 @@ def outcome(
             "widen --lr, or give more --epochs"
         )
     if stop_after is not None:
-        lines += _stop_lines(study, stop_after, run_from)
+        lines += _stop_lines(study, stop_after, run_from, done_before)
     if len(study.directions) > 1:
         lines.append(
             "accuracy/time Pareto front: "
@@ -197,18 +202,22 @@ def outcome(
     return "\n".join(lines)
 
 
-def _stop_lines(study: optuna.Study, stop_after: int, run_from: int) -> list[str]:
-    """Whether ``--stop auto`` stopped the run that began with ``run_from`` trials, and why."""
+def _stop_lines(
+    study: optuna.Study, stop_after: int, run_from: int, done_before: Stop | None
+) -> list[str]:
+    """Why ``--stop auto`` ran no trial (``done_before``) or stopped the run that began with
+    ``run_from`` trials; else, with fewer complete trials than ``stop_after``, that it has not
+    judged."""
+    if done_before is not None:
+        return [
+            f"stopped by --stop auto before a trial: the study's {done_before.complete_trials} "
+            f"complete trials had already stopped improving ({done_before.reason}); run without "
+            "--stop auto for more trials"
+        ]
     stop = last_stop(study)
     if stop is not None and stop.next_trial > run_from:
         return [
             f"stopped by --stop auto after {stop.complete_trials} complete trials: {stop.reason}"
-        ]
-    if stop is not None and stop.next_trial == run_from == len(study.trials):
-        return [
-            f"stopped by --stop auto before a trial: the study's {stop.complete_trials} complete "
-            f"trials had already stopped improving ({stop.reason}); run without --stop auto for "
-            "more trials"
         ]
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if complete < stop_after:

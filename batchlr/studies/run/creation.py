@@ -36,7 +36,7 @@ from batchlr.objectives.probes import (
 )
 from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
-from batchlr.rules import is_finite_number, is_whole_number
+from batchlr.rules import positive_finite, positive_whole
 from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
@@ -68,7 +68,8 @@ class RunOptions:
     """``--compile``: torch.compile the forward pass."""
     stop_auto: bool = False
     """``--stop auto``: end the run once further trials are not expected to beat the best by
-    more than the cross-validation noise (see :class:`batchlr.search.stopping.StopWhenDone`)."""
+    more than the cross-validation noise, and run none where that holds already (see
+    :mod:`batchlr.studies.run.stopping`)."""
 
 
 def prepare(
@@ -264,12 +265,14 @@ def lr_anchors(spec: StudySpec) -> dict[str, tuple[int, float]]:
     """Each optimizer's effective lr (over ``1 - momentum``) at the batch size of its LR range
     test under ``--lr auto``, for the ridge sampler's prior: the range it searches is a decade
     either side of that suggestion, and the textbook's prior ridge can lie near its edge.
-    Empty without a range test, or for a record of a format that did not store its batch size."""
+    Empty without a range test; a record without a positive batch size and suggestion, or
+    with a momentum outside [0, 1) (hand-written or damaged), anchors nothing."""
     anchors = {}
     for optimizer, record in (spec.lr_find or {}).items():
         batch_size, lr = record.get("batch_size"), record.get("suggested_lr")
-        if is_whole_number(batch_size) and is_finite_number(lr) and lr > 0:
-            anchors[optimizer] = (batch_size, lr / (1 - (record.get("momentum") or 0.0)))
+        momentum = record.get("momentum") or 0.0
+        if positive_whole(batch_size) and positive_finite(lr) and 0 <= momentum < 1:
+            anchors[optimizer] = (batch_size, lr / (1 - momentum))
     return anchors
 
 

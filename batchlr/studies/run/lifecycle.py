@@ -29,8 +29,9 @@ from batchlr.studies.run.creation import (
     prepare,
 )
 from batchlr.studies.run.progress import Mode, StudyProgress
-from batchlr.studies.run.stopping import StopWhenDone, judge
+from batchlr.studies.run.stopping import StopWhenDone, stop_if_done
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
+from batchlr.studies.store.data_facts import Stop
 from batchlr.studies.store.retries import (
     fail_orphaned_trials,
     queue_retry,
@@ -196,21 +197,22 @@ class TrialPlan:
         return self.n_trials if self.n_trials or self.timeout else DEFAULT_N_TRIALS
 
 
-def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
+def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> Stop | None:
     """Run the plan's trials on the opened study, here or in ``plan.workers`` local processes.
 
     With workers, this process runs no trial: it shows the study's progress, reading the
     storage every :data:`batchlr.studies.run.workers.POLL_SECONDS`, while the workers run with none of their own.
 
     Under ``--stop auto``, a study that its rule already finds done (see
-    :func:`~batchlr.studies.run.stopping.judge`) runs no trial.
+    :func:`~batchlr.studies.run.stopping.stop_if_done`) runs no trial: returns that stop, else
+    None.
 
     Raises:
         Interrupted: on Ctrl-C or SIGTERM, once the running trial is marked for a retry.
         WorkerFailed: with the first failing worker's error line and exit code.
     """
-    if options.stop_auto and judge(opened.study):
-        return
+    if options.stop_auto and (done := stop_if_done(opened.study)):
+        return done
     n_trials = plan.trials_per_process
     if plan.workers > 1:
         # Each worker loads its own copy of the data; this process's would sit idle on the GPU.
@@ -226,7 +228,7 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
                 lambda: progress.follow(opened.study),
             )
             progress.follow(opened.study)
-        return
+        return None
     interrupts = stop_gracefully_on_signals()
     objective = opened.objective
     try:
@@ -254,6 +256,7 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> None:
                 n_trials, plan.timeout, callbacks, plan.max_trials, on_start, interrupts.check
             )
             interrupts.check()  # a signal after the last trial began still ends the run as interrupted
+        return None
     except KeyboardInterrupt as error:
         raise Interrupted(
             "interrupted: the running trial is marked FAIL (reason interrupted); run the same "

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.studies.store.data_facts import save_stop
+from batchlr.studies.store.data_facts import Stop, save_stop
 from batchlr.studies.store.summary import standard_error
 
 STOP_MIN_TRIALS = 15
@@ -39,27 +39,30 @@ def stagnated(complete: list[FrozenTrial]) -> bool:
     return latest <= best_value + margin
 
 
-def judge(study: optuna.Study) -> bool:
-    """Whether ``study`` is done by :func:`stagnated`; if so, keep the reason and the count of
-    complete trials with the study (see :func:`~batchlr.studies.store.last_stop`)."""
+def stop_if_done(study: optuna.Study) -> Stop | None:
+    """Where :func:`stagnated` finds ``study`` done, the stop, kept with the study (see
+    :func:`~batchlr.studies.store.last_stop`); else None."""
     trials = study.get_trials(deepcopy=False)
     complete = sorted(
         (trial for trial in trials if trial.state == TrialState.COMPLETE),
         key=lambda each: each.number,
     )
     if not stagnated(complete):
-        return False
-    reason = (
+        return None
+    stop = Stop(
+        len(complete),
         f"none of the last {PATIENCE} complete trials beat the best before them by more than "
-        "the standard error of its fold scores"
+        "the standard error of its fold scores",
+        len(trials),
     )
-    save_stop(study, len(complete), reason, len(trials))
-    return True
+    save_stop(study, stop)
+    return stop
 
 
 class StopWhenDone:
-    """A study callback: after each trial, stop the study once :func:`judge` finds it done."""
+    """A study callback: after each trial, stop the study once it is done (see
+    :func:`stop_if_done`)."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if judge(study):
+        if stop_if_done(study):
             study.stop()

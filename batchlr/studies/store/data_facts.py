@@ -121,26 +121,26 @@ def measured_throughput(study: optuna.Study) -> dict[str, Any] | None:
     return dict(record) if isinstance(record, Mapping) else None
 
 
-def save_stop(study: optuna.Study, complete_trials: int, reason: str, next_trial: int) -> None:
-    """Keep why ``--stop auto`` ended a run, after how many complete trials, and the number of
-    the first trial it did not start (the study's trial count then)."""
-    study.set_user_attr(
-        STOPPED_ATTR, {"trials": complete_trials, "reason": reason, "next_trial": next_trial}
-    )
-
-
 class Stop(NamedTuple):
-    """Why ``--stop auto`` last ended a run of a study."""
+    """Why ``--stop auto`` ended a run of a study, or found it done before the run's first trial."""
 
     complete_trials: int
     reason: str
     next_trial: int
-    """The number of the first trial it did not start: a run that began with this many trials
-    ran none before the stop."""
+    """The number of the first trial it did not start (the study's trial count then)."""
+
+
+def save_stop(study: optuna.Study, stop: Stop) -> None:
+    """Keep why ``--stop auto`` ended a run with the study."""
+    study.set_user_attr(
+        STOPPED_ATTR,
+        {"trials": stop.complete_trials, "reason": stop.reason, "next_trial": stop.next_trial},
+    )
 
 
 def last_stop(study: optuna.Study) -> Stop | None:
-    """The last ``--stop auto`` stop of ``study``; None where none was kept."""
+    """The last ``--stop auto`` stop of ``study``; None where none was kept, or one of the
+    form before ``next_trial`` was kept with it."""
     record = study.user_attrs.get(STOPPED_ATTR)
     if (
         isinstance(record, Mapping)
