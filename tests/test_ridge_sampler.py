@@ -162,6 +162,35 @@ def test_a_study_of_lr_auto_anchors_each_optimizers_prior_at_its_suggestion():
         assert lr_anchors(StudySpec(lr_find={"sgd": damaged})) == {}
 
 
+def test_the_fit_that_steers_keeps_every_trial_that_beat_guessing_by_a_margin():
+    """Trials on a ridge 2.7 decades below the prior, the weakest third of those that learned
+    below the midpoint of the worst and best score: only a fit told the accuracy of guessing
+    keeps three batch sizes and steers."""
+    ridge = (1e-3, 1.0)  # effective lr at batch 64, exponent
+    history = [  # batch size, lr at the ridge's multiple, accuracy (ten classes: chance 0.1)
+        *[(16, 1.0, 0.40), (16, 3.0, 0.38), (64, 1.0, 0.35), (64, 3.0, 0.33)],
+        *[(256, 1.0, 0.22), (256, 3.0, 0.21)],
+        *[(batch, 1000.0, 0.1) for batch in (16, 32, 64, 128, 256, 512)],
+    ]
+    space = SearchSpace(batch_size=(16, 512), lr=(1e-6, 10.0), optimizers=("sgd",))
+
+    def distances(chance: float | None) -> list[float]:
+        study = optuna.create_study(
+            direction="maximize", sampler=RidgeSampler(space, seed=0, chance=chance)
+        )
+        for batch_size, multiple, accuracy in history:
+            lr = ridge[0] * (batch_size / 64) ** ridge[1] * multiple
+            params = {"optimizer": "sgd", "batch_size": batch_size, "momentum": 0.0, "lr": lr}
+            study.enqueue_trial(params)
+            trial = study.ask()
+            space.suggest(trial)
+            study.tell(trial, accuracy)
+        asked = [space.suggest(study.ask()) for _ in range(30)]
+        return [abs(_distance(drawn, ridge)) for drawn in asked]
+
+    assert statistics.median(distances(0.1)) < 0.5 < 1.5 < statistics.median(distances(None))
+
+
 def test_a_range_far_from_the_ridge_is_left_to_tpe_not_pinned_to_its_end():
     space = SearchSpace(batch_size=(16, 512), lr=(1e-9, 1e-8), optimizers=("adam",))
     lrs = [drawn.lr for drawn in _sampled(space, RidgeSampler(space, seed=0))]

@@ -70,8 +70,9 @@ class RidgeSampler(optuna.samplers.BaseSampler):
       ``anchors`` gives an optimizer's effective lr at a batch size (what the study's LR range
       test suggested), around the ridge of the prior's exponent through it;
     - after, around the ridge that :func:`~batchlr.search.ridge.fit_ridges` fits to the scored
-      trials of the trial's optimizer, its exponent shrunk towards the textbook's as far as it
-      is uncertain, spread by that uncertainty there (see :func:`_fitted`).
+      trials of the trial's optimizer that learned (above ``chance``, the accuracy of
+      guessing, where given), its exponent shrunk towards the textbook's as far as it is
+      uncertain, spread by that uncertainty there (see :func:`_fitted`).
 
     The ridges are of the effective lr, ``lr / (1 - momentum)``: the momentum is drawn first,
     and the lr drawn is the effective one times ``1 - momentum``; fitted on the lr alone, SGD's
@@ -88,8 +89,10 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         space: SearchSpace,
         seed: int | None = None,
         anchors: Mapping[str, tuple[int, float]] | None = None,
+        chance: float | None = None,
     ) -> None:
         self._space = space
+        self._chance = chance
         # Each optimizer's prior as its effective lr at PRIOR_REFERENCE_BATCH: an anchor moved
         # there along the prior's exponent, else the textbook's.
         self._prior_levels = {name: lr for name, (lr, _) in PRIOR_RIDGES.items()} | {
@@ -154,7 +157,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         scored = round_scores(finished)
         if len(scored) >= STARTUP_TRIALS:
-            fit = fit_ridges(self._points(scored)).get(optimizer)
+            fit = fit_ridges(self._points(scored), self._chance).get(optimizer)
             if fit is not None and fit.ridge is not None:
                 centre, spread = _fitted(fit.ridge, batch_size)
         # The range is of the param: the base lr that the scaling rule scales to the lr, and

@@ -44,20 +44,22 @@ def make_sampler(
     seed: int | None,
     grid_points: str | None = None,
     anchors: Mapping[str, tuple[int, float]] | None = None,
+    chance: float | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
     ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one (through
     ``anchors``, each optimizer's effective lr at a batch size, where given) and then the
-    study's fit (see :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
+    study's fit of its trials above ``chance`` (see
+    :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
     (powers of two for batch size, decades for the learning rate, or ``grid_points`` log-spaced
     values of those it names) and the study stops by itself once every point has run. Other
-    samplers ignore ``grid_points`` and ``anchors``.
+    samplers ignore ``grid_points``, ``anchors`` and ``chance``.
     """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "ridge":
-        return RidgeSampler(space, seed, anchors)
+        return RidgeSampler(space, seed, anchors, chance)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "random":

@@ -305,6 +305,7 @@ def open_study(
             sampler_seed(options.seed, previous_trials),
             spec.grid_points,
             lr_anchors(spec),
+            1 / objective.data.num_classes,
         ),
         pruner=make_pruner(spec.pruner, objective.trainer.settings.budget.round_count),
     )
