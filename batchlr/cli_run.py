@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     type=LR_RANGE,
     help=(
         "MIN:MAX learning rate (base_lr under --lr-scaling), log scale, for every optimizer; "
-        "auto: for each optimizer, one decade either side of its LR range test's suggestion.  "
+        "auto: for each optimizer, from 1.5 decades below its LR range test's suggestion to "
+        "half a decade above.  "
         "[default: each optimizer its own: sgd 1e-3:1, adam, adamw and rmsprop 1e-5:0.1]"
     ),
 )

@@ -129,7 +129,7 @@ def test_noise_scale_json_on_digits():
     assert record["suggested_batch_range"] == [max(1, critical // 2), 2 * critical]
 
 
-def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
+def test_run_with_lr_auto_searches_mostly_below_the_suggestion(sqlite_url):
     import optuna
 
     args = [
@@ -161,10 +161,10 @@ def test_run_with_lr_auto_searches_a_decade_around_the_suggestion(sqlite_url):
     suggested = {name: record["suggested_lr"] for name, record in found.items()}
     assert f"suggested sgd {suggested['sgd']:.3g}, adam {suggested['adam']:.3g}" in result.output
     for name, lr in suggested.items():
-        assert study.user_attrs["lr_ranges"][name] == pytest.approx([lr / 10, lr * 10])
+        assert study.user_attrs["lr_ranges"][name] == pytest.approx([lr / 30, lr * 3])
     for trial in study.trials:
         lr = suggested[trial.params["optimizer"]]
-        assert lr / 10 <= trial.params["lr"] <= lr * 10
+        assert lr / 30 <= trial.params["lr"] <= lr * 3
     # Resuming with --lr auto keeps the stored ranges instead of testing again.
     assert CliRunner().invoke(main, [*args[:-1], "1"], catch_exceptions=False).exit_code == 0
     assert optuna.load_study(study_name="auto", storage=sqlite_url).user_attrs["lr_find"] == found

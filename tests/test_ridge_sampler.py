@@ -21,7 +21,6 @@ from batchlr.search.ridge_sampler import (
     effective_lr,
 )
 from batchlr.search.space import OPTIMIZER_NAMES, Hyperparameters, SearchSpace
-from batchlr.studies.run.creation import lr_anchors
 from batchlr.studies.store import StudySpec
 
 RIDGE = (0.05, 1.0)
@@ -120,46 +119,6 @@ def test_before_start_up_the_ridge_sampler_draws_lrs_around_the_prior_ridge(scal
         ridge += map(_prior_distance, _sampled(space, RidgeSampler(space, seed=seed)))
         tpe += map(_prior_distance, _sampled(space, optuna.samplers.TPESampler(seed=seed)))
     assert statistics.median(ridge) < 0.45 < 0.6 < statistics.median(tpe)
-
-
-def test_the_lr_range_tests_anchor_the_prior_ridge_where_the_study_found_them():
-    # What --lr auto stores: adam's suggestion at batch 512, 1.8 decades below the textbook's
-    # there, so that an anchor moved the wrong way along the exponent would miss by 0.9.
-    anchor = (512, 1e-4)
-    space = SearchSpace(
-        batch_size=(16, 512), optimizers=("adam",), lr_ranges={"adam": (1e-5, 1e-3)}
-    )
-
-    def anchor_distance(drawn: Hyperparameters) -> float:
-        along = anchor[1] * (drawn.batch_size / anchor[0]) ** PRIOR_RIDGES["adam"][1]
-        return abs(math.log10(drawn.lr / along))
-
-    anchored: list[float] = []
-    textbook: list[float] = []
-    for seed in range(3):
-        sampler = RidgeSampler(space, seed=seed, anchors={"adam": anchor})
-        anchored += map(anchor_distance, _sampled(space, sampler))
-        textbook += map(anchor_distance, _sampled(space, RidgeSampler(space, seed=seed)))
-    assert statistics.median(anchored) < 0.45 < 0.6 < statistics.median(textbook)
-
-
-def test_a_study_of_lr_auto_anchors_each_optimizers_prior_at_its_suggestion():
-    found = {
-        "sgd": {"suggested_lr": 0.02, "batch_size": 90, "momentum": 0.9, "spread": 1.5},
-        "adam": {"suggested_lr": 3e-4, "batch_size": 90, "momentum": None, "spread": 1.2},
-    }
-    anchors = lr_anchors(StudySpec(lr_find=found))
-    assert anchors == {"sgd": (90, pytest.approx(0.2)), "adam": (90, pytest.approx(3e-4))}
-    # A hand-written or damaged record anchors nothing: the textbook's prior stays.
-    for damaged in (
-        {"suggested_lr": 0.02},
-        {"suggested_lr": 0.02, "batch_size": 0, "momentum": 0.9},
-        {"suggested_lr": 0.02, "batch_size": -4, "momentum": 0.9},
-        {"suggested_lr": 0.02, "batch_size": 64, "momentum": 1.0},
-        {"suggested_lr": 0.02, "batch_size": 64, "momentum": 1.5},
-        {"suggested_lr": 0.0, "batch_size": 64, "momentum": 0.9},
-    ):
-        assert lr_anchors(StudySpec(lr_find={"sgd": damaged})) == {}
 
 
 def test_the_fit_that_steers_keeps_every_trial_that_beat_guessing_by_a_margin():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -66,9 +66,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
     log-normally around a ridge at its batch size, within the param's range:
 
     - until :data:`STARTUP_TRIALS` trials are scored, and for an optimizer without a fitted
-      ridge, around :data:`PRIOR_RIDGES`, spread :data:`PRIOR_SPREAD` decade, or where
-      ``anchors`` gives an optimizer's effective lr at a batch size (what the study's LR range
-      test suggested), around the ridge of the prior's exponent through it;
+      ridge, around :data:`PRIOR_RIDGES`, spread :data:`PRIOR_SPREAD` decade;
     - after, around the ridge that :func:`~batchlr.search.ridge.fit_ridges` fits to the scored
       trials of the trial's optimizer that learned (above ``chance``, the accuracy of
       guessing, where given), its exponent shrunk towards the textbook's as far as it is
@@ -88,18 +86,10 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         self,
         space: SearchSpace,
         seed: int | None = None,
-        anchors: Mapping[str, tuple[int, float]] | None = None,
         chance: float | None = None,
     ) -> None:
         self._space = space
         self._chance = chance
-        # Each optimizer's prior as its effective lr at PRIOR_REFERENCE_BATCH: an anchor moved
-        # there along the prior's exponent, else the textbook's.
-        self._prior_levels = {name: lr for name, (lr, _) in PRIOR_RIDGES.items()} | {
-            name: lr * (PRIOR_REFERENCE_BATCH / batch_size) ** PRIOR_RIDGES[name][1]
-            for name, (batch_size, lr) in (anchors or {}).items()
-            if name in PRIOR_RIDGES
-        }
         self._base = optuna.samplers.TPESampler(seed=seed)
         self._rng = np.random.default_rng(seed)
 
@@ -153,7 +143,7 @@ class RidgeSampler(optuna.samplers.BaseSampler):
             return None
         if self._rng.random() < EXPLORE:
             return None
-        centre, spread = self._prior(optimizer, batch_size)
+        centre, spread = _prior(optimizer, batch_size)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         scored = round_scores(finished)
         if len(scored) >= STARTUP_TRIALS:
@@ -171,12 +161,6 @@ class RidgeSampler(optuna.samplers.BaseSampler):
         if not len(inside):
             return None
         return float(np.clip(10 ** (inside[0] - scale), distribution.low, distribution.high))
-
-    def _prior(self, optimizer: str, batch_size: int) -> tuple[float, float]:
-        """The prior ridge's log10 effective lr at ``batch_size`` and its spread in decades."""
-        alpha = PRIOR_RIDGES[optimizer][1]
-        lr = self._prior_levels[optimizer] * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha
-        return math.log10(lr), PRIOR_SPREAD
 
     def _points(self, scored: list[tuple[FrozenTrial, float]]) -> list[ScoredTrial]:
         """The scored trials as the fit's points, each with its effective lr."""
@@ -217,6 +201,12 @@ def effective_lr(hyperparameters: Hyperparameters) -> float:
     """The lr over ``1 - momentum``: the step that a steady gradient's momentum settles to,
     what the best lr at a batch size fixes (the momentum alone trades against the lr)."""
     return hyperparameters.lr / (1 - (hyperparameters.momentum or 0.0))
+
+
+def _prior(optimizer: str, batch_size: int) -> tuple[float, float]:
+    """The prior ridge's log10 lr at ``batch_size`` and its spread in decades."""
+    lr, alpha = PRIOR_RIDGES[optimizer]
+    return math.log10(lr * (batch_size / PRIOR_REFERENCE_BATCH) ** alpha), PRIOR_SPREAD
 
 
 def _fitted(ridge: Ridge, batch_size: int) -> tuple[float, float]:

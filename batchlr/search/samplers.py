@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import optuna
@@ -43,23 +42,21 @@ def make_sampler(
     space: SearchSpace,
     seed: int | None,
     grid_points: str | None = None,
-    anchors: Mapping[str, tuple[int, float]] | None = None,
     chance: float | None = None,
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name``.
 
-    ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one (through
-    ``anchors``, each optimizer's effective lr at a batch size, where given) and then the
+    ``ridge`` is TPE that draws learning rates along the lr ridge, a prior one and then the
     study's fit of its trials above ``chance`` (see
     :class:`~batchlr.search.ridge_sampler.RidgeSampler`). ``grid`` walks :func:`bounded_grid`
     (powers of two for batch size, decades for the learning rate, or ``grid_points`` log-spaced
     values of those it names) and the study stops by itself once every point has run. Other
-    samplers ignore ``grid_points``, ``anchors`` and ``chance``.
+    samplers ignore ``grid_points`` and ``chance``.
     """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "ridge":
-        return RidgeSampler(space, seed, anchors, chance)
+        return RidgeSampler(space, seed, chance)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "random":

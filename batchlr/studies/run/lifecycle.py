@@ -21,13 +21,7 @@ from batchlr.search.pruners import make_pruner
 from batchlr.search.samplers import make_sampler
 from batchlr.search.space import SEED_LIMIT
 from batchlr.studies import render
-from batchlr.studies.run.creation import (
-    RunOptions,
-    create_study,
-    duplicates_warning,
-    lr_anchors,
-    prepare,
-)
+from batchlr.studies.run.creation import RunOptions, create_study, duplicates_warning, prepare
 from batchlr.studies.run.progress import Mode, StudyProgress
 from batchlr.studies.run.stopping import StopWhenDone, stop_if_done
 from batchlr.studies.run.workers import run_workers, stop_gracefully_on_signals
@@ -304,7 +298,6 @@ def open_study(
             objective.space,
             sampler_seed(options.seed, previous_trials),
             spec.grid_points,
-            lr_anchors(spec),
             1 / objective.data.num_classes,
         ),
         pruner=make_pruner(spec.pruner, objective.trainer.settings.budget.round_count),
