@@ -26,6 +26,7 @@ from batchlr.search.space import MAX_LR
 
 # the studies load torch, which a command's --help need not wait for
 if TYPE_CHECKING:
+    from batchlr.studies.results import Attachment
     from batchlr.studies.run import Probe
 
 
@@ -109,12 +110,8 @@ def lr_find(
     if study_name:
         what = f"{option['optimizer']}, batch {option['batch_size']}"
         figure = lr_range_figure(result.first, probe.title(what))
-        echo_lines(
-            *render.attached(
-                "LR range test",
-                attach_figure(storage, study_name, figure, "lr-find.png", artifacts),
-            )
-        )
+        attachment = attach_figure(storage, study_name, figure, "lr-find.png", artifacts)
+        _say_attached("LR range test", attachment, as_json)
 
 
 @click.command("noise-scale")
@@ -190,12 +187,8 @@ def noise_scale(
         remember_noise_scale(storage, study_name, result, option["epochs"])
         when = f"after {option['epochs']} epochs" if option["epochs"] else "at initialisation"
         figure = noise_scale_figure(result, probe.title(when))
-        echo_lines(
-            *render.attached(
-                "noise-scale curve",
-                attach_figure(storage, study_name, figure, "noise-scale.png", artifacts),
-            )
-        )
+        attachment = attach_figure(storage, study_name, figure, "noise-scale.png", artifacts)
+        _say_attached("noise-scale curve", attachment, as_json)
 
 
 @click.command()
@@ -236,3 +229,15 @@ def _open_probe(option: dict[str, Any], study_name: str | None, storage: str) ->
     requested = StudySpec.from_attrs({name: option[name] for name in SPEC_OPTIONS})
     options = RunOptions(option["seed"], option["device"], cache_dir=option["cache_dir"])
     return open_probe(requested, given(ctx, list(SPEC_OPTIONS)), options, storage, study_name)
+
+
+def _say_attached(what: str, attachment: Attachment, as_json: bool) -> None:
+    """Where a probe's figure was attached: on stderr under ``--json``, whose stdout is the
+    record alone."""
+    from batchlr.studies import render
+
+    lines, warning = render.attached(what, attachment)
+    if as_json:
+        click.echo("\n".join(filter(None, (*lines, warning))), err=True)
+    else:
+        echo_lines(lines, warning)

@@ -1,6 +1,7 @@
 """Refit and report attach their files to the study with Optuna's artifact store."""
 
 import errno
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -159,11 +160,12 @@ def test_lr_find_and_noise_scale_attach_their_curves_to_a_study_that_exists(tmp_
         "5",
         "--big-batch",
         "256",
+        "--json",
     )
-    assert (
-        "attached the LR range test to study p's artifacts" in found.output
-        and "attached the noise-scale curve" in noise.output
-    )
+    assert "attached the LR range test to study p's artifacts" in found.stdout
+    # Under --json, stdout is the record alone.
+    assert json.loads(noise.stdout)["noise_scale"] > 0
+    assert "attached the noise-scale curve" in noise.stderr
     names = {
         meta.filename: meta.mimetype
         for meta in get_all_artifact_meta(optuna.load_study(study_name="p", storage=storage))
