@@ -72,8 +72,7 @@ if TYPE_CHECKING:
     type=LR_RANGE,
     help=(
         "MIN:MAX learning rate (base_lr under --lr-scaling), log scale, for every optimizer; "
-        "auto: for each optimizer, from 1.5 decades below its LR range test's suggestion to "
-        "half a decade above.  "
+        "auto: for each optimizer, from a 30th of its LR range test's suggestion to 3 times it.  "
         "[default: each optimizer its own: sgd 1e-3:1, adam, adamw and rmsprop 1e-5:0.1]"
     ),
 )

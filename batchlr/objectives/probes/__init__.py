@@ -1,6 +1,7 @@
 """Training outside trials through the trials' Trainer (LR range test, noise scale, memory); imports the trainer."""
 
 from batchlr.objectives.probes.lr_finder import (
+    SEARCH_RANGE,
     LrRangeTest,
     SeededLrRangeTests,
     seeded_lr_range_tests,
@@ -15,6 +16,7 @@ from batchlr.objectives.probes.noise_scale import (
 from batchlr.objectives.probes.speed import images_per_second
 
 __all__ = [
+    "SEARCH_RANGE",
     "LrRangeTest",
     "NoiseScale",
     "SeededLrRangeTests",

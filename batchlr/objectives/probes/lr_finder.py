@@ -87,6 +87,13 @@ def lr_range_test(
 SPREAD_LIMIT = 3.0
 """How far apart (as a ratio) two seeds' suggestions may lie before the test is called unsteady."""
 
+SEARCH_RANGE = (1 / 30, 3.0)
+"""The lr range to search, as multiples of the suggestion: from about 1.5 decades below it to
+half a decade above, since the suggestion (the loss's steepest descent) lies near the top of
+the useful range. On digits (6 seeds of 6 trials under ``--lr auto``) a decade either side
+left 10 of 36 trials at chance, 2 of them complete; this range 7, 1 complete, at the same best
+accuracy (median 0.978)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SeededLrRangeTests:

@@ -58,6 +58,8 @@ def lr_range(tests: SeededLrRangeTests, study: str | None) -> tuple[list[str], s
     """What ``batchlr lr-find`` prints: the suggestion, each seed's, and the search around it,
     how it trained (see :func:`regime`), and a warning when a curve had no real descent or
     the seeds disagree, or None."""
+    from batchlr.objectives.probes.lr_finder import SEARCH_RANGE
+
     first = tests.first
     stop = (
         f"stopped at lr {first.lrs[-1]:.3g} as the loss diverged"
@@ -72,7 +74,8 @@ def lr_range(tests: SeededLrRangeTests, study: str | None) -> tuple[list[str], s
     lines = [
         f"suggested lr {suggested:.3g} ({seeds}: {tests.spread:.1f}x apart)",
         f"seed {tests.seeds[0]}: {len(first.lrs)} learning rates, {stop}",
-        f"search around it: batchlr run --lr {suggested / 10:.2g}:{suggested * 10:.2g}",
+        f"search around it: batchlr run --lr {suggested * SEARCH_RANGE[0]:.2g}:"
+        f"{suggested * SEARCH_RANGE[1]:.2g}",
         regime(first.regime, study),
     ]
     return lines, lr_test_warning(

@@ -30,6 +30,7 @@ from batchlr.objectives.data import (
 from batchlr.objectives.micro_batches import resolve_cap
 from batchlr.objectives.objective import CrossValidationObjective
 from batchlr.objectives.probes import (
+    SEARCH_RANGE,
     largest_micro_batch,
     seeded_lr_range_tests,
     trained_noise_scale,
@@ -55,7 +56,7 @@ class RunOptions:
     device: str = "auto"
     lr_auto: bool = False
     """For a new study, run the LR range test and search around its suggestion (see
-    :data:`FOUND_LR_RANGE`)."""
+    :data:`SEARCH_RANGE`)."""
     heartbeat: int | None = DEFAULT_HEARTBEAT
     """Seconds between a running trial's heartbeats; ``None`` turns heartbeats off."""
     command_line: str = ""
@@ -215,18 +216,10 @@ def _noise_scale(space: SearchSpace, trainer: Trainer, searched: torch.Tensor, s
     return result.noise_scale
 
 
-FOUND_LR_RANGE = (1 / 30, 3.0)
-"""The lr range ``--lr auto`` searches, as multiples of the range test's suggestion: from 1.5
-decades below it to half a decade above, since the suggestion (the loss's steepest descent)
-lies near the top of the useful range. On digits (6 seeds of 6 trials) a decade either side
-left 10 of 36 trials at chance, 2 of them complete; this range 7, 1 complete, at the same best
-accuracy (median 0.978)."""
-
-
 def _with_found_lr(
     spec: StudySpec, space: SearchSpace, trainer: Trainer, searched: torch.Tensor, seed: int
 ) -> StudySpec:
-    """``spec`` searching, for each optimizer, lr (or base_lr) over :data:`FOUND_LR_RANGE` of
+    """``spec`` searching, for each optimizer, lr (or base_lr) over :data:`SEARCH_RANGE` of
     the LR range test's suggestion for it, the tests trained as the study's trials will be,
     with two seeds each (see :class:`~batchlr.objectives.probes.SeededLrRangeTests`).
 
@@ -256,7 +249,7 @@ def _with_found_lr(
             )
         # The test found an lr for its batch size; under a scaling rule the range is of base_lr.
         center = tests.suggested_lr / space.lr_scaling.lr(1.0, batch_size, optimizer)
-        ranges[optimizer] = (center * FOUND_LR_RANGE[0], center * FOUND_LR_RANGE[1])
+        ranges[optimizer] = (center * SEARCH_RANGE[0], center * SEARCH_RANGE[1])
         records[optimizer] = {
             "suggested_lr": tests.suggested_lr,
             "spread": tests.spread,
