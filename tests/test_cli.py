@@ -93,6 +93,7 @@ def test_run_again_resumes_with_stored_settings(study_db):
     ("option", "value", "created"),
     [
         ("--lr", "1e-3:1e-1", "unset, a range per optimizer (sgd 0.001:1, adam 1e-05:0.1, "),
+        ("--lr", "auto", "unset, a range per optimizer (sgd 0.001:1, adam 1e-05:0.1, "),
         ("--epochs", "3", "2"),
         ("--optimizers", "adam", "sgd,adam,rmsprop"),
         ("--dataset", "cifar2", "digits"),

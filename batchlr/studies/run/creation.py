@@ -41,7 +41,7 @@ from batchlr.search.samplers import bounded_grid
 from batchlr.search.space import Hyperparameters, SearchSpace, default_momentum, offset_seed
 from batchlr.studies import render
 from batchlr.studies.store.data_facts import DataFacts, save_data_facts
-from batchlr.studies.store.spec import StudySpec, reconcile
+from batchlr.studies.store.spec import StudySpec, created_lr, reconcile
 from batchlr.studies.store.storage import DEFAULT_HEARTBEAT, LiveStorage
 from batchlr.studies.store.stored_spec import LABELS_ATTR, save_spec
 from batchlr.studies.store.study_creation import create_study_from
@@ -86,6 +86,11 @@ def prepare(
     resolved, and for a new study under ``--lr auto`` the lr range found.
     """
     spec = reconcile(stored[0] if stored else None, requested, given, name)
+    if options.lr_auto and stored and not stored[0].lr_find:
+        raise BatchlrUsageError(
+            f"study {name!r} was created with --lr {created_lr(stored[0])}, not auto; drop "
+            "--lr auto to resume it, or choose a new --study name"
+        )
     if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
     if options.stop_auto and len(spec.directions) > 1:

@@ -298,7 +298,7 @@ def reconcile(
             and key not in PER_RUN_KEYS | CREATION_KEYS
             and _comparable(key, old[key]) != _comparable(key, new[key])
         ):
-            created = _show(old[key]) if key != "lr" or old["lr"] else _lr_ranges(old)
+            created = created_lr(stored) if key == "lr" else _show(old[key])
             raise BatchlrUsageError(
                 f"study {study!r} was created with {option_name(key)} {created}, not {_show(new[key])}; "
                 f"drop {option_name(key)} to resume it, or choose a new --study name"
@@ -311,7 +311,12 @@ def _comparable(key: str, value: Any) -> Any:
     return sorted(value) if key == "optimizers" else value
 
 
-def _lr_ranges(attrs: dict[str, Any]) -> str:
+def created_lr(stored: StudySpec) -> str:
+    """The ``--lr`` a study was created with, as an error about resuming it names it: its one
+    range, or ``auto`` or unset with the range of each optimizer."""
+    attrs = stored.to_attrs()
+    if attrs["lr"]:
+        return _show(attrs["lr"])
     # A study of format 6 without one --lr holds a range per optimizer, found by --lr auto or not.
     ranges = ", ".join(
         f"{name} {low:g}:{high:g}" for name, (low, high) in attrs["lr_ranges"].items()
