@@ -159,7 +159,10 @@ def test_run_with_lr_auto_searches_mostly_below_the_suggestion(sqlite_url):
     found = study.user_attrs["lr_find"]
     assert set(found) == {"sgd", "adam"} and study.user_attrs["lr"] is None
     suggested = {name: record["suggested_lr"] for name, record in found.items()}
-    assert f"suggested sgd {suggested['sgd']:.3g}, adam {suggested['adam']:.3g}" in result.output
+    assert (
+        f"suggested sgd {suggested['sgd']:.3g} at momentum 0.9, adam {suggested['adam']:.3g}"
+        in result.output
+    )
     for name, lr in suggested.items():
         assert study.user_attrs["lr_ranges"][name] == pytest.approx([lr / 30, lr * 3])
     for trial in study.trials:

@@ -48,8 +48,11 @@ def opening(
     found = spec.lr_find
     if not found:
         return lines, None
+    # The trials draw their own momentum: the lr suggested holds at the test's.
     suggestions = ", ".join(
-        f"{optimizer} {record['suggested_lr']:.3g}" for optimizer, record in found.items()
+        f"{optimizer} {record['suggested_lr']:.3g}"
+        + (f" at momentum {record['momentum']:g}" if record.get("momentum") else "")
+        for optimizer, record in found.items()
     )
     batch_sizes = sorted({record.get("batch_size") for record in found.values()} - {None})
     at = f" at batch {batch_sizes[0]}" if len(batch_sizes) == 1 else ""
@@ -58,7 +61,7 @@ def opening(
         lr_test_warning(
             record.get("loss_drop", 1.0),
             record.get("spread", 1.0),
-            "its lr range may be off; consider giving --lr MIN:MAX",
+            "its lr range may be off; a new --study with --lr MIN:MAX can search another",
             optimizer,
         )
         for optimizer, record in found.items()
