@@ -73,8 +73,13 @@ def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):
         "  adam: no fit: it needs trials that learned at 3 batch sizes (less than a factor 1.41 "
         "apart count as one), this study has 2" in output.splitlines()
     )
+    # an optimizer searched without a complete trial has its line too, in --optimizers order
+    none = "no fit: it needs complete trials, this study has none"
+    ridge_lines = [line.split(":")[0].strip() for line in output.splitlines() if "no fit" in line]
+    assert ridge_lines == ["sgd", "adam", "rmsprop"] and f"  sgd: {none}" in output
     record = json.loads(invoke("show", "adam-few", "--storage", grid_storage, "--json"))
-    assert record["ridge"] == {"adam": {"reason": record["ridge"]["adam"]["reason"]}}
+    assert list(record["ridge"]) == ["sgd", "adam", "rmsprop"]
+    assert record["ridge"]["adam"] == {"reason": record["ridge"]["adam"]["reason"]}
 
 
 def test_the_report_says_what_show_says_of_each_optimizers_ridge_and_the_band(

@@ -37,7 +37,9 @@ class StudyAnswer:
 
 
 def study_answer(study: optuna.Study) -> StudyAnswer:
-    """The ridge and band of a batchlr study's complete trials.
+    """The ridge and band of a batchlr study's complete trials: a fit for each optimizer it
+    searches, in the order of its ``--optimizers`` (one without a complete trial with that
+    reason).
 
     Raises:
         BatchlrError: for a study batchlr did not make.
@@ -47,4 +49,9 @@ def study_answer(study: optuna.Study) -> StudyAnswer:
     chance = None if facts is None else facts.chance
     trials = study.get_trials(deepcopy=False)
     fits = fit_ridges(scored_trials(trials, space), chance)
-    return StudyAnswer(fits, near_optimal_band(trials, space), chance)
+    unfitted = RidgeFit("", None, "it needs complete trials, this study has none")
+    ridges = {
+        optimizer: fits.get(optimizer, dataclasses.replace(unfitted, optimizer=optimizer))
+        for optimizer in space.optimizers
+    }
+    return StudyAnswer(ridges | fits, near_optimal_band(trials, space), chance)
