@@ -114,6 +114,10 @@ def test_option_values_read_as_a_spec():
     )
     with pytest.raises(BatchlrUsageError, match="steps 30: go with budget steps"):
         StudySpec.from_attrs({"budget": "epochs", "steps": 30})
+    # A command without --precision (lr-find, noise-scale) gets a new study's default; only
+    # settings written before the option existed trained in float32.
+    assert StudySpec.from_attrs({"dataset": "digits"}).training.precision == "auto"
+    assert StudySpec.read({"dataset": "digits"}, "a study").training.precision == "fp32"
 
 
 def test_resuming_compares_fixed_settings_and_lets_per_run_ones_through():

@@ -161,11 +161,7 @@ class StudySpec:
                 f"this study was written by a newer batchlr (format {version}); upgrade batchlr to read it"
             )
         keys = set(setting_keys())
-        given = {
-            key: value
-            for key, value in {**SETTINGS_BEFORE_THEIR_OPTION, **attrs}.items()
-            if not (value is None and key in keys)
-        }
+        given = {key: value for key, value in attrs.items() if not (value is None and key in keys)}
         found = given.get("lr_find")
         if version < 6 and isinstance(found, Mapping) and isinstance(found.get("optimizer"), str):
             # Format 5 and before ran the range test with one optimizer, its record flat.
@@ -177,13 +173,15 @@ class StudySpec:
     @classmethod
     def read(cls, attrs: Mapping[str, Any], source: str) -> StudySpec:
         """:meth:`from_attrs` of settings written down before (a study's, an exported file's):
-        a setting outside its rule is damage there, not a usage error.
+        one written before a setting existed trains as it did then (see
+        :data:`SETTINGS_BEFORE_THEIR_OPTION`), and a setting outside its rule is damage there,
+        not a usage error.
 
         Raises:
             BatchlrError: naming ``source`` and the setting.
         """
         try:
-            return cls.from_attrs(attrs)
+            return cls.from_attrs({**SETTINGS_BEFORE_THEIR_OPTION, **attrs})
         except SettingError as error:
             raise BatchlrError(f"{source} holds a damaged setting: {error}") from error
 
