@@ -232,7 +232,10 @@ if TYPE_CHECKING:
     ),
 )
 @click.option(
-    "--quiet", "-q", is_flag=True, help="Print only the outcome, no progress or per-trial lines."
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress or per-trial lines: the opening, warnings and the outcome only.",
 )
 @click.option(
     "--sampler",
