@@ -111,6 +111,9 @@ def test_the_export_carries_the_fit_and_transfers_the_lr_along_it(grid_storage, 
     assert inside.rule.startswith("the ridge lr ~ B^") and inside.warning is None
     beyond = cfg.lr_rule(4096)
     assert "extrapolated" in beyond.rule and "noise-scale --study sgd-grid" in beyond.warning
+    # The critical batch size bounds the ridge from above: below it, no call to measure it.
+    below = cfg.lr_rule(4)
+    assert below.warning == "batch 4 lies outside the fitted 16 to 512"
     assert cfg.lr_for(2 * cfg.batch_size, "linear") == pytest.approx(2 * cfg.lr)
     with pytest.raises(BatchlrError, match="no measured critical batch size"):
         cfg.lr_rule(64, "noise")

@@ -43,9 +43,10 @@ def transfer_lr(
 ) -> LrRule:
     """The lr for ``batch_size`` from the best trial's ``best_lr`` at ``best_batch``.
 
-    Without ``forced``: within the ridge's batch range, its fitted exponent; beyond it, the
-    exponent up to the critical batch size ``noise_scale`` and held past it (no noise scale:
-    extrapolated, with a warning that names ``noise-scale --study``); with no ridge, the
+    Without ``forced``: within the ridge's batch range, its fitted exponent; below it,
+    extrapolated, with a warning; above it, the exponent up to the critical batch size
+    ``noise_scale`` and held past it (no noise scale: extrapolated, with a warning that names
+    ``noise-scale --study``); with no ridge, the
     study's lr scaling rule. ``forced`` names a rule instead: ``linear``, ``sqrt``, or
     ``noise`` (the AdaScale gain of the noise scale; its square root for adaptive optimizers).
 
@@ -77,16 +78,19 @@ def transfer_lr(
         return LrRule(batch_size, lr, f"the study's {scaling.rule} scaling (no ridge was fitted)")
     low, high = ridge.batch_range
     fitted = f"the ridge lr ~ B^{ridge.alpha:.2f} fitted from {low} to {high}"
+    outside = f"batch {batch_size} lies outside the fitted {low} to {high}"
     if low <= batch_size <= high:
         reach, rule, beyond = float(batch_size), f"{fitted}, from the best trial", None
+    elif batch_size < low:  # the critical batch size bounds the ridge from above only
+        reach, rule, beyond = float(batch_size), f"{fitted}, extrapolated", outside
     elif noise_scale is None:
         reach, rule = float(batch_size), f"{fitted}, extrapolated"
-        beyond = _no_noise_scale(study, f"batch {batch_size} lies outside {low} to {high}")
+        beyond = _no_noise_scale(study, outside)
     else:
         reach = min(batch_size, max(noise_scale, best_batch))
         held = "" if reach == batch_size else f" and held past the critical batch size {reach:.0f}"
         rule = f"{fitted}, extrapolated{held}"
-        beyond = f"batch {batch_size} lies outside the fitted {low} to {high}"
+        beyond = outside
     lr = best_lr * (reach / best_batch) ** ridge.alpha
     warnings = [beyond, _uncertain(ridge, best_lr, reach / best_batch)]
     return LrRule(batch_size, lr, rule, "; ".join(filter(None, warnings)) or None)
