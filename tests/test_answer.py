@@ -18,6 +18,8 @@ from batchlr.cli import main
 from batchlr.errors import BatchlrError
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.ridge import Ridge
+from batchlr.studies.render import band_lines
+from batchlr.studies.results import Band
 from batchlr.studies.results.lr_figure import lr_over_batch_size
 from batchlr.studies.results.transfer import transfer_lr
 from batchlr.studies.store import DataFacts, StudySpec, save_data_facts
@@ -65,6 +67,15 @@ def test_show_prints_the_fitted_ridge_and_the_band(grid_storage):
     ridge = record["ridge"]["sgd"]
     assert ridge["alpha_interval"][0] <= 1 <= ridge["alpha_interval"][1]
     assert record["band"]["best_trial"] in record["band"]["members"]
+
+
+def test_a_band_at_one_batch_size_and_lr_reads_as_one_number():
+    band = Band(3, (3, 7), (104, 104), {"adam": {104: (1e-3, 1.001e-3)}, "sgd": {104: (0.01, 0.1)}})
+    assert band_lines(band) == [
+        "near-optimal band: 2 trials the folds cannot tell from the best (trial 3), batch 104",
+        "  adam lr at batch 104: 0.001",
+        "  sgd lr at batch 104: 0.01 to 0.1",
+    ]
 
 
 def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):

@@ -51,15 +51,20 @@ def band_lines(band: Band) -> list[str]:
     count = len(band.members)
     lines = [
         f"near-optimal band: {count} trial{'s' if count != 1 else ''} the folds cannot tell from "
-        f"the best (trial {band.best_trial}), batch {first} to {last}"
+        f"the best (trial {band.best_trial}), batch {_span(first, last, 'd')}"
     ]
     for optimizer, ranges in band.lr_ranges.items():
         spans = "; ".join(
-            f"{batch}: {low:.2g}" + ("" if high == low else f" to {high:.2g}")
-            for batch, (low, high) in ranges.items()
+            f"{batch}: {_span(low, high, '.2g')}" for batch, (low, high) in ranges.items()
         )
         lines.append(f"  {optimizer} lr at batch {spans}")
     return lines
+
+
+def _span(low: float, high: float, spec: str) -> str:
+    """``low to high`` in format ``spec``, or one number where both read the same."""
+    shown = format(low, spec), format(high, spec)
+    return shown[0] if shown[0] == shown[1] else f"{shown[0]} to {shown[1]}"
 
 
 def throughput(result: Recommendation) -> list[str]:
