@@ -195,3 +195,5 @@ def test_a_ridge_study_resumes_with_the_ridge_sampler(tmp_path: Path):
     assert result.exit_code == 0, result.output
     opened = open_study(storage, "r", StudySpec(), set(), RunOptions(device="cpu"))
     assert isinstance(opened.study.sampler, RidgeSampler)
+    # its fit told the accuracy of guessing digits' ten classes, as show's is
+    assert opened.study.sampler._chance == pytest.approx(0.1)
