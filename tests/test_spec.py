@@ -226,3 +226,15 @@ def test_the_opening_says_when_the_pruner_can_never_decide(budget, pruner, train
     spec = StudySpec(training=TrainingSettings(budget=budget), pruner=pruner)
     assert training_phrase(spec) == training
     assert search_phrase(spec) == f"sampler ridge, {search}"
+
+
+def test_the_opening_names_the_sampler_and_pruner_a_resumed_study_was_created_with():
+    created = StudySpec()
+    assert search_phrase(StudySpec(), created) == "sampler ridge, pruner asha"
+    assert search_phrase(StudySpec(sampler="tpe"), created) == (
+        "sampler tpe, pruner asha (this run; the study was created with sampler ridge)"
+    )
+    assert search_phrase(StudySpec(sampler="gp", pruner="none"), created) == (
+        "sampler gp, pruner none (this run; the study was created with sampler ridge and "
+        "pruner asha)"
+    )

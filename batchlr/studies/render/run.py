@@ -34,16 +34,18 @@ def opening(
     spec: StudySpec,
     space: SearchSpace,
     device: str,
+    stored: StudySpec | None = None,
 ) -> tuple[list[str], str | None]:
     """What ``batchlr run`` prints before the first trial, and a warning about a weak
-    ``--lr auto`` range test, or None. ``space`` is the one trials draw from (batch range capped)."""
+    ``--lr auto`` range test, or None. ``space`` is the one trials draw from (batch range
+    capped); ``stored`` the spec of the study resumed (see :func:`search_phrase`)."""
     state = f"resuming, {previous_trials} trials so far" if previous_trials else "new"
     lines = [
         f"study {name} ({state}) in {masked_storage}",
         f"  {spec.dataset}, {spec.model}, {spec.folds} folds x {training_phrase(spec)} on "
         f"{device}; batch_size {space.batch_size[0]}:{space.batch_size[1]}, "
         f"{lr_ranges_phrase(space, ':')}",
-        f"  {search_phrase(spec)}",
+        f"  {search_phrase(spec, stored)}",
     ]
     found = spec.lr_find
     if not found:
@@ -69,15 +71,25 @@ def opening(
     return lines, "\n".join(filter(None, warnings)) or None
 
 
-def search_phrase(spec: StudySpec) -> str:
-    """The sampler and pruner this run searches with: a run may give others than the study's."""
+def search_phrase(spec: StudySpec, stored: StudySpec | None = None) -> str:
+    """The sampler and pruner this run searches with: a run may give others than the study's
+    (``stored``), which it names."""
     if len(spec.training.objectives) > 1:
         pruning = "no pruning (two objectives report no epochs)"
     elif spec.training.budget.round_count == 1 and spec.pruner != "none":
         pruning = f"pruner {spec.pruner}, which prunes nothing: a trial's one report is its last"
     else:
         pruning = f"pruner {spec.pruner}"
-    return f"sampler {spec.sampler}, {pruning}"
+    created = [
+        f"{name} {old}"
+        for name, new, old in (
+            ("sampler", spec.sampler, stored and stored.sampler),
+            ("pruner", spec.pruner, stored and stored.pruner),
+        )
+        if stored and new != old
+    ]
+    this_run = f" (this run; the study was created with {' and '.join(created)})" if created else ""
+    return f"sampler {spec.sampler}, {pruning}{this_run}"
 
 
 def lr_ranges_phrase(space: SearchSpace, joiner: str) -> str:

@@ -60,6 +60,8 @@ class OpenStudy:
     previous_trials: int
     creation_warning: str | None = None
     """Said by the process that created the study, e.g. that its folds split identical images."""
+    stored_spec: StudySpec | None = None
+    """The spec the study was created with, where this run resumes it."""
 
     def optimize(
         self,
@@ -119,6 +121,7 @@ class OpenStudy:
             self.spec,
             objective.space,
             device,
+            self.stored_spec,
         )
         if plan.workers > 1:
             lines.append(
@@ -307,7 +310,9 @@ def open_study(
         save_micro_batch_cap(study, cap)
     # Only the process that created the study says it: the folds are fixed from now on.
     duplicates = None if stored else duplicates_warning(objective)
-    return OpenStudy(study, storage, spec, objective, previous_trials, duplicates)
+    return OpenStudy(
+        study, storage, spec, objective, previous_trials, duplicates, stored[0] if stored else None
+    )
 
 
 def sampler_seed(seed: int, previous_trials: int) -> int:
