@@ -85,7 +85,7 @@ def test_too_few_batch_sizes_is_one_line_and_no_fit(grid_storage):
         "apart count as one), this study has 2" in output.splitlines()
     )
     # an optimizer searched without a complete trial has its line too, in --optimizers order
-    none = "no fit: it needs complete trials, this study has none"
+    none = "no fit: it needs complete trials, it has none"
     ridge_lines = [line.split(":")[0].strip() for line in output.splitlines() if "no fit" in line]
     assert ridge_lines == ["sgd", "adam", "rmsprop"] and f"  sgd: {none}" in output
     record = json.loads(invoke("show", "adam-few", "--storage", grid_storage, "--json"))

@@ -49,7 +49,7 @@ def study_answer(study: optuna.Study) -> StudyAnswer:
     chance = None if facts is None else facts.chance
     trials = study.get_trials(deepcopy=False)
     fits = fit_ridges(scored_trials(trials, space), chance)
-    unfitted = RidgeFit("", None, "it needs complete trials, this study has none")
+    unfitted = RidgeFit("", None, "it needs complete trials, it has none")
     ridges = {
         optimizer: fits.get(optimizer, dataclasses.replace(unfitted, optimizer=optimizer))
         for optimizer in space.optimizers

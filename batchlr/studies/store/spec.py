@@ -148,6 +148,8 @@ class StudySpec:
     def from_attrs(cls, attrs: Mapping[str, Any]) -> StudySpec:
         """Read :meth:`to_attrs` (of any format up to :data:`FORMAT_VERSION`) or option values;
         a missing or null key takes its default, keys that are no setting are ignored.
+        Settings written down before go through :meth:`read`, which gives a setting missing
+        from an older format what it trained with then (:data:`SETTINGS_BEFORE_THEIR_OPTION`).
 
         Raises:
             BatchlrError: for attrs of a newer format.
