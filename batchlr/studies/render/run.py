@@ -80,16 +80,22 @@ def search_phrase(spec: StudySpec, stored: StudySpec | None = None) -> str:
         pruning = f"pruner {spec.pruner}, which prunes nothing: a trial's one report is its last"
     else:
         pruning = f"pruner {spec.pruner}"
+    phrase = f"sampler {spec.sampler}, {pruning}"
+    if stored is None:
+        return phrase
     created = [
         f"{name} {old}"
         for name, new, old in (
-            ("sampler", spec.sampler, stored and stored.sampler),
-            ("pruner", spec.pruner, stored and stored.pruner),
+            ("sampler", spec.sampler, stored.sampler),
+            ("pruner", spec.pruner, stored.pruner),
         )
-        if stored and new != old
+        if new != old
     ]
-    this_run = f" (this run; the study was created with {' and '.join(created)})" if created else ""
-    return f"sampler {spec.sampler}, {pruning}{this_run}"
+    return (
+        f"{phrase} (this run; the study was created with {' and '.join(created)})"
+        if created
+        else phrase
+    )
 
 
 def lr_ranges_phrase(space: SearchSpace, joiner: str) -> str:

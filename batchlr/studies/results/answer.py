@@ -49,9 +49,9 @@ def study_answer(study: optuna.Study) -> StudyAnswer:
     chance = None if facts is None else facts.chance
     trials = study.get_trials(deepcopy=False)
     fits = fit_ridges(scored_trials(trials, space), chance)
-    unfitted = RidgeFit("", None, "it needs complete trials, it has none")
     ridges = {
-        optimizer: fits.get(optimizer, dataclasses.replace(unfitted, optimizer=optimizer))
+        optimizer: fits.get(optimizer)
+        or RidgeFit(optimizer, None, "it needs complete trials, it has none")
         for optimizer in space.optimizers
     }
     return StudyAnswer(ridges | fits, near_optimal_band(trials, space), chance)

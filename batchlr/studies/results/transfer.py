@@ -46,9 +46,9 @@ def transfer_lr(
     Without ``forced``: within the ridge's batch range, its fitted exponent; below it,
     extrapolated, with a warning; above it, the exponent up to the critical batch size
     ``noise_scale`` and held past it (no noise scale: extrapolated, with a warning that names
-    ``noise-scale --study``); with no ridge, the
-    study's lr scaling rule. ``forced`` names a rule instead: ``linear``, ``sqrt``, or
-    ``noise`` (the AdaScale gain of the noise scale; its square root for adaptive optimizers).
+    ``noise-scale --study``); with no ridge, the study's lr scaling rule. ``forced`` names a
+    rule instead: ``linear``, ``sqrt``, or ``noise`` (the AdaScale gain of the noise scale; its
+    square root for adaptive optimizers).
 
     Raises:
         BatchlrError: where no rule applies: no ridge and no scaling rule, or ``noise`` without
