@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 @click.option(
     "--start-lr",
     type=FiniteFloatRange(0, MAX_LR, min_open=True),
-    default=1e-7,
+    default=1e-5,
     help="First learning rate of the sweep.",
 )
 @click.option(
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 @click.option(
     "--lr-count",
     type=click.IntRange(min=20),
-    default=100,
+    default=300,
     help="Learning rates tried between them, one optimizer step each.",
 )
 @click.option(

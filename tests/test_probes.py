@@ -9,11 +9,13 @@ import torch
 from click.testing import CliRunner
 
 from batchlr.cli import main
+from batchlr.cli_probes import lr_find
 from batchlr.objectives.probes import (
     LrRangeTest,
     SeededLrRangeTests,
     estimate_noise_scale,
-    steepest_descent,
+    lr_finder,
+    valley,
 )
 from batchlr.objectives.trainer import Regime
 from batchlr.studies import render
@@ -48,11 +50,18 @@ def test_noise_scale_matches_least_squares_in_closed_form():
     assert result.gradient_norm_squared == pytest.approx(squared, rel=0.2)
 
 
-def test_steepest_descent_picks_the_fastest_fall_before_the_minimum():
-    lrs = [10.0**exponent for exponent in range(-6, 1)]
-    losses = [2.3, 2.3, 2.2, 1.5, 1.2, 1.1, 3.0]
-    assert steepest_descent(lrs, losses) == pytest.approx(1e-3)
-    assert steepest_descent(lrs[:3], [2.0, 1.0, 5.0]) == pytest.approx(lrs[1] / 10)
+def test_valley_takes_two_thirds_down_the_longest_descent_not_a_noisy_start():
+    lrs = [10.0 ** (exponent / 2) for exponent in range(-12, 1)]
+    # a noisy dip at the start, then the descent from 2.4 (index 2) to 1.1 (index 10)
+    losses = [2.3, 1.5, 2.4, 2.35, 2.3, 2.2, 2.0, 1.7, 1.4, 1.2, 1.1, 1.6, 3.0]
+    assert valley(lrs, losses) == pytest.approx(lrs[2 + 8 * 2 // 3])
+    assert valley(lrs[:4], [3.0, 2.0, 1.0, 0.5]) == pytest.approx(lrs[2])
+
+
+def test_lr_find_defaults_to_the_sweep_that_lr_auto_runs():
+    defaults = {param.name: param.default for param in lr_find.params}
+    sweep = (defaults["start_lr"], defaults["end_lr"], defaults["lr_count"])
+    assert sweep == (lr_finder.START_LR, lr_finder.END_LR, lr_finder.LR_COUNT)
 
 
 def test_lr_find_json_and_plot_on_digits(tmp_path):

@@ -5,7 +5,7 @@ from batchlr.objectives.probes.lr_finder import (
     LrRangeTest,
     SeededLrRangeTests,
     seeded_lr_range_tests,
-    steepest_descent,
+    valley,
 )
 from batchlr.objectives.probes.memory import largest_micro_batch, largest_passing
 from batchlr.objectives.probes.noise_scale import (
@@ -25,6 +25,6 @@ __all__ = [
     "largest_micro_batch",
     "largest_passing",
     "seeded_lr_range_tests",
-    "steepest_descent",
     "trained_noise_scale",
+    "valley",
 ]
