@@ -74,12 +74,13 @@ def lr_find(
     artifacts: Path | None,
     **option: Any,
 ) -> None:
-    """LR range test: raise the learning rate exponentially and suggest where the loss falls fastest.
+    """LR range test: raise the learning rate exponentially and suggest the loss's valley.
 
     It trains as a study's trials do: those of --study, or else of a new study with these
-    options (the default precision, no augmentation). It runs twice, with --seed and the
-    next seed, suggests the geometric mean of the two, and warns when they lie more than 3x
-    apart.
+    options (the default precision, no augmentation). The valley is the lr two thirds of the
+    way down the longest stretch over which the smoothed loss keeps falling. It runs twice,
+    with --seed and the next seed, suggests the geometric mean of the two, and warns when they
+    lie more than 3x apart.
     """
     from batchlr.studies import render
     from batchlr.studies.results import attach_figure, lr_range_figure
