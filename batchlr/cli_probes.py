@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 @BATCH_OPTION
 @OPTIMIZER_OPTION
 @MOMENTUM_OPTION
+# The sweep of lr_finder's START_LR, END_LR and LR_COUNT (a test keeps them equal), written
+# out so that --help need not import torch.
 @click.option(
     "--start-lr",
     type=FiniteFloatRange(0, MAX_LR, min_open=True),
@@ -78,7 +80,7 @@ def lr_find(
 
     It trains as a study's trials do: those of --study, or else of a new study with these
     options (the default precision, no augmentation). The valley is the lr two thirds of the
-    way down the longest stretch over which the smoothed loss keeps falling. It runs twice,
+    way down the smoothed loss's longest descent, found as fastai finds it. It runs twice,
     with --seed and the next seed, suggests the geometric mean of the two, and warns when they
     lie more than 3x apart.
     """

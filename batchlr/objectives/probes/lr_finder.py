@@ -17,14 +17,14 @@ DIVERGENCE_FACTOR = 4.0
 MIN_POINTS = 3
 """Learning rates a sweep must keep before the loss diverges for its suggestion to mean anything."""
 
+# The default sweep: six decades in 300 steps. With smoothing over about 50 steps, a sweep of
+# eight decades in 100 (fastai's) lags the loss by four decades: on digits the loss of SGD with
+# momentum 0.9 fell 1 % before it diverged, and two seeds of Adam on the CIFAR subset suggested
+# lrs 7.7x apart. This sweep's losses fell 10 % to 28 % (SGD) and 70 % to 80 % (Adam, RMSProp)
+# on digits, and 10 % (Adam) on the CIFAR subset.
 START_LR = 1e-5
 END_LR = 10.0
 LR_COUNT = 300
-"""The default sweep: six decades in 300 steps. With smoothing over about 50 steps, a sweep of
-eight decades in 100 (fastai's) lags the loss by four decades: on digits the loss of SGD with
-momentum 0.9 fell 1 % before it diverged, and two seeds of Adam on the CIFAR subset suggested
-lrs 7.7x apart. This sweep's losses fell 10 % to 28 % (SGD) and 70 % to 80 % (Adam, RMSProp)
-on digits, and 10 % (Adam) on the CIFAR subset."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +166,10 @@ def seeded_lr_range_tests(
 
 
 def valley(lrs: list[float], losses: list[float]) -> float:
-    """The learning rate two thirds of the way down the longest descent of ``losses``: the
-    longest run of learning rates, in sweep order, over which the loss keeps falling (fastai's
-    "valley", which takes half way).
+    """The learning rate two thirds of the way down the longest descent of ``losses``, found as
+    fastai's "valley" finds it (which takes half way): the longest subsequence of points, in
+    sweep order, each lower than the one before (noisy points between them skipped), taken as
+    the stretch of as many points that ends where it ends.
 
     The fastest fall, the older rule, lands on the first steps whenever their loss is noisy
     (1e-5, the sweep's start, for 2 of 8 seeds of Adam and 3 of 8 of SGD on the CIFAR
