@@ -188,8 +188,9 @@ def resolve_model(name: str) -> ModelFactory:
         raise BatchlrUsageError(
             f"--model {name!r}: give package.module:function, with both a module and a function"
         )
+    directory = os.getcwd()
     try:
-        with _working_directory_on_path():
+        with _first_on_path(directory):
             factory = getattr(importlib.import_module(module_name), function_name)
     except ImportError as error:
         raise BatchlrUsageError(
@@ -206,41 +207,41 @@ def resolve_model(name: str) -> ModelFactory:
         ) from error
     if not callable(factory):
         raise BatchlrUsageError(f"--model {name}: {function_name} is not callable")
-    return _exits_as_errors(factory, name)
+    return _exits_as_errors(factory, name, directory)
 
 
 @contextlib.contextmanager
-def _working_directory_on_path() -> Iterator[None]:
-    """The working directory first on ``sys.path`` while the block runs, as under ``python -m``,
-    so that a ``--model`` module beside the user imports without PYTHONPATH, and last after it.
+def _first_on_path(directory: str) -> Iterator[None]:
+    """``directory`` (the working directory a ``--model`` was named in) first on ``sys.path``
+    while the user's code runs, as under ``python -m``, so that a module beside the user imports
+    without PYTHONPATH, and off it again after.
 
-    First only here: first on the path for a whole command, a ``torch.py`` or ``yaml.py`` lying
-    in the working directory would be imported in place of the real module by any command.
-    Last afterwards, so that a model function which imports a module beside it when called
-    still finds it, while every installed module is found before a file of its name there.
+    Only then: on the path for the rest of a command, a file there named as a module that is
+    imported later (``torch.py``, ``yaml.py``, or an optional one that is not installed) would
+    be imported in place of the real one.
     """
-    directory = os.getcwd()
     if directory in sys.path:
-        yield  # put there by the user (PYTHONPATH), by Python, or last by an earlier import here
+        yield  # put there by the user (PYTHONPATH) or by Python: theirs to keep
         return
     sys.path.insert(0, directory)
     try:
         yield
     finally:
         sys.path.remove(directory)
-        sys.path.append(directory)
 
 
-def _exits_as_errors(factory: ModelFactory, name: str) -> ModelFactory:
+def _exits_as_errors(factory: ModelFactory, name: str, directory: str) -> ModelFactory:
     """``factory``, a user's function, with a ``SystemExit`` it raises made an error naming it:
     every caller (the model check, training, the memory probe) goes through this wrapper, and
     an exit would otherwise end batchlr silently, with the function's exit status. A
-    KeyboardInterrupt stays one: it is the user's."""
+    KeyboardInterrupt stays one: it is the user's. ``directory`` is on the path while it runs
+    (see :func:`_first_on_path`)."""
 
     @functools.wraps(factory)
     def call(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         try:
-            return factory(input_shape, num_classes)
+            with _first_on_path(directory):  # a function that imports beside it when called
+                return factory(input_shape, num_classes)
         except SystemExit as error:
             raise BatchlrError(
                 f"--model {name}: {_called(factory)}{(input_shape, num_classes)} called exit({_one_line(error)}); "
