@@ -62,6 +62,23 @@ def test_a_trial_whose_stamp_stops_is_failed_after_two_intervals_and_retried(sql
     assert retry.system_attrs["failed_trial"] == failed.number
 
 
+def test_a_checker_with_a_shorter_heartbeat_judges_by_the_stamping_workers(sqlite_url, clock):
+    worker = open_storage(sqlite_url, access="create", heartbeat=30)
+    study = optuna.create_study(storage=worker, study_name="s", direction="maximize")
+    trial = study.ask()
+    worker.record_heartbeat(trial._trial_id)
+    checker = optuna.load_study(
+        study_name="s", storage=open_storage(sqlite_url, access="write", heartbeat=1)
+    )
+    fail_stale(checker)
+    clock.now += 59  # the worker beats every 30 s: not yet two of its intervals
+    fail_stale(checker)
+    assert [trial.state for trial in checker.trials] == [TrialState.RUNNING]
+    clock.now += 2
+    fail_stale(checker)
+    assert [trial.state for trial in checker.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
 def test_a_trial_that_never_stamped_is_judged_too_and_liveness_can_be_off(sqlite_url, clock):
     worker = open_storage(sqlite_url, access="create", heartbeat=None)
     study = optuna.create_study(storage=worker, study_name="s")

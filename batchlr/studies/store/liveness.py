@@ -6,6 +6,9 @@ system attr that any storage stores, and every other worker judges the stamp by 
 monotonic clock: a trial whose stamp has not changed for two intervals, as this process timed
 it, is stale. Clocks of different hosts are never compared, so their skew does not matter;
 the price is that a process must watch a trial for two intervals before it can call it stale.
+The stamp carries its worker's interval, and the longer of that and the checker's own is the
+one judged by: workers given different ``--heartbeat`` values never fail each other's live
+trials.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class Liveness(BaseHeartbeat):
         # tries again, and the trial's own next call reports if it lasts. Either way, the
         # heartbeat thread must not die.
         with contextlib.suppress(Exception):
-            self.set_trial_system_attr(trial_id, ALIVE_ATTR, next(self._stamps))
+            stamp = {"beat": next(self._stamps), "every": self._interval}
+            self.set_trial_system_attr(trial_id, ALIVE_ATTR, stamp)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """The running trials whose stamp this process has seen unchanged for two intervals."""
@@ -68,7 +72,7 @@ class Liveness(BaseHeartbeat):
                 seen[trial._trial_id] = (stamp, now)
                 continue
             seen[trial._trial_id] = previous
-            if now - previous[1] > 2 * self._interval:
+            if now - previous[1] > 2 * judged_interval(stamp, self._interval):
                 stale.append(trial._trial_id)
         self._seen = seen
         return stale
@@ -78,6 +82,13 @@ class Liveness(BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
         return self._on_stale
+
+
+def judged_interval(stamp: Any, own: int) -> int:
+    """The heartbeat interval a trial with liveness ``stamp`` is judged by: the longer of
+    ``own`` and the one its worker stamps at (none in a stamp of an earlier release)."""
+    every = stamp.get("every") if isinstance(stamp, dict) else None
+    return max(own, every) if isinstance(every, int) else own
 
 
 class LiveRDBStorage(Liveness, optuna.storages.RDBStorage):

@@ -15,7 +15,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
-from batchlr.studies.store.liveness import ALIVE_ATTR
+from batchlr.studies.store.liveness import ALIVE_ATTR, judged_interval
 
 if TYPE_CHECKING:
     from batchlr.studies.store.storage import LiveStorage
@@ -92,7 +92,8 @@ def watch_unknown_workers(
 ) -> None:
     """Watch the RUNNING trials that no live process of this host runs until each has
     refreshed its liveness stamp, ended, or been failed as stale and retried: at most two
-    heartbeat intervals, by this process's clock (see :mod:`batchlr.studies.store.liveness`).
+    heartbeat intervals (the longer of this process's and the trial's worker's), by this
+    process's clock (see :mod:`batchlr.studies.store.liveness`).
 
     For a run's end, so that a rerun after workers died leaves none of their trials RUNNING,
     where the dead worker was on another host or died before it recorded its pid. Calls
@@ -101,12 +102,13 @@ def watch_unknown_workers(
     interval = storage.get_heartbeat_interval()
     if not interval:
         return
-    deadline = time.monotonic() + 2 * interval + 1
     watched = {
         trial._trial_id: trial.system_attrs.get(ALIVE_ATTR)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not _worker_is_alive_here(trial)
     }
+    longest = max((judged_interval(stamp, interval) for stamp in watched.values()), default=0)
+    deadline = time.monotonic() + 2 * longest + 1
     while watched and time.monotonic() < deadline:
         check()
         time.sleep(min(1.0, interval / 4))

@@ -251,13 +251,17 @@ def _create_storage(
     when another worker is creating the same new database's tables.
 
     Optuna's set-up of a new database and its schema check hold two connections at once, so
-    they run on an engine of their own, closed before the storage is used.
+    they run on an engine of their own that pools none: an attempt that loses the race to lay
+    out the tables raises before its engine can be closed, and a pool would keep its
+    connections open for the worker's life.
     """
     attempt = 1
     while True:
         try:
             setup = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, skip_compatibility_check=True
+                url,
+                engine_kwargs={**engine_kwargs, "poolclass": sqlalchemy.pool.NullPool},
+                skip_compatibility_check=True,
             )
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
