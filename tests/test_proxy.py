@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from batchlr.cli import main
+from batchlr.errors import BatchlrError
 from batchlr.studies.store import load_spec
-from batchlr.studies.store.proxy import PROXY_CONNECTIONS
+from batchlr.studies.store.proxy import PROXY_CONNECTIONS, serve
 from batchlr.studies.store.stored_spec import LABELS_ATTR, UnfinishedStudy
 from batchlr.studies.store.study_creation import (
     CREATING_ATTR,
@@ -134,6 +135,21 @@ def test_an_unreachable_proxy_is_one_clear_line(monkeypatch):
     )
     bad = CliRunner().invoke(main, ["studies", "--storage", "grpc://127.0.0.1"])
     assert bad.exit_code == 2 and "grpc://HOST:PORT" in bad.output
+
+
+def test_a_second_proxy_on_a_port_in_use_is_one_clear_line():
+    from optuna.storages._grpc.server import make_server  # binds with SO_REUSEPORT, as gRPC does
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    occupant = make_server(optuna.storages.InMemoryStorage(), "127.0.0.1", port)
+    occupant.start()
+    try:
+        with pytest.raises(BatchlrError, match=f"^cannot listen on 127.0.0.1:{port} .*in use"):
+            serve(optuna.storages.InMemoryStorage(), "127.0.0.1", port, on_ready=pytest.fail)
+    finally:
+        occupant.stop(grace=None)
 
 
 def _draft(name: str) -> optuna.storages.InMemoryStorage:

@@ -104,13 +104,20 @@ def serve(
         BatchlrError: when grpcio is not installed or the address cannot be bound.
     """
     _require_grpc(f"{SCHEME}://{host}:{port}")
-    from optuna.storages._grpc.server import make_server
+    import grpc
+    from optuna.storages._grpc.auto_generated.api_pb2_grpc import (
+        add_StorageServiceServicer_to_server,
+    )
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
+    # Optuna's make_server, but without gRPC's SO_REUSEPORT: with it a second proxy binds the
+    # same port, and the calls alternate between two databases.
+    server = grpc.server(ThreadPoolExecutor(PROXY_THREADS), options=[("grpc.so_reuseport", 0)])
+    # Optuna's advice: its cache in front of the database spares it most reads.
+    service = OptunaStorageProxyService(optuna.storages.get_storage(storage))
+    add_StorageServiceServicer_to_server(service, server)
     try:
-        # Optuna's advice: its cache in front of the database spares it most reads.
-        server = make_server(
-            optuna.storages.get_storage(storage), host, port, ThreadPoolExecutor(PROXY_THREADS)
-        )
+        server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
         raise BatchlrError(
             f"cannot listen on {host}:{port} ({error}); the port may be in use: choose another --port"
