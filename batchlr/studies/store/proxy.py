@@ -115,7 +115,7 @@ def serve(
     server = grpc.server(ThreadPoolExecutor(PROXY_THREADS), options=[("grpc.so_reuseport", 0)])
     # Optuna's advice: its cache in front of the database spares it most reads.
     service = OptunaStorageProxyService(optuna.storages.get_storage(storage))
-    add_StorageServiceServicer_to_server(service, server)
+    add_StorageServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     try:
         server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
