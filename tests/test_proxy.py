@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
-from batchlr.studies.store import load_spec
+from batchlr.studies.render import studies_table
+from batchlr.studies.store import list_studies, load_spec, study_spec_or_none
 from batchlr.studies.store.proxy import PROXY_CONNECTIONS, serve
 from batchlr.studies.store.stored_spec import LABELS_ATTR, UnfinishedStudy
 from batchlr.studies.store.study_creation import (
@@ -173,6 +174,12 @@ def test_a_study_created_stepwise_is_whole_once_its_last_attr_is_written(monkeyp
     storage.set_study_user_attr(half, "dataset", "digits")
     with pytest.raises(UnfinishedStudy, match="batchlr run --study half"):
         load_spec(storage, "half")
+    # show, export and report read its settings no more than a run does; studies marks it
+    with pytest.raises(UnfinishedStudy, match="batchlr run --study half"):
+        study_spec_or_none(optuna.load_study(study_name="half", storage=storage))
+    table = studies_table(list_studies(storage)).splitlines()
+    assert table[1].startswith("half") and table[1].endswith("creation was interrupted)")
+    assert table[2].startswith("s ") and "unfinished" not in table[2]
     # and the next run, once no one finishes it in time, removes it to create it anew
     monkeypatch.setattr("batchlr.studies.store.study_creation.CREATION_WAIT", 0.0)
     settle_unfinished(storage, "half", LABELS_ATTR)

@@ -31,9 +31,11 @@ def studies_table(summaries: Sequence[StudySummary]) -> str:
     for summary in summaries:
         counts = summary.trials_by_state
         best = "-" if summary.best_value is None else f"{summary.best_value:.4f}"
+        unfinished = "  (unfinished: being created, or its creation was interrupted)"
         lines.append(
             f"{summary.name:<{width}}  {counts['COMPLETE']:>8}  {counts['PRUNED']:>6}  "
             f"{counts['FAIL']:>4}  {counts['RUNNING']:>7}  {counts['WAITING']:>7}  {best}"
+            + (unfinished if summary.unfinished else "")
         )
     return "\n".join(lines)
 

@@ -43,6 +43,13 @@ class UnfinishedStudy(BatchlrError):
     :mod:`batchlr.studies.store.study_creation`)."""
 
 
+def _unfinished(study: str) -> UnfinishedStudy:
+    return UnfinishedStudy(
+        f"study {study!r} is being created through a storage proxy, or its creation was "
+        f"interrupted; batchlr run --study {study} finishes it or creates it anew"
+    )
+
+
 def load_spec(
     storage: optuna.storages.BaseStorage, study: str
 ) -> tuple[StudySpec, FoldAssignment, str] | None:
@@ -64,10 +71,7 @@ def load_spec(
     wait_for_first_write(storage, study_id)
     system = storage.get_study_system_attrs(study_id)
     if is_unfinished(system, LABELS_ATTR):
-        raise UnfinishedStudy(
-            f"study {study!r} is being created through a storage proxy, or its creation was "
-            f"interrupted; batchlr run --study {study} finishes it or creates it anew"
-        )
+        raise _unfinished(study)
     if LABELS_ATTR not in system:
         raise BatchlrError(
             f"study {study!r} exists but was not made by batchlr run; choose another --study name"
@@ -81,9 +85,13 @@ def study_spec_or_none(study: optuna.Study) -> StudySpec | None:
     made otherwise (with Optuna itself), which holds no batchlr settings.
 
     Raises:
+        UnfinishedStudy: for a study being created through a proxy, or whose creation died:
+            its settings may be partly written.
         BatchlrError: when the study's settings are damaged, or its directions are not those
             of its settings' objectives (another program's study with a ``dataset`` attr).
     """
+    if is_unfinished(study._storage.get_study_system_attrs(study._study_id), LABELS_ATTR):
+        raise _unfinished(study.study_name)
     attrs = study.user_attrs
     if "dataset" not in attrs:
         return None

@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial, TrialState
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.store.spec import StudySpec
-from batchlr.studies.store.stored_spec import study_spec_or_none
+from batchlr.studies.store.stored_spec import LABELS_ATTR, study_spec_or_none
+from batchlr.studies.store.study_creation import is_unfinished
 
 if TYPE_CHECKING:
     from batchlr.studies.results.artifacts import Attachment
@@ -60,6 +61,9 @@ class StudySummary:
     name: str
     trials_by_state: dict[str, int]
     best_value: float | None
+    unfinished: bool = False
+    """Being created through a storage proxy, or its creation died (see
+    :func:`~batchlr.studies.store.study_creation.is_unfinished`)."""
 
 
 def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
@@ -77,6 +81,7 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudySummary]:
                 name=frozen.study_name,
                 trials_by_state={state.name: states.get(state.name, 0) for state in _SHOWN_STATES},
                 best_value=best.values[0] if best else None,
+                unfinished=is_unfinished(frozen.system_attrs, LABELS_ATTR),
             )
         )
     return summaries
