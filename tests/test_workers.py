@@ -418,18 +418,25 @@ def test_a_worker_holds_at_most_one_postgresql_connection_heartbeats_included(
     # Optuna lays out a new database's tables on two connections at once: done here, first.
     optuna.storages.RDBStorage(postgres_url).engine.dispose()
     # heartbeats every second, so that the heartbeat thread and the trial's meet often
-    args = [*worker_args(postgres_url, study, 4), "--heartbeat", "1"]
-    worker = start(args, tmp_path / "log")
-    name = f"batchlr {worker.pid}"
-    peak = 0
+    args = [*worker_args(postgres_url, study, 4), "--heartbeat", "1", "--workers", "2"]
+    parent = start(args, tmp_path / "log")
+    peaks: dict[str, int] = {}
+    samples = parent_seen = 0
     try:
-        while worker.poll() is None:
-            peak = max(peak, batchlr_connections(postgres_url).get(name, 0))
+        while parent.poll() is None:
+            held = batchlr_connections(postgres_url)
+            for name, count in held.items():
+                peaks[name] = max(peaks.get(name, 0), count)
+            samples += 1
+            parent_seen += f"batchlr {parent.pid}" in held
             time.sleep(0.05)
-        assert worker.returncode == 0, (tmp_path / "log").read_text()
+        assert parent.returncode == 0, (tmp_path / "log").read_text()
         finished = optuna.load_study(study_name=study, storage=postgres_url).trials
-        assert sum(trial.state in FINISHED for trial in finished) == 4
-        assert peak == 1  # seen, and never two
+        assert 4 <= sum(trial.state in FINISHED for trial in finished) <= 5  # one each at most past
+        workers = set(peaks) - {f"batchlr {parent.pid}"}
+        assert len(workers) == 2 and all(peaks[name] == 1 for name in workers), peaks
+        # The parent reads the study's progress every second, on a connection it then closes.
+        assert peaks.get(f"batchlr {parent.pid}", 0) <= 1 and parent_seen < samples / 2
     finally:
-        worker.kill()
+        parent.kill()
         optuna.delete_study(study_name=study, storage=postgres_url)

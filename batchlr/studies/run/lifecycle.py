@@ -33,7 +33,7 @@ from batchlr.studies.store.retries import (
     this_worker,
 )
 from batchlr.studies.store.spec import StudySpec, check_names
-from batchlr.studies.store.storage import LiveStorage, open_storage
+from batchlr.studies.store.storage import LiveStorage, close_idle_connections, open_storage
 from batchlr.studies.store.stored_spec import (
     LABELS_ATTR,
     UnfinishedStudy,
@@ -216,15 +216,14 @@ def run_trials(opened: OpenStudy, plan: TrialPlan, options: RunOptions) -> Stop 
         opened.objective.release()
         total = n_trials * plan.workers if n_trials else None
         with StudyProgress(plan.progress, total, rounds=None, folds=0) as progress:
-            progress.follow(opened.study)
-            run_workers(
-                plan.worker_arguments,
-                plan.workers,
-                options.device,
-                options.seed,
-                lambda: progress.follow(opened.study),
-            )
-            progress.follow(opened.study)
+
+            def follow() -> None:
+                progress.follow(opened.study)
+                close_idle_connections(opened.storage)
+
+            follow()
+            run_workers(plan.worker_arguments, plan.workers, options.device, options.seed, follow)
+            follow()
         return None
     interrupts = stop_gracefully_on_signals()
     objective = opened.objective

@@ -132,6 +132,14 @@ def open_storage(
         raise BatchlrError(f"cannot open storage {masked}: {cause}{detail}") from error
 
 
+def close_idle_connections(storage: LiveStorage) -> None:
+    """Close the database connections ``storage`` keeps open between its calls, for a process
+    that reads now and then (the parent of ``run --workers``, following their progress), so
+    that a node holds one connection per worker and none more. A proxy's storage holds none."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.engine.dispose()
+
+
 def _server_engine_kwargs(parsed: URL, access: Access) -> dict[str, Any]:
     """SQLAlchemy engine options for a database server: each connection checked before use,
     and on PostgreSQL named ``batchlr PID`` in ``pg_stat_activity`` and read-only for
