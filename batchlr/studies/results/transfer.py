@@ -41,14 +41,19 @@ def transfer_lr(
     study: str,
     forced: ForcedRule | None = None,
 ) -> LrRule:
-    """The lr for ``batch_size`` from the best trial's ``best_lr`` at ``best_batch``.
+    """The lr for ``batch_size``, for a study whose best trial trained with ``best_lr`` at
+    ``best_batch``.
 
-    Without ``forced``: within the ridge's batch range, its fitted exponent; below it,
-    extrapolated, with a warning; above it, the exponent up to the critical batch size
-    ``noise_scale`` and held past it (no noise scale: extrapolated, with a warning that names
-    ``noise-scale --study``); with no ridge, the study's lr scaling rule. ``forced`` names a
-    rule instead: ``linear``, ``sqrt``, or ``noise`` (the AdaScale gain of the noise scale; its
-    square root for adaptive optimizers).
+    Without ``forced``: within the ridge's batch range, the ridge's lr (the line through every
+    batch size's best, which pools more trials than the best one: at ``best_batch`` it may
+    differ from ``best_lr``, one draw near it); below it, extrapolated, with a warning; above
+    it, extrapolated up to the critical batch size ``noise_scale`` (or the range's end, if
+    that is larger) and held past it (no noise scale: extrapolated, with a warning that
+    names ``noise-scale --study``), or, past an adaptive optimizer's surge peak, held at the
+    range's end as an upper bound; with no ridge, the study's lr scaling rule from the best
+    trial. ``forced`` names a rule instead, from the best trial: ``linear``, ``sqrt``, or
+    ``noise`` (the AdaScale gain of the noise scale; its square root for adaptive
+    optimizers).
 
     Raises:
         BatchlrError: where no rule applies: no ridge and no scaling rule, or ``noise`` without
@@ -79,30 +84,39 @@ def transfer_lr(
     low, high = ridge.batch_range
     fitted = f"the ridge lr ~ B^{ridge.alpha:.2f} fitted from {low} to {high}"
     outside = f"batch {batch_size} lies outside the fitted {low} to {high}"
+    reach: float = batch_size
     if low <= batch_size <= high:
-        reach, rule, beyond = float(batch_size), f"{fitted}, from the best trial", None
+        rule, beyond = fitted, None
     elif batch_size < low:  # the critical batch size bounds the ridge from above only
-        reach, rule, beyond = float(batch_size), f"{fitted}, extrapolated", outside
+        rule, beyond = f"{fitted}, extrapolated", outside
+    elif ridge.surge_peak is not None:
+        reach = high
+        rule = f"{fitted}, held past its surge peak at batch {ridge.surge_peak}"
+        beyond = f"{outside}, past the peak where the best lr falls again: an upper bound"
     elif noise_scale is None:
-        reach, rule = float(batch_size), f"{fitted}, extrapolated"
-        beyond = _no_noise_scale(study, outside)
+        rule, beyond = f"{fitted}, extrapolated", _no_noise_scale(study, outside)
     else:
-        reach = min(batch_size, max(noise_scale, best_batch))
-        held = "" if reach == batch_size else f" and held past the critical batch size {reach:.0f}"
-        rule = f"{fitted}, extrapolated{held}"
-        beyond = outside
-    lr = best_lr * (reach / best_batch) ** ridge.alpha
-    warnings = [beyond, _uncertain(ridge, best_lr, reach / best_batch)]
-    return LrRule(batch_size, lr, rule, "; ".join(filter(None, warnings)) or None)
+        # The fit holds across its range even past a critical batch size measured inside it.
+        reach = min(batch_size, max(noise_scale, high))
+        rule, beyond = f"{fitted}, extrapolated", outside
+        if reach < batch_size:
+            rule += (
+                f" and held past the critical batch size {noise_scale:.0f}"
+                if noise_scale > high
+                else f" and held past its end (the critical batch size {noise_scale:.0f} lies within it)"
+            )
+    warnings = [beyond, _uncertain(ridge, reach)]
+    return LrRule(batch_size, ridge.lr(reach), rule, "; ".join(filter(None, warnings)) or None)
 
 
-def _uncertain(ridge: Ridge, best_lr: float, ratio: float) -> str | None:
+def _uncertain(ridge: Ridge, batch_size: float) -> str | None:
     """A warning where the ridge's exponent is too uncertain to say which rule holds, with the
-    lrs its interval's ends give."""
+    lrs its interval's ends give at ``batch_size`` (the fit pivots on its reference batch)."""
     low, high = ridge.alpha_interval
-    if high - low <= UNCERTAIN_ALPHA_WIDTH or ratio == 1:
+    if high - low <= UNCERTAIN_ALPHA_WIDTH or batch_size == ridge.reference_batch:
         return None
-    ends = sorted(best_lr * ratio**alpha for alpha in (low, high))
+    ratio = batch_size / ridge.reference_batch
+    ends = sorted(ridge.lr_at_reference * ratio**alpha for alpha in (low, high))
     return (
         f"the exponent's 95 % interval [{low:.2f}, {high:.2f}] is wide: the lr lies anywhere "
         f"from {ends[0]:.3g} to {ends[1]:.3g}; more trials at more batch sizes narrow it"
