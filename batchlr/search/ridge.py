@@ -49,7 +49,8 @@ class ScoredTrial:
 class Ridge:
     """The fitted power law ``lr*(B) = lr_at_reference * (B / reference_batch) ** alpha``.
 
-    ``alpha_interval`` is the bootstrap 95 % interval of ``alpha``; ``trials`` counts the trials
+    ``alpha_interval`` is the 95 % interval of ``alpha`` (Student's t on the fit's standard
+    error, see :func:`fit_ridges`); ``trials`` counts the trials
     that learned in the fitted batch-size groups, ``batch_sizes`` the groups and
     ``batch_range`` their batch sizes' ends. Where the best lr surges, ``surge_peak`` is the
     batch size at its peak and the power law is fitted at and below it only.
