@@ -328,6 +328,31 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert notes.read_text().startswith("my notes")
 
 
+def test_a_fifo_as_an_export_is_refused_before_it_is_opened(tmp_path):
+    import os
+    import threading
+
+    import batchlr
+
+    fifo = tmp_path / "best.json"
+    os.mkfifo(fifo)
+    refused: list[Exception] = []
+
+    def load() -> None:
+        try:
+            batchlr.load_config(fifo)
+        except Exception as error:
+            refused.append(error)
+
+    # Opening a FIFO blocks until a writer comes: in a thread, so that a hang fails the test.
+    loading = threading.Thread(target=load, daemon=True)
+    loading.start()
+    loading.join(timeout=60)
+    assert [str(error) for error in refused] == [
+        f"export file {fifo} is a FIFO, not a regular file; give a file"
+    ]
+
+
 @pytest.mark.process
 def test_a_fifo_as_study_file_is_refused_before_it_is_opened(tmp_path):
     # Opening a FIFO blocks until a writer comes: in a subprocess, so that a hang fails the test.

@@ -87,5 +87,7 @@ def test_bad_files_give_one_clear_error(tmp_path, content, message):
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(BatchlrError, match="cannot read"):
+    with pytest.raises(
+        BatchlrError, match=f"^export file {tmp_path / 'nope.yaml'} does not exist$"
+    ):
         batchlr.load_config(tmp_path / "nope.yaml")

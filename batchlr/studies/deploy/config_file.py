@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from batchlr.errors import BatchlrError
+from batchlr.files import check_regular_file
 from batchlr.objectives.settings import BUDGET_KINDS
 from batchlr.rules import is_finite_number, is_whole_number
 from batchlr.search.ridge import Ridge, RidgeFit
@@ -35,7 +36,7 @@ def load_config(path: str | Path) -> BestConfig:
             deeply, or whose record lacks a field or holds a value of the wrong type or range
             (see :data:`FIELD_RULES`, :meth:`StudySpec.from_attrs`, :meth:`Hyperparameters.from_params`).
     """
-    path = Path(path)
+    path = check_regular_file(Path(path), "export file")  # a FIFO would block for ever
     language = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
         with path.open("rb") as handle:

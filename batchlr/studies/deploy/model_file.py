@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import math
 import reprlib
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -250,8 +251,11 @@ def _info_problem(info: object) -> str | None:
         and all(isinstance(name, str) for name in classes)
     ):
         return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
-    twice = [name for name, count in collections.Counter(classes).items() if count > 1]
-    if twice:
+    if unprintable := [name for name in classes if not name.isprintable() or not name.strip()]:
+        return f"class name {unprintable[0]!a} is empty or holds a control character"
+    # As image folders compare class names: two spellings of one name in Unicode are one.
+    normal = collections.Counter(unicodedata.normalize("NFC", name) for name in classes)
+    if twice := [name for name, count in normal.items() if count > 1]:
         return f"class {reprlib.repr(twice[0])} is named twice"
     if not all(
         isinstance(values, list)
