@@ -15,16 +15,29 @@ from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.space import Hyperparameters
 from batchlr.studies.deploy.best_config import versions
 from batchlr.studies.deploy.model_file import image_names, model_info, save_model
-from batchlr.studies.results.artifacts import attach
+from batchlr.studies.results.artifacts import Attachment, attach
 from batchlr.studies.run.creation import RunOptions, prepare
 from batchlr.studies.store.storage import open_storage
 from batchlr.studies.store.stored_spec import load_spec
 from batchlr.studies.store.summary import (
     REFIT_ATTRS,
-    RefitResult,
     best_complete_trial,
     load_existing_study,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitResult:
+    """The refit's test score and what it was measured on."""
+
+    trial: int
+    test_accuracy: float
+    test_split: str
+    train_samples: int
+    test_samples: int
+    seconds: float
+    artifacts: Attachment
+    """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
 def refit_best(

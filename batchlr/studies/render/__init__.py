@@ -1,8 +1,8 @@
-"""Everything batchlr says to a person: the lines of run, show, studies, the probes, progress
-and the other commands, and the study's note in optuna-dashboard.
+"""Everything batchlr says to a person, from the records commands return; runs on store, search, objectives.
 
-Error messages stay with the errors; all other user-facing text is made here, from the
-records the commands return, one module per kind of command.
+The lines of run, show, studies, the probes, progress and the other commands, and the study's
+note in optuna-dashboard. Error messages stay with the errors; all other user-facing text is
+made here, one module per kind of command.
 """
 
 from batchlr.studies.render.answer import answer, band_lines, ridge_line, throughput

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchlr.studies.render.phrases import attached
-from batchlr.studies.store.summary import RefitResult
 
 if TYPE_CHECKING:
     from batchlr.objectives.data import SplitDuplicates
     from batchlr.studies.deploy.inference import Evaluation, Prediction
+    from batchlr.studies.deploy.refit import RefitResult
 
 
 def refitted(result: RefitResult, path: Path) -> tuple[list[str], str | None]:

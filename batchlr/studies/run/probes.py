@@ -170,7 +170,7 @@ def run_noise_scale(
 
 def remember_noise_scale(storage: str, study: str, result: NoiseScale, epochs: int) -> None:
     """Keep ``result`` with ``study``: its export then extrapolates the lr ridge up to the
-    critical batch size (see :mod:`batchlr.studies.deploy.transfer`)."""
+    critical batch size (see :mod:`batchlr.studies.results.transfer`)."""
     opened = load_existing_study(open_storage(storage, access="write"), study)
     measurement = {
         "noise_scale": result.noise_scale,

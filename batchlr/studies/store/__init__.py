@@ -37,7 +37,6 @@ from batchlr.studies.store.stored_spec import (
 from batchlr.studies.store.study_creation import create_study_from
 from batchlr.studies.store.summary import (
     REFIT_ATTRS,
-    RefitResult,
     StudyDescription,
     StudySummary,
     best_complete_trial,
@@ -62,7 +61,6 @@ __all__ = [
     "RETRY_REMEDY",
     "STORAGE_ENV",
     "DataFacts",
-    "RefitResult",
     "StudyDescription",
     "StudySpec",
     "StudySummary",

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import statistics
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
@@ -23,26 +23,9 @@ from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.stored_spec import LABELS_ATTR, study_spec_or_none
 from batchlr.studies.store.study_creation import is_unfinished
 
-if TYPE_CHECKING:
-    from batchlr.studies.results.artifacts import Attachment
-
 REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "refit_images")
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
 trial, on how many images, and how many it trained on."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RefitResult:
-    """The refit's test score and what it was measured on."""
-
-    trial: int
-    test_accuracy: float
-    test_split: str
-    train_samples: int
-    test_samples: int
-    seconds: float
-    artifacts: Attachment
-    """Whether the model file was attached to the study's artifacts, where, or why not."""
 
 
 _SHOWN_STATES = (
