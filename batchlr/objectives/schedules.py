@@ -18,7 +18,7 @@ ONECYCLE_START = 1 / 25
 ONECYCLE_END = ONECYCLE_START / 1e4
 
 
-def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0) -> float:
+def lr_factor(step: int, total_steps: int, schedule: Schedule, warmup_steps: int = 0) -> float:
     """The multiple of the peak learning rate used at optimizer step ``step`` (0-based).
 
     Warmup rises linearly to 1 over ``warmup_steps``; the schedule runs over the rest.
@@ -45,7 +45,7 @@ def _cosine_ramp(fraction: float) -> float:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, schedule: str, warmup_steps: int = 0
+    optimizer: torch.optim.Optimizer, total_steps: int, schedule: Schedule, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A torch scheduler to step once per optimizer step, following :func:`lr_factor`."""
     import torch  # here, so that the CLI can list SCHEDULE_NAMES without loading torch

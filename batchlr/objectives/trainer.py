@@ -22,7 +22,7 @@ from batchlr.errors import BatchlrError
 from batchlr.objectives.data.datasets import ImageData
 from batchlr.objectives.models.catalog import build_model, resolve_model
 from batchlr.objectives.schedules import make_scheduler
-from batchlr.objectives.settings import TrainingSettings, steps_per_epoch
+from batchlr.objectives.settings import FuseChoice, Precision, TrainingSettings, steps_per_epoch
 from batchlr.objectives.training.batches import Augmentation, DeviceImages, Normalisation
 from batchlr.objectives.training.execution import Execution
 from batchlr.objectives.training.fold_group import BatchStream, FoldGroup, RoundResult
@@ -43,7 +43,7 @@ class Regime:
     label smoothing and the samples per forward/backward pass. Probes name it, so that a
     measurement says which training it holds for."""
 
-    precision: str
+    precision: Precision
     augment: tuple[str, ...]
     label_smoothing: float
     batch_size: int
@@ -70,7 +70,7 @@ class Trainer:
         model: str,
         settings: TrainingSettings,
         device: torch.device,
-        fuse_folds: str = "auto",
+        fuse_folds: FuseChoice = "auto",
         compile: bool = False,
     ) -> Trainer:
         """A trainer of ``model`` on ``data``, moved to ``device`` once, here, and normalised with
@@ -107,7 +107,7 @@ class Trainer:
     def device(self) -> torch.device:
         return self.images.labels.device
 
-    def with_folds(self, fuse_folds: str, compile: bool) -> Trainer:
+    def with_folds(self, fuse_folds: FuseChoice, compile: bool) -> Trainer:
         """This trainer with folds fused or separate as ``--fuse-folds`` says: ``auto`` falls back
         to separate folds for a model torch.func cannot fuse, ``on`` says why it cannot.
 

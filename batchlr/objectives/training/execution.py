@@ -16,7 +16,7 @@ import functools
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.settings import FUSE_CHOICES, Precision
+from batchlr.objectives.settings import FUSE_CHOICES, FuseChoice, Precision
 from batchlr.rules import one_of, require
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -99,7 +99,7 @@ class Execution:
         cls,
         device: torch.device,
         precision: Precision = "auto",
-        fuse_folds: str = "auto",
+        fuse_folds: FuseChoice = "auto",
         compile: bool = False,
         builtin_model: bool = True,
     ) -> Execution:

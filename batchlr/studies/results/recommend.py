@@ -11,6 +11,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from batchlr.objectives.settings import Precision
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.results.band import Band
 from batchlr.studies.results.transfer import LrRule
@@ -35,7 +36,7 @@ class Recommendation:
     time to ``target_accuracy``, the lowest cross-validated accuracy in the band."""
 
     device: str
-    precision: str
+    precision: Precision
     target_accuracy: float
     timings: list[BatchTiming]
 
@@ -95,7 +96,7 @@ def band_floor(trials: Sequence[FrozenTrial], band: Band) -> float:
 
 def recommend(
     device: str,
-    precision: str,
+    precision: Precision,
     target_accuracy: float,
     epochs: Mapping[int, tuple[float, int]],
     speeds: Mapping[int, float | None],

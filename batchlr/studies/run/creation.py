@@ -35,6 +35,7 @@ from batchlr.objectives.probes import (
     seeded_lr_range_tests,
     trained_noise_scale,
 )
+from batchlr.objectives.settings import FuseChoice
 from batchlr.objectives.trainer import Trainer
 from batchlr.objectives.training import resolve_device
 from batchlr.search.samplers import bounded_grid
@@ -63,7 +64,7 @@ class RunOptions:
     """The command that started the run (passwords masked), for the study's dashboard note."""
     cache_dir: Path | None = None
     """Where decoded image folders are cached; ``None``: the user's cache home."""
-    fuse_folds: str = "auto"
+    fuse_folds: FuseChoice = "auto"
     """``--fuse-folds``: train a trial's folds as one fused model (auto: on CUDA)."""
     compile: bool = False
     """``--compile``: torch.compile the forward pass."""
