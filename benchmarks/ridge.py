@@ -22,8 +22,7 @@ from pathlib import Path
 import optuna
 from common.runs import run_batchlr
 
-from batchlr.studies.results import Ridge, study_answer
-from batchlr.studies.results.scored_trials import scored_trials
+from batchlr.studies.results import Ridge, scored_trials, study_answer
 
 LR_RANGES = {
     "sgd": (1e-3, 1.0),

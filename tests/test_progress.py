@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from batchlr.cli import main
-from batchlr.studies.render.run import outcome, trial_line
+from batchlr.studies.render import outcome, trial_line
 from batchlr.studies.run import StudyProgress
 from batchlr.studies.store.data_facts import DATA_ATTR, DataFacts
 

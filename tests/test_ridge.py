@@ -11,8 +11,7 @@ import pytest
 from batchlr.errors import BatchlrError
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.ridge import Ridge, fit_ridges
-from batchlr.studies.results.band import Band, near_optimal_band
-from batchlr.studies.results.scored_trials import scored_trials
+from batchlr.studies.results import Band, near_optimal_band, scored_trials
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 

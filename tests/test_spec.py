@@ -18,7 +18,7 @@ from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.settings import Budget, TrainingSettings
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.space import SearchSpace
-from batchlr.studies.render.phrases import training_phrase
+from batchlr.studies.render import training_phrase
 from batchlr.studies.render.run import search_phrase
 from batchlr.studies.store import CREATION_KEYS, META_KEYS, StudySpec, reconcile, setting_keys
 

@@ -8,6 +8,7 @@ from batchlr.studies.results.dashboard import serve_dashboard
 from batchlr.studies.results.plotting import log_ticks, save_png, tick_label
 from batchlr.studies.results.probe_figures import lr_range_figure, noise_scale_figure
 from batchlr.studies.results.report import write_report, write_study_report
+from batchlr.studies.results.scored_trials import scored_trials
 
 __all__ = [
     "Attachment",
@@ -23,6 +24,7 @@ __all__ = [
     "near_optimal_band",
     "noise_scale_figure",
     "save_png",
+    "scored_trials",
     "serve_dashboard",
     "study_answer",
     "tick_label",

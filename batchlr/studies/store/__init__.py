@@ -3,7 +3,12 @@
 from batchlr.studies.store.config import read_run_config, render_run_config
 from batchlr.studies.store.data_facts import DataFacts, data_facts, last_stop, save_data_facts
 from batchlr.studies.store.proxy import DEFAULT_PROXY_PORT
-from batchlr.studies.store.retries import fail_orphaned_trials, queue_retry, this_worker
+from batchlr.studies.store.retries import (
+    fail_orphaned_trials,
+    queue_retry,
+    run_left_retries,
+    this_worker,
+)
 from batchlr.studies.store.secrets import mask_command_line, mask_url, redact, remember_secrets
 from batchlr.studies.store.spec import (
     CREATION_KEYS,
@@ -87,6 +92,7 @@ __all__ = [
     "redact",
     "remember_secrets",
     "render_run_config",
+    "run_left_retries",
     "save_data_facts",
     "save_micro_batch_cap",
     "save_spec",
