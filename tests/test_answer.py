@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import batchlr
 from batchlr.cli import main
 from batchlr.errors import BatchlrError
+from batchlr.objectives.training import device_name
 from batchlr.search.lr_scaling import LrScaling
 from batchlr.search.ridge import Ridge
 from batchlr.studies.render import band_lines
@@ -251,7 +252,12 @@ def test_throughput_times_the_band_and_the_export_keeps_it(digits_storage, tmp_p
     path = tmp_path / "best.yaml"
     invoke("export", "d", "--storage", digits_storage, "--output", str(path))
     cfg = batchlr.load_config(path)
-    assert cfg.throughput is not None and cfg.throughput["device"] == "cpu"
+    assert cfg.throughput is not None and cfg.throughput["device"] == device_name(
+        torch.device("cpu")
+    )
+    assert cfg.throughput["device"].startswith("cpu: ") and lines.startswith(
+        f"on {cfg.throughput['device']} ("
+    )
     assert cfg.data is not None and cfg.data.classes == 10 and cfg.data.input_shape == (1, 8, 8)
     model = batchlr.build_model(cfg.settings.model, cfg.data.input_shape, cfg.data.classes)
     assert model(torch.zeros(2, *cfg.data.input_shape)).shape == (2, 10)

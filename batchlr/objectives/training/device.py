@@ -1,8 +1,10 @@
-"""Choosing the torch device from ``--device``, and giving its memory back."""
+"""Choosing the torch device from ``--device``, naming it, and giving its memory back."""
 
 from __future__ import annotations
 
 import gc
+import platform
+from pathlib import Path
 
 import torch
 
@@ -37,6 +39,29 @@ def resolve_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise BatchlrUsageError(f"--device {name}: batchlr runs on cpu, cuda or mps")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """``device`` with the hardware behind it, as measurements should name it: the GPU's
+    model (``NVIDIA H100 80GB HBM3 (cuda:0)``), or the CPU's (``cpu: AMD EPYC 9654``)."""
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return f"{torch.cuda.get_device_name(index)} (cuda:{index})"
+    if device.type == "cpu":
+        return f"cpu: {_cpu_model()}"
+    return str(device)
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def release_memory(device: torch.device) -> None:

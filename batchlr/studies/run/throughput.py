@@ -7,7 +7,8 @@ import math
 import torch
 
 from batchlr.errors import BatchlrError
-from batchlr.objectives.probes import images_per_second
+from batchlr.objectives.probes import images_per_second, largest_micro_batch
+from batchlr.objectives.training import device_name
 from batchlr.search.space import Hyperparameters, OptimizerName, default_momentum
 from batchlr.studies.results.answer import study_answer
 from batchlr.studies.results.recommend import (
@@ -23,9 +24,11 @@ from batchlr.studies.store.data_facts import measured_noise_scale, save_throughp
 
 
 def measure_throughput(storage: str, probe: Probe, seed: int, steps: int) -> Recommendation:
-    """Time ``steps`` optimizer steps of the probe's study's model and recipe at each batch size
-    of its band (for the best trial's optimizer) on the probe's device, and recommend the one
-    with the least time to the band's accuracy; kept with the study for its export.
+    """Time about ``steps`` optimizer steps (the median of three blocks) of the probe's study's
+    model and recipe at each batch size of its band (for the best trial's optimizer) on the
+    probe's device, micro-batched where the device cannot hold a batch whole, and recommend the
+    one with the least time to the band's accuracy; kept with the study, with the device's
+    hardware named, for its export.
 
     Raises:
         BatchlrError: for a study without a complete trial to draw a band from.
@@ -40,8 +43,15 @@ def measure_throughput(storage: str, probe: Probe, seed: int, steps: int) -> Rec
     optimizer: OptimizerName = best.params["optimizer"]
     fit = answer.ridges.get(optimizer)
     best_lr = Hyperparameters.from_params(best.params, probe.spec.space).lr
+    sizes = band.lr_ranges.get(optimizer, {})
+    # The study's cap fits the device it was created on; a batch this one cannot hold whole
+    # is micro-batched, as a run here would.
+    trainer = probe.trainer
+    fits = largest_micro_batch(trainer, max(sizes))
+    cap = trainer.settings.max_micro_batch
+    trainer = trainer.with_cap(min(fits, cap) if isinstance(cap, int) else fits)
     speeds, lrs = {}, {}
-    for batch_size, (low, high) in band.lr_ranges.get(optimizer, {}).items():
+    for batch_size, (low, high) in sizes.items():
         try:
             rule = transfer_lr(
                 best_lr,
@@ -59,14 +69,12 @@ def measure_throughput(storage: str, probe: Probe, seed: int, steps: int) -> Rec
             batch_size, rule.lr, optimizer, default_momentum(optimizer)
         )
         torch.manual_seed(seed)
-        speeds[batch_size] = images_per_second(
-            probe.trainer, probe.indices, hyperparameters, seed, steps
-        )
+        speeds[batch_size] = images_per_second(trainer, probe.indices, hyperparameters, seed, steps)
         lrs[batch_size] = rule
     trials = study.get_trials(deepcopy=False)
     result = recommend(
-        str(probe.trainer.device),
-        probe.trainer.execution.precision,
+        device_name(trainer.device),
+        trainer.execution.precision,
         band_floor(trials, band),
         epochs_to_target(trials, band, optimizer),
         speeds,
