@@ -225,6 +225,14 @@ def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch)
         return resize(image, size, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    with_channels = readers._with_channels
+
+    def recording_conversion(image, channels):
+        # only the part the crop covers: converting 20,000,000 16-bit pixels took 230 MB
+        assert image.width * image.height <= 64, f"converted {image.size} whole"
+        return with_channels(image, channels)
+
+    monkeypatch.setattr(readers, "_with_channels", recording_conversion)
     # as predict reads it
     fitted = readers.decode_files([str(tmp_path / "lines" / "a" / "wide.png")], 1, (32, 32))
     assert fitted.shape == (1, 1, 32, 32) and (fitted == 200).all()

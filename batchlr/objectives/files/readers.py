@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import math
 import multiprocessing
 import os
 import signal
@@ -154,16 +155,22 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized
 
 
-def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``image`` scaled so that it covers ``size`` (height, width), keeping its aspect ratio, then
-    cropped to ``size`` about its centre: for a square ``size``, torchvision's ``Resize(side)``
-    then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when it shrinks.
+def fit_image(
+    image: Image.Image,
+    size: tuple[int, int],
+    convert: Callable[[Image.Image], Image.Image] = lambda image: image,
+) -> Image.Image:
+    """``convert(image)`` scaled so that it covers ``size`` (height, width), keeping its aspect
+    ratio, then cropped to ``size`` about its centre: for a square ``size``, torchvision's
+    ``Resize(side)`` then ``CenterCrop(side)``, whose bilinear resampling PIL antialiases when
+    it shrinks. ``convert`` is a pixel-wise conversion (channels, bit depth).
 
     The scaled image is made whole, as torchvision does, only while it is no larger than
     ``image`` or :data:`_WHOLE_SCALED_PIXELS`; beyond (a narrow image scaled up: 1x20,000,000
     to 32x32 would be 32x640,000,000 first) only the crop is made, from the part of ``image``
-    it covers, so memory holds ``image`` and the output alone. PIL takes that part's corners
-    as 32-bit floats, so a pixel may then differ from torchvision's by one level.
+    it covers, and only that part is converted, so memory holds ``image`` and the output
+    alone. PIL takes that part's corners as 32-bit floats, so a pixel may then differ from
+    torchvision's by one level.
     """
     height, width = size
     # scaling the height to `height` leaves the width at least `width`
@@ -174,12 +181,22 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     left, top = round((scaled[0] - width) / 2), round((scaled[1] - height) / 2)
     crop = (left, top, left + width, top + height)
     if scaled[0] * scaled[1] <= max(image.width * image.height, _WHOLE_SCALED_PIXELS):
+        image = convert(image)
         if scaled != image.size:
             image = image.resize(scaled, Image.Resampling.BILINEAR)
         return image if scaled == (width, height) else image.crop(crop)
     x_scale, y_scale = image.width / scaled[0], image.height / scaled[1]
     box = (crop[0] * x_scale, crop[1] * y_scale, crop[2] * x_scale, crop[3] * y_scale)
-    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    # Scaled up (this path only), bilinear reads a pixel either side of the box: a margin of
+    # two keeps every pixel the resampling reads, so the part gives what the whole would.
+    part = (
+        max(0, math.floor(box[0]) - 2),
+        max(0, math.floor(box[1]) - 2),
+        min(image.width, math.ceil(box[2]) + 2),
+        min(image.height, math.ceil(box[3]) + 2),
+    )
+    shifted = (box[0] - part[0], box[1] - part[1], box[2] - part[0], box[3] - part[1])
+    return convert(image.crop(part)).resize((width, height), Image.Resampling.BILINEAR, box=shifted)
 
 
 def _run(
@@ -225,7 +242,7 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
     block = np.empty((len(paths), channels, *size), dtype=np.uint8)
     for row, path in enumerate(paths):
         with _opened(path) as image:
-            pixels = np.asarray(fit_image(_with_channels(image, channels), size))
+            pixels = np.asarray(fit_image(image, size, lambda part: _with_channels(part, channels)))
         block[row] = _channels_first(pixels)
     return block
 
