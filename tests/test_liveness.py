@@ -124,3 +124,27 @@ def test_a_last_sweep_waits_out_a_trial_no_live_process_here_runs_and_retries_it
     assert time.monotonic() - started < 30
     states = [trial.state for trial in study.trials]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+
+
+def test_a_dead_pid_is_judged_only_in_the_pid_space_it_was_numbered_in(sqlite_url, tmp_path):
+    import subprocess
+    import sys
+
+    from batchlr.objectives.trial_record import TrialRecord
+    from batchlr.studies.store import fail_orphaned_trials, this_worker
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    storage = open_storage(sqlite_url, access="create", heartbeat=600)
+    study = optuna.create_study(storage=storage, study_name="s")
+    # a container sharing this host's name numbers its own processes: its pid says nothing here
+    elsewhere = study.ask()
+    TrialRecord(worker={**this_worker("cpu"), "pid": gone.pid, "pid_space": "other"}).write(
+        elsewhere
+    )
+    here = study.ask()
+    TrialRecord(worker={**this_worker("cpu"), "pid": gone.pid}).write(here)
+    fail_orphaned_trials(study, storage)
+    states = {trial.number: trial.state for trial in study.trials}
+    assert states[elsewhere.number] == TrialState.RUNNING  # left to its liveness stamp
+    assert states[here.number] == TrialState.FAIL

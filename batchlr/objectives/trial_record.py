@@ -33,7 +33,8 @@ class TrialRecord:
     """
 
     worker: dict[str, Any] | None = None
-    """Where the trial runs: ``host``, ``pid`` and ``device``, so that a worker that died can
+    """Where the trial runs: ``host``, ``pid``, ``pid_space`` (the boot and pid namespace the
+    pid is numbered in, or None) and ``device``, so that a worker that died can
     be recognised (see :func:`batchlr.studies.store.retries.fail_orphaned_trials`)."""
     lr: float | None = None
     """The learning rate trained with, after any scaling with the batch size (the param

@@ -7,6 +7,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -57,10 +58,30 @@ def retry_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     queue_retry(study, trial, limit=STALE_RETRIES)
 
 
+def _pid_space() -> str | None:
+    """The kernel boot and pid namespace this process's pid is numbered in (Linux), or None:
+    containers that share a host name (Docker's ``--network host``, Kubernetes'
+    ``hostNetwork``) each number their own processes, and a pid from another is no process here."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
+PID_SPACE = _pid_space()
+
+
 def this_worker(device: str) -> dict[str, object]:
-    """The user attr ``worker`` of a trial this process runs: the host and pid that
+    """The user attr ``worker`` of a trial this process runs: the host, pid and pid space that
     :func:`fail_orphaned_trials` checks, and the device."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_space": PID_SPACE,
+        "device": device,
+    }
 
 
 def fail_orphaned_trials(study: optuna.Study, storage: LiveStorage) -> None:
@@ -142,14 +163,20 @@ def run_left_retries(
 
 def _worker_is_alive_here(trial: FrozenTrial) -> bool:
     """Whether ``trial``'s worker is a process of this host that still runs."""
-    worker = TrialRecord.from_trial(trial).worker or {}
-    return worker.get("host") == socket.gethostname() and not _worker_is_dead(trial)
+    return _numbered_here(TrialRecord.from_trial(trial).worker or {}) and not _worker_is_dead(trial)
+
+
+def _numbered_here(worker: dict[str, Any]) -> bool:
+    """Whether ``worker``'s pid names a process of this host and pid space (where both record
+    one: a worker of an earlier release recorded only its host)."""
+    recorded = worker.get("pid_space")
+    return worker.get("host") == socket.gethostname() and recorded in (None, PID_SPACE)
 
 
 def _worker_is_dead(trial: FrozenTrial) -> bool:
     """Whether ``trial``'s worker was another process of this host, which no longer runs."""
     worker = TrialRecord.from_trial(trial).worker or {}
-    if worker.get("host") != socket.gethostname() or worker.get("pid") == os.getpid():
+    if not _numbered_here(worker) or worker.get("pid") == os.getpid():
         return False
     try:
         os.kill(int(worker["pid"]), 0)
