@@ -145,35 +145,6 @@ def test_a_factory_path_needs_both_parts(name: str) -> None:
         resolve_model(name)
 
 
-def test_the_working_directory_is_on_the_path_only_while_the_users_code_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Left on the path, a file there named as a module imported later would replace it.
-    (tmp_path / "user_net.py").write_text(
-        "import torch\n"
-        "def build(shape, classes):\n"
-        "    import user_layers  # imported when called, from beside it\n"
-        "    return user_layers.head(shape, classes)\n"
-    )
-    (tmp_path / "user_layers.py").write_text(
-        "import math, torch\n"
-        "def head(shape, classes):\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(shape), classes))\n"
-    )
-    monkeypatch.delitem(sys.modules, "user_net", raising=False)
-    monkeypatch.delitem(sys.modules, "user_layers", raising=False)
-    monkeypatch.setattr(
-        sys, "path", [entry for entry in sys.path if entry not in ("", str(tmp_path))]
-    )
-    factory = resolve_model("user_net:build")
-    assert str(tmp_path) not in sys.path
-    model = build_model(factory, "user_net:build", (1, 8, 8), 10)
-    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
-    assert str(tmp_path) not in sys.path
-    monkeypatch.delitem(sys.modules, "user_net")
-    monkeypatch.delitem(sys.modules, "user_layers")
-
-
 @pytest.mark.process
 def test_importing_the_models_leaves_torchvision_unimported(tmp_path: Path) -> None:
     # `batchlr --help` imports this module; torchvision would add a second to it.

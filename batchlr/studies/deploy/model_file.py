@@ -222,6 +222,10 @@ def load_model(
     return TrainedModel(network, info).to(device).eval()
 
 
+def _breaks_lines(name: str) -> bool:
+    return any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in name)
+
+
 def _info_problem(info: object) -> str | None:
     """What is wrong with a model file's ``info``, in a few words; None when it is usable.
 
@@ -251,7 +255,9 @@ def _info_problem(info: object) -> str | None:
         and all(isinstance(name, str) for name in classes)
     ):
         return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
-    if unprintable := [name for name in classes if not name.isprintable() or not name.strip()]:
+    # A control character or line break would split predict's one line per image; a name of
+    # undecodable bytes (its surrogate escapes) is a folder's name all the same.
+    if unprintable := [name for name in classes if not name.strip() or _breaks_lines(name)]:
         return f"class name {unprintable[0]!a} is empty or holds a control character"
     # As image folders compare class names: two spellings of one name in Unicode are one.
     normal = collections.Counter(unicodedata.normalize("NFC", name) for name in classes)
