@@ -164,6 +164,12 @@ CASES = [
         2,
         "more than 100,000",
     ),
+    (
+        ["run", "--storage", "sqlite:///{tmp}/new.db", "--sampler", "grid"]
+        + ["--grid-points", "lr=1000,batch_size=1000"],
+        2,
+        "more than 100,000",
+    ),
     (["run", "--n-trials", "0"], 2, "--n-trials"),
     (["run", "--timeout", "-5"], 2, "--timeout"),
     (["run", "--warmup", "-1"], 2, "--warmup"),
@@ -326,6 +332,8 @@ def test_bad_input(args, code, word, existing, broken_images, inputs, tmp_path):
     assert word in lines[0] and "Traceback" not in result.output
     assert snapshot(existing) == before
     assert notes.read_text().startswith("my notes")
+    # nor a database made for it (the working directory's default one included)
+    assert sorted(path.name for path in tmp_path.glob("*.db")) == ["notes.db"]
 
 
 def test_a_fifo_as_an_export_is_refused_before_it_is_opened(tmp_path):

@@ -33,7 +33,12 @@ from batchlr.studies.store.retries import (
     this_worker,
 )
 from batchlr.studies.store.spec import StudySpec, check_names
-from batchlr.studies.store.storage import LiveStorage, close_idle_connections, open_storage
+from batchlr.studies.store.storage import (
+    LiveStorage,
+    close_idle_connections,
+    open_storage,
+    sqlite_path,
+)
 from batchlr.studies.store.stored_spec import (
     LABELS_ATTR,
     UnfinishedStudy,
@@ -272,21 +277,29 @@ def open_study(
     ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
     keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
     A new study is written only once the data, folds, model and device are known to work,
-    and whole (see :func:`create_study_from`). When several workers start a new study at
+    and whole (see :func:`create_study_from`); a new SQLite file is made only then too. When several workers start a new study at
     once, the database lets one create it and the others resume it.
     """
     requested = dataclasses.replace(
         requested, dataset=check_names(requested.dataset, requested.model)
     )
-    storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     name = study_name or requested.default_study_name()
+    file = sqlite_path(storage_url)
+    # A file not made yet holds no study: all that can refuse the run (data, model, device,
+    # grid, --lr auto) does so before the file is made, so that a refused run leaves none.
+    fresh = prepare(name, None, requested, given, options) if file and not file.exists() else None
+    storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     while True:
         try:
             stored = load_spec(storage, name)
         except UnfinishedStudy:
             settle_unfinished(storage, name, LABELS_ATTR)
             continue
-        spec, objective = prepare(name, stored, requested, given, options)
+        # Another process may have made the file and the study meanwhile.
+        if stored or fresh is None:
+            spec, objective = prepare(name, stored, requested, given, options)
+        else:
+            spec, objective = fresh
         if stored or create_study(storage, name, spec, objective, options.command_line):
             break
     previous_trials = (
