@@ -39,8 +39,12 @@ STUDY = "load"
 def storage_worker(storage_url: str, trials: int, trial_seconds: float, heartbeat: int) -> None:
     """One worker of ``--mode storage``: batchlr's storage calls for each trial, no training."""
     from batchlr.objectives.trial_record import TrialRecord
-    from batchlr.studies.store import fail_orphaned_trials, open_storage, this_worker
-    from batchlr.studies.store import run_left_retries
+    from batchlr.studies.store import (
+        fail_orphaned_trials,
+        open_storage,
+        run_left_retries,
+        this_worker,
+    )
 
     storage = open_storage(storage_url, access="write", heartbeat=heartbeat)
     study = optuna.load_study(

@@ -165,8 +165,15 @@ CASES = [
         "more than 100,000",
     ),
     (
-        ["run", "--storage", "sqlite:///{tmp}/new.db", "--sampler", "grid"]
-        + ["--grid-points", "lr=1000,batch_size=1000"],
+        [
+            "run",
+            "--storage",
+            "sqlite:///{tmp}/new.db",
+            "--sampler",
+            "grid",
+            "--grid-points",
+            "lr=1000,batch_size=1000",
+        ],
         2,
         "more than 100,000",
     ),

@@ -277,8 +277,9 @@ def open_study(
     ``given`` names the settings of ``requested`` the user chose explicitly; a resumed study
     keeps its stored settings and rejects explicit ones that differ (see :func:`reconcile`).
     A new study is written only once the data, folds, model and device are known to work,
-    and whole (see :func:`create_study_from`); a new SQLite file is made only then too. When several workers start a new study at
-    once, the database lets one create it and the others resume it.
+    and whole (see :func:`create_study_from`); a new SQLite file is made only then too. When
+    several workers start a new study at once, the database lets one create it and the
+    others resume it.
     """
     requested = dataclasses.replace(
         requested, dataset=check_names(requested.dataset, requested.model)
