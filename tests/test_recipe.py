@@ -2,6 +2,7 @@
 label smoothing, Nesterov momentum and AdamW, stored with the study and exported."""
 
 import json
+import math
 
 import numpy as np
 import optuna
@@ -12,7 +13,7 @@ from torch import nn
 
 import batchlr
 from batchlr.cli import main
-from batchlr.errors import BatchlrError, BatchlrUsageError
+from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.micro_batches import MicroBatching
 from batchlr.objectives.settings import TrainingSettings, parse_augment, parse_image_size
 from batchlr.objectives.trainer import Trainer
@@ -166,9 +167,13 @@ def test_parse_image_size_and_weight_decay():
     for bad in ("0x32", "32x", "-4", "1:2"):
         with pytest.raises(BatchlrUsageError):
             parse_image_size(bad)
-    for bad in ("-1", "1e-2:1e-5", "nan", "1:2:3", "a"):
+    for bad in ("1:2:3", "a", "1e-5:"):
         with pytest.raises(BatchlrUsageError):
             parse_weight_decay(bad)
+    # values are the setting's to judge, in one place, whoever makes it
+    for low, high in ((-1.0, -1.0), (1e-2, 1e-5), (math.nan, math.nan), (0.0, 1e-3)):
+        with pytest.raises(SettingError, match=r"^weight_decay "):
+            WeightDecay(low, high)
 
 
 def test_weight_decay_nesterov_and_adamw_reach_the_optimizer():
