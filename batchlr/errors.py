@@ -32,11 +32,14 @@ class SettingError(BatchlrUsageError):
     def naming(self, name: str) -> str:
         """The message with the setting called ``name``: ``label_smoothing 1.5: ...`` or
         ``--label-smoothing 1.5: ...``."""
-        return f"{name} {_shown(self.value)}: {self.problem}"
+        return (
+            f"{name} {_shown(self.value, 'x' if self.key == 'image_size' else ':')}: {self.problem}"
+        )
 
 
-def _shown(value: object) -> str:
-    """A setting's value as its option would spell it: ``16:512`` for a range, ``sgd,adam`` for names."""
+def _shown(value: object, joiner: str) -> str:
+    """A setting's value as its option would spell it: ``16:512`` for a range (``joiner``
+    between a pair of numbers: ``48x64`` for an image size), ``sgd,adam`` for names."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
         return ",".join(value)
     if (
@@ -44,7 +47,7 @@ def _shown(value: object) -> str:
         and len(value) == 2
         and all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value)
     ):
-        return f"{value[0]:g}:{value[1]:g}"
+        return joiner.join(str(item) if isinstance(item, int) else f"{item:g}" for item in value)
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -146,6 +146,9 @@ CASES = [
     (["run", "--image-size", "3\u00b2"], 2, "--image-size"),
     (["run", "--sampler", "grid", "--grid-points", "lr=1\u00b2"], 2, "--grid-points"),
     (["run", "--image-size", "9" * 5000], 2, "--image-size"),
+    # Values judged by the setting's own rule, named as the option spells them.
+    (["run", "--image-size", "32x0"], 2, "--image-size 32x0: give HEIGHT and WIDTH"),
+    (["run", "--weight-decay", "1e-2:1e-5"], 2, "--weight-decay 0.01:1e-05: give a number or"),
     # Sizes bounded before the study exists: the snapshot shows nothing stored.
     (
         [

@@ -145,16 +145,13 @@ def parse_image_size(text: str) -> tuple[int, int]:
     """``N`` (square) or ``HxW`` as (height, width).
 
     Raises:
-        BatchlrUsageError: for malformed text or a side outside 1..:data:`MAX_IMAGE_SIDE`.
+        BatchlrUsageError: for malformed text; the sides are the setting's to judge
+            (``StudySpec``'s ``image_size``).
     """
     sides = list(map(whole_number, text.lower().split("x")))
     height, width = sides[0], sides[-1]
     if len(sides) not in (1, 2) or height is None or width is None:
         raise BatchlrUsageError(f"--image-size {text!r}: give N or HxW in pixels, like 32 or 48x64")
-    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
-        raise BatchlrUsageError(
-            f"--image-size {text!r}: each side must be from 1 to {MAX_IMAGE_SIDE} pixels"
-        )
     return height, width
 
 
