@@ -230,8 +230,8 @@ def test_throughput_times_the_band_and_the_export_keeps_it(digits_storage, tmp_p
         )
     )
     band = json.loads(invoke("show", "d", "--storage", digits_storage, "--json"))["band"]
-    timed = [timing["batch_size"] for timing in record["timings"]]
-    assert timed == sorted({entry["batch_size"] for entry in band["lr_ranges"]})
+    timed = [(timing["optimizer"], timing["batch_size"]) for timing in record["timings"]]
+    assert timed == sorted((entry["optimizer"], entry["batch_size"]) for entry in band["lr_ranges"])
     assert all(timing["images_per_second"] > 0 for timing in record["timings"])
     best = record["recommended"]
     assert best["seconds_to_target"] == min(t["seconds_to_target"] for t in record["timings"])
@@ -245,7 +245,7 @@ def test_throughput_times_the_band_and_the_export_keeps_it(digits_storage, tmp_p
         "throughput", "d", "--storage", digits_storage, "--device", "cpu", "--steps", "2"
     )
     assert re.search(
-        r"^recommended: batch \d+, lr \S+ \(the (ridge|band)",
+        r"^recommended: (sgd|adam|rmsprop) at batch \d+, lr \S+ \(the (ridge|band)",
         lines,
         re.M,
     )

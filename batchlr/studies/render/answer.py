@@ -68,24 +68,27 @@ def _span(low: float, high: float, spec: str) -> str:
 
 
 def throughput(result: Recommendation) -> list[str]:
-    """What ``batchlr throughput`` prints: a row per batch size of the band, then the
-    recommendation and the rule of its lr."""
+    """What ``batchlr throughput`` prints: a row per optimizer and batch size of the band,
+    then the recommendation and the rule of its lr."""
     lines = [
         f"on {result.device} ({result.precision}), to the band's accuracy {result.target_accuracy:.4f}:",
-        f"{'batch':>6}  {'images/s':>9}  {'epochs':>6}  {'seconds':>8}  {'lr':>9}",
+        f"{'optimizer':<9}  {'batch':>6}  {'images/s':>9}  {'epochs':>6}  {'seconds':>8}  {'lr':>9}",
     ]
     for timing in result.timings:
         speed = "no fit" if timing.images_per_second is None else f"{timing.images_per_second:.0f}"
         epochs = "-" if timing.epochs_to_target is None else f"{timing.epochs_to_target:.1f}"
         seconds = "-" if timing.seconds_to_target is None else f"{timing.seconds_to_target:.1f}"
         lines.append(
-            f"{timing.batch_size:>6}  {speed:>9}  {epochs:>6}  {seconds:>8}  {timing.lr.lr:>9.3g}"
+            f"{timing.optimizer:<9}  {timing.batch_size:>6}  {speed:>9}  {epochs:>6}  "
+            f"{seconds:>8}  {timing.lr.lr:>9.3g}"
         )
     best = result.best
     if best is None:
         lines.append("no batch size of the band could be timed on this device")
         return lines
-    lines.append(f"recommended: batch {best.batch_size}, lr {best.lr.lr:.3g} ({best.lr.rule})")
+    lines.append(
+        f"recommended: {best.optimizer} at batch {best.batch_size}, lr {best.lr.lr:.3g} ({best.lr.rule})"
+    )
     if best.lr.warning:
         lines.append(f"warning: {best.lr.warning}")
     return lines

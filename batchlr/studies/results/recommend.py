@@ -19,10 +19,11 @@ from batchlr.studies.results.transfer import LrRule
 
 @dataclasses.dataclass(frozen=True)
 class BatchTiming:
-    """One batch size on the device: its measured speed (None: it does not fit), the fewest
-    epochs a band trial at it took to reach the target accuracy, the seconds that makes there,
-    and the lr to train it with and its rule."""
+    """One optimizer and batch size of the band on the device: its measured speed (None: it
+    does not fit), the fewest epochs a band trial of both took to reach the target accuracy,
+    the seconds that makes there, and the lr to train it with and its rule."""
 
+    optimizer: str
     batch_size: int
     images_per_second: float | None
     epochs_to_target: float | None
@@ -32,8 +33,9 @@ class BatchTiming:
 
 @dataclasses.dataclass(frozen=True)
 class Recommendation:
-    """The band's batch sizes timed on ``device`` (``precision``), and the one with the least
-    time to ``target_accuracy``, the lowest cross-validated accuracy in the band."""
+    """The band's optimizers and batch sizes timed on ``device`` (``precision``), and the one
+    with the least time to ``target_accuracy``, the lowest cross-validated accuracy in the
+    band (what every member reached: the folds cannot tell any of them from the best)."""
 
     device: str
     precision: Precision
@@ -98,19 +100,24 @@ def recommend(
     device: str,
     precision: Precision,
     target_accuracy: float,
-    epochs: Mapping[int, tuple[float, int]],
-    speeds: Mapping[int, float | None],
-    lrs: Mapping[int, LrRule],
+    epochs: Mapping[str, Mapping[int, tuple[float, int]]],
+    speeds: Mapping[tuple[str, int], float | None],
+    lrs: Mapping[tuple[str, int], LrRule],
 ) -> Recommendation:
-    """The timings of the batch sizes in ``speeds``: ``epochs`` (with steps per epoch) from
-    :func:`epochs_to_target`, images per second measured on ``device``, and their ``lrs``."""
+    """The timings of the (optimizer, batch size) pairs in ``speeds``: ``epochs`` per optimizer
+    (with steps per epoch) from :func:`epochs_to_target`, images per second measured on
+    ``device``, and their ``lrs``."""
     timings = []
-    for batch_size, speed in sorted(speeds.items()):
-        epochs_needed, per_epoch = epochs.get(batch_size, (None, 0))
+    for (optimizer, batch_size), speed in sorted(speeds.items()):
+        epochs_needed, per_epoch = epochs.get(optimizer, {}).get(batch_size, (None, 0))
         seconds = (
             epochs_needed * per_epoch * batch_size / speed
             if speed and epochs_needed is not None
             else None
         )
-        timings.append(BatchTiming(batch_size, speed, epochs_needed, seconds, lrs[batch_size]))
+        timings.append(
+            BatchTiming(
+                optimizer, batch_size, speed, epochs_needed, seconds, lrs[optimizer, batch_size]
+            )
+        )
     return Recommendation(device, precision, target_accuracy, timings)
