@@ -175,6 +175,16 @@ def test_grey_of_more_than_8_bits_is_scaled_by_its_types_range_and_floats_from_0
     assert pixels["a/float.tif"] == [0, 128, 255, 255, 0, 0]  # clipped to 0..1, NaN as 0
 
 
+def test_a_deep_image_cropped_first_keeps_its_files_range(tmp_path, monkeypatch):
+    # A crop is no TIFF: the range must be read off the file, not the crop (it wrapped to 95).
+    path = tmp_path / "32.tif"
+    Image.fromarray(np.full((1, 50), 2_000_000_000, dtype=np.int32)).save(path)
+    whole = readers.decode_files([str(path)], 1, (8, 8))
+    monkeypatch.setattr(readers, "_WHOLE_SCALED_PIXELS", 0)  # crop first, as for 1x20,000,000
+    cropped = readers.decode_files([str(path)], 1, (8, 8))
+    assert (whole == round(2e9 * 255 / (2**31 - 1))).all() and np.array_equal(cropped, whole)
+
+
 def test_resizing_scales_the_shorter_side_then_crops_the_centre():
     # 32 high, 64 wide; its quarters from left to right are 10, 20, 30 and 40.
     quarters = np.repeat(np.array([10, 20, 30, 40], dtype=np.uint8), 16)
@@ -227,10 +237,10 @@ def test_a_narrow_image_is_cropped_before_it_is_scaled_up(tmp_path, monkeypatch)
     monkeypatch.setattr(Image.Image, "resize", recording_resize)
     with_channels = readers._with_channels
 
-    def recording_conversion(image, channels):
+    def recording_conversion(image, channels, largest):
         # only the part the crop covers: converting 20,000,000 16-bit pixels took 230 MB
         assert image.width * image.height <= 64, f"converted {image.size} whole"
-        return with_channels(image, channels)
+        return with_channels(image, channels, largest)
 
     monkeypatch.setattr(readers, "_with_channels", recording_conversion)
     # as predict reads it

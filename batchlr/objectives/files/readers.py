@@ -242,7 +242,10 @@ def decode_files(paths: Sequence[str], channels: int, size: tuple[int, int]) -> 
     block = np.empty((len(paths), channels, *size), dtype=np.uint8)
     for row, path in enumerate(paths):
         with _opened(path) as image:
-            pixels = np.asarray(fit_image(image, size, lambda part: _with_channels(part, channels)))
+            # The file's sample range is read off the whole image: a crop of it is no TIFF.
+            largest = _largest_value(image) if image.mode in _DEEP_GREY_MODES else 0
+            convert = functools.partial(_with_channels, channels=channels, largest=largest)
+            pixels = np.asarray(fit_image(image, size, convert))
         block[row] = _channels_first(pixels)
     return block
 
@@ -295,23 +298,23 @@ def _open_regular(path: str) -> int:
     return descriptor
 
 
-def _with_channels(image: Image.Image, channels: int) -> Image.Image:
+def _with_channels(image: Image.Image, channels: int, largest: int) -> Image.Image:
     """``image`` as 8-bit grey (``channels`` 1) or RGB (3), without alpha; grey of more than 8
-    bits first made 8-bit by :func:`_eight_bit`, where PIL's conversion would clip it at 255."""
+    bits first made 8-bit by :func:`_eight_bit` (``largest``: its file's largest sample value,
+    see :func:`_largest_value`), where PIL's conversion would clip it at 255."""
     if image.mode in _DEEP_GREY_MODES:
-        image = _eight_bit(image)
+        image = _eight_bit(image, largest)
     mode = "L" if channels == 1 else "RGB"
     return image if image.mode == mode else image.convert(mode)
 
 
-def _eight_bit(image: Image.Image) -> Image.Image:
+def _eight_bit(image: Image.Image, largest: int) -> Image.Image:
     """Grey ``image`` of integers wider than 8 bits or of floats as 8-bit grey: integers mapped
-    from their type's range (0 to its largest value, negatives as 0) onto 0..255, rounded, so
+    from their type's range (0 to ``largest``, negatives as 0) onto 0..255, rounded, so
     16-bit grey is divided by 257; floats clipped to 0..1 (NaN as 0), then scaled to 0..255."""
     pixels = np.asarray(image)
     if image.mode == "F":
         return Image.fromarray(np.rint(np.clip(np.nan_to_num(pixels), 0, 1) * 255).astype(np.uint8))
-    largest = _largest_value(image)
     # PIL holds unsigned 32-bit samples in its signed mode "I"
     if largest == np.iinfo(np.uint32).max:
         pixels = pixels.view(np.uint32)
