@@ -507,3 +507,16 @@ def test_ctrl_c_in_any_command_is_one_line_and_status_130():
         result.exit_code == 130
         and result.output.strip() == "Error: interrupted; run the same command again"
     ), result.output
+
+
+def test_a_storage_it_cannot_create_is_refused_before_any_set_up(tmp_path, monkeypatch):
+    # Set-up can take minutes (--lr auto's range tests): the new file's directory comes first.
+    def set_up(*args, **kwargs):
+        raise AssertionError("set up before the storage was checked")
+
+    monkeypatch.setattr("batchlr.studies.run.lifecycle.prepare", set_up)
+    result = CliRunner().invoke(
+        main, ["run", "--storage", f"sqlite:///{tmp_path}/nodir/x.db", "--lr", "auto"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"cannot create a file in {tmp_path}/nodir" in result.output

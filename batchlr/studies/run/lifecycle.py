@@ -35,6 +35,7 @@ from batchlr.studies.store.retries import (
 from batchlr.studies.store.spec import StudySpec, check_names
 from batchlr.studies.store.storage import (
     LiveStorage,
+    check_sqlite_creatable,
     close_idle_connections,
     open_storage,
     sqlite_path,
@@ -288,7 +289,10 @@ def open_study(
     file = sqlite_path(storage_url)
     # A file not made yet holds no study: all that can refuse the run (data, model, device,
     # grid, --lr auto) does so before the file is made, so that a refused run leaves none.
-    fresh = prepare(name, None, requested, given, options) if file and not file.exists() else None
+    fresh = None
+    if file and not file.exists():
+        check_sqlite_creatable(storage_url)  # first: set-up can take minutes (--lr auto)
+        fresh = prepare(name, None, requested, given, options)
     storage = open_storage(storage_url, access="create", heartbeat=options.heartbeat)
     while True:
         try:

@@ -340,6 +340,17 @@ def _parse(url: str) -> URL:
         ) from error
 
 
+def check_sqlite_creatable(url: str) -> None:
+    """The checks that :func:`open_storage` makes of a ``sqlite:///FILE`` URL before creating
+    the file, without creating it: for a run that sets up for minutes before it opens a new
+    file, so that a --storage it cannot use is refused first.
+
+    Raises:
+        BatchlrError: as :func:`open_storage` would for the path.
+    """
+    _check_sqlite_path(_parse(url), mask_url(url), "create")
+
+
 def _check_sqlite_path(parsed: URL, masked: str, access: Access) -> None:
     if not parsed.database or parsed.database == ":memory:":
         raise BatchlrUsageError(
