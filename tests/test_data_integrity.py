@@ -144,6 +144,16 @@ def test_class_folders_named_alike_in_two_unicode_forms_are_a_clear_error(tmp_pa
         read_image_folder(root)
 
 
+@pytest.mark.parametrize(("name", "problem"), [(" ", "is blank"), ("a\tb", "holds a control")])
+def test_a_class_folder_no_model_file_could_name_is_a_clear_error(tmp_path, name, problem):
+    # refit would write a model file that load_model then refuses for this name
+    root = _image_folder(tmp_path / "pets", 3, classes=("cat", name))
+    with pytest.raises(
+        BatchlrError, match=f"^imagefolder: class folder {re.escape(ascii(name))} .* {problem}"
+    ):
+        read_image_folder(root)
+
+
 def test_predict_lists_a_folder_exactly_as_training_reads_it(tmp_path):
     root = _image_folder(tmp_path / "pets", 3)
     extra = tmp_path / "extra"

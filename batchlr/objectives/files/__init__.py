@@ -7,7 +7,12 @@ from batchlr.objectives.files.dataset_files import (
     CIFAR_TRAIN_FILES,
 )
 from batchlr.objectives.files.image_cache import CacheEntry
-from batchlr.objectives.files.image_files import IMG_EXTENSIONS, list_image_folder, walk_image_files
+from batchlr.objectives.files.image_files import (
+    IMG_EXTENSIONS,
+    class_name_problem,
+    list_image_folder,
+    walk_image_files,
+)
 from batchlr.objectives.files.readers import decode_files, read_image_folder
 
 __all__ = [
@@ -17,6 +22,7 @@ __all__ = [
     "CIFAR_TRAIN_FILES",
     "IMG_EXTENSIONS",
     "CacheEntry",
+    "class_name_problem",
     "decode_files",
     "list_image_folder",
     "read_image_folder",

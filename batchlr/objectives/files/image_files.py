@@ -183,11 +183,25 @@ def walk_image_files(folders: Sequence[str], also_entered: Iterable[str] = ()) -
     ]
 
 
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a class, or None: a blank name names nothing, and a control
+    character or line break would split or garble the one line per image that predict prints.
+    (A name of undecodable bytes, their surrogate escapes, is a folder's name all the same.)"""
+    if not name.strip():
+        return "is blank"
+    if any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in name):
+        return "holds a control character or line break"
+    return None
+
+
 def _check_distinct(root: Path, classes: Sequence[str]) -> None:
-    """Refuse class names that differ only in their Unicode form (é as one code point or as e
-    and an accent): they look the same wherever a class is named, in a model file or a report."""
+    """Refuse class names that :func:`class_name_problem` refuses, and names that differ only
+    in their Unicode form (é as one code point or as e and an accent): they look the same
+    wherever a class is named, in a model file or a report."""
     seen: dict[str, str] = {}
     for name in classes:
+        if problem := class_name_problem(name):
+            raise BatchlrError(f"imagefolder: class folder {name!a} in {root} {problem}; rename it")
         normal = unicodedata.normalize("NFC", name)
         if normal in seen:
             raise BatchlrError(

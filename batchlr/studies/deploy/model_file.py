@@ -28,6 +28,7 @@ from torch import nn
 
 from batchlr.errors import BatchlrError
 from batchlr.files import check_regular_file, write_atomically
+from batchlr.objectives.files import class_name_problem
 from batchlr.objectives.settings import MAX_CLASSES, MAX_IMAGE_SIDE
 from batchlr.objectives.training import MIN_STD
 
@@ -222,10 +223,6 @@ def load_model(
     return TrainedModel(network, info).to(device).eval()
 
 
-def _breaks_lines(name: str) -> bool:
-    return any(unicodedata.category(character) in ("Cc", "Zl", "Zp") for character in name)
-
-
 def _info_problem(info: object) -> str | None:
     """What is wrong with a model file's ``info``, in a few words; None when it is usable.
 
@@ -255,10 +252,9 @@ def _info_problem(info: object) -> str | None:
         and all(isinstance(name, str) for name in classes)
     ):
         return f"classes is not a list of 2 to {MAX_CLASSES:,} names"
-    # A control character or line break would split predict's one line per image; a name of
-    # undecodable bytes (its surrogate escapes) is a folder's name all the same.
-    if unprintable := [name for name in classes if not name.strip() or _breaks_lines(name)]:
-        return f"class name {unprintable[0]!a} is empty or holds a control character"
+    for name in classes:  # as image folders judge their class folders' names
+        if problem := class_name_problem(name):
+            return f"class name {name!a} {problem}"
     # As image folders compare class names: two spellings of one name in Unicode are one.
     normal = collections.Counter(unicodedata.normalize("NFC", name) for name in classes)
     if twice := [name for name, count in normal.items() if count > 1]:
