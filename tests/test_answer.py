@@ -119,7 +119,7 @@ def test_the_export_carries_the_fit_and_transfers_the_lr_along_it(grid_storage, 
     ridge = cfg.ridge["sgd"].ridge
     assert ridge is not None and cfg.band is not None
     inside = cfg.lr_rule(ridge.batch_range[0])
-    assert inside.lr == pytest.approx(ridge.lr(inside.batch_size))  # what show prints
+    assert inside.lr == pytest.approx(cfg.lr * (inside.batch_size / cfg.batch_size) ** ridge.alpha)
     assert inside.rule.startswith("the ridge lr ~ B^") and inside.warning is None
     beyond = cfg.lr_rule(4096)
     assert "extrapolated" in beyond.rule and "noise-scale --study sgd-grid" in beyond.warning
@@ -154,21 +154,25 @@ def test_an_uncertain_exponent_warns_with_the_lrs_its_interval_allows():
     # a new user's rmsprop study: lr* ~ B^2.18 [0.09, 4.27], best lr 2.9e-4 at batch 34
     ridge = Ridge("rmsprop", 32, 3.6e-4, 2.18, (0.09, 4.27), 10, (16, 78), 4)
     rule = transfer_lr(2.9e-4, 34, "rmsprop", 68, ridge, None, LrScaling(), "s")
-    ratio = 68 / 32
-    assert rule.lr == pytest.approx(3.6e-4 * ratio**2.18)
+    ratio = 68 / 34
+    assert rule.lr == pytest.approx(2.9e-4 * ratio**2.18)
     assert rule.warning is not None and "[0.09, 4.27] is wide" in rule.warning
-    assert f"from {3.6e-4 * ratio**0.09:.3g} to {3.6e-4 * ratio**4.27:.3g}" in rule.warning
+    assert f"from {2.9e-4 * ratio**0.09:.3g} to {2.9e-4 * ratio**4.27:.3g}" in rule.warning
     narrower = dataclasses.replace(ridge, alpha_interval=(1.7, 2.6))
     assert transfer_lr(2.9e-4, 34, "rmsprop", 68, narrower, None, LrScaling(), "s").warning is None
 
 
 def test_past_a_surge_peak_the_lr_is_held_as_an_upper_bound():
     # Adam's best lr falls again past its peak (Li et al. 2024): extrapolating would climb.
-    ridge = Ridge("adam", 64, 2e-3, 0.5, (0.4, 0.6), 20, (16, 128), 4, surge_peak=128)
-    rule = transfer_lr(2e-3, 64, "adam", 1024, ridge, 5000.0, LrScaling(), "s")
-    assert rule.lr == pytest.approx(ridge.lr(128))
-    assert "held past its surge peak at batch 128" in rule.rule
-    assert rule.warning is not None and rule.warning.endswith("an upper bound")
+    ridge = Ridge("adam", 64, 2e-3, 0.5, (0.4, 0.6), 20, (16, 96), 4, surge_peak=128)
+    held = transfer_lr(2e-3, 64, "adam", 1024, ridge, 5000.0, LrScaling(), "s")
+    assert held.lr == pytest.approx(2e-3 * (128 / 64) ** 0.5)
+    assert "held past its surge peak at batch 128" in held.rule
+    assert held.warning is not None and held.warning.endswith("an upper bound")
+    # between the fitted range's end and the peak the lr still rises
+    rising = transfer_lr(2e-3, 64, "adam", 110, ridge, 5000.0, LrScaling(), "s")
+    assert rising.lr == pytest.approx(2e-3 * (110 / 64) ** 0.5) and "held" not in rising.rule
+    assert rising.warning == "batch 110 lies outside the fitted 16 to 96"
 
 
 def test_without_a_fit_the_studys_scaling_rule_is_named(grid_storage, tmp_path):

@@ -102,9 +102,9 @@ class BestConfig:
 
     def lr_rule(self, batch_size: int, rule: ForcedRule | None = None) -> LrRule:
         """The learning rate for ``batch_size`` and the rule that gave it: within the study's
-        fitted ridge, the ridge's lr; below it, the ridge extrapolated, with a warning; above
-        it, the ridge up to the measured critical batch size and held past it (past a surge
-        peak, held there), with a warning; with no ridge, the study's ``--lr-scaling`` rule. ``rule``
+        fitted ridge, its exponent from the best trial's lr; below it, the ridge extrapolated,
+        with a warning; above it, the ridge up to the measured critical batch size (or a surge's
+        peak) and held past it, with a warning; with no ridge, the study's ``--lr-scaling`` rule. ``rule``
         (``linear``, ``sqrt`` or ``noise``) forces one (see
         :func:`batchlr.studies.results.transfer.transfer_lr`).
 

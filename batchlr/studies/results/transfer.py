@@ -44,14 +44,14 @@ def transfer_lr(
     """The lr for ``batch_size``, for a study whose best trial trained with ``best_lr`` at
     ``best_batch``.
 
-    Without ``forced``: within the ridge's batch range, the ridge's lr (the line through every
-    batch size's best, which pools more trials than the best one: at ``best_batch`` it may
-    differ from ``best_lr``, one draw near it); below it, extrapolated, with a warning; above
-    it, extrapolated up to the critical batch size ``noise_scale`` (or the range's end, if
-    that is larger) and held past it (no noise scale: extrapolated, with a warning that
-    names ``noise-scale --study``), or, past an adaptive optimizer's surge peak, held at the
-    range's end as an upper bound; with no ridge, the study's lr scaling rule from the best
-    trial. ``forced`` names a rule instead, from the best trial: ``linear``, ``sqrt``, or
+    Without ``forced``: within the ridge's batch range, its fitted exponent from ``best_lr``
+    (not the line's own level: the line pools trials of every momentum, while the best
+    trial's lr goes with the momentum the export carries); below it, extrapolated, with a
+    warning; above it, extrapolated up to the critical batch size ``noise_scale`` (or the
+    range's end, if that is larger) and held past it (no noise scale: extrapolated, with a
+    warning that names ``noise-scale --study``), or, for an adaptive optimizer whose best lr
+    surges, up to the surge's peak and held past it as an upper bound; with no ridge, the
+    study's lr scaling rule. ``forced`` names a rule instead: ``linear``, ``sqrt``, or
     ``noise`` (the AdaScale gain of the noise scale; its square root for adaptive
     optimizers).
 
@@ -86,13 +86,18 @@ def transfer_lr(
     outside = f"batch {batch_size} lies outside the fitted {low} to {high}"
     reach: float = batch_size
     if low <= batch_size <= high:
-        rule, beyond = fitted, None
+        rule, beyond = f"{fitted}, from the best trial", None
     elif batch_size < low:  # the critical batch size bounds the ridge from above only
         rule, beyond = f"{fitted}, extrapolated", outside
     elif ridge.surge_peak is not None:
-        reach = high
-        rule = f"{fitted}, held past its surge peak at batch {ridge.surge_peak}"
-        beyond = f"{outside}, past the peak where the best lr falls again: an upper bound"
+        reach = min(batch_size, ridge.surge_peak)
+        rule, beyond = (
+            f"{fitted}, extrapolated up to its surge peak at batch {ridge.surge_peak}",
+            outside,
+        )
+        if reach < batch_size:
+            rule = f"{fitted}, held past its surge peak at batch {ridge.surge_peak}"
+            beyond = f"{outside}, past the peak where the best lr falls again: an upper bound"
     elif noise_scale is None:
         rule, beyond = f"{fitted}, extrapolated", _no_noise_scale(study, outside)
     else:
@@ -105,18 +110,18 @@ def transfer_lr(
                 if noise_scale > high
                 else f" and held past its end (the critical batch size {noise_scale:.0f} lies within it)"
             )
-    warnings = [beyond, _uncertain(ridge, reach)]
-    return LrRule(batch_size, ridge.lr(reach), rule, "; ".join(filter(None, warnings)) or None)
+    lr = best_lr * (reach / best_batch) ** ridge.alpha
+    warnings = [beyond, _uncertain(ridge, best_lr, reach / best_batch)]
+    return LrRule(batch_size, lr, rule, "; ".join(filter(None, warnings)) or None)
 
 
-def _uncertain(ridge: Ridge, batch_size: float) -> str | None:
+def _uncertain(ridge: Ridge, best_lr: float, ratio: float) -> str | None:
     """A warning where the ridge's exponent is too uncertain to say which rule holds, with the
-    lrs its interval's ends give at ``batch_size`` (the fit pivots on its reference batch)."""
+    lrs its interval's ends give."""
     low, high = ridge.alpha_interval
-    if high - low <= UNCERTAIN_ALPHA_WIDTH or batch_size == ridge.reference_batch:
+    if high - low <= UNCERTAIN_ALPHA_WIDTH or ratio == 1:
         return None
-    ratio = batch_size / ridge.reference_batch
-    ends = sorted(ridge.lr_at_reference * ratio**alpha for alpha in (low, high))
+    ends = sorted(best_lr * ratio**alpha for alpha in (low, high))
     return (
         f"the exponent's 95 % interval [{low:.2f}, {high:.2f}] is wide: the lr lies anywhere "
         f"from {ends[0]:.3g} to {ends[1]:.3g}; more trials at more batch sizes narrow it"
