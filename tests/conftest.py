@@ -64,14 +64,15 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this test process's own on the local PostgreSQL server, dropped afterwards.
+@contextlib.contextmanager
+def own_postgres_database(purpose: str) -> Iterator[str]:
+    """A new, empty database of this test process's own on the local PostgreSQL server, as a
+    URL, dropped afterwards.
 
     The xdist workers, and other suites on the same machine, run at once: studies, tables and
     grants of one never meet another's.
     """
-    name = f"batchlr_test_{os.getpid()}"
+    name = f"batchlr_{purpose}_{os.getpid()}"
     server = sqlalchemy.create_engine(
         "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
     )
@@ -79,10 +80,19 @@ def postgres_url() -> Iterator[str]:
         # A pid is unique among live processes; one left by a killed run of that pid goes.
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with server.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    server.dispose()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        server.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The session's database (see :func:`own_postgres_database`)."""
+    with own_postgres_database("test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from batchlr.cli import main
+from tests.conftest import own_postgres_database
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -347,48 +348,48 @@ def test_ctrl_c_stops_every_worker_of_workers_and_says_so_once(tmp_path):
 def test_workers_starting_together_on_an_empty_database_each_keep_at_most_one_connection():
     # A Slurm array starts its workers at once: all but one lose the race to lay out the
     # tables, and a lost attempt's connections must not stay open for the worker's life.
-    name = f"batchlr_race_{os.getpid()}"
-    server = sqlalchemy.create_engine(
-        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
-    )
-    with server.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    code = (  # imported, each waits for the word to open, so that they open at once
-        "import sys; from batchlr.studies.store import open_storage; "
-        "print('ready', flush=True); sys.stdin.readline(); "
-        f"storage = open_storage({url!r}, access='create'); "
-        "storage.get_all_studies(); print('open', flush=True); sys.stdin.read()"
-    )
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    with own_postgres_database("race") as url:
+        code = (  # imported, each waits for the word to open, so that they open at once
+            "import sys; from batchlr.studies.store import open_storage; "
+            "print('ready', flush=True); sys.stdin.readline(); "
+            f"storage = open_storage({url!r}, access='create'); "
+            "storage.get_all_studies(); print('open', flush=True); sys.stdin.read()"
         )
-        for _ in range(6)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout.readline() == "ready\n", worker.communicate(timeout=120)[1]
-        for worker in workers:
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        for worker in workers:
-            assert worker.stdout.readline() == "open\n", worker.communicate(timeout=120)[1]
-        held = batchlr_connections(url)
-        assert sorted(held) == sorted(f"batchlr {worker.pid}" for worker in workers)
-        assert set(held.values()) == {1}, held
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait(timeout=60)
-        with server.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        server.dispose()
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        try:
+            for worker in workers:
+                assert _line_within(worker, 120) == "ready\n"
+            for worker in workers:
+                worker.stdin.write("go\n")
+                worker.stdin.flush()
+            for worker in workers:
+                assert _line_within(worker, 120) == "open\n"
+            held = batchlr_connections(url)
+            assert sorted(held) == sorted(f"batchlr {worker.pid}" for worker in workers)
+            assert set(held.values()) == {1}, held
+        finally:
+            for worker in workers:
+                worker.kill()
+                worker.wait(timeout=60)
+
+
+def _line_within(process: subprocess.Popen, timeout: float) -> str:
+    """The next line ``process`` writes to its stdout pipe, waiting at most ``timeout`` s."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            process.kill()
+            raise AssertionError(f"no line in {timeout} s: {process.communicate()[1]}")
+    return process.stdout.readline()
 
 
 def batchlr_connections(postgres_url: str) -> dict[str, int]:
