@@ -155,10 +155,12 @@ def test_parse_augment(text, expected):
     assert parse_augment(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "rotate", "flip,none"])
-def test_parse_augment_refuses_unknown_names(text):
+def test_an_augment_that_names_nothing_is_refused_by_the_parser_and_unknown_names_by_the_setting():
     with pytest.raises(BatchlrUsageError):
-        parse_augment(text)
+        parse_augment(" , ")
+    for text in ("rotate", "flip,none"):
+        with pytest.raises(SettingError, match=r"^augment "):
+            TrainingSettings(augment=parse_augment(text))
 
 
 def test_parse_image_size_and_weight_decay():

@@ -127,18 +127,19 @@ stay float32). ``auto`` is bf16 where the device computes it natively, else fp32
 
 
 def parse_augment(text: str) -> tuple[str, ...]:
-    """``none``, or comma-separated :data:`AUGMENTATIONS` in their canonical order.
+    """``none``, or comma-separated names, :data:`AUGMENTATIONS` in their canonical order
+    first; any other name is the setting's to refuse (``TrainingSettings``).
 
     Raises:
-        BatchlrUsageError: for an unknown name.
+        BatchlrUsageError: for text that names nothing.
     """
     names = {name.strip().lower() for name in text.split(",") if name.strip()}
+    if not names:
+        raise BatchlrUsageError(f"--augment {text!r}: choose none, flip, crop or flip,crop")
     if names == {"none"}:
         return ()
-    unknown = sorted(names - set(AUGMENTATIONS))
-    if unknown or not names:
-        raise BatchlrUsageError(f"--augment {text!r}: choose none, flip, crop or flip,crop")
-    return tuple(name for name in AUGMENTATIONS if name in names)
+    known = tuple(name for name in AUGMENTATIONS if name in names)
+    return known + tuple(sorted(names - set(AUGMENTATIONS)))
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
