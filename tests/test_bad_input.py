@@ -108,7 +108,11 @@ CASES = [
     (["run", "--batch-size", "512:16"], 2, "MIN is greater than MAX"),
     (["run", "--batch-size", "0:16"], 2, "positive"),
     (["run", "--batch-size", "a:b"], 2, "MIN:MAX"),
-    (["run", "--batch-size", "2000:4000"], 2, "smallest training fold"),
+    (
+        ["run", "--batch-size", "2000:4000"],
+        2,
+        "--batch-size 2000:4000: the smallest training fold holds only",
+    ),
     (["run", "--lr", "1:0.001"], 2, "MIN is greater than MAX"),
     (["run", "--lr", "-1:1"], 2, "positive"),
     (["run", "--folds", "1"], 2, "--folds"),

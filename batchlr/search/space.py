@@ -258,13 +258,18 @@ class SearchSpace:
         return "lr" if self.lr_scaling.rule == "none" else "base_lr"
 
     def clip_batch_size(self, largest: int) -> SearchSpace:
-        """Cap the batch range at ``largest``, the most samples a training fold holds."""
+        """Cap the batch range at ``largest``, the most samples a training fold holds.
+
+        Raises:
+            SettingError: for ``batch_size`` when even its MIN is larger.
+        """
         low, high = self.batch_size
-        if low > largest:
-            raise BatchlrUsageError(
-                f"--batch-size {low}:{high}: the smallest training fold holds only {largest} "
-                f"samples; use a MIN of at most {largest}"
-            )
+        require(
+            low <= largest,
+            "batch_size",
+            self.batch_size,
+            f"the smallest training fold holds only {largest} samples; use a MIN of at most {largest}",
+        )
         return dataclasses.replace(self, batch_size=(low, min(high, largest)))
 
     def suggest(self, trial: optuna.Trial) -> Hyperparameters:
