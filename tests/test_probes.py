@@ -64,6 +64,21 @@ def test_lr_find_defaults_to_the_sweep_that_lr_auto_runs():
     assert sweep == (lr_finder.START_LR, lr_finder.END_LR, lr_finder.LR_COUNT)
 
 
+def test_run_help_states_the_lr_auto_range_and_the_default_ranges_as_they_are():
+    # --help is written as literals so that it needs no torch: checked against the constants.
+    from batchlr.cli_run import run
+    from batchlr.search.space import DEFAULT_LR_RANGES
+
+    (help_text,) = [param.help for param in run.params if param.name == "lr"]
+    low, high = lr_finder.SEARCH_RANGE
+    assert f"from a {round(1 / low)}th of its LR range test's suggestion to {high:g} times it" in (
+        help_text
+    )
+    for optimizer, (start, end) in DEFAULT_LR_RANGES.items():
+        assert optimizer in help_text and f"{start:.0e}".replace("e-0", "e-") in help_text
+        assert f":{end:g}" in help_text
+
+
 def test_lr_find_json_and_plot_on_digits(tmp_path):
     plot = tmp_path / "lr.png"
     args = [
