@@ -109,7 +109,7 @@ def lr_find(
     if as_json:
         click.echo(json_text(render.lr_range_record(result, study_name)))
     else:
-        echo_lines(*render.lr_range(result, study_name))
+        echo_lines(*render.lr_range(result, study_name, option["optimizer"]))
     if study_name:
         what = f"{option['optimizer']}, batch {option['batch_size']}"
         figure = lr_range_figure(result.first, probe.title(what))

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -163,6 +164,12 @@ def test_lr_find_and_noise_scale_attach_their_curves_to_a_study_that_exists(tmp_
         "--json",
     )
     assert "attached the LR range test to study p's artifacts" in found.stdout
+    # study p's lr range is fixed: the search it suggests is a new study's, of adam alone
+    assert re.search(
+        r"^search around it in a new study: batchlr run --study NAME --optimizers adam --lr \S+:\S+$",
+        found.stdout,
+        re.M,
+    )
     # Under --json, stdout is the record alone.
     assert json.loads(noise.stdout)["noise_scale"] > 0
     assert "attached the noise-scale curve" in noise.stderr

@@ -54,10 +54,13 @@ def regime_record(trained: Regime, study: str | None) -> dict[str, Any]:
     return {"study": study, **dataclasses.asdict(trained)}
 
 
-def lr_range(tests: SeededLrRangeTests, study: str | None) -> tuple[list[str], str | None]:
-    """What ``batchlr lr-find`` prints: the suggestion, each seed's, and the search around it,
-    how it trained (see :func:`regime`), and a warning when a curve had no real descent or
-    the seeds disagree, or None."""
+def lr_range(
+    tests: SeededLrRangeTests, study: str | None, optimizer: str
+) -> tuple[list[str], str | None]:
+    """What ``batchlr lr-find`` prints: the suggestion, each seed's, and the search around it
+    (a new study's: a study's lr range is fixed when it is created, and the range is
+    ``optimizer``'s alone), how it trained (see :func:`regime`), and a warning when a curve
+    had no real descent or the seeds disagree, or None."""
     from batchlr.objectives.probes.lr_finder import SEARCH_RANGE
 
     first = tests.first
@@ -74,8 +77,8 @@ def lr_range(tests: SeededLrRangeTests, study: str | None) -> tuple[list[str], s
     lines = [
         f"suggested lr {suggested:.3g} ({seeds}: {tests.spread:.1f}x apart)",
         f"seed {tests.seeds[0]}: {len(first.lrs)} learning rates, {stop}",
-        f"search around it: batchlr run --lr {suggested * SEARCH_RANGE[0]:.2g}:"
-        f"{suggested * SEARCH_RANGE[1]:.2g}",
+        f"search around it in a new study: batchlr run --study NAME --optimizers {optimizer} "
+        f"--lr {suggested * SEARCH_RANGE[0]:.2g}:{suggested * SEARCH_RANGE[1]:.2g}",
         regime(first.regime, study),
     ]
     return lines, lr_test_warning(
