@@ -79,7 +79,8 @@ def lr_find(
     """LR range test: raise the learning rate exponentially and suggest the loss's valley.
 
     It trains as a study's trials do: those of --study, or else of a new study with these
-    options (the default precision, no augmentation). The valley is the lr two thirds of the
+    options (the default precision, no augmentation), in batches of --batch-size, or of every
+    sample where there are fewer than its default. The valley is the lr two thirds of the
     way down the smoothed loss's longest descent, found as fastai finds it. It runs twice,
     with --seed and the next seed, suggests the geometric mean of the two, and warns when they
     lie more than 3x apart.
@@ -94,6 +95,9 @@ def lr_find(
         )
         option["lr_count"] = old_lr_count
     probe = _open_probe(option, study_name, storage)
+    source = click.get_current_context().get_parameter_source("batch_size")
+    if source == click.core.ParameterSource.DEFAULT:  # a small folder: the batch it can hold
+        option["batch_size"] = min(option["batch_size"], len(probe.indices))
     hyperparameters = probe_hyperparameters(
         option["batch_size"], option["optimizer"], option["momentum"]
     )

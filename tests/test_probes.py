@@ -272,3 +272,30 @@ def test_noise_scale_says_when_its_range_exceeds_what_a_fold_can_batch():
     assert "suggested batch range: 300:1200" in lines
     assert any(line.startswith("note: a fold trains on 800 samples") for line in lines)
     assert not any("note:" in line for line in render.noise_scale(result, 0, None, 2000))
+
+
+def test_lr_find_on_a_study_of_fewer_images_than_its_default_batch_trains_with_them_all(
+    tmp_path, sqlite_url
+):
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for index in range(12):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{index}.png")
+    run = ["run", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--storage", sqlite_url]
+    created = CliRunner().invoke(
+        main, [*run, "--study", "c", "--batch-size", "4:8", "--n-trials", "1", "--quiet"]
+    )
+    assert created.exit_code == 0, created.output
+    found = CliRunner().invoke(
+        main, ["lr-find", "--study", "c", "--storage", sqlite_url, "--lr-count", "20"]
+    )
+    assert found.exit_code == 0, found.output  # it asked for a batch of 64 and stopped
+    (batch,) = re.findall(r", batch (\d+) in one pass", found.output)
+    assert int(batch) < 64
