@@ -180,8 +180,13 @@ def test_without_a_fit_the_studys_scaling_rule_is_named(grid_storage, tmp_path):
     invoke("export", "adam-few", "--storage", grid_storage, "--output", str(path))
     cfg = batchlr.load_config(path)
     assert cfg.ridge["adam"].ridge is None and cfg.data is None
+    # at the best trial's own batch its own lr; elsewhere no rule applies unless one is forced
+    own = cfg.lr_rule(cfg.batch_size)
+    assert own.lr == cfg.lr and own.rule.startswith("the best trial's own")
     with pytest.raises(BatchlrError, match="fitted no lr ridge"):
-        cfg.lr_for(128)
+        cfg.lr_for(2 * cfg.batch_size)
+    written = json.loads(path.read_text())["lr_by_batch"]
+    assert [entry["batch_size"] for entry in written] == [cfg.batch_size]
 
 
 @pytest.fixture(scope="module")

@@ -205,7 +205,7 @@ class BestConfig:
             try:
                 rules.append(dataclasses.asdict(self.lr_rule(batch_size)))
             except BatchlrError:
-                return []  # no rule applies: the study fitted nothing and scaled nothing
+                continue  # no rule applies: the study fitted nothing and scaled nothing
         return rules
 
 
