@@ -116,7 +116,7 @@ def lr_find(
         echo_lines(*render.lr_range(result, study_name, option["optimizer"]))
     if study_name:
         what = f"{option['optimizer']}, batch {option['batch_size']}"
-        figure = lr_range_figure(result.first, probe.title(what))
+        figure = lr_range_figure(result, probe.title(what))
         attachment = attach_figure(storage, study_name, figure, "lr-find.png", artifacts)
         _say_attached("LR range test", attachment, as_json)
 

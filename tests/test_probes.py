@@ -132,6 +132,14 @@ def test_a_range_test_whose_seeds_disagree_more_than_3x_warns():
     assert render.lr_test_warning(weak.loss_drop, weak.spread, "fix it").count("warning:") == 2
 
 
+def test_the_lr_range_figure_marks_the_suggestion_lr_find_prints():
+    from batchlr.studies.results import lr_range_figure
+
+    tests = SeededLrRangeTests((0, 1), (_range_test(0.01), _range_test(0.04)))
+    marked = lr_range_figure(tests, "t").series[1]
+    assert marked.x == [pytest.approx(0.02)] * 2 and marked.name == "suggested lr 0.02"
+
+
 def test_noise_scale_json_on_digits():
     args = [
         "noise-scale",

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 from batchlr.studies.results.plotting import OKABE_ITO, Figure, Series
 
 if TYPE_CHECKING:  # torch loads with the probes: drawing their results needs none of it
-    from batchlr.objectives.probes import LrRangeTest, NoiseScale
+    from batchlr.objectives.probes import NoiseScale, SeededLrRangeTests
 
 
-def lr_range_figure(result: LrRangeTest, title: str) -> Figure:
-    """The LR range test's smoothed loss over the learning rate, its suggestion marked."""
+def lr_range_figure(tests: SeededLrRangeTests, title: str) -> Figure:
+    """The first seed's smoothed loss over the learning rate, the suggestion (of every seed,
+    as lr-find prints it) marked."""
+    result, suggested = tests.first, tests.suggested_lr
     low, high = min(result.losses), max(result.losses)
     return Figure(
         f"LR range test: {title}",
@@ -28,9 +30,9 @@ def lr_range_figure(result: LrRangeTest, title: str) -> Figure:
             Series("line", result.lrs, result.losses, "smoothed loss", OKABE_ITO[0]),
             Series(
                 "line",
-                [result.suggested_lr] * 2,
+                [suggested] * 2,
                 [low, high],
-                f"suggested lr {result.suggested_lr:.2g}",
+                f"suggested lr {suggested:.3g}",
                 OKABE_ITO[3],
                 dash=True,
             ),

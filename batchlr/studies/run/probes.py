@@ -127,7 +127,7 @@ def run_lr_find(
         from batchlr.studies.results.probe_figures import lr_range_figure
 
         what = f"{hyperparameters.optimizer}, batch {hyperparameters.batch_size}"
-        save_png(lr_range_figure(result.first, probe.title(what)), plot)
+        save_png(lr_range_figure(result, probe.title(what)), plot)
     return result
 
 
