@@ -71,10 +71,12 @@ class FiniteFloatRange(click.FloatRange):
 
 # The parsers below only read the text; TrainingSettings judges the values, once.
 def _micro_batch(text: str) -> int | str:
+    if text == AUTO:
+        return text
     number = whole_number(text)
-    if text == AUTO or number is not None:
-        return text if number is None else number
-    raise BatchlrUsageError(f"{text!r} is neither a whole number nor {AUTO}")
+    if number is None:
+        raise BatchlrUsageError(f"{text!r} is neither a whole number nor {AUTO}")
+    return number
 
 
 def _study_name(text: str) -> str:

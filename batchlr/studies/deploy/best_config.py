@@ -104,7 +104,8 @@ class BestConfig:
         """The learning rate for ``batch_size`` and the rule that gave it: within the study's
         fitted ridge, its exponent from the best trial's lr; below it, the ridge extrapolated,
         with a warning; above it, the ridge up to the measured critical batch size (or a surge's
-        peak) and held past it, with a warning; with no ridge, the study's ``--lr-scaling`` rule. ``rule``
+        peak) and held past it, with a warning; with no ridge, the study's ``--lr-scaling``
+        rule, or without one the best trial's own lr at its own batch size. ``rule``
         (``linear``, ``sqrt`` or ``noise``) forces one (see
         :func:`batchlr.studies.results.transfer.transfer_lr`).
 

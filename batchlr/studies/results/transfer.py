@@ -52,9 +52,8 @@ def transfer_lr(
     warning that names ``noise-scale --study``), or, for an adaptive optimizer whose best lr
     surges, up to the surge's peak and held past it as an upper bound; with no ridge, the
     study's lr scaling rule, or without one the best trial's own lr at ``best_batch`` alone.
-    ``forced`` names a rule instead: ``linear``, ``sqrt``, or
-    ``noise`` (the AdaScale gain of the noise scale; its square root for adaptive
-    optimizers).
+    ``forced`` names a rule instead: ``linear``, ``sqrt``, or ``noise`` (the AdaScale gain of
+    the noise scale; its square root for adaptive optimizers).
 
     Raises:
         BatchlrError: where no rule applies: no ridge and no scaling rule, or ``noise`` without
@@ -74,9 +73,9 @@ def transfer_lr(
             f"{root}the AdaScale gain of the noise scale {noise_scale:.0f} from batch {best_batch}",
         )
     if ridge is None:
-        if scaling.rule == "none" and batch_size == best_batch:
-            return LrRule(batch_size, best_lr, "the best trial's own (no ridge was fitted)")
         if scaling.rule == "none":
+            if batch_size == best_batch:
+                return LrRule(batch_size, best_lr, "the best trial's own (no ridge was fitted)")
             raise BatchlrError(
                 f"study {study!r} fitted no lr ridge and searched lr without a scaling rule, so "
                 f"it has an lr for its best trial's batch {best_batch} only; call "

@@ -53,9 +53,10 @@ def measure_throughput(storage: str, probe: Probe, seed: int, steps: int) -> Rec
     for optimizer, sizes in band.lr_ranges.items():
         fit = answer.ridges.get(optimizer)
         # the optimizer's best band member: where a rule without a ridge scales from
+        members = [trials[number] for number in band.members]
         anchor = max(
-            (trials[number] for number in band.members),
-            key=lambda trial: (trial.params.get("optimizer") == optimizer, trial.values[0]),
+            (trial for trial in members if trial.params.get("optimizer") == optimizer),
+            key=lambda trial: trial.values[0],
         )
         anchor_lr = Hyperparameters.from_params(anchor.params, probe.spec.space).lr
         for batch_size, (low, high) in sizes.items():
