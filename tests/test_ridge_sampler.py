@@ -77,7 +77,8 @@ def test_after_start_up_the_ridge_sampler_proposes_lrs_near_a_known_ridge(scalin
     )
     ridge = _distances(space, RidgeSampler(space, seed=0))
     tpe = _distances(space, optuna.samplers.TPESampler(seed=0))
-    assert statistics.median(ridge[40:]) < 0.4
+    # With every lr left to TPE (no ridge), the median is 0.33 to 0.36; with it, 0.11 to 0.13.
+    assert statistics.median(ridge[40:]) < 0.2
     after_start_up = STARTUP_TRIALS + 5
     assert statistics.median(ridge[after_start_up:]) < statistics.median(tpe[after_start_up:])
 
@@ -193,7 +194,9 @@ def test_a_ridge_study_resumes_with_the_ridge_sampler(tmp_path: Path):
         main, [*args, "--sampler", "ridge", "--n-trials", "2", "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
-    opened = open_study(storage, "r", StudySpec(), set(), RunOptions(device="cpu"))
+    # whatever this run's defaults would choose, as a later release's might
+    requested = StudySpec(sampler="tpe")
+    opened = open_study(storage, "r", requested, set(), RunOptions(device="cpu"))
     assert isinstance(opened.study.sampler, RidgeSampler)
     # its fit told the accuracy of guessing digits' ten classes, as show's is
     assert opened.study.sampler._chance == pytest.approx(0.1)
