@@ -1,4 +1,4 @@
-"""Choosing the torch device from ``--device``, naming it, and giving its memory back."""
+"""Choosing the torch device by name, naming it, and giving its memory back."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from pathlib import Path
 
 import torch
 
-from batchlr.errors import BatchlrUsageError
+from batchlr.errors import SettingError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; other names must be usable here."""
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; other names must be usable here.
+
+    Raises:
+        SettingError: for ``device`` when ``name`` is no device, or one this machine lacks.
+    """
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,22 +26,20 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise BatchlrUsageError(
-            f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        raise SettingError(
+            "device", name, "not a device; use auto, cpu, cuda, cuda:N or mps"
         ) from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BatchlrUsageError(
-                f"--device {name}: no CUDA GPU is visible; use --device cpu or auto"
-            )
+            raise SettingError("device", name, "no CUDA GPU is visible; use cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BatchlrUsageError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            raise SettingError(
+                "device", name, f"only {torch.cuda.device_count()} CUDA device(s) are visible"
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise BatchlrUsageError(f"--device {name}: MPS is not available; use --device cpu or auto")
+        raise SettingError("device", name, "MPS is not available; use cpu or auto")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise BatchlrUsageError(f"--device {name}: batchlr runs on cpu, cuda or mps")
+        raise SettingError("device", name, "batchlr runs on cpu, cuda or mps")
     return device
 
 
