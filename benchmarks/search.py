@@ -11,7 +11,10 @@ found, less ``--tolerance`` (1 point). A study's cost is the training images its
 (pruned trials included, as user attr ``train_images`` records them) up to and including the
 first complete trial that reaches the target. Prints per strategy the seeds that reached it,
 the median and range of that cost over the seeds that did, its ratio to the baseline's median,
-and the median final best accuracy.
+and the medians of the final best accuracy and of the whole study's training images.
+
+With ``--storage``, a study it holds that a finished run of this script made with the same
+settings is read, not run again: strategies can be added to a table later.
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ STRATEGIES = {
     "tpe+hyperband": ["--sampler", "tpe", "--pruner", "hyperband"],
     "ridge+none": ["--sampler", "ridge", "--pruner", "none"],
     "ridge+hyperband": ["--sampler", "ridge", "--pruner", "hyperband"],
+    "default+stop": ["--stop", "auto"],
 }
 """Each strategy's options; ``default`` is ``batchlr run`` with no search options (the ridge
 sampler with ASHA)."""
+MARK = "benchmark"
+"""The study user attr that holds what a finished run of this script ran it with."""
 
 
 def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace) -> None:
-    """Run one study to its end with ``batchlr run``, the CPU's threads shared among the jobs."""
+    """Run one study to its end with ``batchlr run``, the CPU's threads shared among the jobs,
+    and mark it finished with what it ran with (see :func:`settings`)."""
     common = [
         "--dataset",
         args.dataset,
@@ -57,6 +64,43 @@ def run_study(name: str, seed: int, options: list[str], args: argparse.Namespace
         args.device,
     ]
     run_batchlr(name, args.storage, [*common, *options], max(1, (os.cpu_count() or 1) // args.jobs))
+    study = optuna.load_study(study_name=name, storage=args.storage)
+    study.set_user_attr(MARK, settings(seed, options, args))
+
+
+def settings(seed: int, options: list[str], args: argparse.Namespace) -> dict[str, object]:
+    """What decides a study's trials, as :data:`MARK` keeps it."""
+    return {
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "n_trials": args.n_trials,
+        "seed": seed,
+        "options": options,
+    }
+
+
+def studies_to_run(
+    runs: list[tuple[str, int]], args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> list[tuple[str, int]]:
+    """The ``runs`` that ``--storage`` holds no finished study of; an unfinished one (a run
+    interrupted) is deleted to run again, and one run with other settings ends the script."""
+    existing = set(optuna.get_all_study_names(args.storage))
+    missing = []
+    for name, seed in runs:
+        study_name = f"{name}-{seed}"
+        if study_name not in existing:
+            missing.append((name, seed))
+            continue
+        mark = optuna.load_study(study_name=study_name, storage=args.storage).user_attrs.get(MARK)
+        if mark is None:
+            optuna.delete_study(study_name=study_name, storage=args.storage)
+            missing.append((name, seed))
+        elif mark != settings(seed, STRATEGIES[name], args):
+            parser.error(
+                f"--storage holds study {study_name} run with {mark}; give another --storage "
+                "for these settings"
+            )
+    return missing
 
 
 def cost_to(study: optuna.Study, target: float) -> int | None:
@@ -69,13 +113,34 @@ def cost_to(study: optuna.Study, target: float) -> int | None:
     return None
 
 
+def reached_costs(
+    studies: dict[tuple[str, int], optuna.Study], name: str, target: float
+) -> list[float]:
+    """Strategy ``name``'s cost to ``target`` in millions of training images, for each seed
+    that reached it."""
+    costs = [cost_to(study, target) for (each, _), study in studies.items() if each == name]
+    return [cost / 1e6 for cost in costs if cost is not None]
+
+
+def whole_cost(study: optuna.Study) -> float:
+    """The training images of every trial of ``study``, in millions."""
+    return sum(TrialRecord.from_trial(trial).train_images or 0 for trial in study.trials) / 1e6
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1, for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--n-trials", type=int, default=30)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=positive, default=3)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--jobs", type=int, default=1, help="Studies run at once.")
@@ -85,15 +150,18 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = args.strategies.split(",")
+    unknown = sorted(set(names) - set(STRATEGIES))
+    if unknown:
+        parser.error(
+            f"unknown strategies {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}"
+        )
     with tempfile.TemporaryDirectory() as scratch:
         args.storage = args.storage or f"sqlite:///{Path(scratch) / 'search.db'}"
         runs = [(name, seed) for name in names for seed in range(args.seeds)]
-        existing = set(optuna.get_all_study_names(args.storage))
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for done in [
                 pool.submit(run_study, f"{name}-{seed}", seed, STRATEGIES[name], args)
-                for name, seed in runs
-                if f"{name}-{seed}" not in existing
+                for name, seed in studies_to_run(runs, args, parser)
             ]:
                 done.result()
         studies = {
@@ -104,21 +172,22 @@ def main() -> None:
         print(f"target accuracy {target:.4f} (the best of all runs less {args.tolerance:g})")
         print(
             f"{'strategy':<16} {'reached':>7} {'images (M)':>11} {'range':>13} {'vs baseline':>11} "
-            f"{'final best':>10}"
+            f"{'final best':>10} {'whole (M)':>11}"
         )
-        baseline = None
+        baseline_costs = reached_costs(studies, "baseline", target) if "baseline" in names else []
+        baseline = statistics.median(baseline_costs) if baseline_costs else None
         for name in names:
-            costs = [cost_to(studies[name, seed], target) for seed in range(args.seeds)]
-            reached = [cost / 1e6 for cost in costs if cost is not None]
+            reached = reached_costs(studies, name, target)
             median = statistics.median(reached) if reached else None
-            baseline = median if name == "baseline" else baseline
-            best = statistics.median(studies[name, seed].best_value for seed in range(args.seeds))
+            seeds = [studies[name, seed] for seed in range(args.seeds)]
+            best = statistics.median(study.best_value for study in seeds)
+            whole = statistics.median(whole_cost(study) for study in seeds)
             span = f"{min(reached):.3f}-{max(reached):.3f}" if reached else "-"
             ratio = f"{median / baseline:.2f}x" if median and baseline else "-"
             shown = f"{median:.3f}" if median is not None else "-"
             print(
                 f"{name:<16} {len(reached):>3} of {args.seeds:<1} {shown:>11} {span:>13} "
-                f"{ratio:>11} {best:>10.4f}"
+                f"{ratio:>11} {best:>10.4f} {whole:>11.3f}"
             )
 
 
