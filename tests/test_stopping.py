@@ -13,13 +13,17 @@ from batchlr.studies.store import last_stop
 from batchlr.studies.store.data_facts import Stop, save_stop
 
 
-def _study(accuracy, n_trials: int = 60, noise: float = 0.05) -> optuna.Study:
+def _study(
+    accuracy, n_trials: int = 60, noise: float = 0.05, pruned_share: int = 0
+) -> optuna.Study:
     """A study of ``accuracy(trial)`` plus fold noise (sd ``noise`` over 3 folds), with --stop
-    auto's callback."""
+    auto's callback; with ``pruned_share`` N, all but every Nth trial is pruned."""
     rng = np.random.default_rng(0)
 
     def objective(trial: optuna.Trial) -> float:
         mean = accuracy(trial)
+        if pruned_share and trial.number % pruned_share:
+            raise optuna.TrialPruned()
         scores = [float(mean + rng.normal(0, noise)) for _ in range(3)]
         TrialRecord(fold_scores=scores).write(trial)
         return float(np.mean(scores))
@@ -33,8 +37,15 @@ def test_a_study_whose_trials_stopped_improving_is_stopped_and_says_why():
     study = _study(lambda trial: 0.8 + 0 * trial.suggest_float("x", 0, 1))  # nothing to gain
     assert STOP_MIN_TRIALS <= len(study.trials) < 60
     stop = last_stop(study)
-    assert stop is not None and stop.complete_trials == stop.next_trial == len(study.trials)
+    assert stop is not None and stop.finished_trials == stop.next_trial == len(study.trials)
     assert f"none of the last {PATIENCE}" in stop.reason
+
+
+def test_pruned_trials_count_as_trials_that_did_not_beat_the_best():
+    # as under ASHA, which prunes most trials: 13 of these 40 complete, too few to judge alone
+    study = _study(lambda trial: 0.8 + 0 * trial.suggest_float("x", 0, 1), 40, pruned_share=3)
+    stop = last_stop(study)
+    assert stop is not None and stop.finished_trials == len(study.trials) < 40
 
 
 def test_a_study_that_still_improves_runs_on():
@@ -61,7 +72,7 @@ def test_a_run_too_short_for_stop_auto_to_judge_says_so_not_an_earlier_runs_stop
     assert result.exit_code == 0, result.output
     assert "stopped by" not in result.output
     assert (
-        f"--stop auto has not judged: 2 complete trials, it judges from {STOP_MIN_TRIALS}"
+        f"--stop auto has not judged: 2 finished trials, it judges from {STOP_MIN_TRIALS}"
         in result.output.splitlines()
     )
 
@@ -86,7 +97,7 @@ def test_a_rerun_of_a_study_that_stopped_improving_runs_no_trial_and_says_why(tm
     assert stopped.exit_code == 0, stopped.output
     assert len(study.trials) == STOP_MIN_TRIALS + 1
     assert (
-        f"stopped by --stop auto before a trial: the study's {STOP_MIN_TRIALS + 1} complete "
+        f"stopped by --stop auto before a trial: the study's {STOP_MIN_TRIALS + 1} finished "
         "trials had already stopped improving (none of the last"
     ) in stopped.output
     # A later run without --stop auto runs its trial and says nothing of the earlier stop.

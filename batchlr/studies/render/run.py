@@ -7,7 +7,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.search.ridge import LEARNED_MARGIN
@@ -18,6 +18,7 @@ from batchlr.studies.store.secrets import mask_url
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.storage import DEFAULT_STORAGE, STORAGE_ENV
 from batchlr.studies.store.summary import (
+    FINISHED,
     best_complete_trial_or_none,
     pareto_trials,
 )
@@ -183,7 +184,7 @@ def outcome(
 ) -> str:
     """What ``batchlr run`` prints at the end: the best trial, the Pareto front, and what to do
     next; the commands name ``storage`` unless they find it by themselves (the default, or
-    the environment's). ``stop_after``: the complete trials ``--stop auto`` needs before it
+    the environment's). ``stop_after``: the finished trials ``--stop auto`` needs before it
     judges, when the run was given it, to say whether and why it stopped the run (which
     began with ``run_from`` trials in the study, or ran none for ``done_before``), or that it
     has not judged yet."""
@@ -227,22 +228,22 @@ def _stop_lines(
     study: optuna.Study, stop_after: int, run_from: int, done_before: Stop | None
 ) -> list[str]:
     """Why ``--stop auto`` ran no trial (``done_before``) or stopped the run that began with
-    ``run_from`` trials; else, with fewer complete trials than ``stop_after``, that it has not
+    ``run_from`` trials; else, with fewer finished trials than ``stop_after``, that it has not
     judged."""
     if done_before is not None:
         return [
-            f"stopped by --stop auto before a trial: the study's {done_before.complete_trials} "
-            f"complete trials had already stopped improving ({done_before.reason}); run without "
+            f"stopped by --stop auto before a trial: the study's {done_before.finished_trials} "
+            f"finished trials had already stopped improving ({done_before.reason}); run without "
             "--stop auto for more trials"
         ]
     stop = last_stop(study)
     if stop is not None and stop.next_trial > run_from:
         return [
-            f"stopped by --stop auto after {stop.complete_trials} complete trials: {stop.reason}"
+            f"stopped by --stop auto after {stop.finished_trials} finished trials: {stop.reason}"
         ]
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if complete < stop_after:
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if finished < stop_after:
         return [
-            f"--stop auto has not judged: {complete} complete trials, it judges from {stop_after}"
+            f"--stop auto has not judged: {finished} finished trials, it judges from {stop_after}"
         ]
     return []

@@ -47,10 +47,9 @@ from batchlr.studies.store.stored_spec import (
     save_micro_batch_cap,
 )
 from batchlr.studies.store.study_creation import settle_unfinished
+from batchlr.studies.store.summary import FINISHED
 
 DEFAULT_N_TRIALS = 20
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 

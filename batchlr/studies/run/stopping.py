@@ -2,9 +2,11 @@
 cross-validation itself rather than a fixed trial count.
 
 The rule is a stagnation test with the folds' noise as its threshold: once
-:data:`STOP_MIN_TRIALS` trials are complete, the run stops when none of the last
-:data:`PATIENCE` complete trials beat the best trial before them by more than the standard error
-of that best trial's fold scores. (Optuna's terminator, which compares a regret bound with the
+:data:`STOP_MIN_TRIALS` trials are finished (complete or pruned), the run stops when none of the
+last :data:`PATIENCE` finished trials beat the best trial before them by more than the standard
+error of that best trial's fold scores. A pruned trial counts as one that did not: its pruner
+judged it behind. Counting complete trials alone, under ASHA, which prunes most trials, the
+rule would judge only after about 70 trials. (Optuna's terminator, which compares a regret bound with the
 same noise, is deprecated since Optuna 4.9 and leaves in 6.0.)
 """
 
@@ -17,41 +19,47 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.objectives.trial_record import TrialRecord
 from batchlr.studies.store.data_facts import Stop, save_stop
-from batchlr.studies.store.summary import standard_error
+from batchlr.studies.store.summary import FINISHED, standard_error
 
 STOP_MIN_TRIALS = 15
-"""Complete trials before a run may stop: start-up and a few guided trials."""
+"""Finished trials before a run may stop: start-up and a few guided trials."""
 PATIENCE = 10
-"""Complete trials in a row that must fail to beat the best by more than its noise."""
+"""Finished trials in a row that must fail to beat the best by more than its noise."""
 
 
-def stagnated(complete: list[FrozenTrial]) -> bool:
-    """Whether the last :data:`PATIENCE` of ``complete`` (single-objective trials, in order)
-    failed to beat the best before them by more than the standard error of its fold scores."""
-    if len(complete) < max(STOP_MIN_TRIALS, PATIENCE + 1):
+def stagnated(finished: list[FrozenTrial]) -> bool:
+    """Whether the last :data:`PATIENCE` of ``finished`` (single-objective trials, complete or
+    pruned, in order) failed to beat the best complete trial before them by more than the
+    standard error of its fold scores."""
+    if len(finished) < max(STOP_MIN_TRIALS, PATIENCE + 1):
         return False
-    earlier, recent = complete[:-PATIENCE], complete[-PATIENCE:]
-    best = max(earlier, key=lambda trial: trial.values[0])
+    earlier, recent = finished[:-PATIENCE], finished[-PATIENCE:]
+    complete = [trial for trial in earlier if trial.state == TrialState.COMPLETE]
+    if not complete:
+        return False
+    best = max(complete, key=lambda trial: trial.values[0])
     noise = standard_error(TrialRecord.from_trial(best).fold_scores or [])
     margin = noise if math.isfinite(noise) else 0.0
-    latest: float = max(trial.values[0] for trial in recent)
     best_value: float = best.values[0]
-    return latest <= best_value + margin
+    return not any(
+        trial.state == TrialState.COMPLETE and trial.values[0] > best_value + margin
+        for trial in recent
+    )
 
 
 def stop_if_done(study: optuna.Study) -> Stop | None:
     """Where :func:`stagnated` finds ``study`` done, the stop, kept with the study (see
     :func:`~batchlr.studies.store.last_stop`); else None."""
     trials = study.get_trials(deepcopy=False)
-    complete = sorted(
-        (trial for trial in trials if trial.state == TrialState.COMPLETE),
+    finished = sorted(
+        (trial for trial in trials if trial.state in FINISHED),
         key=lambda each: each.number,
     )
-    if not stagnated(complete):
+    if not stagnated(finished):
         return None
     stop = Stop(
-        len(complete),
-        f"none of the last {PATIENCE} complete trials beat the best before them by more than "
+        len(finished),
+        f"none of the last {PATIENCE} finished trials beat the best before them by more than "
         "the standard error of its fold scores",
         len(trials),
     )

@@ -41,6 +41,7 @@ from batchlr.studies.store.stored_spec import (
 )
 from batchlr.studies.store.study_creation import create_study_from
 from batchlr.studies.store.summary import (
+    FINISHED,
     REFIT_ATTRS,
     StudyDescription,
     StudySummary,
@@ -59,6 +60,7 @@ __all__ = [
     "DEFAULT_PROXY_PORT",
     "DEFAULT_STORAGE",
     "FAULT_REMEDY",
+    "FINISHED",
     "FOLDS_ATTR",
     "META_KEYS",
     "METRIC",

@@ -124,7 +124,8 @@ def measured_throughput(study: optuna.Study) -> dict[str, Any] | None:
 class Stop(NamedTuple):
     """Why ``--stop auto`` ended a run of a study, or found it done before the run's first trial."""
 
-    complete_trials: int
+    finished_trials: int
+    """Complete and pruned trials then."""
     reason: str
     next_trial: int
     """The number of the first trial it did not start (the study's trial count then)."""
@@ -134,7 +135,7 @@ def save_stop(study: optuna.Study, stop: Stop) -> None:
     """Keep why ``--stop auto`` ended a run with the study."""
     study.set_user_attr(
         STOPPED_ATTR,
-        {"trials": stop.complete_trials, "reason": stop.reason, "next_trial": stop.next_trial},
+        {"trials": stop.finished_trials, "reason": stop.reason, "next_trial": stop.next_trial},
     )
 
 

@@ -27,6 +27,8 @@ REFIT_ATTRS = ("test_accuracy", "test_split", "refit_trial", "test_images", "ref
 """Study user attrs ``batchlr refit`` records: the test score, where it was measured, of which
 trial, on how many images, and how many it trained on."""
 
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+"""The trials that ran to an end: trained all their epochs, or stopped by the pruner."""
 
 _SHOWN_STATES = (
     TrialState.COMPLETE,
