@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import optuna
 from click.testing import CliRunner
@@ -100,6 +102,17 @@ def test_a_rerun_of_a_study_that_stopped_improving_runs_no_trial_and_says_why(tm
         f"stopped by --stop auto before a trial: the study's {STOP_MIN_TRIALS + 1} finished "
         "trials had already stopped improving (none of the last"
     ) in stopped.output
+    shown = CliRunner().invoke(main, ["show", "s", "--storage", storage])
+    assert (
+        f"--stop auto ended a run before trial {STOP_MIN_TRIALS + 1}: none of the last"
+        in shown.output
+    )
+    as_json = json.loads(
+        CliRunner().invoke(main, ["show", "s", "--storage", storage, "--json"]).output
+    )
+    assert (
+        as_json["stop"]["next_trial"] == as_json["stop"]["finished_trials"] == STOP_MIN_TRIALS + 1
+    )
     # A later run without --stop auto runs its trial and says nothing of the earlier stop.
     more = CliRunner().invoke(main, args)
     assert more.exit_code == 0, more.output

@@ -55,8 +55,12 @@ def study_report(report: StudyDescription) -> str:
         return f"{heading}\nno complete trial yet{why}; run more trials, or widen --lr and --batch-size"
     scores = TrialRecord.from_trial(best).fold_scores or []
     folds = " ".join(f"{score:.4f}" for score in scores) or "-"
-    lines = [
-        heading,
+    lines = [heading]
+    if report.stop is not None:
+        lines.append(
+            f"--stop auto ended a run before trial {report.stop.next_trial}: {report.stop.reason}"
+        )
+    lines += [
         f"best trial {best.number}: accuracy {best.values[0]:.4f}, folds {folds}",
         *_param_lines(best.params),
         "",

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.trial_record import TrialRecord
+from batchlr.studies.store.data_facts import Stop, last_stop
 from batchlr.studies.store.spec import StudySpec
 from batchlr.studies.store.stored_spec import LABELS_ATTR, study_spec_or_none
 from batchlr.studies.store.study_creation import is_unfinished
@@ -201,6 +202,7 @@ class StudyDescription:
     best: FrozenTrial | None
     top: list[FrozenTrial]
     pareto: list[FrozenTrial]
+    stop: Stop | None
 
     def to_json(self) -> dict[str, Any]:
         """The description as JSON values, each trial as :func:`trial_json` writes it."""
@@ -215,6 +217,7 @@ class StudyDescription:
             "best": None if self.best is None else trial_json(self.best),
             "top": [trial_json(trial) for trial in self.top],
             "pareto": [trial_json(trial) for trial in self.pareto],
+            "stop": None if self.stop is None else self.stop._asdict(),
         }
 
 
@@ -239,4 +242,5 @@ def describe(study: optuna.Study, k: int) -> StudyDescription:
         best=best_complete_trial_or_none(study),
         top=top_trials(study, k),
         pareto=pareto_trials(study),
+        stop=last_stop(study),
     )
