@@ -62,6 +62,14 @@ def test_stop_auto_refuses_two_objectives_before_the_study_is_created(tmp_path):
     result = CliRunner().invoke(main, [*args, "--device", "cpu", "--folds", "2", "--epochs", "1"])
     assert result.exit_code == 2 and "--stop auto judges one objective" in result.output
     assert "(new)" not in result.output and not optuna.get_all_study_names(storage)
+    tiny = ["--device", "cpu", "--folds", "2", "--epochs", "1", "--n-trials", "1"]
+    created = CliRunner().invoke(main, [*args[:-2], "--study", "t", *tiny])
+    assert created.exit_code == 0, created.output
+    resumed = CliRunner().invoke(
+        main, ["run", "--storage", storage, "--study", "t", "--stop", "auto"]
+    )
+    assert resumed.exit_code == 2
+    assert "study 't' has two (accuracy,time): drop it to resume the study" in resumed.output
 
 
 def test_a_run_too_short_for_stop_auto_to_judge_says_so_not_an_earlier_runs_stop(tmp_path):

@@ -95,9 +95,12 @@ def prepare(
     if "grid_points" in given and spec.grid_points and spec.sampler != "grid":
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
     if options.stop_auto and len(spec.directions) > 1:
-        raise BatchlrUsageError(
-            "--stop auto judges one objective; drop it or --objectives accuracy,time"
+        remedy = (
+            f"study {name!r} has two (accuracy,time): drop it to resume the study"
+            if stored
+            else "drop it or --objectives accuracy,time"
         )
+        raise BatchlrUsageError(f"--stop auto judges one objective; {remedy}")
     if spec.sampler == "grid":
         bounded_grid(spec.space, spec.grid_points)  # before anything loads or is stored
     spec = dataclasses.replace(spec, data_dir=spec.data_dir.expanduser().resolve())
