@@ -15,10 +15,10 @@ from click.core import ParameterSource
 from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.objectives.micro_batches import AUTO
 from batchlr.objectives.settings import parse_augment, parse_image_size
+from batchlr.search.grid import parse_grid_points
 from batchlr.search.space import (
     OPTIMIZER_NAMES,
     SEED_LIMIT,
-    parse_grid_points,
     parse_lr_range,
     parse_optimizers,
     parse_range,

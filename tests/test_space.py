@@ -2,11 +2,10 @@ import optuna
 import pytest
 
 from batchlr.errors import BatchlrUsageError, SettingError
+from batchlr.search.grid import grid_point_counts, parse_grid_points
 from batchlr.search.space import (
     Hyperparameters,
     SearchSpace,
-    grid_point_counts,
-    parse_grid_points,
     parse_optimizers,
     parse_range,
 )

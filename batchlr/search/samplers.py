@@ -8,8 +8,9 @@ from typing import Any, Literal, get_args
 import optuna
 
 from batchlr.errors import BatchlrUsageError
+from batchlr.search.grid import grid_point_counts
 from batchlr.search.ridge_sampler import RidgeSampler
-from batchlr.search.space import SearchSpace, grid_point_counts
+from batchlr.search.space import SearchSpace
 
 SamplerName = Literal["tpe", "ridge", "gp", "random", "grid"]
 SAMPLER_NAMES: tuple[SamplerName, ...] = get_args(SamplerName)

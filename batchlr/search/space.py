@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import optuna
 
-from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
+from batchlr.errors import BatchlrError, BatchlrUsageError
 from batchlr.rules import (
     is_finite_number,
     is_real,
@@ -19,9 +19,9 @@ from batchlr.rules import (
     one_of,
     require,
 )
+from batchlr.search.grid import log_ladder, log_points
 from batchlr.search.lr_scaling import NO_LR_SCALING, LrScaling
 from batchlr.search.weight_decay import NO_WEIGHT_DECAY, SWITCH_PARAM, WeightDecay
-from batchlr.whole_numbers import whole_number
 
 OptimizerName = Literal["sgd", "adam", "rmsprop", "adamw"]
 OPTIMIZER_NAMES: tuple[OptimizerName, ...] = get_args(OptimizerName)
@@ -318,9 +318,9 @@ class SearchSpace:
             name: str, low: Number, high: Number, base: int, kind: type[Number]
         ) -> list[Number]:
             return (
-                _log_points(low, high, counts[name], kind)
+                log_points(low, high, counts[name], kind)
                 if name in counts
-                else _log_ladder(low, high, base=base, kind=kind)
+                else log_ladder(low, high, base=base, kind=kind)
             )
 
         grid: dict[str, list[Any]] = {
@@ -352,54 +352,3 @@ def _pair(value: Any) -> tuple[Any, Any]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return value[0], value[1]
     return None, None
-
-
-GRID_PARAMS: tuple[str, ...] = ("lr", "batch_size", "weight_decay")
-"""The params ``--grid-points`` sets; ``lr`` means base_lr under an LR scaling rule."""
-MAX_GRID_POINTS = 1000
-
-
-def parse_grid_points(text: str) -> str:
-    """``--grid-points`` in its canonical form: ``NAME=N`` pairs of :data:`GRID_PARAMS`, comma-separated.
-
-    Raises:
-        BatchlrUsageError: for an unknown name, or a count outside 2..:data:`MAX_GRID_POINTS`.
-    """
-    return ",".join(f"{name}={count}" for name, count in grid_point_counts(text).items())
-
-
-def grid_point_counts(text: str | None) -> dict[str, int]:
-    """The counts of ``--grid-points`` text by param (see :func:`parse_grid_points`)."""
-    counts: dict[str, int] = {}
-    for part in filter(None, (text or "").replace(" ", "").split(",")):
-        name, equals, count_text = part.partition("=")
-        count = whole_number(count_text)
-        if (
-            name not in GRID_PARAMS
-            or not equals
-            or count is None
-            or not 2 <= count <= MAX_GRID_POINTS
-        ):
-            raise SettingError(
-                "grid_points",
-                text,
-                f"give NAME=N pairs of {', '.join(GRID_PARAMS)} with N from 2 to "
-                f"{MAX_GRID_POINTS}, like lr=12,batch_size=8",
-            )
-        counts[name] = count
-    return counts
-
-
-def _log_points(low: Number, high: Number, count: int, kind: type[Number]) -> list[Number]:
-    """``count`` values spaced evenly in log from ``low`` to ``high`` (fewer when whole numbers coincide)."""
-    values = [low * (high / low) ** (index / (count - 1)) for index in range(count)]
-    return sorted({kind(round(value)) if kind is int else kind(value) for value in values})
-
-
-def _log_ladder(low: Number, high: Number, *, base: int, kind: type[Number]) -> list[Number]:
-    """``low``, every power of ``base`` strictly between, and ``high``."""
-    first = math.floor(math.log(low, base)) + 1
-    last = math.ceil(math.log(high, base)) - 1
-    inner = [kind(base**exponent) for exponent in range(first, last + 1)]
-    # union, not {low, *inner, high}: mypy cannot type a star in a display under a constrained TypeVar
-    return sorted({low, high}.union(value for value in inner if low < value < high))

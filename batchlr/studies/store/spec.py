@@ -20,7 +20,8 @@ from batchlr.errors import BatchlrError, BatchlrUsageError, SettingError
 from batchlr.objectives.settings import MAX_IMAGE_SIDE, TrainingSettings
 from batchlr.rules import is_finite_number, is_whole_number, one_of, require, whole
 from batchlr.search import PRUNER_NAMES, SAMPLER_NAMES, PrunerName, SamplerName
-from batchlr.search.space import SEED_LIMIT, SearchSpace, grid_point_counts
+from batchlr.search.grid import grid_point_counts
+from batchlr.search.space import SEED_LIMIT, SearchSpace
 
 FORMAT_VERSION = 6
 """Version of the stored attrs. 1: batchlr 0.1.0 (the same keys, plus ``momentum``, without
