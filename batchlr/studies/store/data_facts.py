@@ -16,7 +16,7 @@ from batchlr.errors import BatchlrError
 from batchlr.rules import is_finite_number, is_whole_number
 
 STOPPED_ATTR = "batchlr_stopped"
-"""The study user attr that says why, and after how many complete trials, ``--stop auto`` stopped."""
+"""The study user attr that says why, and after how many finished trials, ``--stop auto`` stopped."""
 THROUGHPUT_ATTR = "batchlr_throughput"
 """The study user attr of the last ``batchlr throughput`` measurement, which exports carry."""
 NOISE_ATTR = "batchlr_noise_scale"
