@@ -523,4 +523,4 @@ def test_a_storage_it_cannot_create_is_refused_before_any_set_up(tmp_path, monke
         main, ["run", "--storage", f"sqlite:///{tmp_path}/nodir/x.db", "--lr", "auto"]
     )
     assert result.exit_code == 1, result.output
-    assert f"cannot create a file in {tmp_path}/nodir" in result.output
+    assert f"there is no directory {tmp_path}/nodir; create it first" in result.output

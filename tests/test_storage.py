@@ -40,7 +40,7 @@ def test_malformed_urls_are_usage_errors(url):
 
 
 def test_unwritable_sqlite_path_is_a_clear_error():
-    with pytest.raises(BatchlrError, match="cannot create a file in /proc/nope"):
+    with pytest.raises(BatchlrError, match="there is no directory /proc/nope; create it first"):
         open_storage("sqlite:////proc/nope/x.db", access="create")
 
 
