@@ -190,9 +190,9 @@ if TYPE_CHECKING:
     type=click.Choice(["never", "auto"]),
     default="never",
     help=(
-        "auto: end the run once 10 complete trials in a row failed to beat the best by more "
-        "than the standard error of its fold scores (after at least 15 complete trials); a "
-        "study where that holds already runs no trial."
+        "auto: end the run once 10 finished trials in a row (complete or pruned) failed to beat "
+        "the best by more than the standard error of its fold scores (after at least 15 "
+        "finished trials); a study where that holds already runs no trial."
     ),
 )
 @click.option(

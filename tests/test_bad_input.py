@@ -130,7 +130,8 @@ CASES = [
     (["run", "--dataset", "imagefolder:{images}"], 1, "notes.png"),
     (["run", "--dataset", "mnist", "--data-dir", "{tmp}"], 1, "could not be downloaded"),
     (["run", "--storage", "notadb://x"], 2, "--storage"),
-    (["run", "--storage", "sqlite:////proc/nope/x.db"], 1, "cannot create a file"),
+    (["run", "--storage", "sqlite:////proc/nope/x.db"], 1, "no directory /proc/nope"),
+    (["run", "--storage", "sqlite:///{images}/bird/notes.png/x.db"], 1, "cannot create a file in"),
     (["run", "--storage", "postgresql://postgres@127.0.0.1:1/test"], 1, "cannot open storage"),
     (
         ["run", "--storage", "sqlite:///{db}", "--study", "done", "--lr", "1e-3:1e-2"],

@@ -16,15 +16,18 @@ from batchlr.studies.store.data_facts import Stop, save_stop
 
 
 def _study(
-    accuracy, n_trials: int = 60, noise: float = 0.05, pruned_share: int = 0
+    accuracy, n_trials: int = 60, noise: float = 0.05, pruned_share: int = 0, reason: str = "pruned"
 ) -> optuna.Study:
     """A study of ``accuracy(trial)`` plus fold noise (sd ``noise`` over 3 folds), with --stop
-    auto's callback; with ``pruned_share`` N, all but every Nth trial is pruned."""
+    auto's callback; with ``pruned_share`` N, all but every Nth trial is pruned for ``reason``
+    after reporting its accuracy."""
     rng = np.random.default_rng(0)
 
     def objective(trial: optuna.Trial) -> float:
         mean = accuracy(trial)
         if pruned_share and trial.number % pruned_share:
+            trial.report(mean, 0)
+            TrialRecord(reason=reason).write(trial)
             raise optuna.TrialPruned()
         scores = [float(mean + rng.normal(0, noise)) for _ in range(3)]
         TrialRecord(fold_scores=scores).write(trial)
@@ -50,6 +53,22 @@ def test_pruned_trials_count_as_trials_that_did_not_beat_the_best():
     assert stop is not None and stop.finished_trials == len(study.trials) < 40
 
 
+def test_trials_pruned_for_memory_do_not_count():
+    study = _study(
+        lambda trial: 0.8 + 0 * trial.suggest_float("x", 0, 1), 40, pruned_share=3, reason="oom"
+    )
+    assert len(study.trials) == 40 and last_stop(study) is None
+
+
+def test_a_pruned_trial_whose_last_report_beats_the_best_counts_as_beating_it():
+    def accuracy(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        return 0.8 if trial.number % 3 == 0 else 0.5 + 0.02 * trial.number
+
+    study = _study(accuracy, 40, noise=0.001, pruned_share=3)
+    assert len(study.trials) == 40 and last_stop(study) is None
+
+
 def test_a_study_that_still_improves_runs_on():
     # every trial beats the last by 0.01, twenty times the standard error of its folds
     study = _study(lambda trial: 0.1 + 0.01 * trial.number, n_trials=40, noise=0.001)
@@ -69,7 +88,7 @@ def test_stop_auto_refuses_two_objectives_before_the_study_is_created(tmp_path):
         main, ["run", "--storage", storage, "--study", "t", "--stop", "auto"]
     )
     assert resumed.exit_code == 2
-    assert "study 't' has two (accuracy,time): drop it to resume the study" in resumed.output
+    assert "study 't' has two (accuracy,time): drop --stop auto to resume it" in resumed.output
 
 
 def test_a_run_too_short_for_stop_auto_to_judge_says_so_not_an_earlier_runs_stop(tmp_path):

@@ -308,7 +308,7 @@ class SearchSpace:
         )
 
     def grid(self, points: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
-        """Finite values for GridSampler: for each of :data:`GRID_PARAMS` in ``points``, that many
+        """Finite values for GridSampler: for each of :data:`~batchlr.search.grid.GRID_PARAMS` in ``points``, that many
         log-spaced values from the low end to the high end of its range (whole and distinct
         for batch_size); for the others, powers of two (batch_size) and decades inside the
         ranges, plus the ends."""

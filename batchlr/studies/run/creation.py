@@ -96,7 +96,7 @@ def prepare(
         raise BatchlrUsageError(f"--grid-points goes with --sampler grid, not {spec.sampler}")
     if options.stop_auto and len(spec.directions) > 1:
         remedy = (
-            f"study {name!r} has two (accuracy,time): drop it to resume the study"
+            f"study {name!r} has two (accuracy,time): drop --stop auto to resume it"
             if stored
             else "drop it or --objectives accuracy,time"
         )

@@ -363,11 +363,11 @@ def _check_sqlite_path(parsed: URL, masked: str, access: Access) -> None:
         )
     if access == "create" and not path.exists():
         parent = path.parent
-        if not parent.is_dir():
+        if not parent.exists():
             raise BatchlrError(
                 f"--storage {masked}: there is no directory {parent}; create it first"
             )
-        if not os.access(parent, os.W_OK):
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise BatchlrError(
                 f"--storage {masked}: cannot create a file in {parent}; choose a writable directory"
             )
