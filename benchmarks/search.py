@@ -14,7 +14,8 @@ the median and range of that cost over the seeds that did, its ratio to the base
 and the medians of the final best accuracy and of the whole study's training images.
 
 With ``--storage``, a study it holds that a finished run of this script made with the same
-settings is read, not run again: strategies can be added to a table later.
+settings is read, not run again: strategies can be added to a table later. Any other study of
+a name it would run ends it, with the names to delete.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def settings(seed: int, options: list[str], args: argparse.Namespace) -> dict[st
     """What decides a study's trials, as :data:`MARK` keeps it."""
     return {
         "dataset": args.dataset,
+        "device": args.device,
         "epochs": args.epochs,
         "n_trials": args.n_trials,
         "seed": seed,
@@ -82,25 +84,26 @@ def settings(seed: int, options: list[str], args: argparse.Namespace) -> dict[st
 def studies_to_run(
     runs: list[tuple[str, int]], args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> list[tuple[str, int]]:
-    """The ``runs`` that ``--storage`` holds no finished study of; an unfinished one (a run
-    interrupted) is deleted to run again, and one run with other settings ends the script."""
+    """The ``runs`` that ``--storage`` holds no study of. It ends the script, deleting nothing,
+    where it holds one that no finished run of this script made with these settings (an
+    interrupted run, another program's or settings' study)."""
     existing = set(optuna.get_all_study_names(args.storage))
-    missing = []
-    for name, seed in runs:
-        study_name = f"{name}-{seed}"
-        if study_name not in existing:
-            missing.append((name, seed))
-            continue
-        mark = optuna.load_study(study_name=study_name, storage=args.storage).user_attrs.get(MARK)
-        if mark is None:
-            optuna.delete_study(study_name=study_name, storage=args.storage)
-            missing.append((name, seed))
-        elif mark != settings(seed, STRATEGIES[name], args):
-            parser.error(
-                f"--storage holds study {study_name} run with {mark}; give another --storage "
-                "for these settings"
-            )
-    return missing
+    foreign = [
+        f"{name}-{seed}"
+        for name, seed in runs
+        if f"{name}-{seed}" in existing
+        and optuna.load_study(study_name=f"{name}-{seed}", storage=args.storage).user_attrs.get(
+            MARK
+        )
+        != settings(seed, STRATEGIES[name], args)
+    ]
+    if foreign:
+        parser.error(
+            f"--storage holds {', '.join(foreign)}, not finished runs of this script with these "
+            "settings; give another --storage, or delete them (optuna delete-study --storage URL "
+            "--study-name NAME)"
+        )
+    return [(name, seed) for name, seed in runs if f"{name}-{seed}" not in existing]
 
 
 def cost_to(study: optuna.Study, target: float) -> int | None:
@@ -143,7 +146,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=positive, default=3)
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--jobs", type=int, default=1, help="Studies run at once.")
+    parser.add_argument("--jobs", type=positive, default=1, help="Studies run at once.")
     parser.add_argument(
         "--storage", help="Where the studies are kept.  [default: a temporary file]"
     )
