@@ -6,7 +6,7 @@ import dataclasses
 import math
 import reprlib
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
 import optuna
 
@@ -19,7 +19,7 @@ from batchlr.rules import (
     one_of,
     require,
 )
-from batchlr.search.grid import log_ladder, log_points
+from batchlr.search.grid import Number, log_ladder, log_points
 from batchlr.search.lr_scaling import NO_LR_SCALING, LrScaling
 from batchlr.search.weight_decay import NO_WEIGHT_DECAY, SWITCH_PARAM, WeightDecay
 
@@ -56,8 +56,6 @@ def default_momentum(optimizer: str) -> float | None:
     """The momentum to use where it is not searched: :data:`DEFAULT_MOMENTUM` for SGD and RMSProp."""
     return DEFAULT_MOMENTUM if optimizer in MOMENTUM_OPTIMIZERS else None
 
-
-Number = TypeVar("Number", int, float)
 
 MAX_LR = 1e6
 """The largest learning rate a search may reach. Nothing trains above it, and far above it
@@ -308,10 +306,10 @@ class SearchSpace:
         )
 
     def grid(self, points: Mapping[str, int] | None = None) -> dict[str, list[Any]]:
-        """Finite values for GridSampler: for each of :data:`~batchlr.search.grid.GRID_PARAMS` in ``points``, that many
-        log-spaced values from the low end to the high end of its range (whole and distinct
-        for batch_size); for the others, powers of two (batch_size) and decades inside the
-        ranges, plus the ends."""
+        """Finite values for GridSampler: for each of
+        :data:`~batchlr.search.grid.GRID_PARAMS` in ``points``, that many log-spaced values
+        from the low end to the high end of its range (whole and distinct for batch_size); for
+        the others, powers of two (batch_size) and decades inside the ranges, plus the ends."""
         counts = points or {}
 
         def values(
