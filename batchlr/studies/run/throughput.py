@@ -50,10 +50,10 @@ def measure_throughput(storage: str, probe: Probe, seed: int, steps: int) -> Rec
     trainer = trainer.with_cap(min(fits, cap) if isinstance(cap, int) else fits)
     speeds: dict[tuple[str, int], float | None] = {}
     lrs: dict[tuple[str, int], LrRule] = {}
+    members = [trials[number] for number in band.members]
     for optimizer, sizes in band.lr_ranges.items():
         fit = answer.ridges.get(optimizer)
         # the optimizer's best band member: where a rule without a ridge scales from
-        members = [trials[number] for number in band.members]
         anchor = max(
             (trial for trial in members if trial.params.get("optimizer") == optimizer),
             key=lambda trial: trial.values[0],
