@@ -272,7 +272,9 @@ def _create_storage(
                 skip_compatibility_check=True,
             )
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+        # Losing the race surfaces as whichever error the statement that collided raises: a
+        # duplicate row (IntegrityError), table or PostgreSQL type (ProgrammingError), a lock.
+        except sqlalchemy.exc.DatabaseError as error:
             racing = "alembic_version" in str(error) or "already exists" in str(error)
             if not racing or attempt == SCHEMA_RACE_RETRIES:
                 raise
